@@ -1,0 +1,38 @@
+"""The Typer application behind the `percept` console script."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from percept import __version__
+from percept.cli import models
+from percept.cli.health import health_command
+from percept.cli.serve import demo_command, serve_command
+
+app = typer.Typer(
+    name="percept",
+    help="Perception suite for sales teams: speech, vision and chat signals fused into leads.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.command("serve")(serve_command)
+app.command("demo")(demo_command)
+app.command("health")(health_command)
+app.add_typer(models.app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"percept {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    """Perception suite for sales teams."""

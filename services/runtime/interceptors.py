@@ -1,0 +1,211 @@
+"""Server interceptors shared by every service: API-key auth and call observability."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+from grpc.aio import ServicerContext
+
+from percept.runtime.metrics import GrpcMetrics
+
+log = logging.getLogger("percept.calls")
+
+# Health checks stay open so that load balancers and kubelets need no key.
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+
+Behavior = Callable[[Any, Any], Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+_CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """'/percept.v1.Speech/Recognize' -> ('percept.v1.Speech', 'Recognize')."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    return service, method
+
+
+def rpc_type(handler: Handler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    if handler.response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+def _behavior_of(handler: Handler) -> Behavior:
+    behavior = {
+        "unary": handler.unary_unary,
+        "server_stream": handler.unary_stream,
+        "client_stream": handler.stream_unary,
+        "bidi_stream": handler.stream_stream,
+    }[rpc_type(handler)]
+    if behavior is None:
+        raise TypeError(f"handler of kind {rpc_type(handler)} has no behavior")
+    return behavior
+
+
+def replace_behavior(handler: Handler, behavior: Behavior) -> Handler:
+    """A handler of the same streaming kind and serializers that runs `behavior`."""
+    factory = {
+        "unary": grpc.unary_unary_rpc_method_handler,
+        "server_stream": grpc.unary_stream_rpc_method_handler,
+        "client_stream": grpc.stream_unary_rpc_method_handler,
+        "bidi_stream": grpc.stream_stream_rpc_method_handler,
+    }[rpc_type(handler)]
+    return factory(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def status_of(context: ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """The status a handler ended with (aio reports either an enum or its integer)."""
+    code: Any = context.code()
+    if code is None:
+        return grpc.StatusCode.OK
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return _CODES_BY_VALUE.get(int(code), grpc.StatusCode.UNKNOWN)
+
+
+class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without `authorization: Bearer <key>` naming a configured key."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._keys = [k.encode() for k in keys]
+
+    def _authorized(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
+        for name, value in metadata or ():
+            if name != "authorization":
+                continue
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer":
+                return False
+            given = token.strip().encode()
+            # Compare with every key, without early exit, so timing reveals nothing.
+            matches = [hmac.compare_digest(given, key) for key in self._keys]
+            return any(matches)
+        return False
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+            return handler
+        if self._authorized(handler_call_details.invocation_metadata):
+            return handler
+
+        async def deny(_request: Any, context: ServicerContext[Any, Any]) -> None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or invalid API key: send metadata 'authorization: Bearer <key>'",
+            )
+
+        return replace_behavior(handler, deny)
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Counts, times and logs every call with its final status code."""
+
+    def __init__(self, metrics: GrpcMetrics, service: str) -> None:
+        self._metrics = metrics
+        self._service = service
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        grpc_service, grpc_method = split_method(handler_call_details.method)
+        kind = rpc_type(handler)
+        behavior = _behavior_of(handler)
+        observe = self._observer(grpc_service, grpc_method, kind)
+
+        if handler.response_streaming:
+
+            async def streaming(request: Any, context: ServicerContext[Any, Any]) -> Any:
+                async with observe(context):
+                    result = behavior(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+
+            return replace_behavior(handler, streaming)
+
+        async def unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
+            async with observe(context):
+                result = behavior(request, context)
+                return await result if asyncio.iscoroutine(result) else result
+
+        return replace_behavior(handler, unary)
+
+    def _observer(
+        self, grpc_service: str, grpc_method: str, kind: str
+    ) -> Callable[[ServicerContext[Any, Any]], Any]:
+        metrics = self._metrics
+        labels = (grpc_service, grpc_method, kind)
+        service = self._service
+
+        @asynccontextmanager
+        async def observe(context: ServicerContext[Any, Any]) -> AsyncIterator[None]:
+            metrics.started.labels(*labels).inc()
+            in_flight = metrics.in_flight.labels(grpc_service, grpc_method)
+            in_flight.inc()
+            start = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                yield
+            except asyncio.CancelledError as exc:
+                error = exc
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                context.set_code(
+                    grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+                )
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                error = exc
+                context.set_code(grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                in_flight.dec()
+                elapsed = time.perf_counter() - start
+                code = status_of(context).name
+                metrics.handled.labels(*labels, code).inc()
+                metrics.handling_seconds.labels(*labels, code).observe(elapsed)
+                log.log(
+                    logging.ERROR
+                    if error and not isinstance(error, asyncio.CancelledError)
+                    else logging.INFO,
+                    "rpc finished",
+                    exc_info=error if isinstance(error, Exception) else None,
+                    extra={
+                        "service": service,
+                        "method": f"{grpc_service}/{grpc_method}",
+                        "rpc_type": kind,
+                        "code": code,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "peer": context.peer(),
+                    },
+                )
+
+        return observe

@@ -1,0 +1,129 @@
+"""Settings for every service, read from `PERCEPT_*` environment variables.
+
+One settings object serves all four services so that `percept serve all` and a
+single-service pod read the same variables; validation happens at start so a
+typo fails loudly instead of surfacing as a strange runtime error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SERVICE_NAMES: tuple[str, ...] = ("speech", "vision", "nlp", "leads")
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+MIB = 1024 * 1024
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "percept"
+
+
+class Settings(BaseSettings):
+    """All `PERCEPT_*` settings. Port 0 asks the OS for a free port (tests)."""
+
+    model_config = SettingsConfigDict(env_prefix="PERCEPT_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address the gRPC servers bind to")
+    speech_port: Port = 50051
+    vision_port: Port = 50052
+    nlp_port: Port = 50053
+    leads_port: Port = 50054
+
+    metrics_host: str = "127.0.0.1"
+    metrics_enabled: bool = True
+    speech_metrics_port: Port = 9101
+    vision_metrics_port: Port = 9102
+    nlp_metrics_port: Port = 9103
+    leads_metrics_port: Port = 9104
+
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated API keys; when set, every call but health needs one",
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    model_dir: Path | None = Field(
+        None, description="model cache directory; defaults to <data_dir>/models"
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the leads store; defaults to SQLite in data_dir"
+    )
+
+    max_message_bytes: int = Field(8 * MIB, ge=1024, le=1024 * MIB)
+    grace_period_s: float = Field(10.0, ge=0, le=600)
+    keepalive_time_s: float = Field(30.0, gt=0)
+    keepalive_timeout_s: float = Field(10.0, gt=0)
+    max_concurrent_rpcs: int | None = Field(None, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[str]) -> list[str]:
+        short = [i for i, k in enumerate(keys) if len(k) < 16]
+        if short:
+            raise ValueError(
+                f"API keys must be at least 16 characters (key #{short[0] + 1} is not)"
+            )
+        return keys
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _keepalive_consistent(self) -> Settings:
+        if self.keepalive_timeout_s >= self.keepalive_time_s:
+            raise ValueError("keepalive_timeout_s must be shorter than keepalive_time_s")
+        return self
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'leads.db'}"
+
+    def port_for(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def metrics_port_for(self, service: str) -> int:
+        return int(getattr(self, f"{service}_metrics_port"))
+
+
+_SECRET_FIELDS = {"api_keys"}
+
+
+class SettingsError(Exception):
+    """Settings failed validation; the message names each bad variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Reads settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            var = f"PERCEPT_{field.upper()}" if err["loc"] else "settings"
+            shown = "" if field in _SECRET_FIELDS else f" (got {err.get('input')!r})"
+            lines.append(f"{var}: {err['msg']}{shown}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from exc

@@ -1,0 +1,49 @@
+"""The four services of the suite and how to build each from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from percept.runtime.pending import PendingService
+from percept.runtime.server import Service
+from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.v1 import (
+    leads_pb2,
+    leads_pb2_grpc,
+    nlp_pb2,
+    nlp_pb2_grpc,
+    speech_pb2,
+    speech_pb2_grpc,
+    vision_pb2,
+    vision_pb2_grpc,
+)
+
+ServiceFactory = Callable[[Settings], Service]
+
+FACTORIES: dict[str, ServiceFactory] = {
+    "speech": lambda _settings: PendingService(
+        "speech",
+        speech_pb2.DESCRIPTOR.services_by_name["Speech"],
+        speech_pb2_grpc.add_SpeechServicer_to_server,
+    ),
+    "vision": lambda _settings: PendingService(
+        "vision",
+        vision_pb2.DESCRIPTOR.services_by_name["Vision"],
+        vision_pb2_grpc.add_VisionServicer_to_server,
+    ),
+    "nlp": lambda _settings: PendingService(
+        "nlp",
+        nlp_pb2.DESCRIPTOR.services_by_name["Nlp"],
+        nlp_pb2_grpc.add_NlpServicer_to_server,
+    ),
+    "leads": lambda _settings: PendingService(
+        "leads",
+        leads_pb2.DESCRIPTOR.services_by_name["Leads"],
+        leads_pb2_grpc.add_LeadsServicer_to_server,
+    ),
+}
+assert tuple(FACTORIES) == SERVICE_NAMES
+
+
+def build_service(name: str, settings: Settings) -> Service:
+    return FACTORIES[name](settings)

@@ -1,0 +1,1 @@
+"""Generated gRPC and protobuf code for the percept.v1 API (see protos/)."""
