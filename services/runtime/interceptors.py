@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc.aio import ServicerContext
@@ -21,8 +21,9 @@ log = logging.getLogger("percept.calls")
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 
 Behavior = Callable[[Any, Any], Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+# RpcMethodHandler is generic only in the type stubs.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 _CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 

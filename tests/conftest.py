@@ -1,0 +1,89 @@
+"""Fixtures shared by every test: isolated settings and in-process service hosts."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from percept.runtime.server import Service, ServiceHost
+from percept.runtime.settings import SERVICE_NAMES, Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's PERCEPT_* variables or writes outside tmp_path."""
+    import os
+
+    for var in list(os.environ):
+        if var.startswith("PERCEPT_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("PERCEPT_DATA_DIR", str(tmp_path / "data"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A port free on loopback now (for servers in subprocesses, which must be told one)."""
+    return _free_port
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    """Settings for in-process servers: every port chosen by the OS, data in tmp_path."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {"data_dir": tmp_path / "data", "log_format": "text"}
+        for name in SERVICE_NAMES:
+            values[f"{name}_port"] = 0
+            values[f"{name}_metrics_port"] = 0
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+HostFactory = Callable[[Service, Settings], Awaitable[ServiceHost]]
+
+
+@pytest.fixture
+async def start_host() -> AsyncIterator[HostFactory]:
+    """Starts services on real gRPC servers on loopback; stops them after the test."""
+    hosts: list[ServiceHost] = []
+
+    async def start(service: Service, settings: Settings) -> ServiceHost:
+        host = ServiceHost(service, settings)
+        await host.start()
+        hosts.append(host)
+        return host
+
+    yield start
+    for host in hosts:
+        await host.stop(grace=None)
+
+
+@pytest.fixture
+async def channel_to() -> AsyncIterator[Callable[[ServiceHost], grpc.aio.Channel]]:
+    channels: list[grpc.aio.Channel] = []
+
+    def open_channel(host: ServiceHost) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(host.address)
+        channels.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in channels:
+        await channel.close()
