@@ -160,7 +160,7 @@ def main() -> None:
     configure_logging("INFO", "json")
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    handler.setStream(Path(os.devnull).open("w"))  # noqa: SIM115
 
     with tempfile.TemporaryDirectory() as data_dir:
         starts = [time_serve_all(data_dir) for _ in range(args.starts)]
