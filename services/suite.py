@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from percept.leads.service import LeadsService
 from percept.runtime.pending import PendingService
 from percept.runtime.server import Service
 from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.v1 import (
-    leads_pb2,
-    leads_pb2_grpc,
     nlp_pb2,
     nlp_pb2_grpc,
     speech_pb2,
@@ -36,11 +35,7 @@ FACTORIES: dict[str, ServiceFactory] = {
         nlp_pb2.DESCRIPTOR.services_by_name["Nlp"],
         nlp_pb2_grpc.add_NlpServicer_to_server,
     ),
-    "leads": lambda _settings: PendingService(
-        "leads",
-        leads_pb2.DESCRIPTOR.services_by_name["Leads"],
-        leads_pb2_grpc.add_LeadsServicer_to_server,
-    ),
+    "leads": LeadsService,
 }
 assert tuple(FACTORIES) == SERVICE_NAMES
 

@@ -8,27 +8,45 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 
+def _pending(descriptor: ServiceDescriptor, method: str) -> Callable[..., Any]:
+    message = f"{descriptor.full_name}/{method} is not implemented yet in this build"
+
+    async def abort(
+        self: object, request: object, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    return abort
+
+
 def unimplemented_servicer(descriptor: ServiceDescriptor) -> object:
     """A servicer whose every method aborts with UNIMPLEMENTED naming the method."""
-
-    def make(method: str) -> Callable[..., Any]:
-        message = f"{descriptor.full_name}/{method} is not implemented yet in this build"
-
-        async def abort(
-            self: object, request: object, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
-
-        return abort
-
-    namespace = {m.name: make(m.name) for m in descriptor.methods}
+    namespace = {m.name: _pending(descriptor, m.name) for m in descriptor.methods}
     return type(f"Pending{descriptor.name}Servicer", (), namespace)()
+
+
+T = TypeVar("T", bound=type)
+
+
+def with_pending_methods(descriptor: ServiceDescriptor) -> Callable[[T], T]:
+    """Class decorator: RPCs the servicer does not define yet answer UNIMPLEMENTED by name.
+
+    (The generated base class would answer a bare "Method not implemented!".)
+    """
+
+    def decorate(cls: T) -> T:
+        for method in descriptor.methods:
+            if method.name not in cls.__dict__:
+                setattr(cls, method.name, _pending(descriptor, method.name))
+        return cls
+
+    return decorate
 
 
 @dataclass

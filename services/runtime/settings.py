@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the leads store; defaults to SQLite in data_dir"
     )
 
+    default_phone_region: str = Field(
+        "", description="ISO country for phone numbers given without +country code (e.g. US)"
+    )
+    leads_half_life_days: float = Field(14.0, gt=0, description="how fast signals fade")
+    leads_hot_threshold: float = Field(0.7, gt=0, le=1)
+    leads_warm_threshold: float = Field(0.4, gt=0, le=1)
+
     max_message_bytes: int = Field(8 * MIB, ge=1024, le=1024 * MIB)
     grace_period_s: float = Field(10.0, ge=0, le=600)
     keepalive_time_s: float = Field(30.0, gt=0)
@@ -88,9 +95,11 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _keepalive_consistent(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.keepalive_timeout_s >= self.keepalive_time_s:
             raise ValueError("keepalive_timeout_s must be shorter than keepalive_time_s")
+        if self.leads_warm_threshold >= self.leads_hot_threshold:
+            raise ValueError("leads_warm_threshold must be below leads_hot_threshold")
         return self
 
     @property

@@ -1,0 +1,1 @@
+"""Leads: fuses signals from every channel into one classified, explained lead per person."""

@@ -1,0 +1,87 @@
+"""Identity keys: normalised so that the same person's keys compare equal across channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from percept.v1 import common_pb2
+
+# Proto field name -> key type stored in the identities table.
+KEY_FIELDS: tuple[str, ...] = (
+    "phone",
+    "email",
+    "chat_session_id",
+    "visitor_id",
+    "face_identity_id",
+    "crm_id",
+    "call_id",
+)
+MAX_OPAQUE_KEY = 200
+
+
+class InvalidIdentityError(ValueError):
+    """A key that cannot be normalised; the message names the field."""
+
+
+@dataclass(frozen=True, order=True)
+class IdentityKey:
+    key_type: str
+    value: str
+
+
+def normalize_phone(raw: str, default_region: str | None = None) -> str:
+    """E.164 form; numbers without a leading + need a default region."""
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidIdentityError(
+            f"identity.phone: {raw!r} is not a phone number ({exc})"
+        ) from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidIdentityError(f"identity.phone: {raw!r} is not a valid phone number")
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalize_email(raw: str) -> str:
+    try:
+        info = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidIdentityError(
+            f"identity.email: {raw!r} is not an e-mail address ({exc})"
+        ) from exc
+    return str(info.normalized).lower()
+
+
+def keys_of(
+    identity: common_pb2.IdentityKeys, default_region: str | None = None
+) -> list[IdentityKey]:
+    """The normalised, non-empty keys of a message, in a stable order."""
+    keys = []
+    for field in KEY_FIELDS:
+        raw = getattr(identity, field).strip()
+        if not raw:
+            continue
+        if field == "phone":
+            value = normalize_phone(raw, default_region)
+        elif field == "email":
+            value = normalize_email(raw)
+        else:
+            if len(raw) > MAX_OPAQUE_KEY or not raw.isprintable():
+                raise InvalidIdentityError(
+                    f"identity.{field}: must be printable and at most {MAX_OPAQUE_KEY} characters"
+                )
+            value = raw
+        keys.append(IdentityKey(field, value))
+    return keys
+
+
+def to_proto(keys: list[IdentityKey]) -> common_pb2.IdentityKeys:
+    """The best-known key of each type (the first seen wins)."""
+    message = common_pb2.IdentityKeys()
+    for key in keys:
+        if not getattr(message, key.key_type):
+            setattr(message, key.key_type, key.value)
+    return message

@@ -1,0 +1,1 @@
+"""Alembic migrations of the leads store; `percept.leads.store.migrate` runs them."""

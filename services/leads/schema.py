@@ -1,0 +1,103 @@
+"""Tables of the leads store (SQLAlchemy Core); Alembic migrations create them.
+
+Signals are the append-only source of truth: a lead's score, class, stage and
+timeline are all derived from its signals, so a lead can be recomputed, merged
+or split without losing anything.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("lead_id", String(32), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_signal_at", DateTime(timezone=True), nullable=False),
+    Column("score", Float, nullable=False, default=0.0),
+    Column("lead_class", Integer, nullable=False),
+    Column("stage", Integer, nullable=False),
+    Column("product_interest", String(200), nullable=False, default=""),
+    Column("signal_count", Integer, nullable=False, default=0),
+    Column("qualification", JSON, nullable=False, default=dict),
+    Column("channels", JSON, nullable=False, default=list),
+    # Set when this lead was merged into another; such leads are hidden from lists.
+    Column("merged_into", String(32), ForeignKey("leads.lead_id"), nullable=True),
+    Index("ix_leads_created", "created_at", "lead_id"),
+    Index("ix_leads_class_score", "lead_class", "score"),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("key_type", String(20), primary_key=True),
+    Column("key_value", String(320), primary_key=True),
+    Column("lead_id", String(32), ForeignKey("leads.lead_id"), nullable=False, index=True),
+    # The lead the key first belonged to: a split gives it back.
+    Column("origin_lead_id", String(32), nullable=False),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+)
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("signal_id", String(128), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("lead_id", String(32), ForeignKey("leads.lead_id"), nullable=False),
+    Column("origin_lead_id", String(32), nullable=False),
+    Column("source", Integer, nullable=False),
+    Column("kind", Integer, nullable=False),
+    Column("name", String(200), nullable=False, default=""),
+    Column("value", Text, nullable=False, default=""),
+    Column("numeric_value", Float, nullable=False, default=0.0),
+    Column("confidence", Float, nullable=False),
+    Column("evidence", Text, nullable=False, default=""),
+    Column("campaign_id", String(200), nullable=False, default=""),
+    Column("identity", JSON, nullable=False),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_signals_lead_time", "lead_id", "occurred_at"),
+)
+
+merges = Table(
+    "merges",
+    metadata,
+    Column("merge_id", String(32), primary_key=True),
+    Column("survivor_id", String(32), ForeignKey("leads.lead_id"), nullable=False, index=True),
+    Column("absorbed_id", String(32), ForeignKey("leads.lead_id"), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence_signal_id", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("undone_at", DateTime(timezone=True), nullable=True),
+)
+
+settings_table = Table(
+    "store_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,48 @@
+"""The leads service as the runtime hosts it: opens and migrates the store on load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+import grpc
+
+from percept.leads.scoring import ScoringPolicy
+from percept.leads.servicer import LeadsServicer
+from percept.leads.store import LeadStore
+from percept.runtime.settings import Settings
+from percept.v1 import leads_pb2, leads_pb2_grpc
+
+SERVICE = leads_pb2.DESCRIPTOR.services_by_name["Leads"].full_name
+
+
+def scoring_policy(settings: Settings) -> ScoringPolicy:
+    return ScoringPolicy(
+        half_life=timedelta(days=settings.leads_half_life_days),
+        hot_threshold=settings.leads_hot_threshold,
+        warm_threshold=settings.leads_warm_threshold,
+    )
+
+
+class LeadsService:
+    name = "leads"
+    grpc_service_names: Sequence[str] = (SERVICE,)
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = LeadStore(
+            settings.resolved_database_url,
+            scoring_policy(settings),
+            default_region=settings.default_phone_region or None,
+        )
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        # RPCs not built yet are filled in at runtime by @with_pending_methods.
+        servicer = LeadsServicer(self.store)  # type: ignore[abstract]
+        leads_pb2_grpc.add_LeadsServicer_to_server(servicer, server)
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self.store.migrate)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)

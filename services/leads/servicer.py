@@ -1,0 +1,215 @@
+"""gRPC face of the leads service: validates requests, maps the store to messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from percept.leads.identity import to_proto
+from percept.leads.scoring import CHANNEL_NAMES
+from percept.leads.store import (
+    IngestResult,
+    InvalidPageTokenError,
+    LeadFilter,
+    LeadStore,
+    LeadView,
+    utc,
+)
+from percept.runtime.pending import with_pending_methods
+from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
+
+log = logging.getLogger("percept.leads")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+STREAM_CHUNK = 500  # signals committed together from a client stream
+MAX_BATCH = 10_000
+SHOWN_ERRORS = 5
+
+
+def _ts(value: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(utc(value))
+    return stamp
+
+
+def _ack(result: IngestResult) -> leads_pb2.IngestAck:
+    return leads_pb2.IngestAck(
+        accepted=result.accepted,
+        duplicates=result.duplicates,
+        rejected=result.rejected,
+        errors=[leads_pb2.SignalError(signal_id=i, message=m) for i, m in result.errors],
+    )
+
+
+def _lead_message(row: dict[str, Any], keys: Any) -> leads_pb2.Lead:
+    return leads_pb2.Lead(
+        lead_id=row["lead_id"],
+        identity=to_proto(list(keys)),
+        score=row["score"],
+        lead_class=row["lead_class"],
+        stage=row["stage"],
+        product_interest=row["product_interest"],
+        channels=row["channels"],
+        qualification=row["qualification"],
+        signal_count=row["signal_count"],
+        created_at=_ts(row["created_at"]),
+        updated_at=_ts(row["updated_at"]),
+        last_signal_at=_ts(row["last_signal_at"]),
+    )
+
+
+def _view_message(view: LeadView) -> leads_pb2.Lead:
+    lead = _lead_message(view.row, view.keys)
+    a = view.assessment
+    lead.score, lead.lead_class, lead.stage = a.score, a.lead_class, a.stage
+    lead.product_interest = a.product_interest
+    for entry in view.timeline:
+        lead.timeline.append(
+            leads_pb2.TimelineEntry(
+                occurred_at=_ts(entry["occurred_at"]),
+                source=entry["source"],
+                kind=entry["kind"],
+                summary=_summary(entry),
+                signal_id=entry["signal_id"],
+            )
+        )
+    return lead
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    kind = common_pb2.SignalKind.Name(entry["kind"]).removeprefix("SIGNAL_KIND_").lower()
+    channel = CHANNEL_NAMES.get(entry["source"], "unknown channel")
+    what = " ".join(p for p in (entry["name"], entry["value"]) if p)
+    return f"{channel}: {kind.replace('_', ' ')} {what}".strip()
+
+
+@with_pending_methods(leads_pb2.DESCRIPTOR.services_by_name["Leads"])
+class LeadsServicer(leads_pb2_grpc.LeadsServicer):
+    def __init__(self, store: LeadStore) -> None:
+        self.store = store
+
+    async def _ingest(self, signals: list[common_pb2.Signal]) -> IngestResult:
+        return await asyncio.to_thread(self.store.ingest, signals)
+
+    async def _answer(self, total: IngestResult, context: Context) -> leads_pb2.IngestAck:
+        if total.rejected and not (total.accepted or total.duplicates):
+            shown = "; ".join(m for _, m in total.errors[:SHOWN_ERRORS])
+            more = total.rejected - SHOWN_ERRORS
+            suffix = f" (and {more} more)" if more > 0 else ""
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"no signal accepted: {shown}{suffix}"
+            )
+        return _ack(total)
+
+    async def IngestBatch(
+        self, request: leads_pb2.IngestBatchRequest, context: Context
+    ) -> leads_pb2.IngestAck:
+        if not request.signals:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "signals: the batch is empty")
+        if len(request.signals) > MAX_BATCH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"signals: {len(request.signals)} in one batch; at most {MAX_BATCH}",
+            )
+        return await self._answer(await self._ingest(list(request.signals)), context)
+
+    async def Ingest(
+        self, request_iterator: AsyncIterator[common_pb2.Signal], context: Context
+    ) -> leads_pb2.IngestAck:
+        total = IngestResult()
+        chunk: list[common_pb2.Signal] = []
+
+        async def flush() -> None:
+            part = await self._ingest(chunk)
+            total.accepted += part.accepted
+            total.duplicates += part.duplicates
+            total.errors += part.errors
+            chunk.clear()
+
+        async for signal in request_iterator:
+            chunk.append(signal)
+            if len(chunk) >= STREAM_CHUNK:
+                await flush()
+        if chunk:
+            await flush()
+        if not (total.accepted or total.duplicates or total.rejected):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the stream carried no signals")
+        return await self._answer(total, context)
+
+    async def GetLead(self, request: leads_pb2.GetLeadRequest, context: Context) -> leads_pb2.Lead:
+        if not request.lead_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id: required")
+        view = await asyncio.to_thread(
+            self.store.get, request.lead_id.strip(), include_timeline=request.include_timeline
+        )
+        if view is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"lead {request.lead_id!r} not found")
+        assert view is not None
+        return _view_message(view)
+
+    async def ListLeads(
+        self, request: leads_pb2.ListLeadsRequest, context: Context
+    ) -> leads_pb2.ListLeadsResponse:
+        f = request.filter
+        problem = ""
+        if request.page_size < 0:
+            problem = f"page_size: {request.page_size} is negative"
+        elif not (0 <= f.min_score <= 1 and 0 <= f.max_score <= 1):
+            problem = "filter: min_score and max_score must be within [0, 1]"
+        elif f.max_score and f.min_score > f.max_score:
+            problem = "filter: min_score is above max_score"
+        elif f.segment:
+            problem = "filter.segment: segments are not computed yet in this build"
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        where = LeadFilter(
+            classes=tuple(sorted(set(f.classes))),
+            stages=tuple(sorted(set(f.stages))),
+            product_interest=f.product_interest.strip(),
+            min_score=f.min_score,
+            max_score=f.max_score,
+            updated_since=f.updated_since.ToDatetime(tzinfo=UTC)
+            if f.HasField("updated_since")
+            else None,
+        )
+        try:
+            rows, token = await asyncio.to_thread(
+                self.store.page, where, request.page_size, request.page_token
+            )
+        except InvalidPageTokenError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return leads_pb2.ListLeadsResponse(
+            leads=[_lead_message(r, r["keys"]) for r in rows], next_page_token=token
+        )
+
+    async def ExplainScore(
+        self, request: leads_pb2.ExplainScoreRequest, context: Context
+    ) -> leads_pb2.ScoreExplanation:
+        if not request.lead_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id: required")
+        view = await asyncio.to_thread(self.store.get, request.lead_id.strip())
+        if view is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"lead {request.lead_id!r} not found")
+        assert view is not None
+        a = view.assessment
+        return leads_pb2.ScoreExplanation(
+            lead_id=view.row["lead_id"],
+            score=a.score,
+            lead_class=a.lead_class,
+            model="prior",
+            contributions=[
+                leads_pb2.FeatureContribution(
+                    feature=c.feature,
+                    description=c.description,
+                    value=c.value,
+                    contribution=c.contribution,
+                )
+                for c in a.contributions
+            ],
+        )

@@ -1,0 +1,545 @@
+"""The leads store: idempotent ingest, identity resolution, derived lead state, queries.
+
+Synchronous SQLAlchemy Core; the servicer calls it from worker threads. Writes
+are serialised by one lock, so identity resolution never races with itself
+inside a process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.elements import ColumnElement
+
+from percept.leads import schema
+from percept.leads.identity import IdentityKey
+from percept.leads.scoring import Assessment, ScoringPolicy, SignalFacts, assess
+from percept.leads.validation import InvalidSignalError, ValidSignal, validate
+from percept.v1 import common_pb2, leads_pb2
+
+log = logging.getLogger("percept.leads.store")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+CHUNK = 400  # rows per IN (...) query; below SQLite's variable limit
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (signal_id, message)
+    changed_leads: set[str] = field(default_factory=set)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+
+@dataclass(frozen=True)
+class LeadView:
+    row: dict[str, Any]
+    keys: list[IdentityKey]
+    assessment: Assessment  # computed at read time, decayed to now
+    timeline: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class LeadFilter:
+    classes: tuple[int, ...] = ()
+    stages: tuple[int, ...] = ()
+    product_interest: str = ""
+    min_score: float = 0.0
+    max_score: float = 0.0  # 0: no upper bound
+    updated_since: datetime | None = None
+
+    def fingerprint(self) -> str:
+        since = self.updated_since.isoformat() if self.updated_since else ""
+        parts = (self.classes, self.stages, self.product_interest, self.min_score, self.max_score)
+        raw = "|".join(map(str, parts)) + f"|{since}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+class InvalidPageTokenError(ValueError):
+    pass
+
+
+class _Leads:
+    """Union-find over the leads one ingest batch touches."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.created: dict[str, datetime] = {}
+
+    def find(self, lead: str) -> str:
+        root = lead
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while lead != root:
+            self.parent[lead], lead = root, self.parent[lead]
+        return root
+
+
+class LeadStore:
+    def __init__(
+        self,
+        url: str,
+        policy: ScoringPolicy | None = None,
+        clock: Callable[[], datetime] = now_utc,
+        default_region: str | None = None,
+    ) -> None:
+        self.url = make_url(url)
+        self.policy = policy or ScoringPolicy()
+        self.clock = clock
+        self.default_region = default_region
+        self.engine: Engine = self._create_engine()
+        self._write_lock = threading.Lock()
+        self._token_key = b""
+
+    def _create_engine(self) -> Engine:
+        if self.url.get_backend_name() != "sqlite":
+            return create_engine(self.url, pool_pre_ping=True)
+        if self.url.database and self.url.database != ":memory:":
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit (and so an ack) survives power loss, not only a crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+
+    # -- schema ---------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Brings the schema to the newest Alembic revision and loads the store's secret."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        with self.engine.begin() as conn:
+            secret = conn.scalar(
+                select(schema.settings_table.c.value).where(
+                    schema.settings_table.c.name == "page_token_key"
+                )
+            )
+            if secret is None:
+                secret = secrets.token_hex(32)
+                conn.execute(
+                    insert(schema.settings_table).values(name="page_token_key", value=secret)
+                )
+        self._token_key = bytes.fromhex(secret)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- ingest ---------------------------------------------------------------
+
+    def ingest(self, messages: Sequence[common_pb2.Signal]) -> IngestResult:
+        """Stores new signals, skips exact replays, rejects bad or conflicting ones; one commit."""
+        now = self.clock()
+        result = IngestResult()
+        valid: dict[str, ValidSignal] = {}
+        for message in messages:
+            try:
+                signal = validate(message, now=now, default_region=self.default_region)
+            except InvalidSignalError as exc:
+                result.errors.append((message.signal_id, str(exc)))
+                continue
+            earlier = valid.get(signal.signal_id)
+            if earlier is None:
+                valid[signal.signal_id] = signal
+            elif earlier.content_hash == signal.content_hash:
+                result.duplicates += 1
+            else:
+                result.errors.append((signal.signal_id, _conflict(signal.signal_id)))
+        if not valid:
+            return result
+        with self._write_lock, self.engine.begin() as conn:
+            fresh = self._drop_known(conn, list(valid.values()), result)
+            if fresh:
+                self._store(conn, fresh, now, result)
+        return result
+
+    def _drop_known(
+        self, conn: Connection, signals: list[ValidSignal], result: IngestResult
+    ) -> list[ValidSignal]:
+        known: dict[str, str] = {}
+        sig = schema.signals.c
+        for chunk in _chunks([s.signal_id for s in signals]):
+            rows = conn.execute(
+                select(sig.signal_id, sig.content_hash).where(sig.signal_id.in_(chunk))
+            )
+            known.update({r.signal_id: r.content_hash for r in rows})
+        fresh = []
+        for s in signals:
+            stored = known.get(s.signal_id)
+            if stored is None:
+                fresh.append(s)
+            elif stored == s.content_hash:
+                result.duplicates += 1
+            else:
+                log.warning(
+                    "conflicting replay rejected; original kept", extra={"signal_id": s.signal_id}
+                )
+                result.errors.append((s.signal_id, _conflict(s.signal_id)))
+        return fresh
+
+    def _store(
+        self, conn: Connection, signals: list[ValidSignal], now: datetime, result: IngestResult
+    ) -> None:
+        ident = schema.identities.c
+        all_keys = sorted({k for s in signals for k in s.keys})
+        owner: dict[IdentityKey, str] = {}
+        for chunk in _chunks(all_keys):
+            pairs = [(k.key_type, k.value) for k in chunk]
+            rows = conn.execute(
+                select(ident.key_type, ident.key_value, ident.lead_id).where(
+                    tuple_(ident.key_type, ident.key_value).in_(pairs)
+                )
+            )
+            owner.update({IdentityKey(r.key_type, r.key_value): r.lead_id for r in rows})
+        leads = _Leads()
+        existing = sorted(set(owner.values()))
+        for chunk in _chunks(existing):
+            for r in conn.execute(
+                select(schema.leads.c.lead_id, schema.leads.c.created_at).where(
+                    schema.leads.c.lead_id.in_(chunk)
+                )
+            ):
+                leads.created[r.lead_id] = utc(r.created_at)
+
+        new_leads: list[str] = []
+        new_keys: list[dict[str, Any]] = []
+        merges: list[tuple[str, str, str]] = []  # (survivor, absorbed, evidence signal id)
+        signal_rows: list[dict[str, Any]] = []
+        for s in sorted(signals, key=lambda s: s.occurred_at):
+            found = sorted(
+                {leads.find(owner[k]) for k in s.keys if k in owner},
+                key=lambda lead: (leads.created[lead], lead),
+            )
+            if not found:
+                lead = uuid.uuid4().hex
+                leads.created[lead] = min(s.occurred_at, now)
+                new_leads.append(lead)
+            else:
+                lead = found[0]  # the oldest lead survives a merge
+                for absorbed in found[1:]:
+                    leads.parent[absorbed] = lead
+                    merges.append((lead, absorbed, s.signal_id))
+            for key in s.keys:
+                if key not in owner:
+                    owner[key] = lead
+                    new_keys.append(
+                        {
+                            "key_type": key.key_type,
+                            "key_value": key.value,
+                            "lead_id": lead,
+                            "origin_lead_id": lead,
+                            "first_seen_at": s.occurred_at,
+                        }
+                    )
+            signal_rows.append(_signal_row(s, lead, now))
+
+        if new_leads:
+            conn.execute(
+                insert(schema.leads),
+                [
+                    {
+                        "lead_id": lead,
+                        "created_at": leads.created[lead],
+                        "updated_at": now,
+                        "last_signal_at": leads.created[lead],
+                        "score": 0.0,
+                        "lead_class": leads_pb2.LEAD_CLASS_COLD,
+                        "stage": leads_pb2.LEAD_STAGE_NEW,
+                        "product_interest": "",
+                        "signal_count": 0,
+                        "qualification": {},
+                        "channels": [],
+                    }
+                    for lead in new_leads
+                ],
+            )
+        for row in new_keys:
+            row["lead_id"] = leads.find(row["lead_id"])
+        for row in signal_rows:
+            row["lead_id"] = leads.find(row["lead_id"])
+        if new_keys:
+            conn.execute(insert(schema.identities), new_keys)
+        conn.execute(insert(schema.signals), signal_rows)
+        for survivor, absorbed, evidence in merges:
+            self._merge(conn, leads.find(survivor), absorbed, evidence, now)
+        touched = {row["lead_id"] for row in signal_rows}
+        self._refresh(conn, sorted(touched), now)
+        result.accepted += len(signal_rows)
+        result.changed_leads |= touched | {a for _, a, _ in merges}
+
+    def _merge(
+        self, conn: Connection, survivor: str, absorbed: str, evidence: str | None, now: datetime
+    ) -> None:
+        for table in (schema.identities, schema.signals):
+            conn.execute(update(table).where(table.c.lead_id == absorbed).values(lead_id=survivor))
+        leads = schema.leads.c
+        conn.execute(
+            update(schema.leads)
+            .where(or_(leads.lead_id == absorbed, leads.merged_into == absorbed))
+            .values(merged_into=survivor, updated_at=now)
+        )
+        conn.execute(
+            insert(schema.merges).values(
+                merge_id=uuid.uuid4().hex,
+                survivor_id=survivor,
+                absorbed_id=absorbed,
+                reason="identity keys seen together",
+                evidence_signal_id=evidence,
+                created_at=now,
+            )
+        )
+
+    def _refresh(self, conn: Connection, lead_ids: Sequence[str], now: datetime) -> None:
+        """Recomputes the stored (list-time) state of leads from their signals."""
+        facts = self._facts(conn, lead_ids)
+        for lead in lead_ids:
+            lead_facts = facts.get(lead, [])
+            if not lead_facts:
+                continue
+            a = assess(lead_facts, now, self.policy)
+            conn.execute(
+                update(schema.leads)
+                .where(schema.leads.c.lead_id == lead)
+                .values(
+                    score=a.score,
+                    lead_class=a.lead_class,
+                    stage=a.stage,
+                    product_interest=a.product_interest,
+                    qualification=a.qualification,
+                    channels=a.channels,
+                    signal_count=len(lead_facts),
+                    updated_at=now,
+                    last_signal_at=max(f.occurred_at for f in lead_facts),
+                )
+            )
+
+    def _facts(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[SignalFacts]]:
+        sig = schema.signals.c
+        facts: dict[str, list[SignalFacts]] = {}
+        for chunk in _chunks(list(lead_ids)):
+            rows = conn.execute(
+                select(
+                    sig.lead_id,
+                    sig.source,
+                    sig.kind,
+                    sig.name,
+                    sig.value,
+                    sig.numeric_value,
+                    sig.confidence,
+                    sig.occurred_at,
+                    sig.identity,
+                ).where(sig.lead_id.in_(chunk))
+            )
+            for r in rows:
+                facts.setdefault(r.lead_id, []).append(
+                    SignalFacts(
+                        r.source,
+                        r.kind,
+                        r.name,
+                        r.value,
+                        r.numeric_value,
+                        r.confidence,
+                        utc(r.occurred_at),
+                        tuple(r.identity),
+                    )
+                )
+        return facts
+
+    # -- queries --------------------------------------------------------------
+
+    def get(self, lead_id: str, *, include_timeline: bool = False) -> LeadView | None:
+        """The lead (following merges to the survivor), scored as of now."""
+        leads, ident, sig = schema.leads.c, schema.identities.c, schema.signals.c
+        with self.engine.connect() as conn:
+            row = None
+            for _ in range(64):  # merge chains are flattened; this only guards against cycles
+                row = (
+                    conn.execute(select(schema.leads).where(leads.lead_id == lead_id))
+                    .mappings()
+                    .first()
+                )
+                if row is None or row["merged_into"] is None:
+                    break
+                lead_id = row["merged_into"]
+            if row is None:
+                return None
+            keys = [
+                IdentityKey(r.key_type, r.key_value)
+                for r in conn.execute(
+                    select(ident.key_type, ident.key_value)
+                    .where(ident.lead_id == lead_id)
+                    .order_by(ident.first_seen_at, ident.key_type)
+                )
+            ]
+            facts = self._facts(conn, [lead_id]).get(lead_id, [])
+            timeline = []
+            if include_timeline:
+                timeline = [
+                    dict(r)
+                    for r in conn.execute(
+                        select(
+                            sig.signal_id,
+                            sig.source,
+                            sig.kind,
+                            sig.name,
+                            sig.value,
+                            sig.numeric_value,
+                            sig.evidence,
+                            sig.occurred_at,
+                        )
+                        .where(sig.lead_id == lead_id)
+                        .order_by(sig.occurred_at, sig.signal_id)
+                    ).mappings()
+                ]
+        return LeadView(dict(row), keys, assess(facts, self.clock(), self.policy), timeline)
+
+    def page(
+        self, where: LeadFilter, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A page of leads in creation order (stable under updates) and the next page's token."""
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        c = schema.leads.c
+        clauses: list[ColumnElement[bool]] = [c.merged_into.is_(None)]
+        if where.classes:
+            clauses.append(c.lead_class.in_(where.classes))
+        if where.stages:
+            clauses.append(c.stage.in_(where.stages))
+        if where.product_interest:
+            clauses.append(c.product_interest == where.product_interest.lower())
+        if where.min_score:
+            clauses.append(c.score >= where.min_score)
+        if where.max_score:
+            clauses.append(c.score <= where.max_score)
+        if where.updated_since:
+            clauses.append(c.updated_at >= where.updated_since)
+        if page_token:
+            created, lead_id = self._read_token(page_token, where)
+            clauses.append(
+                or_(c.created_at > created, and_(c.created_at == created, c.lead_id > lead_id))
+            )
+        query = (
+            select(schema.leads).where(*clauses).order_by(c.created_at, c.lead_id).limit(size + 1)
+        )
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            keys = self._keys_of(conn, [r["lead_id"] for r in rows[:size]])
+        for row in rows:
+            row["keys"] = keys.get(row["lead_id"], [])
+        if len(rows) <= size:
+            return rows, ""
+        last = rows[size - 1]
+        return rows[:size], self._make_token(utc(last["created_at"]), last["lead_id"], where)
+
+    def _keys_of(self, conn: Connection, lead_ids: list[str]) -> dict[str, list[IdentityKey]]:
+        ident = schema.identities.c
+        keys: dict[str, list[IdentityKey]] = {}
+        for chunk in _chunks(lead_ids):
+            rows = conn.execute(
+                select(ident.lead_id, ident.key_type, ident.key_value)
+                .where(ident.lead_id.in_(chunk))
+                .order_by(ident.first_seen_at, ident.key_type)
+            )
+            for r in rows:
+                keys.setdefault(r.lead_id, []).append(IdentityKey(r.key_type, r.key_value))
+        return keys
+
+    def _make_token(self, created: datetime, lead_id: str, where: LeadFilter) -> str:
+        body = json.dumps({"c": created.isoformat(), "i": lead_id, "f": where.fingerprint()})
+        payload = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+        mac = hmac.new(self._token_key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{payload}.{mac}"
+
+    def _read_token(self, token: str, where: LeadFilter) -> tuple[datetime, str]:
+        payload, _, mac = token.partition(".")
+        expected = hmac.new(self._token_key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+        if not mac or not hmac.compare_digest(mac, expected):
+            raise InvalidPageTokenError(
+                "page_token: not issued by this server (forged or corrupted)"
+            )
+        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        if body["f"] != where.fingerprint():
+            raise InvalidPageTokenError(
+                "page_token: issued for another filter; start from page one"
+            )
+        return datetime.fromisoformat(body["c"]), str(body["i"])
+
+
+def _conflict(signal_id: str) -> str:
+    return f"signal {signal_id}: signal_id already stored with different content; original kept"
+
+
+def _signal_row(s: ValidSignal, lead: str, now: datetime) -> dict[str, Any]:
+    return {
+        "signal_id": s.signal_id,
+        "content_hash": s.content_hash,
+        "lead_id": lead,
+        "origin_lead_id": lead,
+        "source": s.source,
+        "kind": s.kind,
+        "name": s.name,
+        "value": s.value,
+        "numeric_value": s.numeric_value,
+        "confidence": s.confidence,
+        "evidence": s.evidence,
+        "campaign_id": s.campaign_id,
+        "identity": {k.key_type: k.value for k in s.keys},
+        "attributes": s.attributes,
+        "occurred_at": s.occurred_at,
+        "received_at": now,
+    }

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from leads_signals import NOW
+
+from percept.leads.scoring import ScoringPolicy, SignalFacts, assess
+from percept.v1 import common_pb2 as c
+from percept.v1 import leads_pb2 as lp
+
+
+def fact(
+    kind: int,
+    name: str = "",
+    value: str = "",
+    *,
+    source: int = c.SOURCE_SPEECH,
+    confidence: float = 0.9,
+    numeric: float = 0.0,
+    days_ago: float = 0.0,
+    keys: tuple[str, ...] = ("phone",),
+) -> SignalFacts:
+    return SignalFacts(
+        source, kind, name, value, numeric, confidence, NOW - timedelta(days=days_ago), keys
+    )
+
+
+def test_a_bare_sighting_is_a_cold_new_lead() -> None:
+    a = assess(
+        [fact(c.SIGNAL_KIND_ZONE_VISIT, "entrance", source=c.SOURCE_VISION, keys=("visitor_id",))],
+        NOW,
+    )
+    assert a.lead_class == lp.LEAD_CLASS_COLD
+    assert a.stage == lp.LEAD_STAGE_NEW
+    assert a.score < 0.2
+
+
+def test_a_qualified_buyer_across_three_channels_is_a_hot_opportunity() -> None:
+    signals = [
+        fact(c.SIGNAL_KIND_INTENT, "purchase_intent", confidence=0.95),
+        fact(c.SIGNAL_KIND_ENTITY, "product", "phone"),
+        fact(
+            c.SIGNAL_KIND_QUALIFICATION_SLOT,
+            "budget",
+            "1500 USD",
+            source=c.SOURCE_CHAT,
+            keys=("chat_session_id", "phone", "email"),
+        ),
+        fact(c.SIGNAL_KIND_QUALIFICATION_SLOT, "product", "phone", source=c.SOURCE_CHAT),
+        fact(
+            c.SIGNAL_KIND_DWELL, "phones", numeric=180, source=c.SOURCE_VISION, keys=("visitor_id",)
+        ),
+    ]
+    a = assess(signals, NOW)
+    assert a.lead_class == lp.LEAD_CLASS_HOT
+    assert a.stage == lp.LEAD_STAGE_OPPORTUNITY
+    assert a.product_interest == "phone"
+    assert a.qualification == {"budget": "1500 USD", "product": "phone"}
+    channels = next(x for x in a.contributions if x.feature == "channels")
+    assert "3 channels: phone call, store visit, website chat" in channels.description
+    assert a.contributions[0].feature == "intent:purchase_intent"  # largest effect first
+    assert sum(x.contribution for x in a.contributions) > 0
+
+
+def test_signals_fade_with_the_half_life() -> None:
+    fresh = assess([fact(c.SIGNAL_KIND_INTENT, "purchase_intent")], NOW)
+    old = assess([fact(c.SIGNAL_KIND_INTENT, "purchase_intent", days_ago=14)], NOW)
+    intent = {a.contributions[0].feature: a.contributions[0].contribution for a in (fresh,)}
+    assert old.score < fresh.score
+    halved = old.contributions[0].contribution
+    assert abs(halved - intent["intent:purchase_intent"] / 2) < 1e-9
+    short = assess(
+        [fact(c.SIGNAL_KIND_INTENT, "purchase_intent", days_ago=14)],
+        NOW,
+        ScoringPolicy(half_life=timedelta(days=1)),
+    )
+    assert short.score < old.score
+
+
+def test_negative_intents_lower_the_score() -> None:
+    base = assess([fact(c.SIGNAL_KIND_INTENT, "price_inquiry")], NOW)
+    risky = assess(
+        [
+            fact(c.SIGNAL_KIND_INTENT, "price_inquiry"),
+            fact(c.SIGNAL_KIND_INTENT, "cancellation_risk"),
+        ],
+        NOW,
+    )
+    assert risky.score < base.score
+
+
+def test_outcomes_set_won_or_lost() -> None:
+    won = assess(
+        [
+            fact(c.SIGNAL_KIND_INTENT, "purchase_intent"),
+            fact(c.SIGNAL_KIND_OUTCOME, value="won", source=c.SOURCE_CRM),
+        ],
+        NOW,
+    )
+    assert won.stage == lp.LEAD_STAGE_WON
+
+
+def test_class_thresholds_are_configurable() -> None:
+    signals = [fact(c.SIGNAL_KIND_INTENT, "price_inquiry")]
+    default = assess(signals, NOW)
+    strict = assess(signals, NOW, ScoringPolicy(warm_threshold=0.99, hot_threshold=0.999))
+    lenient = assess(signals, NOW, ScoringPolicy(warm_threshold=0.01, hot_threshold=0.02))
+    assert strict.lead_class == lp.LEAD_CLASS_COLD
+    assert lenient.lead_class == lp.LEAD_CLASS_HOT
+    assert default.score == strict.score
