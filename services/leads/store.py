@@ -27,6 +27,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -348,26 +349,28 @@ class LeadStore:
     def _refresh(self, conn: Connection, lead_ids: Sequence[str], now: datetime) -> None:
         """Recomputes the stored (list-time) state of leads from their signals."""
         facts = self._facts(conn, lead_ids)
+        rows = []
         for lead in lead_ids:
             lead_facts = facts.get(lead, [])
             if not lead_facts:
                 continue
             a = assess(lead_facts, now, self.policy)
-            conn.execute(
-                update(schema.leads)
-                .where(schema.leads.c.lead_id == lead)
-                .values(
-                    score=a.score,
-                    lead_class=a.lead_class,
-                    stage=a.stage,
-                    product_interest=a.product_interest,
-                    qualification=a.qualification,
-                    channels=a.channels,
-                    signal_count=len(lead_facts),
-                    updated_at=now,
-                    last_signal_at=max(f.occurred_at for f in lead_facts),
-                )
+            rows.append(
+                {
+                    "target": lead,
+                    "score": a.score,
+                    "lead_class": a.lead_class,
+                    "stage": a.stage,
+                    "product_interest": a.product_interest,
+                    "qualification": a.qualification,
+                    "channels": a.channels,
+                    "signal_count": len(lead_facts),
+                    "updated_at": now,
+                    "last_signal_at": max(f.occurred_at for f in lead_facts),
+                }
             )
+        if rows:
+            conn.execute(_REFRESH, rows)  # one executemany for the whole batch
 
     def _facts(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[SignalFacts]]:
         sig = schema.signals.c
@@ -518,6 +521,28 @@ class LeadStore:
                 "page_token: issued for another filter; start from page one"
             )
         return datetime.fromisoformat(body["c"]), str(body["i"])
+
+
+_REFRESH = (
+    update(schema.leads)
+    .where(schema.leads.c.lead_id == bindparam("target"))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "score",
+                "lead_class",
+                "stage",
+                "product_interest",
+                "qualification",
+                "channels",
+                "signal_count",
+                "updated_at",
+                "last_signal_at",
+            )
+        }
+    )
+)
 
 
 def _conflict(signal_id: str) -> str:

@@ -22,6 +22,8 @@ NAMED_KINDS = {
     common_pb2.SIGNAL_KIND_CROWDING,
 }
 OUTCOMES = {"won", "lost"}
+SOURCES = frozenset(common_pb2.Source.values()) - {common_pb2.SOURCE_UNSPECIFIED}
+KINDS = frozenset(common_pb2.SignalKind.values()) - {common_pb2.SIGNAL_KIND_UNSPECIFIED}
 
 
 class InvalidSignalError(ValueError):
@@ -63,9 +65,9 @@ def validate(
     if len(sid) > MAX_SIGNAL_ID or not sid.isprintable():
         raise InvalidSignalError(f"signal_id: must be printable and at most {MAX_SIGNAL_ID} chars")
     prefix = f"signal {sid}: "
-    if signal.source not in common_pb2.Source.values() or signal.source == 0:
+    if signal.source not in SOURCES:
         raise InvalidSignalError(prefix + f"source: unknown or unspecified ({signal.source})")
-    if signal.kind not in common_pb2.SignalKind.values() or signal.kind == 0:
+    if signal.kind not in KINDS:
         raise InvalidSignalError(prefix + f"kind: unknown or unspecified ({signal.kind})")
     if not signal.HasField("occurred_at"):
         raise InvalidSignalError(prefix + "occurred_at: required")

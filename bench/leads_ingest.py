@@ -1,0 +1,170 @@
+"""Leads ingest throughput on SQLite, against a same-run baseline.
+
+Baseline: inserting the same number of rows into the signals table with one
+`executemany` per batch (the floor: no validation, no identity resolution, no
+scoring). Measured: `LeadStore.ingest` on batches of realistic signals, where
+each batch touches many leads (several signals per lead, some leads merging),
+and the same through gRPC `IngestBatch` on loopback.
+
+Run: .venv/bin/python bench/leads_ingest.py [--signals N] [--batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import insert
+
+from percept.leads import schema
+from percept.leads.service import LeadsService
+from percept.leads.store import LeadStore
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings
+from percept.v1 import common_pb2 as c
+from percept.v1 import leads_pb2, leads_pb2_grpc
+
+INTENTS = ("purchase_intent", "price_inquiry", "product_question", "demo_or_meeting_request")
+START = datetime.now(UTC) - timedelta(days=1)
+
+
+def make_signals(count: int, people: int, seed: int = 7) -> list[c.Signal]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        person = rng.randrange(people)
+        stamp = Timestamp()
+        stamp.FromDatetime(START + timedelta(seconds=i))
+        identity = c.IdentityKeys(chat_session_id=f"chat-{person}")
+        if rng.random() < 0.2:
+            identity.phone = f"+1415555{person % 10000:04d}"  # links a chat to a phone: merges
+        out.append(
+            c.Signal(
+                signal_id=uuid.uuid4().hex,
+                source=c.SOURCE_CHAT,
+                kind=c.SIGNAL_KIND_INTENT,
+                name=rng.choice(INTENTS),
+                confidence=rng.uniform(0.5, 1.0),
+                occurred_at=stamp,
+                identity=identity,
+                evidence="do you have this phone in blue?",
+            )
+        )
+    return out
+
+
+def bench_baseline(path: Path, signals: list[c.Signal], batch: int) -> float:
+    store = LeadStore(f"sqlite:///{path}")
+    store.migrate()
+    lead = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(schema.leads).values(
+                lead_id=lead,
+                created_at=now,
+                updated_at=now,
+                last_signal_at=now,
+                score=0,
+                lead_class=1,
+                stage=1,
+                product_interest="",
+                signal_count=0,
+                qualification={},
+                channels=[],
+            )
+        )
+    began = time.perf_counter()
+    for start in range(0, len(signals), batch):
+        rows = [
+            {
+                "signal_id": s.signal_id,
+                "content_hash": "0" * 64,
+                "lead_id": lead,
+                "origin_lead_id": lead,
+                "source": s.source,
+                "kind": s.kind,
+                "name": s.name,
+                "value": s.value,
+                "numeric_value": 0.0,
+                "confidence": s.confidence,
+                "evidence": s.evidence,
+                "campaign_id": "",
+                "identity": {},
+                "attributes": {},
+                "occurred_at": now,
+                "received_at": now,
+            }
+            for s in signals[start : start + batch]
+        ]
+        with store.engine.begin() as conn:
+            conn.execute(insert(schema.signals), rows)
+    elapsed = time.perf_counter() - began
+    store.close()
+    return len(signals) / elapsed
+
+
+def bench_store(path: Path, signals: list[c.Signal], batch: int) -> float:
+    store = LeadStore(f"sqlite:///{path}")
+    store.migrate()
+    began = time.perf_counter()
+    for start in range(0, len(signals), batch):
+        result = store.ingest(signals[start : start + batch])
+        assert result.rejected == 0, result.errors[:3]
+    elapsed = time.perf_counter() - began
+    store.close()
+    return len(signals) / elapsed
+
+
+async def bench_grpc(path: Path, signals: list[c.Signal], batch: int) -> float:
+    settings = Settings(
+        leads_port=0, leads_metrics_port=0, database_url=f"sqlite:///{path}", log_level="WARNING"
+    )
+    host = ServiceHost(LeadsService(settings), settings)
+    await host.start()
+    await host.ready.wait()
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stub = leads_pb2_grpc.LeadsStub(channel)
+            began = time.perf_counter()
+            for start in range(0, len(signals), batch):
+                request = leads_pb2.IngestBatchRequest(signals=signals[start : start + batch])
+                await stub.IngestBatch(request, timeout=120)
+            return len(signals) / (time.perf_counter() - began)
+    finally:
+        await host.stop(None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signals", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--people", type=int, default=4_000)
+    args = parser.parse_args()
+    signals = make_signals(args.signals, args.people)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = bench_baseline(Path(tmp) / "baseline.db", signals, args.batch)
+        store = bench_store(Path(tmp) / "store.db", signals, args.batch)
+        over_grpc = asyncio.run(bench_grpc(Path(tmp) / "grpc.db", signals, args.batch))
+    print(
+        f"leads ingest, SQLite, {args.signals} signals over {args.people} people, "
+        f"batches of {args.batch}"
+    )
+    print(f"  baseline raw executemany:   {base:8.0f} signals/s")
+    print(f"  LeadStore.ingest:           {store:8.0f} signals/s  ({store / base:.2f}x baseline)")
+    print(
+        f"  gRPC IngestBatch, loopback: {over_grpc:8.0f} signals/s  "
+        f"({over_grpc / base:.2f}x baseline)"
+    )
+
+
+if __name__ == "__main__":
+    main()
