@@ -95,6 +95,18 @@ merges = Table(
     Column("undone_at", DateTime(timezone=True), nullable=True),
 )
 
+# What an erasure leaves behind: the fact, never the person's data.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("audit_id", String(32), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("leads_erased", Integer, nullable=False),
+    Column("signals_erased", Integer, nullable=False),
+    Column("identities_erased", Integer, nullable=False),
+)
+
 settings_table = Table(
     "store_settings",
     metadata,

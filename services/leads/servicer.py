@@ -14,13 +14,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from percept.leads.identity import to_proto
 from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.store import (
+    Change,
     IngestResult,
     InvalidPageTokenError,
+    LeadConflictError,
     LeadFilter,
+    LeadNotFoundError,
     LeadStore,
     LeadView,
     utc,
 )
+from percept.leads.watch import ChangeFeed, WatcherOverflowError
 from percept.runtime.pending import with_pending_methods
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
 
@@ -89,13 +93,67 @@ def _summary(entry: dict[str, Any]) -> str:
     return f"{channel}: {kind.replace('_', ' ')} {what}".strip()
 
 
+def filter_problem(f: leads_pb2.LeadFilter) -> str:
+    """What is wrong with a filter, or '' when it is valid."""
+    if not (0 <= f.min_score <= 1 and 0 <= f.max_score <= 1):
+        return "filter: min_score and max_score must be within [0, 1]"
+    if f.max_score and f.min_score > f.max_score:
+        return "filter: min_score is above max_score"
+    if f.segment:
+        return "filter.segment: segments are not computed yet in this build"
+    return ""
+
+
+def filter_from_proto(f: leads_pb2.LeadFilter) -> LeadFilter:
+    return LeadFilter(
+        classes=tuple(sorted(set(f.classes))),
+        stages=tuple(sorted(set(f.stages))),
+        product_interest=f.product_interest.strip(),
+        min_score=f.min_score,
+        max_score=f.max_score,
+        updated_since=f.updated_since.ToDatetime(tzinfo=UTC)
+        if f.HasField("updated_since")
+        else None,
+    )
+
+
 @with_pending_methods(leads_pb2.DESCRIPTOR.services_by_name["Leads"])
 class LeadsServicer(leads_pb2_grpc.LeadsServicer):
-    def __init__(self, store: LeadStore) -> None:
+    def __init__(self, store: LeadStore, feed: ChangeFeed | None = None) -> None:
         self.store = store
+        self.feed = feed or ChangeFeed()
+
+    async def _announce(self, changes: list[Change]) -> None:
+        """Tells watchers about changed leads (skipped when nobody watches)."""
+        if not changes or not self.feed.watchers:
+            return
+        rows = {
+            r["lead_id"]: r
+            for r in await asyncio.to_thread(self.store.rows, [c.lead_id for c in changes])
+        }
+        now = Timestamp()
+        now.GetCurrentTime()
+        events = []
+        for change in changes:
+            row = rows.get(change.lead_id)
+            lead = (
+                _lead_message(row, row["keys"]) if row else leads_pb2.Lead(lead_id=change.lead_id)
+            )
+            events.append(
+                leads_pb2.LeadChange(
+                    type=change.type,
+                    lead=lead,
+                    changed_at=now,
+                    previous_class=change.previous_class,  # type: ignore[arg-type]
+                    previous_stage=change.previous_stage,  # type: ignore[arg-type]
+                )
+            )
+        self.feed.publish(events)
 
     async def _ingest(self, signals: list[common_pb2.Signal]) -> IngestResult:
-        return await asyncio.to_thread(self.store.ingest, signals)
+        result = await asyncio.to_thread(self.store.ingest, signals)
+        await self._announce(result.changes)
+        return result
 
     async def _answer(self, total: IngestResult, context: Context) -> leads_pb2.IngestAck:
         if total.rejected and not (total.accepted or total.duplicates):
@@ -156,28 +214,12 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
     async def ListLeads(
         self, request: leads_pb2.ListLeadsRequest, context: Context
     ) -> leads_pb2.ListLeadsResponse:
-        f = request.filter
-        problem = ""
+        problem = filter_problem(request.filter)
         if request.page_size < 0:
             problem = f"page_size: {request.page_size} is negative"
-        elif not (0 <= f.min_score <= 1 and 0 <= f.max_score <= 1):
-            problem = "filter: min_score and max_score must be within [0, 1]"
-        elif f.max_score and f.min_score > f.max_score:
-            problem = "filter: min_score is above max_score"
-        elif f.segment:
-            problem = "filter.segment: segments are not computed yet in this build"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        where = LeadFilter(
-            classes=tuple(sorted(set(f.classes))),
-            stages=tuple(sorted(set(f.stages))),
-            product_interest=f.product_interest.strip(),
-            min_score=f.min_score,
-            max_score=f.max_score,
-            updated_since=f.updated_since.ToDatetime(tzinfo=UTC)
-            if f.HasField("updated_since")
-            else None,
-        )
+        where = filter_from_proto(request.filter)
         try:
             rows, token = await asyncio.to_thread(
                 self.store.page, where, request.page_size, request.page_token
@@ -213,3 +255,89 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
                 for c in a.contributions
             ],
         )
+
+    async def WatchLeads(
+        self, request: leads_pb2.WatchLeadsRequest, context: Context
+    ) -> AsyncIterator[leads_pb2.LeadChange]:
+        problem = filter_problem(request.filter)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        watcher = self.feed.subscribe(filter_from_proto(request.filter))
+        try:
+            async for change in watcher.changes():
+                yield change
+        except WatcherOverflowError:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"watcher fell more than {self.feed.capacity} changes behind; "
+                "catch up with ListLeads(updated_since) and watch again",
+            )
+        finally:
+            self.feed.unsubscribe(watcher)
+
+    async def MergeLeads(
+        self, request: leads_pb2.MergeLeadsRequest, context: Context
+    ) -> leads_pb2.Lead:
+        ids = [i.strip() for i in request.lead_ids]
+        if len(ids) < 2 or not all(ids) or len(set(ids)) != len(ids):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "lead_ids: give at least two distinct lead ids"
+            )
+        changes = await self._lifecycle(context, self.store.merge_leads, ids, request.reason)
+        return await self._current(changes[0].lead_id, context)
+
+    async def SplitLead(
+        self, request: leads_pb2.SplitLeadRequest, context: Context
+    ) -> leads_pb2.SplitLeadResponse:
+        if not request.lead_id.strip() or not request.merge_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id and merge_id: required")
+        changes = await self._lifecycle(
+            context, self.store.split_lead, request.lead_id.strip(), request.merge_id.strip()
+        )
+        leads = [await self._current(c.lead_id, context) for c in changes]
+        return leads_pb2.SplitLeadResponse(leads=leads)
+
+    async def ForgetLead(
+        self, request: leads_pb2.ForgetLeadRequest, context: Context
+    ) -> leads_pb2.ForgetLeadResponse:
+        if not request.lead_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id: required")
+        try:
+            erasure = await asyncio.to_thread(
+                self.store.forget, request.lead_id.strip(), request.reason
+            )
+        except LeadNotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        log.info(
+            "lead erased",
+            extra={
+                "audit_id": erasure.audit_id,
+                "signals": erasure.signals,
+                "leads": erasure.leads,
+            },
+        )
+        forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
+        await self._announce([Change(request.lead_id.strip(), forgotten)])
+        return leads_pb2.ForgetLeadResponse(
+            audit_id=erasure.audit_id,
+            signals_erased=erasure.signals,
+            # Face embeddings live in the vision service; erasing them there is its part.
+            embeddings_erased=0,
+        )
+
+    async def _lifecycle(self, context: Context, action: Any, *args: Any) -> list[Change]:
+        try:
+            changes: list[Change] = await asyncio.to_thread(action, *args)
+        except LeadNotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except LeadConflictError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        await self._announce(changes)
+        return changes
+
+    async def _current(self, lead_id: str, context: Context) -> leads_pb2.Lead:
+        view = await asyncio.to_thread(self.store.get, lead_id)
+        if view is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"lead {lead_id!r} not found")
+        assert view is not None
+        return _view_message(view)

@@ -66,12 +66,22 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class Change:
+    """A lead that changed in a write, with its class and stage before the write."""
+
+    lead_id: str
+    type: leads_pb2.LeadChange.ChangeType.ValueType
+    previous_class: int = leads_pb2.LEAD_CLASS_UNSPECIFIED
+    previous_stage: int = leads_pb2.LEAD_STAGE_UNSPECIFIED
+
+
 @dataclass
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (signal_id, message)
-    changed_leads: set[str] = field(default_factory=set)
+    changes: list[Change] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -104,6 +114,23 @@ class LeadFilter:
 
 class InvalidPageTokenError(ValueError):
     pass
+
+
+class LeadNotFoundError(LookupError):
+    pass
+
+
+class LeadConflictError(ValueError):
+    """The request contradicts the store's state (e.g. a merge already undone)."""
+
+
+@dataclass(frozen=True)
+class Erasure:
+    audit_id: str
+    leads: int
+    signals: int
+    identities: int
+    face_identity_ids: list[str]
 
 
 class _Leads:
@@ -318,14 +345,32 @@ class LeadStore:
             conn.execute(insert(schema.identities), new_keys)
         conn.execute(insert(schema.signals), signal_rows)
         for survivor, absorbed, evidence in merges:
-            self._merge(conn, leads.find(survivor), absorbed, evidence, now)
-        touched = {row["lead_id"] for row in signal_rows}
-        self._refresh(conn, sorted(touched), now)
+            self._merge(conn, leads.find(survivor), absorbed, now, evidence=evidence)
+        touched = sorted({row["lead_id"] for row in signal_rows})
+        before = self._refresh(conn, touched, now)
+        merged_into = {leads.find(s) for s, _, _ in merges}
+        fresh = set(new_leads)
+        for lead in touched:
+            kind = (
+                leads_pb2.LeadChange.CHANGE_TYPE_CREATED
+                if lead in fresh
+                else leads_pb2.LeadChange.CHANGE_TYPE_MERGED
+                if lead in merged_into
+                else leads_pb2.LeadChange.CHANGE_TYPE_UPDATED
+            )
+            previous = before.get(lead, (0, 0)) if lead not in fresh else (0, 0)
+            result.changes.append(Change(lead, kind, *previous))
         result.accepted += len(signal_rows)
-        result.changed_leads |= touched | {a for _, a, _ in merges}
 
     def _merge(
-        self, conn: Connection, survivor: str, absorbed: str, evidence: str | None, now: datetime
+        self,
+        conn: Connection,
+        survivor: str,
+        absorbed: str,
+        now: datetime,
+        *,
+        evidence: str | None = None,
+        reason: str = "identity keys seen together",
     ) -> None:
         for table in (schema.identities, schema.signals):
             conn.execute(update(table).where(table.c.lead_id == absorbed).values(lead_id=survivor))
@@ -340,16 +385,25 @@ class LeadStore:
                 merge_id=uuid.uuid4().hex,
                 survivor_id=survivor,
                 absorbed_id=absorbed,
-                reason="identity keys seen together",
+                reason=reason,
                 evidence_signal_id=evidence,
                 created_at=now,
             )
         )
 
-    def _refresh(self, conn: Connection, lead_ids: Sequence[str], now: datetime) -> None:
-        """Recomputes the stored (list-time) state of leads from their signals."""
+    def _refresh(
+        self, conn: Connection, lead_ids: Sequence[str], now: datetime
+    ) -> dict[str, tuple[int, int]]:
+        """Recomputes the stored (list-time) state of leads; returns (class, stage) before."""
+        c = schema.leads.c
+        before: dict[str, tuple[int, int]] = {}
+        for chunk in _chunks(list(lead_ids)):
+            states = conn.execute(
+                select(c.lead_id, c.lead_class, c.stage).where(c.lead_id.in_(chunk))
+            )
+            before.update({r.lead_id: (r.lead_class, r.stage) for r in states})
         facts = self._facts(conn, lead_ids)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for lead in lead_ids:
             lead_facts = facts.get(lead, [])
             if not lead_facts:
@@ -371,6 +425,7 @@ class LeadStore:
             )
         if rows:
             conn.execute(_REFRESH, rows)  # one executemany for the whole batch
+        return before
 
     def _facts(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[SignalFacts]]:
         sig = schema.signals.c
@@ -403,6 +458,142 @@ class LeadStore:
                     )
                 )
         return facts
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _resolve(self, conn: Connection, lead_id: str) -> str:
+        """The surviving lead a (possibly merged) lead id now belongs to."""
+        c = schema.leads.c
+        for _ in range(64):  # merge chains are flattened; this only guards against cycles
+            target = conn.execute(select(c.merged_into).where(c.lead_id == lead_id)).first()
+            if target is None:
+                raise LeadNotFoundError(f"lead {lead_id!r} not found")
+            if target.merged_into is None:
+                return lead_id
+            lead_id = target.merged_into
+        raise LeadConflictError(f"lead {lead_id!r} is in a merge cycle")
+
+    def merge_leads(self, lead_ids: Sequence[str], reason: str) -> list[Change]:
+        """Merges leads into the first one (a salesperson's decision), recorded and undoable."""
+        now = self.clock()
+        with self._write_lock, self.engine.begin() as conn:
+            resolved = [self._resolve(conn, lead) for lead in lead_ids]
+            if len(set(resolved)) != len(resolved):
+                raise LeadConflictError("lead_ids: some of these leads are already the same lead")
+            survivor, absorbed = resolved[0], resolved[1:]
+            before = self._refresh(conn, [survivor], now)
+            for other in absorbed:
+                self._merge(conn, survivor, other, now, reason=f"manual: {reason}".strip())
+            self._refresh(conn, [survivor], now)
+        previous = before.get(survivor, (0, 0))
+        return [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
+
+    def split_lead(self, lead_id: str, merge_id: str) -> list[Change]:
+        """Undoes a recorded merge: the absorbed lead gets back its keys and signals."""
+        now = self.clock()
+        m = schema.merges.c
+        with self._write_lock, self.engine.begin() as conn:
+            current = self._resolve(conn, lead_id)
+            merge = (
+                conn.execute(select(schema.merges).where(m.merge_id == merge_id)).mappings().first()
+            )
+            if merge is None:
+                raise LeadNotFoundError(f"merge {merge_id!r} not found")
+            if merge["undone_at"] is not None:
+                raise LeadConflictError(f"merge {merge_id!r} was already undone")
+            if self._resolve(conn, merge["survivor_id"]) != current:
+                raise LeadConflictError(f"merge {merge_id!r} does not belong to lead {lead_id!r}")
+            absorbed = merge["absorbed_id"]
+            # The absorbed lead comes back with everything merged into it before.
+            closure, frontier = {absorbed}, [absorbed]
+            while frontier:
+                rows = conn.execute(
+                    select(m.absorbed_id).where(
+                        m.survivor_id.in_(frontier), m.undone_at.is_(None), m.merge_id != merge_id
+                    )
+                )
+                frontier = [r.absorbed_id for r in rows if r.absorbed_id not in closure]
+                closure.update(frontier)
+            for table in (schema.identities, schema.signals):
+                conn.execute(
+                    update(table)
+                    .where(table.c.lead_id == current, table.c.origin_lead_id.in_(closure))
+                    .values(lead_id=absorbed)
+                )
+            leads = schema.leads.c
+            conn.execute(
+                update(schema.leads).where(leads.lead_id == absorbed).values(merged_into=None)
+            )
+            conn.execute(
+                update(schema.leads)
+                .where(leads.lead_id.in_(closure - {absorbed}))
+                .values(merged_into=absorbed)
+            )
+            conn.execute(update(schema.merges).where(m.merge_id == merge_id).values(undone_at=now))
+            before = self._refresh(conn, [current, absorbed], now)
+        split = leads_pb2.LeadChange.CHANGE_TYPE_SPLIT
+        return [Change(lead, split, *before.get(lead, (0, 0))) for lead in (current, absorbed)]
+
+    def forget(self, lead_id: str, reason: str) -> Erasure:
+        """Erases a lead, every lead merged into it, their keys, signals and merges."""
+        now = self.clock()
+        leads, ident, sig, m = (
+            schema.leads.c,
+            schema.identities.c,
+            schema.signals.c,
+            schema.merges.c,
+        )
+        with self._write_lock, self.engine.begin() as conn:
+            current = self._resolve(conn, lead_id)
+            ids = [
+                current,
+                *conn.scalars(select(leads.lead_id).where(leads.merged_into == current)),
+            ]
+            faces = list(
+                conn.scalars(
+                    select(ident.key_value).where(
+                        ident.lead_id.in_(ids), ident.key_type == "face_identity_id"
+                    )
+                )
+            )
+            signals = conn.execute(schema.signals.delete().where(sig.lead_id.in_(ids))).rowcount
+            keys = conn.execute(schema.identities.delete().where(ident.lead_id.in_(ids))).rowcount
+            conn.execute(
+                schema.merges.delete().where(or_(m.survivor_id.in_(ids), m.absorbed_id.in_(ids)))
+            )
+            conn.execute(
+                update(schema.leads).where(leads.lead_id.in_(ids)).values(merged_into=None)
+            )
+            erased = conn.execute(schema.leads.delete().where(leads.lead_id.in_(ids))).rowcount
+            audit_id = uuid.uuid4().hex
+            conn.execute(
+                insert(schema.erasures).values(
+                    audit_id=audit_id,
+                    erased_at=now,
+                    reason=reason,
+                    leads_erased=erased,
+                    signals_erased=signals,
+                    identities_erased=keys,
+                )
+            )
+        return Erasure(audit_id, erased, signals, keys, faces)
+
+    def rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Stored state of these leads (those that still exist), with their keys."""
+        c = schema.leads.c
+        with self.engine.connect() as conn:
+            rows = []
+            for chunk in _chunks(list(lead_ids)):
+                rows += [
+                    dict(r)
+                    for r in conn.execute(
+                        select(schema.leads).where(c.lead_id.in_(chunk))
+                    ).mappings()
+                ]
+            keys = self._keys_of(conn, [r["lead_id"] for r in rows])
+        for row in rows:
+            row["keys"] = keys.get(row["lead_id"], [])
+        return rows
 
     # -- queries --------------------------------------------------------------
 

@@ -2,52 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from leads_signals import NOW, signal
+from leads_harness import EMAIL, PHONE, Leads, customer_journey
+from leads_signals import signal
 
 from percept.leads import schema
-from percept.leads.service import LeadsService
 from percept.leads.store import LeadStore
-from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2 as lp
-from percept.v1 import leads_pb2_grpc
-
-PHONE, EMAIL = "+14155552671", "ana@example.com"
-
-
-class Leads:
-    """A running leads host with a stub; restartable on the same database."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.host: ServiceHost | None = None
-        self.channel: grpc.aio.Channel | None = None
-
-    async def start(self) -> leads_pb2_grpc.LeadsAsyncStub:
-        service = LeadsService(self.settings)
-        # Scenario time is fixed, a day after the story; decay is tested in the unit tests.
-        service.store.clock = lambda: NOW + timedelta(days=1)
-        self.host = ServiceHost(service, self.settings)
-        await self.host.start()
-        await asyncio.wait_for(self.host.ready.wait(), 30)
-        self.channel = grpc.aio.insecure_channel(self.host.address)
-        return leads_pb2_grpc.LeadsStub(self.channel)
-
-    async def stop(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-        if self.host is not None:
-            await self.host.stop(grace=5)
 
 
 @pytest.fixture
@@ -64,63 +33,6 @@ async def code_of(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
     except grpc.aio.AioRpcError as exc:
         return exc.code(), exc.details() or ""
     return grpc.StatusCode.OK, ""
-
-
-def customer_journey() -> list[c.Signal]:
-    """A caller phones, later chats (same phone + e-mail), then visits the store."""
-    return [
-        signal(
-            name="purchase_intent",
-            confidence=0.93,
-            minutes=0,
-            phone=PHONE,
-            call_id="call-1",
-            evidence="I want to buy two phones",
-        ),
-        signal(
-            kind=c.SIGNAL_KIND_ENTITY,
-            name="product",
-            value="phone",
-            minutes=0.1,
-            phone=PHONE,
-            call_id="call-1",
-        ),
-        signal(
-            source=c.SOURCE_CHAT,
-            kind=c.SIGNAL_KIND_QUALIFICATION_SLOT,
-            name="budget",
-            value="1500 USD",
-            minutes=60,
-            chat_session_id="chat-9",
-        ),
-        signal(
-            source=c.SOURCE_CHAT,
-            kind=c.SIGNAL_KIND_CONTACT_CAPTURED,
-            name="",
-            minutes=61,
-            chat_session_id="chat-9",
-            phone="+1 415-555-2671",
-            email="Ana@Example.com",
-        ),
-        signal(
-            source=c.SOURCE_CHAT,
-            kind=c.SIGNAL_KIND_QUALIFICATION_SLOT,
-            name="product",
-            value="phone",
-            minutes=62,
-            chat_session_id="chat-9",
-        ),
-        signal(
-            source=c.SOURCE_VISION,
-            kind=c.SIGNAL_KIND_DWELL,
-            name="phones",
-            value="phone",
-            numeric_value=240,
-            minutes=180,
-            visitor_id="v-7",
-            email=EMAIL,
-        ),
-    ]
 
 
 async def test_three_channels_fuse_into_one_hot_explained_lead(leads: Leads) -> None:
@@ -364,9 +276,35 @@ async def test_bad_requests_get_precise_statuses(leads: Leads) -> None:
             "page_token",
         ),
         (
-            stub.ForgetLead(lp.ForgetLeadRequest(lead_id="x")),
+            stub.ListSegments(lp.ListSegmentsRequest()),
             grpc.StatusCode.UNIMPLEMENTED,
-            "percept.v1.Leads/ForgetLead is not implemented yet",
+            "percept.v1.Leads/ListSegments is not implemented yet",
+        ),
+        (
+            stub.ForgetLead(lp.ForgetLeadRequest(lead_id="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "not found",
+        ),
+        (stub.ForgetLead(lp.ForgetLeadRequest()), grpc.StatusCode.INVALID_ARGUMENT, "lead_id"),
+        (
+            stub.MergeLeads(lp.MergeLeadsRequest(lead_ids=["a"])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "at least two distinct",
+        ),
+        (
+            stub.MergeLeads(lp.MergeLeadsRequest(lead_ids=["a", "b"])),
+            grpc.StatusCode.NOT_FOUND,
+            "not found",
+        ),
+        (
+            stub.SplitLead(lp.SplitLeadRequest(lead_id="a")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "merge_id",
+        ),
+        (
+            stub.WatchLeads(lp.WatchLeadsRequest(filter=lp.LeadFilter(min_score=3))).read(),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "within [0, 1]",
         ),
     ]
     for call, expected, words in cases:

@@ -1,0 +1,87 @@
+"""Fan-out of lead changes to `WatchLeads` streams.
+
+In-process: each leads replica tells its own watchers about the writes it
+made. A watcher that cannot keep up is cut off (RESOURCE_EXHAUSTED) instead
+of growing an unbounded queue; it resumes with ListLeads(updated_since).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+
+from percept.leads.store import LeadFilter
+from percept.v1 import leads_pb2
+
+FORGOTTEN = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
+
+
+def matches(where: LeadFilter, lead: leads_pb2.Lead) -> bool:
+    if where.classes and lead.lead_class not in where.classes:
+        return False
+    if where.stages and lead.stage not in where.stages:
+        return False
+    if where.product_interest and lead.product_interest != where.product_interest.lower():
+        return False
+    if where.min_score and lead.score < where.min_score:
+        return False
+    if where.max_score and lead.score > where.max_score:
+        return False
+    return not (
+        where.updated_since
+        and lead.updated_at.ToDatetime() < where.updated_since.replace(tzinfo=None)
+    )
+
+
+class WatcherOverflowError(Exception):
+    pass
+
+
+class Watcher:
+    def __init__(self, where: LeadFilter, capacity: int) -> None:
+        self.where = where
+        self.queue: asyncio.Queue[leads_pb2.LeadChange] = asyncio.Queue(capacity)
+        self.overflowed = False
+
+    def offer(self, change: leads_pb2.LeadChange) -> None:
+        if self.overflowed:
+            return
+        if change.type != FORGOTTEN and not matches(self.where, change.lead):
+            return
+        try:
+            self.queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            # Wake the stream so it notices at once.
+            self.queue.get_nowait()
+            self.queue.put_nowait(leads_pb2.LeadChange())
+
+    async def changes(self) -> AsyncIterator[leads_pb2.LeadChange]:
+        while True:
+            change = await self.queue.get()
+            if self.overflowed:
+                raise WatcherOverflowError
+            yield change
+
+
+class ChangeFeed:
+    def __init__(self, capacity: int = 1000) -> None:
+        self.capacity = capacity
+        self._watchers: set[Watcher] = set()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._watchers)
+
+    def subscribe(self, where: LeadFilter) -> Watcher:
+        watcher = Watcher(where, self.capacity)
+        self._watchers.add(watcher)
+        return watcher
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def publish(self, changes: Iterable[leads_pb2.LeadChange]) -> None:
+        for change in changes:
+            for watcher in list(self._watchers):
+                watcher.offer(change)

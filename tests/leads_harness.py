@@ -1,0 +1,108 @@
+"""A restartable leads server for tests, and a realistic customer journey."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import grpc
+from leads_signals import NOW, signal
+
+from percept.leads.service import LeadsService
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings
+from percept.v1 import common_pb2 as c
+from percept.v1 import leads_pb2 as lp
+from percept.v1 import leads_pb2_grpc
+
+PHONE, EMAIL = "+14155552671", "ana@example.com"
+
+
+class Leads:
+    """A running leads host with a stub; restartable on the same database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.host: ServiceHost | None = None
+        self.channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> leads_pb2_grpc.LeadsAsyncStub:
+        service = LeadsService(self.settings)
+        # Scenario time is fixed, a day after the story; decay is tested in the unit tests.
+        service.store.clock = lambda: NOW + timedelta(days=1)
+        self.host = ServiceHost(service, self.settings)
+        await self.host.start()
+        await asyncio.wait_for(self.host.ready.wait(), 30)
+        self.channel = grpc.aio.insecure_channel(self.host.address)
+        return leads_pb2_grpc.LeadsStub(self.channel)
+
+    async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        if self.host is not None:
+            await self.host.stop(grace=5)
+
+
+def customer_journey() -> list[c.Signal]:
+    """A caller phones, later chats (same phone + e-mail), then visits the store."""
+    return [
+        signal(
+            name="purchase_intent",
+            confidence=0.93,
+            minutes=0,
+            phone=PHONE,
+            call_id="call-1",
+            evidence="I want to buy two phones",
+        ),
+        signal(
+            kind=c.SIGNAL_KIND_ENTITY,
+            name="product",
+            value="phone",
+            minutes=0.1,
+            phone=PHONE,
+            call_id="call-1",
+        ),
+        signal(
+            source=c.SOURCE_CHAT,
+            kind=c.SIGNAL_KIND_QUALIFICATION_SLOT,
+            name="budget",
+            value="1500 USD",
+            minutes=60,
+            chat_session_id="chat-9",
+        ),
+        signal(
+            source=c.SOURCE_CHAT,
+            kind=c.SIGNAL_KIND_CONTACT_CAPTURED,
+            name="",
+            minutes=61,
+            chat_session_id="chat-9",
+            phone="+1 415-555-2671",
+            email="Ana@Example.com",
+        ),
+        signal(
+            source=c.SOURCE_CHAT,
+            kind=c.SIGNAL_KIND_QUALIFICATION_SLOT,
+            name="product",
+            value="phone",
+            minutes=62,
+            chat_session_id="chat-9",
+        ),
+        signal(
+            source=c.SOURCE_VISION,
+            kind=c.SIGNAL_KIND_DWELL,
+            name="phones",
+            value="phone",
+            numeric_value=240,
+            minutes=180,
+            visitor_id="v-7",
+            email=EMAIL,
+        ),
+    ]
+
+
+async def next_change(stream: object, limit_s: float = 10) -> lp.LeadChange:
+    """The next LeadChange of a WatchLeads stream."""
+    async with asyncio.timeout(limit_s):
+        change = await stream.read()  # type: ignore[attr-defined]
+    assert isinstance(change, lp.LeadChange), change
+    return change
