@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from pg_cluster import ThrowawayCluster
 
 from percept.runtime.server import Service, ServiceHost
 from percept.runtime.settings import SERVICE_NAMES, Settings
@@ -87,3 +88,20 @@ async def channel_to() -> AsyncIterator[Callable[[ServiceHost], grpc.aio.Channel
     yield open_channel
     for channel in channels:
         await channel.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[ThrowawayCluster]:
+    cluster = ThrowawayCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each leads store test runs on the embedded default and on real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'leads.db'}"
+    cluster: ThrowawayCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()

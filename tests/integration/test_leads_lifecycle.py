@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import grpc
 import pytest
@@ -23,9 +22,9 @@ CT = lp.LeadChange
 
 @pytest.fixture
 async def stub(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], database_url: str
 ) -> AsyncIterator[tuple[leads_pb2_grpc.LeadsAsyncStub, Settings]]:
-    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'leads.db'}")
+    settings = make_settings(database_url=database_url)
     running = Leads(settings)
     yield await running.start(), settings
     await running.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,8 +19,8 @@ from percept.v1 import leads_pb2 as lp
 
 
 @pytest.fixture
-async def leads(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Leads]:
-    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'leads.db'}")
+async def leads(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Leads]:
+    settings = make_settings(database_url=database_url)
     running = Leads(settings)
     yield running
     await running.stop()
@@ -328,8 +327,8 @@ async def test_nothing_is_lost_across_a_restart(leads: Leads) -> None:
     assert token_page.leads
 
 
-def test_migrations_create_exactly_the_declared_schema(tmp_path: Path) -> None:
-    store = LeadStore(f"sqlite:///{tmp_path / 'm.db'}")
+def test_migrations_create_exactly_the_declared_schema(database_url: str) -> None:
+    store = LeadStore(database_url)
     store.migrate()
     store.migrate()  # idempotent
     with store.engine.connect() as conn:
