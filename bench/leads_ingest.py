@@ -6,7 +6,10 @@ scoring). Measured: `LeadStore.ingest` on batches of realistic signals, where
 each batch touches many leads (several signals per lead, some leads merging),
 and the same through gRPC `IngestBatch` on loopback.
 
-Run: .venv/bin/python bench/leads_ingest.py [--signals N] [--batch N]
+The same three measurements run on a throwaway PostgreSQL cluster too (the
+production store), with its own raw-insert baseline.
+
+Run: .venv/bin/python bench/leads_ingest.py [--signals N] [--batch N] [--no-postgres]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -31,6 +35,10 @@ from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2, leads_pb2_grpc
+
+# The throwaway-cluster helper is shared with the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from pg_cluster import ThrowawayCluster
 
 INTENTS = ("purchase_intent", "price_inquiry", "product_question", "demo_or_meeting_request")
 START = datetime.now(UTC) - timedelta(days=1)
@@ -61,8 +69,8 @@ def make_signals(count: int, people: int, seed: int = 7) -> list[c.Signal]:
     return out
 
 
-def bench_baseline(path: Path, signals: list[c.Signal], batch: int) -> float:
-    store = LeadStore(f"sqlite:///{path}")
+def bench_baseline(url: str, signals: list[c.Signal], batch: int) -> float:
+    store = LeadStore(url)
     store.migrate()
     lead = uuid.uuid4().hex
     now = datetime.now(UTC)
@@ -112,8 +120,8 @@ def bench_baseline(path: Path, signals: list[c.Signal], batch: int) -> float:
     return len(signals) / elapsed
 
 
-def bench_store(path: Path, signals: list[c.Signal], batch: int) -> float:
-    store = LeadStore(f"sqlite:///{path}")
+def bench_store(url: str, signals: list[c.Signal], batch: int) -> float:
+    store = LeadStore(url)
     store.migrate()
     began = time.perf_counter()
     for start in range(0, len(signals), batch):
@@ -124,10 +132,8 @@ def bench_store(path: Path, signals: list[c.Signal], batch: int) -> float:
     return len(signals) / elapsed
 
 
-async def bench_grpc(path: Path, signals: list[c.Signal], batch: int) -> float:
-    settings = Settings(
-        leads_port=0, leads_metrics_port=0, database_url=f"sqlite:///{path}", log_level="WARNING"
-    )
+async def bench_grpc(url: str, signals: list[c.Signal], batch: int) -> float:
+    settings = Settings(leads_port=0, leads_metrics_port=0, database_url=url, log_level="WARNING")
     host = ServiceHost(LeadsService(settings), settings)
     await host.start()
     await host.ready.wait()
@@ -143,27 +149,41 @@ async def bench_grpc(path: Path, signals: list[c.Signal], batch: int) -> float:
         await host.stop(None)
 
 
+def report(name: str, urls: list[str], signals: list[c.Signal], batch: int) -> None:
+    base = bench_baseline(urls[0], signals, batch)
+    store = bench_store(urls[1], signals, batch)
+    over_grpc = asyncio.run(bench_grpc(urls[2], signals, batch))
+    print(f"  {name}:")
+    print(f"    baseline raw executemany:   {base:8.0f} signals/s")
+    print(f"    LeadStore.ingest:           {store:8.0f} signals/s  ({store / base:.2f}x baseline)")
+    print(
+        f"    gRPC IngestBatch, loopback: {over_grpc:8.0f} signals/s  "
+        f"({over_grpc / base:.2f}x baseline)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signals", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--people", type=int, default=4_000)
+    parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     signals = make_signals(args.signals, args.people)
+    print(
+        f"leads ingest: {args.signals} signals over {args.people} people, batches of {args.batch}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        base = bench_baseline(Path(tmp) / "baseline.db", signals, args.batch)
-        store = bench_store(Path(tmp) / "store.db", signals, args.batch)
-        over_grpc = asyncio.run(bench_grpc(Path(tmp) / "grpc.db", signals, args.batch))
-    print(
-        f"leads ingest, SQLite, {args.signals} signals over {args.people} people, "
-        f"batches of {args.batch}"
-    )
-    print(f"  baseline raw executemany:   {base:8.0f} signals/s")
-    print(f"  LeadStore.ingest:           {store:8.0f} signals/s  ({store / base:.2f}x baseline)")
-    print(
-        f"  gRPC IngestBatch, loopback: {over_grpc:8.0f} signals/s  "
-        f"({over_grpc / base:.2f}x baseline)"
-    )
+        urls = [f"sqlite:///{Path(tmp) / name}.db" for name in ("base", "store", "grpc")]
+        report("SQLite (WAL, synchronous=FULL)", urls, signals, args.batch)
+    if not args.no_postgres:
+        cluster = ThrowawayCluster()
+        cluster.start()
+        try:
+            urls = [cluster.new_database() for _ in range(3)]
+            report("PostgreSQL 15 (throwaway cluster, fsync off)", urls, signals, args.batch)
+        finally:
+            cluster.stop()
 
 
 if __name__ == "__main__":
