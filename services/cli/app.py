@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from percept import __version__
-from percept.cli import models
+from percept.cli import leads, models
 from percept.cli.health import health_command
 from percept.cli.serve import demo_command, serve_command
 
@@ -21,6 +21,7 @@ app.command("serve")(serve_command)
 app.command("demo")(demo_command)
 app.command("health")(health_command)
 app.add_typer(models.app, name="models")
+app.add_typer(leads.app, name="leads")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,165 @@
+"""`percept leads`: what a salesperson asks of the leads service, as Rich tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated
+
+import grpc
+import typer
+from rich.table import Table
+
+from percept.cli.common import console, fail
+from percept.leads.scoring import CHANNEL_NAMES
+from percept.v1 import leads_pb2, leads_pb2_grpc
+
+app = typer.Typer(help="List, inspect, explain and erase leads (talks to the leads service).")
+
+Server = Annotated[str, typer.Option("--server", help="leads service address")]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="PERCEPT_API_KEY", help="API key, if required")
+]
+DEFAULT_SERVER = "127.0.0.1:50054"
+
+
+class LeadClass(StrEnum):
+    hot = "hot"
+    warm = "warm"
+    cold = "cold"
+
+
+def class_name(value: int) -> str:
+    return leads_pb2.LeadClass.Name(value).removeprefix("LEAD_CLASS_").lower()  # type: ignore[arg-type]
+
+
+def stage_name(value: int) -> str:
+    return leads_pb2.LeadStage.Name(value).removeprefix("LEAD_STAGE_").lower()  # type: ignore[arg-type]
+
+
+COLOURS = {"hot": "bold red", "warm": "yellow", "cold": "blue"}
+
+
+@contextmanager
+def leads_stub(
+    server: str, api_key: str | None
+) -> Iterator[tuple[leads_pb2_grpc.LeadsStub, tuple[tuple[str, str], ...]]]:
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    with grpc.insecure_channel(server) as channel:
+        try:
+            yield leads_pb2_grpc.LeadsStub(channel), metadata
+        except grpc.RpcError as exc:
+            fail(f"{exc.code().name}: {exc.details()}")
+
+
+def contact(identity: object) -> str:
+    parts = [getattr(identity, f) for f in ("phone", "email", "chat_session_id", "visitor_id")]
+    return ", ".join(p for p in parts if p)
+
+
+@app.command("list")
+def list_leads(
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    lead_class: Annotated[
+        list[LeadClass] | None, typer.Option("--class", help="repeatable")
+    ] = None,
+    product: Annotated[str, typer.Option(help="product interest")] = "",
+    min_score: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+) -> None:
+    """Leads, newest last, with class, score, stage and product interest."""
+    classes = [leads_pb2.LeadClass.Value(f"LEAD_CLASS_{c.value.upper()}") for c in lead_class or []]
+    request = leads_pb2.ListLeadsRequest(
+        filter=leads_pb2.LeadFilter(classes=classes, product_interest=product, min_score=min_score),
+        page_size=limit,
+    )
+    with leads_stub(server, api_key) as (stub, metadata):
+        page = stub.ListLeads(request, metadata=metadata, timeout=10)
+    table = Table(title=f"{len(page.leads)} leads")
+    for column in ("lead", "class", "score", "stage", "product", "channels", "contact"):
+        table.add_column(column)
+    for lead in page.leads:
+        name = class_name(lead.lead_class)
+        table.add_row(
+            lead.lead_id,
+            f"[{COLOURS.get(name, '')}]{name}[/]",
+            f"{lead.score:.2f}",
+            stage_name(lead.stage),
+            lead.product_interest or "-",
+            ", ".join(CHANNEL_NAMES.get(c, "?") for c in lead.channels),
+            contact(lead.identity),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    lead_id: Annotated[str, typer.Argument(help="lead id (a merged lead's id works too)")],
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+) -> None:
+    """One lead with its qualification and timeline."""
+    with leads_stub(server, api_key) as (stub, metadata):
+        lead = stub.GetLead(
+            leads_pb2.GetLeadRequest(lead_id=lead_id, include_timeline=True),
+            metadata=metadata,
+            timeout=10,
+        )
+    name = class_name(lead.lead_class)
+    console.print(
+        f"[bold]{lead.lead_id}[/]  [{COLOURS.get(name, '')}]{name}[/] {lead.score:.2f}  "
+        f"stage {stage_name(lead.stage)}  product {lead.product_interest or '-'}"
+    )
+    console.print(f"contact: {contact(lead.identity) or '-'}")
+    for slot, value in sorted(lead.qualification.items()):
+        console.print(f"  {slot}: {value}")
+    table = Table(title="timeline")
+    table.add_column("when (UTC)")
+    table.add_column("what")
+    for entry in lead.timeline:
+        table.add_row(entry.occurred_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), entry.summary)
+    console.print(table)
+
+
+@app.command("explain")
+def explain(
+    lead_id: Annotated[str, typer.Argument(help="lead id")],
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+) -> None:
+    """Why the lead has its score: each feature's effect, largest first."""
+    with leads_stub(server, api_key) as (stub, metadata):
+        why = stub.ExplainScore(
+            leads_pb2.ExplainScoreRequest(lead_id=lead_id), metadata=metadata, timeout=10
+        )
+    table = Table(
+        title=f"{why.lead_id}: {class_name(why.lead_class)} {why.score:.2f} ({why.model})"
+    )
+    table.add_column("effect", justify="right")
+    table.add_column("because the lead")
+    for c in why.contributions:
+        colour = "green" if c.contribution > 0 else "red"
+        table.add_row(f"[{colour}]{c.contribution:+.2f}[/]", c.description)
+    console.print(table)
+
+
+@app.command("forget")
+def forget(
+    lead_id: Annotated[str, typer.Argument(help="lead id")],
+    reason: Annotated[str, typer.Option(help="recorded in the audit entry")],
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+) -> None:
+    """Erase a lead and everything known about it; keeps only an audit record."""
+    if not yes:
+        typer.confirm(f"Erase lead {lead_id} and all its data?", abort=True)
+    with leads_stub(server, api_key) as (stub, metadata):
+        done = stub.ForgetLead(
+            leads_pb2.ForgetLeadRequest(lead_id=lead_id, reason=reason),
+            metadata=metadata,
+            timeout=30,
+        )
+    console.print(f"erased: {done.signals_erased} signals; audit record {done.audit_id}")
