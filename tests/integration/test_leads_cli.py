@@ -73,7 +73,7 @@ def test_list_show_explain_and_forget(server: str) -> None:
     for words in ("hot", "opportunity", "phone call, store visit, website chat", PHONE):
         assert words in row
 
-    hot_only = runner.invoke(
+    cold_only = runner.invoke(
         app, ["leads", "list", "--server", server, "--class", "cold"], env=WIDE
     )
     assert "0 leads" in cold_only.output
