@@ -38,13 +38,38 @@ def list_models() -> None:
 
 @app.command("pull")
 def pull(
-    name: Annotated[str, typer.Argument(help="model name, as `percept models list` shows it")],
+    name: Annotated[
+        str | None, typer.Argument(help="model name, as `percept models list` shows it")
+    ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="every model that has an installed source")
+    ] = False,
     force: Annotated[bool, typer.Option(help="replace a copy already in the model dir")] = False,
 ) -> None:
-    """Copy or convert a model into the model dir (e.g. a Kubernetes volume), with checksums."""
+    """Copy or convert models into the model dir (e.g. a Kubernetes volume), with checksums."""
+    if (name is None) == (not all_models):
+        fail("give a model name or --all", 2)
     store = model_store(settings_or_exit())
-    try:
-        resolved = store.pull(name, force=force)
-    except ModelNotFoundError as exc:
-        fail(str(exc))
-    console.print(f"[green]{name}[/] is in {resolved.path}")
+    if name is not None:
+        try:
+            resolved = store.pull(name, force=force)
+        except ModelNotFoundError as exc:
+            fail(str(exc))
+        console.print(f"[green]{name}[/] is in {resolved.path}")
+        return
+    pulled, skipped = 0, []
+    for status in store.status():
+        spec = status.spec
+        if status.resolved is None and spec.puller is None:
+            skipped.append(spec.name)
+            continue
+        try:
+            resolved = store.pull(spec.name, force=force)
+        except ModelNotFoundError as exc:
+            fail(str(exc))
+        pulled += 1
+        console.print(f"[green]{spec.name}[/] is in {resolved.path}")
+    if skipped:
+        console.print(f"[yellow]no installed source for:[/] {', '.join(skipped)}")
+    if not pulled:
+        fail("no model could be pulled")

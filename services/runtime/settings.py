@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         description="comma-separated API keys; when set, every call but health needs one",
     )
 
+    leads_address: str = Field(
+        "127.0.0.1:50054",
+        description="where perception services send signals; in Kubernetes the headless Service",
+    )
+
     data_dir: Path = Field(default_factory=_default_data_dir)
     model_dir: Path | None = Field(
         None, description="model cache directory; defaults to <data_dir>/models"

@@ -142,3 +142,19 @@ def test_serve_on_a_taken_port_exits_1_naming_the_setting(
         first.wait(timeout=30)
     assert second.returncode == 1
     assert "PERCEPT_LEADS_PORT" in second.stderr
+
+
+def test_models_pull_all_fills_the_model_dir_with_every_available_model(tmp_path: Path) -> None:
+    env = {"PERCEPT_MODEL_DIR": str(tmp_path / "pvc"), "COLUMNS": "250"}
+    result = runner.invoke(app, ["models", "pull", "--all"], env=env)
+    assert result.exit_code == 0, result.output
+    pulled = sorted(p.name for p in (tmp_path / "pvc").iterdir())
+    assert {"whisper-tiny.en", "all-minilm-l6-v2"} <= set(pulled)
+    for name in pulled:
+        assert (tmp_path / "pvc" / name / "percept-model.json").is_file()
+
+
+def test_models_pull_needs_a_name_or_all() -> None:
+    result = runner.invoke(app, ["models", "pull"])
+    assert result.exit_code == 2
+    assert "give a model name or --all" in result.output

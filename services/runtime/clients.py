@@ -1,0 +1,49 @@
+"""Channels from one percept service to another.
+
+gRPC keeps one long-lived HTTP/2 connection per channel, so a plain Kubernetes
+Service (one virtual IP) would pin every call to one pod. Clients instead
+resolve the headless Service's DNS name to every pod address and balance
+calls round-robin across them; the resolver re-resolves as pods come and go.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+def channel_target(address: str) -> str:
+    """`host:port` -> `dns:///host:port`, so that every resolved address is used."""
+    return address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
+
+
+def service_channel(address: str) -> grpc.aio.Channel:
+    """An aio channel balancing calls across every address `address` resolves to."""
+    return grpc.aio.insecure_channel(
+        channel_target(address),
+        options=[
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+        ],
+    )
