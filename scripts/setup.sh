@@ -52,7 +52,15 @@ install_python() {
   echo "$inputs" >"$stamp"
 }
 
+# kubectl (with kustomize built in) renders the Kubernetes manifests in the tests.
+ensure_kubectl() {
+  command -v kubectl >/dev/null && return
+  log "installing kubectl"
+  APT_PACKAGES=(kubectl) install_apt
+}
+
 install_apt
+ensure_kubectl
 install_python
 version=$("$VENV/bin/percept" --version)
 log "ready: $version"

@@ -1,0 +1,277 @@
+"""Every overlay renders offline, validates against Kubernetes schemas, and keeps our invariants."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from percept.runtime.settings import SERVICE_NAMES, Settings
+
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+OVERLAYS = ("cpu", "gpu", "dev")
+KUBERNETES_VERSIONS = ("1.35.0", "1.37.0")
+GPU_SERVICES = {"speech", "vision", "nlp"}
+WORKLOADS = {"Deployment", "StatefulSet", "Job"}
+# Created by the operator in cpu/gpu clusters (docs/deploy.md); generated in dev.
+EXTERNAL_SECRETS = {"percept-secrets"}
+
+Obj = dict[str, Any]
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is required to render the manifests (scripts/setup.sh installs it)")
+    return found
+
+
+@cache
+def render(path: str) -> tuple[Obj, ...]:
+    out = subprocess.run(
+        [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", path],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+def overlay(name: str) -> tuple[Obj, ...]:
+    return render(str(K8S / "overlays" / name))
+
+
+def of_kind(objs: tuple[Obj, ...], *kinds: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] in kinds]
+
+
+def pod_spec(workload: Obj) -> Obj:
+    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def pod_labels(objs: tuple[Obj, ...]) -> list[dict[str, str]]:
+    return [w["spec"]["template"]["metadata"]["labels"] for w in of_kind(objs, *WORKLOADS)]
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
+    match = (
+        selector.get("matchLabels", {})
+        if "matchLabels" in selector or "matchExpressions" in selector
+        else selector
+    )
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value, op = labels.get(expr["key"]), expr["operator"]
+        if op == "In" and value not in expr["values"]:
+            return False
+        if op == "NotIn" and value in expr["values"]:
+            return False
+        if op == "Exists" and value is None:
+            return False
+    return True
+
+
+def component(workload: Obj) -> str:
+    return str(workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_object_validates_strictly(name: str, version: str) -> None:
+    objs = overlay(name)
+    assert len(objs) > 20
+    for obj in objs:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_long_running_container_has_probes_and_resources(name: str) -> None:
+    for workload in of_kind(overlay(name), *WORKLOADS):
+        for container in pod_spec(workload)["containers"]:
+            where = f"{name}/{workload['metadata']['name']}/{container['name']}"
+            resources = container.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+            assert "memory" in resources.get("limits", {}), where
+            if workload["kind"] == "Job":
+                continue
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in container, f"{where} lacks {probe}"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_percept_containers_serve_their_component_with_grpc_probes(name: str) -> None:
+    defaults = Settings()
+    served = set()
+    for workload in of_kind(overlay(name), "Deployment"):
+        (container,) = pod_spec(workload)["containers"]
+        service = component(workload)
+        assert container["args"] == ["serve", service]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["grpc"] == defaults.port_for(service)
+        assert ports["metrics"] == defaults.metrics_port_for(service)
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(ports["metrics"])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == ports["grpc"]
+        served.add(service)
+    assert served == set(SERVICE_NAMES)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_everything_runs_locked_down(name: str) -> None:
+    for workload in of_kind(overlay(name), *WORKLOADS):
+        spec = pod_spec(workload)
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec["automountServiceAccountToken"] is False
+        for container in spec["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["readOnlyRootFilesystem"] is True
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+
+
+def gpus(workload: Obj) -> tuple[str | None, str | None]:
+    resources = pod_spec(workload)["containers"][0]["resources"]
+    return (
+        resources.get("requests", {}).get("nvidia.com/gpu"),
+        resources.get("limits", {}).get("nvidia.com/gpu"),
+    )
+
+
+def test_gpu_overlay_puts_gpus_exactly_on_speech_vision_and_nlp() -> None:
+    for workload in of_kind(overlay("gpu"), *WORKLOADS):
+        spec = pod_spec(workload)
+        if workload["kind"] == "Deployment" and component(workload) in GPU_SERVICES:
+            assert gpus(workload) == ("1", "1")
+            assert spec["runtimeClassName"] == "nvidia"
+            assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+                "tolerations"
+            ]
+            assert workload["spec"]["template"]["spec"]["containers"][0]["image"].endswith("-cuda")
+        else:
+            assert gpus(workload) == (None, None), workload["metadata"]["name"]
+            assert "runtimeClassName" not in spec
+
+
+@pytest.mark.parametrize("name", ("cpu", "dev"))
+def test_cpu_overlays_request_no_gpu(name: str) -> None:
+    for workload in of_kind(overlay(name), *WORKLOADS):
+        assert gpus(workload) == (None, None)
+        assert "tolerations" not in pod_spec(workload)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_selector_selects_pods(name: str) -> None:
+    objs = overlay(name)
+    labels = pod_labels(objs)
+    for service in of_kind(objs, "Service"):
+        assert any(selects(service["spec"]["selector"], pod) for pod in labels), service[
+            "metadata"
+        ]["name"]
+    for policy in of_kind(objs, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        assert selector == {} or any(selects(selector, pod) for pod in labels), policy["metadata"][
+            "name"
+        ]
+    for pdb in of_kind(objs, "PodDisruptionBudget"):
+        assert any(selects(pdb["spec"]["selector"], pod) for pod in labels), pdb["metadata"]["name"]
+    deployments = {d["metadata"]["name"] for d in of_kind(objs, "Deployment")}
+    for hpa in of_kind(objs, "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_reference_resolves(name: str) -> None:
+    objs = overlay(name)
+    names = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    secrets = {n for k, n in names if k == "Secret"} | EXTERNAL_SECRETS
+    for workload in of_kind(objs, *WORKLOADS):
+        spec = pod_spec(workload)
+        for container in spec["containers"]:
+            for source in container.get("envFrom", []):
+                assert ("ConfigMap", source["configMapRef"]["name"]) in names
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] in secrets
+            mounted = {m["name"] for m in container.get("volumeMounts", [])}
+            declared = {v["name"] for v in spec.get("volumes", [])}
+            claims = {
+                c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])
+            }
+            assert mounted <= declared | claims
+        for volume in spec.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert (
+                    "PersistentVolumeClaim",
+                    volume["persistentVolumeClaim"]["claimName"],
+                ) in names
+    if name == "dev":  # everything a single-node cluster needs is in the render
+        assert ("Secret", "percept-secrets") in names
+
+
+def test_network_policies_wall_off_leads_and_the_database() -> None:
+    objs = overlay("cpu")
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "NetworkPolicy")}
+    assert policies["percept-default-deny"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    by_component = {
+        component(w): w["spec"]["template"]["metadata"]["labels"] for w in of_kind(objs, *WORKLOADS)
+    }
+
+    def allowed_from(policy: str) -> set[str]:
+        peers = [p["podSelector"] for rule in policies[policy]["ingress"] for p in rule["from"]]
+        return {c for c, labels in by_component.items() if any(selects(s, labels) for s in peers)}
+
+    assert allowed_from("percept-leads-ingress") == GPU_SERVICES
+    assert allowed_from("percept-postgres-ingress") == {"leads"}
+    egress_selector = policies["percept-perception-egress"]["podSelector"]
+    callers = {c for c, pod in by_component.items() if selects(egress_selector, pod)}
+    assert callers == GPU_SERVICES
+    egress_to = [
+        p["podSelector"] for r in policies["percept-perception-egress"]["egress"] for p in r["to"]
+    ]
+    assert [c for c, pod in by_component.items() if any(selects(s, pod) for s in egress_to)] == [
+        "leads"
+    ]
+
+
+def test_model_cache_is_filled_by_a_job_and_mounted_read_only() -> None:
+    objs = overlay("cpu")
+    (job,) = of_kind(objs, "Job")
+    assert pod_spec(job)["containers"][0]["args"] == ["models", "pull", "--all"]
+    for deployment in of_kind(objs, "Deployment"):
+        for volume in pod_spec(deployment).get("volumes", []):
+            if volume.get("persistentVolumeClaim", {}).get("claimName") == "percept-models":
+                assert volume["persistentVolumeClaim"]["readOnly"] is True
+
+
+def test_inflight_autoscaling_component_adds_the_custom_metric(tmp_path: Path) -> None:
+    rel = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{rel}/overlays/gpu]\ncomponents: [{rel}/components/inflight-autoscaling]\n"
+    )
+    hpas = of_kind(render(str(tmp_path)), "HorizontalPodAutoscaler")
+    assert len(hpas) == 3
+    for hpa in hpas:
+        kubernetes_validate.validate(hpa, KUBERNETES_VERSIONS[-1], strict=True)
+        metrics = [
+            m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"
+        ]
+        assert metrics == ["percept_grpc_in_flight"]
