@@ -149,6 +149,31 @@ async def bench_grpc(url: str, signals: list[c.Signal], batch: int) -> float:
         await host.stop(None)
 
 
+def history_cost(url: str, history: int, probes: int = 100) -> float:
+    """Seconds to ingest one more signal (own batch) into a lead with `history` signals."""
+    store = LeadStore(url)
+    store.migrate()
+    past = make_signals(history, 1, seed=history)
+    for start in range(0, history, 1000):
+        store.ingest(past[start : start + 1000])
+    more = make_signals(probes, 1, seed=history + 1)
+    began = time.perf_counter()
+    for signal in more:
+        store.ingest([signal])
+    elapsed = (time.perf_counter() - began) / probes
+    store.close()
+    return elapsed
+
+
+def report_history(tmp: Path) -> None:
+    costs = {n: history_cost(f"sqlite:///{tmp / f'h{n}.db'}", n) for n in (10, 1_000, 10_000)}
+    print("  score update cost per signal vs the lead's history (SQLite, one signal per commit):")
+    for n, cost in costs.items():
+        print(
+            f"    {n:>6} earlier signals: {cost * 1000:6.2f} ms  ({cost / costs[10]:.2f}x the 10-signal lead)"
+        )
+
+
 def report(name: str, urls: list[str], signals: list[c.Signal], batch: int) -> None:
     base = bench_baseline(urls[0], signals, batch)
     store = bench_store(urls[1], signals, batch)
@@ -176,6 +201,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         urls = [f"sqlite:///{Path(tmp) / name}.db" for name in ("base", "store", "grpc")]
         report("SQLite (WAL, synchronous=FULL)", urls, signals, args.batch)
+        report_history(Path(tmp))
     if not args.no_postgres:
         cluster = ThrowawayCluster()
         cluster.start()

@@ -44,6 +44,8 @@ leads = Table(
     Column("signal_count", Integer, nullable=False, default=0),
     Column("qualification", JSON, nullable=False, default=dict),
     Column("channels", JSON, nullable=False, default=list),
+    # scoring.Features as JSON; NULL: recompute from the signals.
+    Column("features", JSON, nullable=True),
     # Set when this lead was merged into another; such leads are hidden from lists.
     Column("merged_into", String(32), ForeignKey("leads.lead_id"), nullable=True),
     Index("ix_leads_created", "created_at", "lead_id"),

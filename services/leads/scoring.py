@@ -8,10 +8,10 @@ less than what they said today.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from typing import Any
 
 from percept.v1 import common_pb2, leads_pb2
 
@@ -94,103 +94,211 @@ class Assessment:
     contributions: list[Contribution] = field(default_factory=list)
 
 
-def _decay(age: timedelta, half_life: timedelta) -> float:
-    return float(0.5 ** (max(age.total_seconds(), 0.0) / half_life.total_seconds()))
+def _lse(a: float | None, b: float) -> float:
+    """log2(2**a + 2**b) without overflow; None is log2(0)."""
+    if a is None:
+        return b
+    high, low = max(a, b), min(a, b)
+    return high + math.log2(1.0 + 2.0 ** (low - high))
+
+
+@dataclass
+class Features:
+    """Aggregates of a lead's signals, ready to be decayed to any moment.
+
+    Decayed values are kept as log2(value) + t / half_life ("anchored"), so the
+    decay to time `now` is one subtraction, and max and sum stay exact when
+    signals are added one by one or two leads are merged: a new signal costs
+    O(1) however long the lead's history is.
+    """
+
+    half_life_s: float
+    intents: dict[str, float] = field(default_factory=dict)  # anchored max strength
+    intent_channels: dict[str, list[int]] = field(default_factory=dict)
+    slots: dict[str, list[Any]] = field(default_factory=dict)  # [value, anchored, t of value]
+    dwell: dict[str, float] = field(default_factory=dict)  # anchored sum of seconds
+    dwell_seconds: dict[str, float] = field(default_factory=dict)  # plain sum, for the words
+    interest: dict[str, float] = field(default_factory=dict)  # anchored sum per product
+    returns: float | None = None  # anchored sum of returning visits
+    key_types: list[str] = field(default_factory=list)
+    channels: list[int] = field(default_factory=list)
+    outcome: list[Any] | None = None  # [value, t]
+    signal_count: int = 0
+    last_signal_at: float = 0.0  # epoch seconds
+
+    @classmethod
+    def of(cls, signals: Sequence[SignalFacts], half_life: timedelta) -> Features:
+        features = cls(half_life.total_seconds())
+        for s in signals:
+            features.add(s)
+        return features
+
+    def add(self, s: SignalFacts) -> None:
+        t = s.occurred_at.timestamp()
+        anchor = t / self.half_life_s
+        strength = s.confidence or 1.0
+        if s.kind == K.SIGNAL_KIND_INTENT:
+            self.intents[s.name] = max(
+                self.intents.get(s.name, -math.inf), math.log2(strength) + anchor
+            )
+            self.intent_channels[s.name] = sorted({*self.intent_channels.get(s.name, []), s.source})
+        elif s.kind == K.SIGNAL_KIND_QUALIFICATION_SLOT:
+            value, weight, when = self.slots.get(s.name, ["", -math.inf, -math.inf])
+            if t >= when:
+                value, when = s.value, t
+            self.slots[s.name] = [value, max(weight, anchor), when]
+            if s.name in ("product", "need") and s.value:
+                self._interest(s.value, anchor)
+        elif s.kind == K.SIGNAL_KIND_ENTITY and s.name == "product" and s.value:
+            self._interest(s.value, math.log2(strength) + anchor)
+        elif s.kind == K.SIGNAL_KIND_DWELL and s.numeric_value > 0:
+            zone = s.value or s.name
+            self.dwell[zone] = _lse(self.dwell.get(zone), math.log2(s.numeric_value) + anchor)
+            self.dwell_seconds[zone] = self.dwell_seconds.get(zone, 0.0) + s.numeric_value
+            share = min(s.numeric_value / DWELL_FULL_SECONDS, 1.0)
+            self._interest(zone, math.log2(share) + anchor)
+        elif s.kind == K.SIGNAL_KIND_RETURNING_VISIT:
+            self.returns = _lse(self.returns, anchor)
+        elif s.kind == K.SIGNAL_KIND_OUTCOME and (self.outcome is None or t >= self.outcome[1]):
+            self.outcome = [s.value, t]
+        self.key_types = sorted({*self.key_types, *s.key_types})
+        self.channels = sorted({*self.channels, s.source})
+        self.signal_count += 1
+        self.last_signal_at = max(self.last_signal_at, t)
+
+    def _interest(self, product: str, anchored: float) -> None:
+        key = product.lower()
+        self.interest[key] = _lse(self.interest.get(key), anchored)
+
+    def merge(self, other: Features) -> None:
+        """Folds another lead's aggregates into this one (same half-life)."""
+        for name, value in other.intents.items():
+            self.intents[name] = max(self.intents.get(name, -math.inf), value)
+            self.intent_channels[name] = sorted(
+                {*self.intent_channels.get(name, []), *other.intent_channels.get(name, [])}
+            )
+        for name, (value, weight, when) in other.slots.items():
+            mine = self.slots.get(name, ["", -math.inf, -math.inf])
+            latest = [value, when] if when >= mine[2] else [mine[0], mine[2]]
+            self.slots[name] = [latest[0], max(weight, mine[1]), latest[1]]
+        for zone, anchored in other.dwell.items():
+            self.dwell[zone] = _lse(self.dwell.get(zone), anchored)
+            self.dwell_seconds[zone] = self.dwell_seconds.get(zone, 0.0) + other.dwell_seconds[zone]
+        for product, anchored in other.interest.items():
+            self.interest[product] = _lse(self.interest.get(product), anchored)
+        if other.returns is not None:
+            self.returns = _lse(self.returns, other.returns)
+        if other.outcome is not None and (
+            self.outcome is None or other.outcome[1] >= self.outcome[1]
+        ):
+            self.outcome = list(other.outcome)
+        self.key_types = sorted({*self.key_types, *other.key_types})
+        self.channels = sorted({*self.channels, *other.channels})
+        self.signal_count += other.signal_count
+        self.last_signal_at = max(self.last_signal_at, other.last_signal_at)
+
+    def to_json(self) -> dict[str, Any]:
+        # Shallow on purpose: it is serialised at once (asdict's deep copy cost 25 % of ingest).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Features:
+        return cls(**data)
 
 
 def assess(
     signals: Sequence[SignalFacts], now: datetime, policy: ScoringPolicy = ScoringPolicy()
 ) -> Assessment:
     """Score, class, stage and product interest of one lead from its signals."""
-    ordered = sorted(signals, key=lambda s: s.occurred_at)
-    weight = {id(s): _decay(now - s.occurred_at, policy.half_life) for s in ordered}
+    return assess_features(Features.of(signals, policy.half_life), now, policy)
+
+
+def assess_features(
+    f: Features, now: datetime, policy: ScoringPolicy = ScoringPolicy(), *, explain: bool = True
+) -> Assessment:
+    """Score, class, stage and product interest from a lead's aggregates, decayed to `now`.
+
+    With explain=False the contributions carry no descriptions (ingest needs only numbers).
+    """
+    now_anchor = now.timestamp() / f.half_life_s
+
+    def decayed(anchored: float | None) -> float:
+        return 0.0 if anchored is None else float(2.0 ** (anchored - now_anchor))
+
     contributions: list[Contribution] = []
 
-    def add(feature: str, description: str, value: float, coef: float) -> None:
+    def add(feature: str, value: float, coef: float, template: str, *args: object) -> None:
         if value > 0 and coef != 0:
+            description = template.format(*args) if explain else ""
             contributions.append(Contribution(feature, description, value, value * coef))
 
-    intent_strength: dict[str, float] = defaultdict(float)
-    intent_channels: dict[str, set[int]] = defaultdict(set)
-    slots: dict[str, str] = {}
-    slot_strength: dict[str, float] = defaultdict(float)
-    dwell: dict[str, float] = defaultdict(float)  # decayed seconds: the feature
-    dwell_seconds: dict[str, float] = defaultdict(float)  # real seconds: the words
-    returns = 0.0
-    interest: dict[str, float] = defaultdict(float)
-    key_types: set[str] = set()
-    outcome = ""
-    for s in ordered:
-        w = weight[id(s)]
-        key_types.update(s.key_types)
-        if s.kind == K.SIGNAL_KIND_INTENT:
-            strength = (s.confidence or 1.0) * w
-            intent_strength[s.name] = max(intent_strength[s.name], strength)
-            intent_channels[s.name].add(s.source)
-        elif s.kind == K.SIGNAL_KIND_QUALIFICATION_SLOT:
-            slots[s.name] = s.value
-            slot_strength[s.name] = max(slot_strength[s.name], w)
-            if s.name in ("product", "need") and s.value:
-                interest[s.value.lower()] += 1.0 * w
-        elif s.kind == K.SIGNAL_KIND_ENTITY and s.name == "product" and s.value:
-            interest[s.value.lower()] += (s.confidence or 1.0) * w
-        elif s.kind == K.SIGNAL_KIND_DWELL:
-            zone = s.value or s.name
-            dwell[zone] += max(s.numeric_value, 0.0) * w
-            dwell_seconds[zone] += max(s.numeric_value, 0.0)
-            interest[zone.lower()] += min(s.numeric_value / DWELL_FULL_SECONDS, 1.0) * w
-        elif s.kind == K.SIGNAL_KIND_RETURNING_VISIT:
-            returns += w
-        elif s.kind == K.SIGNAL_KIND_OUTCOME:
-            outcome = s.value
+    def via(channels: Sequence[int]) -> str:
+        return ", ".join(sorted(CHANNEL_NAMES.get(c, "?") for c in channels))
 
+    intent_strength = {name: decayed(a) for name, a in f.intents.items()}
     for name, strength in intent_strength.items():
         coef, words = INTENTS.get(name, (0.3, f"showed {name.replace('_', ' ')}"))
-        via = ", ".join(sorted(CHANNEL_NAMES.get(c, "?") for c in intent_channels[name]))
+        channels = f.intent_channels.get(name, [])
         add(
             f"intent:{name}",
-            f"{words} ({round(strength * 100)}% strength, by {via})",
             strength,
             coef,
+            "{} ({:.0%} strength, by {})",
+            words,
+            strength,
+            via(channels) if explain else "",
         )
-    for name, strength in slot_strength.items():
+    slots = {name: str(value) for name, (value, _, _) in f.slots.items()}
+    for name, (value, weight, _) in f.slots.items():
         coef, words = SLOTS.get(name, (0.2, f"told us their {name}"))
-        add(f"slot:{name}", f"{words}: {slots[name]}" if slots[name] else words, strength, coef)
+        add(f"slot:{name}", decayed(weight), coef, "{}: {}" if value else "{}", words, value)
     for key, (coef, words) in CONTACT.items():
-        add(f"contact:{key}", words, 1.0 if key in key_types else 0.0, coef)
-    for zone, seconds in dwell.items():
+        add(f"contact:{key}", 1.0 if key in f.key_types else 0.0, coef, words)
+    for zone, anchored in f.dwell.items():
         add(
             f"dwell:{zone}",
-            f"lingered {dwell_seconds[zone]:.0f} s at the {zone} display",
-            min(seconds / DWELL_FULL_SECONDS, 1.5),
+            min(decayed(anchored) / DWELL_FULL_SECONDS, 1.5),
             DWELL_WEIGHT,
+            "lingered {:.0f} s at the {} display",
+            f.dwell_seconds[zone],
+            zone,
         )
+    returns = decayed(f.returns)
     add(
         "returning_visits",
-        f"came back to the store ({returns:.1f} recent visits)",
         min(returns, RETURN_CAP),
         RETURN_WEIGHT,
+        "came back to the store ({:.1f} recent visits)",
+        returns,
     )
-    channels = sorted({s.source for s in ordered})
-    if len(channels) > 1:
-        names = ", ".join(CHANNEL_NAMES.get(c, "?") for c in channels)
+    if len(f.channels) > 1:
+        names = ", ".join(CHANNEL_NAMES.get(c, "?") for c in f.channels)
         add(
             "channels",
-            f"reached us through {len(channels)} channels: {names}",
-            float(len(channels) - 1),
+            float(len(f.channels) - 1),
             CHANNEL_WEIGHT,
+            "reached us through {} channels: {}",
+            len(f.channels),
+            names,
         )
 
     logit = policy.bias + sum(c.contribution for c in contributions)
     score = 1.0 / (1.0 + math.exp(-logit))
     contributions.sort(key=lambda c: abs(c.contribution), reverse=True)
+    interest = {k: decayed(a) for k, a in f.interest.items()}
     return Assessment(
         score=score,
         lead_class=_classify(score, policy),
-        stage=_stage(ordered, intent_strength, slots, key_types, outcome),
+        stage=_stage(
+            f.signal_count,
+            intent_strength,
+            slots,
+            set(f.key_types),
+            f.outcome[0] if f.outcome else "",
+        ),
         product_interest=max(interest, key=lambda k: interest[k]) if interest else "",
         qualification=slots,
-        channels=channels,
+        channels=list(f.channels),
         contributions=contributions,
     )
 
@@ -204,7 +312,7 @@ def _classify(score: float, policy: ScoringPolicy) -> leads_pb2.LeadClass.ValueT
 
 
 def _stage(
-    signals: Sequence[SignalFacts],
+    signal_count: int,
     intents: dict[str, float],
     slots: dict[str, str],
     key_types: set[str],
@@ -227,6 +335,6 @@ def _stage(
         return leads_pb2.LEAD_STAGE_OPPORTUNITY
     if qualified:
         return leads_pb2.LEAD_STAGE_QUALIFIED
-    if intents or slots or len(signals) > 1:
+    if intents or slots or signal_count > 1:
         return leads_pb2.LEAD_STAGE_ENGAGED
     return leads_pb2.LEAD_STAGE_NEW

@@ -41,7 +41,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from percept.leads import schema
 from percept.leads.identity import IdentityKey
-from percept.leads.scoring import Assessment, ScoringPolicy, SignalFacts, assess
+from percept.leads.scoring import (
+    Assessment,
+    Features,
+    ScoringPolicy,
+    SignalFacts,
+    assess_features,
+)
 from percept.leads.validation import InvalidSignalError, ValidSignal, validate
 from percept.v1 import common_pb2, leads_pb2
 
@@ -289,7 +295,8 @@ class LeadStore:
         new_keys: list[dict[str, Any]] = []
         merges: list[tuple[str, str, str]] = []  # (survivor, absorbed, evidence signal id)
         signal_rows: list[dict[str, Any]] = []
-        for s in sorted(signals, key=lambda s: s.occurred_at):
+        ordered = sorted(signals, key=lambda s: s.occurred_at)  # signal_rows follow this order
+        for s in ordered:
             found = sorted(
                 {leads.find(owner[k]) for k in s.keys if k in owner},
                 key=lambda lead: (leads.created[lead], lead),
@@ -347,7 +354,16 @@ class LeadStore:
         for survivor, absorbed, evidence in merges:
             self._merge(conn, leads.find(survivor), absorbed, now, evidence=evidence)
         touched = sorted({row["lead_id"] for row in signal_rows})
-        before = self._refresh(conn, touched, now)
+        before = self._update_incrementally(
+            conn,
+            touched,
+            [a for _, a, _ in merges],
+            leads.find,
+            set(new_leads),
+            ordered,
+            signal_rows,
+            now,
+        )
         merged_into = {leads.find(s) for s, _, _ in merges}
         fresh = set(new_leads)
         for lead in touched:
@@ -391,25 +407,78 @@ class LeadStore:
             )
         )
 
+    def _update_incrementally(
+        self,
+        conn: Connection,
+        roots: Sequence[str],
+        absorbed: Sequence[str],
+        find: Callable[[str], str],
+        new_leads: set[str],
+        signals: Sequence[ValidSignal],
+        signal_rows: Sequence[dict[str, Any]],
+        now: datetime,
+    ) -> dict[str, tuple[int, int]]:
+        """Folds a batch into the stored aggregates: O(batch), not O(lead history)."""
+        stored = self._stored_features(conn, [*roots, *absorbed])
+        features: dict[str, Features] = {}
+        stale: set[str] = set()
+        for lead in [*roots, *absorbed]:
+            found = stored.get(lead)
+            if found is None and lead not in new_leads:
+                stale.add(find(lead))
+            features[lead] = found or Features(self.policy.half_life.total_seconds())
+        for lead in absorbed:
+            if find(lead) not in stale:
+                features[find(lead)].merge(features[lead])
+        for signal, row in zip(signals, signal_rows, strict=True):
+            if row["lead_id"] not in stale:
+                features[row["lead_id"]].add(_facts_of(signal))
+        before = self._write_states(conn, {r: features[r] for r in roots if r not in stale}, now)
+        if stale:
+            before |= self._refresh(conn, sorted(stale), now)
+        return before
+
+    def _stored_features(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, Features]:
+        """Stored aggregates that are still valid for the current half-life."""
+        c = schema.leads.c
+        found: dict[str, Features] = {}
+        half_life = self.policy.half_life.total_seconds()
+        for chunk in _chunks(sorted(set(lead_ids))):
+            for r in conn.execute(select(c.lead_id, c.features).where(c.lead_id.in_(chunk))):
+                if r.features and r.features.get("half_life_s") == half_life:
+                    found[r.lead_id] = Features.from_json(r.features)
+        return found
+
     def _refresh(
         self, conn: Connection, lead_ids: Sequence[str], now: datetime
     ) -> dict[str, tuple[int, int]]:
-        """Recomputes the stored (list-time) state of leads; returns (class, stage) before."""
+        """Recomputes leads from all their signals (splits, merges by hand, old rows)."""
+        facts = self._facts(conn, lead_ids)
+        return self._write_states(
+            conn,
+            {
+                lead: Features.of(facts[lead], self.policy.half_life)
+                for lead in lead_ids
+                if lead in facts
+            },
+            now,
+        )
+
+    def _write_states(
+        self, conn: Connection, states: dict[str, Features], now: datetime
+    ) -> dict[str, tuple[int, int]]:
+        """Stores aggregates and what they imply; returns each lead's (class, stage) before."""
         c = schema.leads.c
         before: dict[str, tuple[int, int]] = {}
-        for chunk in _chunks(list(lead_ids)):
-            states = conn.execute(
+        for chunk in _chunks(sorted(states)):
+            rows = conn.execute(
                 select(c.lead_id, c.lead_class, c.stage).where(c.lead_id.in_(chunk))
             )
-            before.update({r.lead_id: (r.lead_class, r.stage) for r in states})
-        facts = self._facts(conn, lead_ids)
-        rows: list[dict[str, Any]] = []
-        for lead in lead_ids:
-            lead_facts = facts.get(lead, [])
-            if not lead_facts:
-                continue
-            a = assess(lead_facts, now, self.policy)
-            rows.append(
+            before.update({r.lead_id: (r.lead_class, r.stage) for r in rows})
+        updates: list[dict[str, Any]] = []
+        for lead, features in states.items():
+            a = assess_features(features, now, self.policy, explain=False)
+            updates.append(
                 {
                     "target": lead,
                     "score": a.score,
@@ -418,13 +487,14 @@ class LeadStore:
                     "product_interest": a.product_interest,
                     "qualification": a.qualification,
                     "channels": a.channels,
-                    "signal_count": len(lead_facts),
+                    "signal_count": features.signal_count,
                     "updated_at": now,
-                    "last_signal_at": max(f.occurred_at for f in lead_facts),
+                    "last_signal_at": datetime.fromtimestamp(features.last_signal_at, UTC),
+                    "features": features.to_json(),
                 }
             )
-        if rows:
-            conn.execute(_REFRESH, rows)  # one executemany for the whole batch
+        if updates:
+            conn.execute(_REFRESH, updates)  # one executemany for the whole batch
         return before
 
     def _facts(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[SignalFacts]]:
@@ -621,7 +691,9 @@ class LeadStore:
                     .order_by(ident.first_seen_at, ident.key_type)
                 )
             ]
-            facts = self._facts(conn, [lead_id]).get(lead_id, [])
+            features = self._stored_features(conn, [lead_id]).get(lead_id) or Features.of(
+                self._facts(conn, [lead_id]).get(lead_id, []), self.policy.half_life
+            )
             timeline = []
             if include_timeline:
                 timeline = [
@@ -641,7 +713,9 @@ class LeadStore:
                         .order_by(sig.occurred_at, sig.signal_id)
                     ).mappings()
                 ]
-        return LeadView(dict(row), keys, assess(facts, self.clock(), self.policy), timeline)
+        return LeadView(
+            dict(row), keys, assess_features(features, self.clock(), self.policy), timeline
+        )
 
     def page(
         self, where: LeadFilter, page_size: int, page_token: str
@@ -734,6 +808,19 @@ _REFRESH = (
         }
     )
 )
+
+
+def _facts_of(s: ValidSignal) -> SignalFacts:
+    return SignalFacts(
+        s.source,
+        s.kind,
+        s.name,
+        s.value,
+        s.numeric_value,
+        s.confidence,
+        s.occurred_at,
+        tuple(k.key_type for k in s.keys),
+    )
 
 
 def _conflict(signal_id: str) -> str:

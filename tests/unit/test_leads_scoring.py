@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+import pytest
 from leads_signals import NOW
 
-from percept.leads.scoring import ScoringPolicy, SignalFacts, assess
+from percept.leads.scoring import Features, ScoringPolicy, SignalFacts, assess, assess_features
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2 as lp
 
@@ -108,3 +110,66 @@ def test_class_thresholds_are_configurable() -> None:
     assert strict.lead_class == lp.LEAD_CLASS_COLD
     assert lenient.lead_class == lp.LEAD_CLASS_HOT
     assert default.score == strict.score
+
+
+def journey() -> list[SignalFacts]:
+    return [
+        fact(c.SIGNAL_KIND_INTENT, "purchase_intent", confidence=0.8, days_ago=3),
+        fact(c.SIGNAL_KIND_INTENT, "purchase_intent", confidence=0.6, days_ago=0.5),
+        fact(
+            c.SIGNAL_KIND_QUALIFICATION_SLOT,
+            "budget",
+            "900 EUR",
+            source=c.SOURCE_CHAT,
+            days_ago=2,
+            keys=("chat_session_id", "email"),
+        ),
+        fact(
+            c.SIGNAL_KIND_QUALIFICATION_SLOT, "budget", "1200 EUR", source=c.SOURCE_CHAT, days_ago=1
+        ),
+        fact(
+            c.SIGNAL_KIND_DWELL,
+            "tvs",
+            "tv",
+            numeric=90,
+            source=c.SOURCE_VISION,
+            days_ago=7,
+            keys=("visitor_id",),
+        ),
+        fact(c.SIGNAL_KIND_DWELL, "tvs", "tv", numeric=60, source=c.SOURCE_VISION, days_ago=0),
+        fact(
+            c.SIGNAL_KIND_RETURNING_VISIT, source=c.SOURCE_VISION, days_ago=0, keys=("visitor_id",)
+        ),
+        fact(c.SIGNAL_KIND_ENTITY, "product", "TV", days_ago=0.2),
+    ]
+
+
+def test_dwell_seconds_decay_as_a_sum() -> None:
+    a = assess(journey(), NOW)
+    dwell = next(x for x in a.contributions if x.feature == "dwell:tv")
+    expected_seconds = 90 * 0.5 ** (7 / 14) + 60
+    assert dwell.value == pytest.approx(expected_seconds / 120)
+    assert "lingered 150 s at the tv display" in dwell.description
+    assert a.qualification == {"budget": "1200 EUR"}  # the latest answer wins
+    assert a.product_interest == "tv"
+
+
+def test_incremental_merged_and_batch_aggregates_agree() -> None:
+    signals = journey()
+    policy = ScoringPolicy()
+    batch = assess_features(Features.of(signals, policy.half_life), NOW, policy)
+    one_by_one = Features(policy.half_life.total_seconds())
+    for s in reversed(signals):  # order must not matter
+        one_by_one.add(s)
+    left = Features.of(signals[::2], policy.half_life)
+    left.merge(Features.of(signals[1::2], policy.half_life))
+    restored = Features.from_json(json.loads(json.dumps(left.to_json())))
+    for other in (one_by_one, left, restored):
+        again = assess_features(other, NOW, policy)
+        assert again.score == pytest.approx(batch.score)
+        assert again.qualification == batch.qualification
+        assert again.stage == batch.stage
+        assert again.product_interest == batch.product_interest
+        assert [(x.feature, round(x.contribution, 9)) for x in again.contributions] == [
+            (x.feature, round(x.contribution, 9)) for x in batch.contributions
+        ]
