@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import grpc
 import typer
 from rich.table import Table
 
-from percept.cli.common import console, fail
+from percept.cli.common import console, fail, settings_or_exit
 from percept.leads.scoring import CHANNEL_NAMES
+from percept.leads.service import scoring_policy
+from percept.leads.store import LeadStore
+from percept.leads.training import OutcomesError, read_outcomes, train
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
 app = typer.Typer(help="List, inspect, explain and erase leads (talks to the leads service).")
@@ -163,3 +167,51 @@ def forget(
             timeout=30,
         )
     console.print(f"erased: {done.signals_erased} signals; audit record {done.audit_id}")
+
+
+@app.command("train")
+def train_command(
+    outcomes: Annotated[
+        Path, typer.Option(help="CSV: lead_id,outcome[,recorded_at]", exists=True, dir_okay=False)
+    ],
+) -> None:
+    """Fit the score on recorded won/lost outcomes; activate it only if it beats the prior.
+
+    Runs against the leads database (PERCEPT_DATABASE_URL), like a migration job;
+    running servers pick up an activated model within 30 s.
+    """
+    settings = settings_or_exit()
+    store = LeadStore(settings.resolved_database_url, scoring_policy(settings))
+    try:
+        store.migrate()
+        report = train(store, read_outcomes(outcomes))
+    except OutcomesError as exc:
+        fail(str(exc), 2)
+    finally:
+        store.close()
+    m = report.metrics
+    table = Table(
+        title=f"model {report.model.version} on {m['held_out']} held-out of {m['leads']} leads"
+    )
+    for column in ("metric", "model", "prior"):
+        table.add_column(column)
+    table.add_row("ROC-AUC", f"{m['roc_auc']:.3f}", f"{m['prior_roc_auc']:.3f}")
+    table.add_row(
+        f"precision at top {m['k']}",
+        f"{m['precision_at_k']:.2f}",
+        f"{m['prior_precision_at_k']:.2f}",
+    )
+    table.add_row("Brier score (lower is better)", f"{m['brier']:.3f}", f"{m['prior_brier']:.3f}")
+    console.print(table)
+    calibration = Table(title="calibration on the held-out leads")
+    for column in ("predicted win rate", "observed win rate", "leads"):
+        calibration.add_column(column)
+    for row in m["calibration"]:
+        calibration.add_row(f"{row['predicted']:.2f}", f"{row['observed']:.2f}", str(row["leads"]))
+    console.print(calibration)
+    if m["unknown_leads"]:
+        console.print(
+            f"[yellow]{m['unknown_leads']} outcome rows name leads this store does not have[/]"
+        )
+    state = "[green]activated[/]" if report.activated else "[yellow]not activated[/]"
+    console.print(f"{state}: {report.reason}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -107,6 +108,17 @@ erasures = Table(
     Column("leads_erased", Integer, nullable=False),
     Column("signals_erased", Integer, nullable=False),
     Column("identities_erased", Integer, nullable=False),
+)
+
+# Models fitted by `percept leads train`; the active one replaces the prior.
+scoring_models = Table(
+    "scoring_models",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("model", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("active", Boolean, nullable=False),
 )
 
 settings_table = Table(

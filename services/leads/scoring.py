@@ -92,6 +92,7 @@ class Assessment:
     qualification: dict[str, str]
     channels: list[int]
     contributions: list[Contribution] = field(default_factory=list)
+    model: str = "prior"
 
 
 def _lse(a: float | None, b: float) -> float:
@@ -213,93 +214,111 @@ def assess(
     return assess_features(Features.of(signals, policy.half_life), now, policy)
 
 
-def assess_features(
-    f: Features, now: datetime, policy: ScoringPolicy = ScoringPolicy(), *, explain: bool = True
-) -> Assessment:
-    """Score, class, stage and product interest from a lead's aggregates, decayed to `now`.
+def prior_weight(feature: str) -> float:
+    """The day-one weight of a feature (see the tables above)."""
+    kind, _, name = feature.partition(":")
+    if kind == "intent":
+        return INTENTS.get(name, (0.3, ""))[0]
+    if kind == "slot":
+        return SLOTS.get(name, (0.2, ""))[0]
+    if kind == "contact":
+        return CONTACT[name][0]
+    if kind == "dwell":
+        return DWELL_WEIGHT
+    return {"returning_visits": RETURN_WEIGHT, "channels": CHANNEL_WEIGHT}.get(feature, 0.0)
 
-    With explain=False the contributions carry no descriptions (ingest needs only numbers).
-    """
+
+@dataclass(frozen=True)
+class LinearModel:
+    """A model fitted on recorded outcomes (`percept leads train`); replaces the prior's weights."""
+
+    version: str
+    intercept: float
+    weights: dict[str, float]  # by model feature; every dwell zone shares "dwell"
+
+    def weight(self, feature: str) -> float:
+        return self.weights.get("dwell" if feature.startswith("dwell:") else feature, 0.0)
+
+
+def feature_values(f: Features, now: datetime) -> dict[str, float]:
+    """Each feature's value for a lead at `now` (signals decayed), before any weighting."""
     now_anchor = now.timestamp() / f.half_life_s
 
     def decayed(anchored: float | None) -> float:
         return 0.0 if anchored is None else float(2.0 ** (anchored - now_anchor))
 
-    contributions: list[Contribution] = []
+    values = {f"intent:{name}": decayed(a) for name, a in f.intents.items()}
+    values |= {f"slot:{name}": decayed(weight) for name, (_, weight, _) in f.slots.items()}
+    values |= {f"contact:{key}": float(key in f.key_types) for key in CONTACT}
+    values |= {
+        f"dwell:{zone}": min(decayed(a) / DWELL_FULL_SECONDS, 1.5) for zone, a in f.dwell.items()
+    }
+    values["returning_visits"] = min(decayed(f.returns), RETURN_CAP)
+    values["channels"] = float(max(len(f.channels) - 1, 0))
+    return values
 
-    def add(feature: str, value: float, coef: float, template: str, *args: object) -> None:
+
+def describe(feature: str, value: float, f: Features) -> str:
+    """A feature in words a salesperson understands."""
+    kind, _, name = feature.partition(":")
+    if kind == "intent":
+        words = INTENTS.get(name, (0, f"showed {name.replace('_', ' ')}"))[1]
+        via = ", ".join(sorted(CHANNEL_NAMES.get(c, "?") for c in f.intent_channels.get(name, [])))
+        return f"{words} ({value:.0%} strength, by {via})"
+    if kind == "slot":
+        words = SLOTS.get(name, (0, f"told us their {name}"))[1]
+        answer = f.slots[name][0]
+        return f"{words}: {answer}" if answer else words
+    if kind == "contact":
+        return CONTACT[name][1]
+    if kind == "dwell":
+        return f"lingered {f.dwell_seconds[name]:.0f} s at the {name} display"
+    if feature == "returning_visits":
+        return f"came back to the store ({value:.1f} recent visits)"
+    names = ", ".join(CHANNEL_NAMES.get(c, "?") for c in f.channels)
+    return f"reached us through {len(f.channels)} channels: {names}"
+
+
+def assess_features(
+    f: Features,
+    now: datetime,
+    policy: ScoringPolicy = ScoringPolicy(),
+    *,
+    explain: bool = True,
+    model: LinearModel | None = None,
+) -> Assessment:
+    """Score, class, stage and product interest from a lead's aggregates, decayed to `now`.
+
+    With a trained `model` its weights replace the prior's; with explain=False the
+    contributions carry no descriptions (ingest needs only the numbers).
+    """
+    values = feature_values(f, now)
+    weight = model.weight if model else prior_weight
+    contributions = []
+    for feature, value in values.items():
+        coef = weight(feature)
         if value > 0 and coef != 0:
-            description = template.format(*args) if explain else ""
-            contributions.append(Contribution(feature, description, value, value * coef))
-
-    def via(channels: Sequence[int]) -> str:
-        return ", ".join(sorted(CHANNEL_NAMES.get(c, "?") for c in channels))
-
-    intent_strength = {name: decayed(a) for name, a in f.intents.items()}
-    for name, strength in intent_strength.items():
-        coef, words = INTENTS.get(name, (0.3, f"showed {name.replace('_', ' ')}"))
-        channels = f.intent_channels.get(name, [])
-        add(
-            f"intent:{name}",
-            strength,
-            coef,
-            "{} ({:.0%} strength, by {})",
-            words,
-            strength,
-            via(channels) if explain else "",
-        )
-    slots = {name: str(value) for name, (value, _, _) in f.slots.items()}
-    for name, (value, weight, _) in f.slots.items():
-        coef, words = SLOTS.get(name, (0.2, f"told us their {name}"))
-        add(f"slot:{name}", decayed(weight), coef, "{}: {}" if value else "{}", words, value)
-    for key, (coef, words) in CONTACT.items():
-        add(f"contact:{key}", 1.0 if key in f.key_types else 0.0, coef, words)
-    for zone, anchored in f.dwell.items():
-        add(
-            f"dwell:{zone}",
-            min(decayed(anchored) / DWELL_FULL_SECONDS, 1.5),
-            DWELL_WEIGHT,
-            "lingered {:.0f} s at the {} display",
-            f.dwell_seconds[zone],
-            zone,
-        )
-    returns = decayed(f.returns)
-    add(
-        "returning_visits",
-        min(returns, RETURN_CAP),
-        RETURN_WEIGHT,
-        "came back to the store ({:.1f} recent visits)",
-        returns,
-    )
-    if len(f.channels) > 1:
-        names = ", ".join(CHANNEL_NAMES.get(c, "?") for c in f.channels)
-        add(
-            "channels",
-            float(len(f.channels) - 1),
-            CHANNEL_WEIGHT,
-            "reached us through {} channels: {}",
-            len(f.channels),
-            names,
-        )
-
-    logit = policy.bias + sum(c.contribution for c in contributions)
-    score = 1.0 / (1.0 + math.exp(-logit))
+            words = describe(feature, value, f) if explain else ""
+            contributions.append(Contribution(feature, words, value, value * coef))
+    logit = (model.intercept if model else policy.bias) + sum(c.contribution for c in contributions)
+    score = 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
     contributions.sort(key=lambda c: abs(c.contribution), reverse=True)
-    interest = {k: decayed(a) for k, a in f.interest.items()}
+    interest = {
+        k: float(2.0 ** (a - now.timestamp() / f.half_life_s)) for k, a in f.interest.items()
+    }
+    intents = {k[len("intent:") :]: v for k, v in values.items() if k.startswith("intent:")}
+    slots = {name: str(value) for name, (value, _, _) in f.slots.items()}
     return Assessment(
         score=score,
         lead_class=_classify(score, policy),
         stage=_stage(
-            f.signal_count,
-            intent_strength,
-            slots,
-            set(f.key_types),
-            f.outcome[0] if f.outcome else "",
+            f.signal_count, intents, slots, set(f.key_types), f.outcome[0] if f.outcome else ""
         ),
         product_interest=max(interest, key=lambda k: interest[k]) if interest else "",
         qualification=slots,
         channels=list(f.channels),
         contributions=contributions,
+        model=model.version if model else "prior",
     )
 
 

@@ -244,7 +244,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             lead_id=view.row["lead_id"],
             score=a.score,
             lead_class=a.lead_class,
-            model="prior",
+            model=a.model,
             contributions=[
                 leads_pb2.FeatureContribution(
                     feature=c.feature,

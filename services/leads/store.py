@@ -12,8 +12,10 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ from percept.leads.identity import IdentityKey
 from percept.leads.scoring import (
     Assessment,
     Features,
+    LinearModel,
     ScoringPolicy,
     SignalFacts,
     assess_features,
@@ -170,6 +173,8 @@ class LeadStore:
         self.engine: Engine = self._create_engine()
         self._write_lock = threading.Lock()
         self._token_key = b""
+        self._model: LinearModel | None = None
+        self._model_checked = -math.inf
 
     def _create_engine(self) -> Engine:
         if self.url.get_backend_name() != "sqlite":
@@ -214,6 +219,40 @@ class LeadStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # -- trained models -------------------------------------------------------
+
+    MODEL_CHECK_S = 30.0  # how stale the active model may be in a running server
+
+    def active_model(self) -> LinearModel | None:
+        """The active trained model (re-read at most every MODEL_CHECK_S), or None: the prior."""
+        if time.monotonic() - self._model_checked < self.MODEL_CHECK_S:
+            return self._model
+        m = schema.scoring_models.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(m.model).where(m.active.is_(True))).first()
+        self._model = LinearModel(**row.model) if row else None
+        self._model_checked = time.monotonic()
+        return self._model
+
+    def save_model(self, model: LinearModel, metrics: dict[str, Any], *, activate: bool) -> None:
+        with self._write_lock, self.engine.begin() as conn:
+            if activate:
+                conn.execute(update(schema.scoring_models).values(active=False))
+            conn.execute(
+                insert(schema.scoring_models).values(
+                    version=model.version,
+                    created_at=self.clock(),
+                    active=activate,
+                    model={
+                        "version": model.version,
+                        "intercept": model.intercept,
+                        "weights": model.weights,
+                    },
+                    metrics=metrics,
+                )
+            )
+        self._model_checked = -math.inf  # picked up at once in this process
 
     # -- ingest ---------------------------------------------------------------
 
@@ -477,7 +516,9 @@ class LeadStore:
             before.update({r.lead_id: (r.lead_class, r.stage) for r in rows})
         updates: list[dict[str, Any]] = []
         for lead, features in states.items():
-            a = assess_features(features, now, self.policy, explain=False)
+            a = assess_features(
+                features, now, self.policy, explain=False, model=self.active_model()
+            )
             updates.append(
                 {
                     "target": lead,
@@ -648,6 +689,11 @@ class LeadStore:
             )
         return Erasure(audit_id, erased, signals, keys, faces)
 
+    def facts_of(self, lead_id: str) -> list[SignalFacts]:
+        """Every signal of a lead, as scoring sees them (training, audits)."""
+        with self.engine.connect() as conn:
+            return self._facts(conn, [lead_id]).get(lead_id, [])
+
     def rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Stored state of these leads (those that still exist), with their keys."""
         c = schema.leads.c
@@ -714,7 +760,10 @@ class LeadStore:
                     ).mappings()
                 ]
         return LeadView(
-            dict(row), keys, assess_features(features, self.clock(), self.policy), timeline
+            dict(row),
+            keys,
+            assess_features(features, self.clock(), self.policy, model=self.active_model()),
+            timeline,
         )
 
     def page(
