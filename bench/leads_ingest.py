@@ -169,9 +169,8 @@ def report_history(tmp: Path) -> None:
     costs = {n: history_cost(f"sqlite:///{tmp / f'h{n}.db'}", n) for n in (10, 1_000, 10_000)}
     print("  score update cost per signal vs the lead's history (SQLite, one signal per commit):")
     for n, cost in costs.items():
-        print(
-            f"    {n:>6} earlier signals: {cost * 1000:6.2f} ms  ({cost / costs[10]:.2f}x the 10-signal lead)"
-        )
+        ratio = cost / costs[10]
+        print(f"    {n:>6} earlier signals: {cost * 1000:6.2f} ms ({ratio:.2f}x the 10-signal one)")
 
 
 def report(name: str, urls: list[str], signals: list[c.Signal], batch: int) -> None:
