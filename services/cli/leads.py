@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from percept.cli.common import console, fail, settings_or_exit
+from percept.leads.analytics import segment
 from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.service import scoring_policy
 from percept.leads.store import LeadStore
@@ -215,3 +216,64 @@ def train_command(
         )
     state = "[green]activated[/]" if report.activated else "[yellow]not activated[/]"
     console.print(f"{state}: {report.reason}")
+
+
+@app.command("segments")
+def segments_command() -> None:
+    """Cluster the leads on their features and name each segment (runs against the database)."""
+    settings = settings_or_exit()
+    store = LeadStore(settings.resolved_database_url, scoring_policy(settings))
+    try:
+        store.migrate()
+        ids, features = store.active_features()
+        results = segment(ids, features, store.clock())
+        store.save_segments(results)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    table = Table(title=f"{len(results)} segments of {len(ids)} leads")
+    for column in ("segment", "leads", "stands out by", "id"):
+        table.add_column(column)
+    for r in sorted(results, key=lambda r: -len(r.lead_ids)):
+        table.add_row(
+            r.name, str(len(r.lead_ids)), ", ".join(r.dominant_features) or "-", r.segment_id
+        )
+    console.print(table)
+
+
+@app.command("report")
+def report_command(
+    campaign: Annotated[list[str] | None, typer.Option(help="campaign id; repeatable")] = None,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+) -> None:
+    """Conversion per campaign (and segment) with 95 % intervals and uplift against control."""
+    with leads_stub(server, api_key) as (stub, metadata):
+        report = stub.CampaignReport(
+            leads_pb2.CampaignReportRequest(campaign_ids=campaign or []),
+            metadata=metadata,
+            timeout=30,
+        )
+    table = Table(title="campaigns")
+    for column in (
+        "campaign",
+        "segment",
+        "leads",
+        "won",
+        "conversion",
+        "95 % interval",
+        "uplift vs control",
+    ):
+        table.add_column(column)
+    for x in report.stats:
+        table.add_row(
+            x.campaign_id,
+            x.segment or "all",
+            str(x.leads),
+            str(x.won),
+            f"{x.conversion_rate:.1%}",
+            f"{x.conversion_ci_low:.1%} - {x.conversion_ci_high:.1%}",
+            f"{x.uplift:+.1%}" if x.has_control else "no control group",
+        )
+    console.print(table)

@@ -47,6 +47,7 @@ leads = Table(
     Column("channels", JSON, nullable=False, default=list),
     # scoring.Features as JSON; NULL: recompute from the signals.
     Column("features", JSON, nullable=True),
+    Column("segment", String(32), nullable=True, index=True),
     # Set when this lead was merged into another; such leads are hidden from lists.
     Column("merged_into", String(32), ForeignKey("leads.lead_id"), nullable=True),
     Index("ix_leads_created", "created_at", "lead_id"),
@@ -119,6 +120,17 @@ scoring_models = Table(
     Column("model", JSON, nullable=False),
     Column("metrics", JSON, nullable=False),
     Column("active", Boolean, nullable=False),
+)
+
+# Clusters of leads by their features (`percept leads segments`).
+segments = Table(
+    "segments",
+    metadata,
+    Column("segment_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("dominant_features", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 settings_table = Table(

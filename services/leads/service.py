@@ -37,9 +37,7 @@ class LeadsService:
         )
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        # RPCs not built yet are filled in at runtime by @with_pending_methods.
-        servicer = LeadsServicer(self.store)  # type: ignore[abstract]
-        leads_pb2_grpc.add_LeadsServicer_to_server(servicer, server)
+        leads_pb2_grpc.add_LeadsServicer_to_server(LeadsServicer(self.store), server)
 
     async def load(self) -> None:
         await asyncio.to_thread(self.store.migrate)

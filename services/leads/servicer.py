@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from percept.leads.analytics import Membership, campaign_report
 from percept.leads.identity import to_proto
 from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.store import (
@@ -25,7 +26,6 @@ from percept.leads.store import (
     utc,
 )
 from percept.leads.watch import ChangeFeed, WatcherOverflowError
-from percept.runtime.pending import with_pending_methods
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
 
 log = logging.getLogger("percept.leads")
@@ -99,8 +99,6 @@ def filter_problem(f: leads_pb2.LeadFilter) -> str:
         return "filter: min_score and max_score must be within [0, 1]"
     if f.max_score and f.min_score > f.max_score:
         return "filter: min_score is above max_score"
-    if f.segment:
-        return "filter.segment: segments are not computed yet in this build"
     return ""
 
 
@@ -114,10 +112,10 @@ def filter_from_proto(f: leads_pb2.LeadFilter) -> LeadFilter:
         updated_since=f.updated_since.ToDatetime(tzinfo=UTC)
         if f.HasField("updated_since")
         else None,
+        segment=f.segment.strip(),
     )
 
 
-@with_pending_methods(leads_pb2.DESCRIPTOR.services_by_name["Leads"])
 class LeadsServicer(leads_pb2_grpc.LeadsServicer):
     def __init__(self, store: LeadStore, feed: ChangeFeed | None = None) -> None:
         self.store = store
@@ -341,3 +339,45 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"lead {lead_id!r} not found")
         assert view is not None
         return _view_message(view)
+
+    async def ListSegments(
+        self, request: leads_pb2.ListSegmentsRequest, context: Context
+    ) -> leads_pb2.ListSegmentsResponse:
+        rows = await asyncio.to_thread(self.store.list_segments)
+        return leads_pb2.ListSegmentsResponse(
+            segments=[
+                leads_pb2.Segment(
+                    segment_id=r["segment_id"],
+                    name=r["name"],
+                    size=r["size"],
+                    dominant_features=r["dominant_features"],
+                )
+                for r in rows
+            ]
+        )
+
+    async def CampaignReport(
+        self, request: leads_pb2.CampaignReportRequest, context: Context
+    ) -> leads_pb2.CampaignReportResponse:
+        ids = [i.strip() for i in request.campaign_ids]
+        if not all(ids):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "campaign_ids: empty id")
+        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        rows = await asyncio.to_thread(self.store.campaign_members, ids, since)
+        stats = campaign_report([Membership(*row) for row in rows])
+        return leads_pb2.CampaignReportResponse(
+            stats=[
+                leads_pb2.CampaignStats(
+                    campaign_id=x.campaign_id,
+                    segment=x.segment,
+                    leads=x.leads,
+                    won=x.won,
+                    conversion_rate=x.rate,
+                    conversion_ci_low=x.ci_low,
+                    conversion_ci_high=x.ci_high,
+                    uplift=x.uplift,
+                    has_control=x.has_control,
+                )
+                for x in stats
+            ]
+        )

@@ -113,10 +113,18 @@ class LeadFilter:
     min_score: float = 0.0
     max_score: float = 0.0  # 0: no upper bound
     updated_since: datetime | None = None
+    segment: str = ""  # segment_id
 
     def fingerprint(self) -> str:
         since = self.updated_since.isoformat() if self.updated_since else ""
-        parts = (self.classes, self.stages, self.product_interest, self.min_score, self.max_score)
+        parts = (
+            self.classes,
+            self.stages,
+            self.product_interest,
+            self.min_score,
+            self.max_score,
+            self.segment,
+        )
         raw = "|".join(map(str, parts)) + f"|{since}"
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -689,6 +697,79 @@ class LeadStore:
             )
         return Erasure(audit_id, erased, signals, keys, faces)
 
+    # -- analytics ------------------------------------------------------------
+
+    def active_features(self) -> tuple[list[str], list[Features]]:
+        """Every lead that was not merged away, with its aggregates."""
+        c = schema.leads.c
+        with self.engine.connect() as conn:
+            ids = list(
+                conn.scalars(select(c.lead_id).where(c.merged_into.is_(None)).order_by(c.lead_id))
+            )
+            stored = self._stored_features(conn, ids)
+            missing = [i for i in ids if i not in stored]
+            facts = self._facts(conn, missing) if missing else {}
+        half_life = self.policy.half_life
+        features = [stored.get(i) or Features.of(facts.get(i, []), half_life) for i in ids]
+        return ids, features
+
+    def save_segments(self, results: Sequence[Any]) -> None:
+        """Replaces the segments and every lead's segment with a new clustering."""
+        now = self.clock()
+        leads = schema.leads.c
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(update(schema.leads).values(segment=None))
+            conn.execute(schema.segments.delete())
+            for r in results:
+                conn.execute(
+                    insert(schema.segments).values(
+                        segment_id=r.segment_id,
+                        name=r.name,
+                        size=len(r.lead_ids),
+                        dominant_features=r.dominant_features,
+                        created_at=now,
+                    )
+                )
+                for chunk in _chunks(list(r.lead_ids)):
+                    conn.execute(
+                        update(schema.leads)
+                        .where(leads.lead_id.in_(chunk))
+                        .values(segment=r.segment_id)
+                    )
+
+    def list_segments(self) -> list[dict[str, Any]]:
+        s = schema.segments.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.segments).order_by(s.size.desc(), s.name)).mappings()
+            return [dict(r) for r in rows]
+
+    def campaign_members(
+        self, campaign_ids: Sequence[str], since: datetime | None
+    ) -> list[tuple[str, str, bool, bool, str]]:
+        """(lead, campaign, in control group, won, segment name) for every campaign signal."""
+        sig, leads, seg = schema.signals.c, schema.leads.c, schema.segments.c
+        query = (
+            select(sig.lead_id, sig.campaign_id, sig.attributes, leads.stage, seg.name)
+            .join(schema.leads, leads.lead_id == sig.lead_id)
+            .outerjoin(schema.segments, seg.segment_id == leads.segment)
+            .where(sig.campaign_id != "")
+        )
+        if campaign_ids:
+            query = query.where(sig.campaign_id.in_(list(campaign_ids)))
+        if since is not None:
+            query = query.where(sig.occurred_at >= since)
+        with self.engine.connect() as conn:
+            return [
+                (
+                    r.lead_id,
+                    r.campaign_id,
+                    (r.attributes or {}).get("campaign_group") == "control",
+                    r.stage == leads_pb2.LEAD_STAGE_WON,
+                    r.name or "",
+                )
+                for r in conn.execute(query)
+            ]
+
     def facts_of(self, lead_id: str) -> list[SignalFacts]:
         """Every signal of a lead, as scoring sees them (training, audits)."""
         with self.engine.connect() as conn:
@@ -785,6 +866,8 @@ class LeadStore:
             clauses.append(c.score <= where.max_score)
         if where.updated_since:
             clauses.append(c.updated_at >= where.updated_since)
+        if where.segment:
+            clauses.append(c.segment == where.segment)
         if page_token:
             created, lead_id = self._read_token(page_token, where)
             clauses.append(

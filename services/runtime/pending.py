@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -29,24 +29,6 @@ def unimplemented_servicer(descriptor: ServiceDescriptor) -> object:
     """A servicer whose every method aborts with UNIMPLEMENTED naming the method."""
     namespace = {m.name: _pending(descriptor, m.name) for m in descriptor.methods}
     return type(f"Pending{descriptor.name}Servicer", (), namespace)()
-
-
-T = TypeVar("T", bound=type)
-
-
-def with_pending_methods(descriptor: ServiceDescriptor) -> Callable[[T], T]:
-    """Class decorator: RPCs the servicer does not define yet answer UNIMPLEMENTED by name.
-
-    (The generated base class would answer a bare "Method not implemented!".)
-    """
-
-    def decorate(cls: T) -> T:
-        for method in descriptor.methods:
-            if method.name not in cls.__dict__:
-                setattr(cls, method.name, _pending(descriptor, method.name))
-        return cls
-
-    return decorate
 
 
 @dataclass

@@ -275,9 +275,9 @@ async def test_bad_requests_get_precise_statuses(leads: Leads) -> None:
             "page_token",
         ),
         (
-            stub.ListSegments(lp.ListSegmentsRequest()),
-            grpc.StatusCode.UNIMPLEMENTED,
-            "percept.v1.Leads/ListSegments is not implemented yet",
+            stub.CampaignReport(lp.CampaignReportRequest(campaign_ids=["spring", " "])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "campaign_ids: empty id",
         ),
         (
             stub.ForgetLead(lp.ForgetLeadRequest(lead_id="nope")),
