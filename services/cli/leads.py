@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -16,7 +19,7 @@ from percept.cli.common import console, fail, settings_or_exit
 from percept.leads.analytics import segment
 from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.service import scoring_policy
-from percept.leads.store import LeadStore
+from percept.leads.store import LeadStore, class_name, stage_name
 from percept.leads.training import OutcomesError, read_outcomes, train
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
@@ -33,14 +36,6 @@ class LeadClass(StrEnum):
     hot = "hot"
     warm = "warm"
     cold = "cold"
-
-
-def class_name(value: int) -> str:
-    return leads_pb2.LeadClass.Name(value).removeprefix("LEAD_CLASS_").lower()  # type: ignore[arg-type]
-
-
-def stage_name(value: int) -> str:
-    return leads_pb2.LeadStage.Name(value).removeprefix("LEAD_STAGE_").lower()  # type: ignore[arg-type]
 
 
 COLOURS = {"hot": "bold red", "warm": "yellow", "cold": "blue"}
@@ -277,3 +272,82 @@ def report_command(
             f"{x.uplift:+.1%}" if x.has_control else "no control group",
         )
     console.print(table)
+
+
+EXPORT_COLUMNS = (
+    "lead_id",
+    "class",
+    "score",
+    "stage",
+    "product_interest",
+    "channels",
+    "phone",
+    "email",
+    "chat_session_id",
+    "visitor_id",
+    "crm_id",
+    "qualification",
+    "signal_count",
+    "created_at",
+    "updated_at",
+)
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option(help="CSV file to write ('-' for standard output)")],
+    lead_class: Annotated[
+        list[LeadClass] | None, typer.Option("--class", help="repeatable")
+    ] = None,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+) -> None:
+    """Every lead (or those of a class) as CSV, for a CRM import."""
+    classes = [leads_pb2.LeadClass.Value(f"LEAD_CLASS_{c.value.upper()}") for c in lead_class or []]
+    fh = sys.stdout if str(out) == "-" else out.open("w", newline="")
+    written = 0
+    try:
+        writer = csv.writer(fh)
+        writer.writerow(EXPORT_COLUMNS)
+        with leads_stub(server, api_key) as (stub, metadata):
+            token = ""
+            while True:
+                page = stub.ListLeads(
+                    leads_pb2.ListLeadsRequest(
+                        filter=leads_pb2.LeadFilter(classes=classes),
+                        page_size=500,
+                        page_token=token,
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+                for lead in page.leads:
+                    i = lead.identity
+                    writer.writerow(
+                        [
+                            lead.lead_id,
+                            class_name(lead.lead_class),
+                            f"{lead.score:.4f}",
+                            stage_name(lead.stage),
+                            lead.product_interest,
+                            ";".join(CHANNEL_NAMES.get(c, "?") for c in lead.channels),
+                            i.phone,
+                            i.email,
+                            i.chat_session_id,
+                            i.visitor_id,
+                            i.crm_id,
+                            json.dumps(dict(lead.qualification), sort_keys=True),
+                            lead.signal_count,
+                            lead.created_at.ToDatetime().isoformat(),
+                            lead.updated_at.ToDatetime().isoformat(),
+                        ]
+                    )
+                    written += 1
+                token = page.next_page_token
+                if not token:
+                    break
+    finally:
+        if fh is not sys.stdout:
+            fh.close()
+    if fh is not sys.stdout:
+        console.print(f"wrote {written} leads to {out}")

@@ -133,6 +133,21 @@ segments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Class and stage changes for CRMs, written in the transaction that made them.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("failed", Boolean, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Index("ix_webhook_events_due", "delivered_at", "failed", "next_attempt_at"),
+)
+
 settings_table = Table(
     "store_settings",
     metadata,

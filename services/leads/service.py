@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ import grpc
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.servicer import LeadsServicer
 from percept.leads.store import LeadStore
+from percept.leads.webhooks import WebhookDelivery
 from percept.runtime.settings import Settings
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
@@ -34,13 +36,26 @@ class LeadsService:
             settings.resolved_database_url,
             scoring_policy(settings),
             default_region=settings.default_phone_region or None,
+            webhook_urls=settings.leads_webhook_urls,
         )
+        self.webhooks = (
+            WebhookDelivery(self.store, settings.leads_webhook_secret)
+            if settings.leads_webhook_urls
+            else None
+        )
+        self._delivery: asyncio.Task[None] | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         leads_pb2_grpc.add_LeadsServicer_to_server(LeadsServicer(self.store), server)
 
     async def load(self) -> None:
         await asyncio.to_thread(self.store.migrate)
+        if self.webhooks is not None:
+            self._delivery = asyncio.create_task(self.webhooks.run(), name="leads-webhooks")
 
     async def close(self) -> None:
+        if self._delivery is not None:
+            self._delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivery
         await asyncio.to_thread(self.store.close)

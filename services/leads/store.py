@@ -173,8 +173,10 @@ class LeadStore:
         policy: ScoringPolicy | None = None,
         clock: Callable[[], datetime] = now_utc,
         default_region: str | None = None,
+        webhook_urls: Sequence[str] = (),
     ) -> None:
         self.url = make_url(url)
+        self.webhook_urls = list(webhook_urls)
         self.policy = policy or ScoringPolicy()
         self.clock = clock
         self.default_region = default_region
@@ -544,7 +546,85 @@ class LeadStore:
             )
         if updates:
             conn.execute(_REFRESH, updates)  # one executemany for the whole batch
+            self._queue_webhooks(conn, updates, before, now)
         return before
+
+    def _queue_webhooks(
+        self,
+        conn: Connection,
+        updates: Sequence[dict[str, Any]],
+        before: dict[str, tuple[int, int]],
+        now: datetime,
+    ) -> None:
+        """One event per URL for each lead whose class or stage changed (same transaction)."""
+        if not self.webhook_urls:
+            return
+        events = []
+        for u in updates:
+            old_class, old_stage = before.get(u["target"], (0, 0))
+            if (old_class, old_stage) == (u["lead_class"], u["stage"]):
+                continue
+            payload = {
+                "type": "lead.changed",
+                "lead_id": u["target"],
+                "class": class_name(u["lead_class"]),
+                "previous_class": class_name(old_class),
+                "stage": stage_name(u["stage"]),
+                "previous_stage": stage_name(old_stage),
+                "score": round(u["score"], 4),
+                "product_interest": u["product_interest"],
+                "changed_at": now.isoformat(),
+            }
+            for url in self.webhook_urls:
+                event_id = uuid.uuid4().hex
+                events.append(
+                    {
+                        "event_id": event_id,
+                        "created_at": now,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "delivered_at": None,
+                        "failed": False,
+                        "last_error": None,
+                        "payload": {**payload, "event_id": event_id, "url": url},
+                    }
+                )
+        if events:
+            conn.execute(insert(schema.webhook_events), events)
+
+    def due_webhooks(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        w = schema.webhook_events.c
+        query = (
+            select(w.event_id, w.payload, w.attempts)
+            .where(w.delivered_at.is_(None), w.failed.is_(False), w.next_attempt_at <= now)
+            .order_by(w.next_attempt_at, w.event_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def webhook_attempted(
+        self,
+        event_id: str,
+        *,
+        delivered: bool,
+        now: datetime,
+        retry_at: datetime | None,
+        error: str | None,
+    ) -> None:
+        """Records an attempt: delivered, retried later, or (retry_at None) given up."""
+        w = schema.webhook_events.c
+        values: dict[str, Any] = {"attempts": w.attempts + 1, "last_error": error}
+        if delivered:
+            values["delivered_at"] = now
+        elif retry_at is None:
+            values["failed"] = True
+        else:
+            values["next_attempt_at"] = retry_at
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.webhook_events).where(w.event_id == event_id).values(**values)
+            )
 
     def _facts(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[SignalFacts]]:
         sig = schema.signals.c
@@ -940,6 +1020,14 @@ _REFRESH = (
         }
     )
 )
+
+
+def class_name(value: int) -> str:
+    return leads_pb2.LeadClass.Name(value).removeprefix("LEAD_CLASS_").lower()  # type: ignore[arg-type]
+
+
+def stage_name(value: int) -> str:
+    return leads_pb2.LeadStage.Name(value).removeprefix("LEAD_STAGE_").lower()  # type: ignore[arg-type]
 
 
 def _facts_of(s: ValidSignal) -> SignalFacts:

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     leads_half_life_days: float = Field(14.0, gt=0, description="how fast signals fade")
     leads_hot_threshold: float = Field(0.7, gt=0, le=1)
     leads_warm_threshold: float = Field(0.4, gt=0, le=1)
+    leads_webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated URLs told of class and stage changes"
+    )
+    leads_webhook_secret: str = Field("", description="HMAC key that signs webhook requests")
 
     max_message_bytes: int = Field(8 * MIB, ge=1024, le=1024 * MIB)
     grace_period_s: float = Field(10.0, ge=0, le=600)
@@ -77,7 +81,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "leads_webhook_urls", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -105,6 +109,13 @@ class Settings(BaseSettings):
             raise ValueError("keepalive_timeout_s must be shorter than keepalive_time_s")
         if self.leads_warm_threshold >= self.leads_hot_threshold:
             raise ValueError("leads_warm_threshold must be below leads_hot_threshold")
+        if self.leads_webhook_urls and len(self.leads_webhook_secret) < 16:
+            raise ValueError(
+                "leads_webhook_secret of at least 16 characters is needed with webhooks"
+            )
+        bad = [u for u in self.leads_webhook_urls if not u.startswith(("https://", "http://"))]
+        if bad:
+            raise ValueError(f"leads_webhook_urls must be http(s) URLs, not {bad[0]!r}")
         return self
 
     @property
@@ -122,7 +133,7 @@ class Settings(BaseSettings):
         return int(getattr(self, f"{service}_metrics_port"))
 
 
-_SECRET_FIELDS = {"api_keys"}
+_SECRET_FIELDS = {"api_keys", "leads_webhook_secret"}
 
 
 class SettingsError(Exception):
@@ -138,6 +149,8 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             var = f"PERCEPT_{field.upper()}" if err["loc"] else "settings"
-            shown = "" if field in _SECRET_FIELDS else f" (got {err.get('input')!r})"
+            # A check across fields sees every value, secrets included: show no input then.
+            secret = field in _SECRET_FIELDS or not err["loc"]
+            shown = "" if secret else f" (got {err.get('input')!r})"
             lines.append(f"{var}: {err['msg']}{shown}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import signal
@@ -65,7 +67,7 @@ def lead_id_of(address: str) -> str:
     return str(page.leads[0].lead_id)
 
 
-def test_list_show_explain_and_forget(server: str) -> None:
+def test_list_show_explain_export_and_forget(server: str, tmp_path: Path) -> None:
     listed = runner.invoke(app, ["leads", "list", "--server", server], env=WIDE)
     assert listed.exit_code == 0, listed.output
     lead_id = lead_id_of(server)
@@ -87,6 +89,25 @@ def test_list_show_explain_and_forget(server: str) -> None:
     assert why.exit_code == 0, why.output
     assert "wants to buy" in why.output
     assert "lingered 240 s at the phone display" in why.output
+
+    exported = runner.invoke(
+        app, ["leads", "export", "--out", str(tmp_path / "leads.csv"), "--server", server], env=WIDE
+    )
+    assert exported.exit_code == 0, exported.output
+    with (tmp_path / "leads.csv").open(newline="") as fh:
+        (exported_row,) = list(csv.DictReader(fh))
+    assert (
+        exported_row["lead_id"],
+        exported_row["class"],
+        exported_row["stage"],
+        exported_row["phone"],
+    ) == (
+        lead_id,
+        "hot",
+        "opportunity",
+        PHONE,
+    )
+    assert json.loads(exported_row["qualification"])["budget"] == "1500 USD"
 
     gone = runner.invoke(
         app,

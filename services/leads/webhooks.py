@@ -1,0 +1,105 @@
+"""Delivers lead changes to CRMs as signed HTTP POSTs, retrying with back-off.
+
+Events are queued in the leads database in the same transaction as the change
+(see LeadStore._queue_webhooks), so a crash loses none; delivery is at least
+once and receivers de-duplicate by `event_id`. Each request carries
+`X-Percept-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`;
+receivers recompute it with the shared secret and reject stale timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+
+from percept.leads.store import LeadStore, now_utc
+
+log = logging.getLogger("percept.leads.webhooks")
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+class WebhookDelivery:
+    def __init__(
+        self,
+        store: LeadStore,
+        secret: str,
+        *,
+        max_attempts: int = 10,
+        min_backoff_s: float = 2.0,
+        max_backoff_s: float = 600.0,
+        poll_s: float = 1.0,
+        batch: int = 50,
+        timeout_s: float = 10.0,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.store = store
+        self.clock = clock  # wall time for retries, whatever clock scores leads
+        self.secret = secret
+        self.max_attempts = max_attempts
+        self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
+        self.poll_s = poll_s
+        self.batch = batch
+        self.timeout_s = timeout_s
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            while True:
+                due = await asyncio.to_thread(self.store.due_webhooks, self.clock(), self.batch)
+                if not due:
+                    await asyncio.sleep(self.poll_s)
+                    continue
+                await asyncio.gather(*(self._deliver(client, event) for event in due))
+
+    async def _deliver(self, client: httpx.AsyncClient, event: dict[str, object]) -> None:
+        payload = dict(event["payload"])  # type: ignore[call-overload]
+        url = str(payload.pop("url"))
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "x-percept-event-id": str(event["event_id"]),
+            "x-percept-signature": signature(self.secret, int(time.time()), body),
+        }
+        error: str | None = None
+        try:
+            response = await client.post(url, content=body, headers=headers)
+            if response.status_code >= 300:
+                error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        now = self.clock()
+        attempts = int(event["attempts"]) + 1  # type: ignore[call-overload]
+        retry_at: datetime | None = None
+        if error is not None and attempts < self.max_attempts:
+            delay = min(self.min_backoff_s * 2 ** (attempts - 1), self.max_backoff_s)
+            retry_at = now + timedelta(seconds=delay * random.uniform(0.8, 1.2))
+        if error is not None:
+            log.warning(
+                "webhook delivery failed",
+                extra={
+                    "event_id": event["event_id"],
+                    "attempt": attempts,
+                    "error": error,
+                    "gave_up": retry_at is None,
+                },
+            )
+        await asyncio.to_thread(
+            self.store.webhook_attempted,
+            str(event["event_id"]),
+            delivered=error is None,
+            now=now,
+            retry_at=retry_at,
+            error=error,
+        )

@@ -1,0 +1,173 @@
+"""Class and stage changes reach a CRM as signed, retried webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+import pytest
+from leads_harness import customer_journey
+from leads_signals import NOW
+
+from percept.leads import schema
+from percept.leads.service import LeadsService
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings, SettingsError, load_settings
+from percept.v1 import leads_pb2 as lp
+from percept.v1 import leads_pb2_grpc
+
+SECRET = "s" * 32
+
+
+class Receiver:
+    """A CRM endpoint on loopback that fails the first `failures` requests."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.requests: list[tuple[dict[str, str], bytes, int]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                status = 500 if len(receiver.requests) < receiver.failures else 200
+                receiver.requests.append(
+                    ({k.lower(): v for k, v in self.headers.items()}, body, status)
+                )
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/percept"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Callable[[int], Receiver]]:
+    made: list[Receiver] = []
+
+    def make(failures: int) -> Receiver:
+        made.append(Receiver(failures))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+async def run_leads(
+    settings: Settings, *, max_attempts: int = 10
+) -> tuple[ServiceHost, LeadsService]:
+    service = LeadsService(settings)
+    service.store.clock = lambda: NOW + timedelta(days=1)  # the journey happened yesterday
+    assert service.webhooks is not None
+    service.webhooks.min_backoff_s = 0.05
+    service.webhooks.poll_s = 0.05
+    service.webhooks.max_attempts = max_attempts
+    host = ServiceHost(service, settings)
+    await host.start()
+    await asyncio.wait_for(host.ready.wait(), 30)
+    return host, service
+
+
+async def until(check: Callable[[], bool], limit_s: float = 20) -> None:
+    async with asyncio.timeout(limit_s):
+        while not check():  # noqa: ASYNC110 - the state lives in another thread's server
+            await asyncio.sleep(0.05)
+
+
+def verify(headers: dict[str, str], body: bytes) -> bool:
+    parts = dict(p.split("=", 1) for p in headers["x-percept-signature"].split(","))
+    expected = hmac.new(
+        SECRET.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    return hmac.compare_digest(parts["v1"], expected)
+
+
+async def test_changes_are_signed_retried_and_delivered_once(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    receiver_factory: Callable[[int], Receiver],
+) -> None:
+    crm = receiver_factory(1)
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'l.db'}",
+        leads_webhook_urls=[crm.url],
+        leads_webhook_secret=SECRET,
+    )
+    host, service = await run_leads(settings)
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stub = leads_pb2_grpc.LeadsStub(channel)
+            await stub.IngestBatch(lp.IngestBatchRequest(signals=customer_journey()))
+        await until(lambda: any(status == 200 for _, _, status in crm.requests))
+        await asyncio.sleep(0.3)  # nothing more may arrive
+    finally:
+        await host.stop(grace=1)
+    assert [status for _, _, status in crm.requests] == [500, 200]
+    (first_headers, _, _), (headers, body, _) = crm.requests
+    assert first_headers["x-percept-event-id"] == headers["x-percept-event-id"]  # a retry
+    assert verify(headers, body)
+    assert not verify(headers, body + b" ")
+    event = json.loads(body)
+    assert event["type"] == "lead.changed"
+    assert (event["previous_class"], event["class"]) == ("cold", "hot")
+    assert (event["previous_stage"], event["stage"]) == ("new", "opportunity")
+    assert event["product_interest"] == "phone"
+    assert "+1415" not in body.decode() and "@" not in body.decode()  # no personal data
+    with service.store.engine.connect() as conn:
+        (row,) = conn.execute(schema.webhook_events.select()).mappings().all()
+    assert row["attempts"] == 2 and row["delivered_at"] is not None and not row["failed"]
+
+
+async def test_delivery_gives_up_after_the_last_attempt(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    receiver_factory: Callable[[int], Receiver],
+) -> None:
+    crm = receiver_factory(1000)
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'l.db'}",
+        leads_webhook_urls=[crm.url],
+        leads_webhook_secret=SECRET,
+    )
+    host, service = await run_leads(settings, max_attempts=3)
+    try:
+        service.store.ingest(customer_journey())
+        await until(lambda: len(crm.requests) >= 3)
+        await asyncio.sleep(0.3)
+    finally:
+        await host.stop(grace=1)
+    assert len(crm.requests) == 3
+    with service.store.engine.connect() as conn:
+        (row,) = conn.execute(schema.webhook_events.select()).mappings().all()
+    assert row["failed"] and row["attempts"] == 3 and row["last_error"] == "HTTP 500"
+
+
+def test_webhook_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERCEPT_LEADS_WEBHOOK_URLS", "https://crm.example.com/hook")
+    with pytest.raises(SettingsError, match="leads_webhook_secret of at least 16 characters"):
+        load_settings()
+    monkeypatch.setenv("PERCEPT_LEADS_WEBHOOK_SECRET", "short")
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings()
+    assert "short" not in str(excinfo.value)
+    monkeypatch.setenv("PERCEPT_LEADS_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("PERCEPT_LEADS_WEBHOOK_URLS", "ftp://crm.example.com/hook")
+    with pytest.raises(SettingsError, match="must be http"):
+        load_settings()
