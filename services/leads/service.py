@@ -17,6 +17,7 @@ from percept.runtime.settings import Settings
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
 SERVICE = leads_pb2.DESCRIPTOR.services_by_name["Leads"].full_name
+RETENTION_INTERVAL_S = 3600.0  # expired signals are purged at start and then hourly
 
 
 def scoring_policy(settings: Settings) -> ScoringPolicy:
@@ -44,6 +45,9 @@ class LeadsService:
             else None
         )
         self._delivery: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self.retention_days = settings.leads_retention_days
+        self.retention_by_kind = settings.leads_retention_by_kind
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         leads_pb2_grpc.add_LeadsServicer_to_server(LeadsServicer(self.store), server)
@@ -52,10 +56,19 @@ class LeadsService:
         await asyncio.to_thread(self.store.migrate)
         if self.webhooks is not None:
             self._delivery = asyncio.create_task(self.webhooks.run(), name="leads-webhooks")
+        self._retention = asyncio.create_task(self._purge_forever(), name="leads-retention")
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.to_thread(
+                self.store.purge_expired, self.retention_days, self.retention_by_kind
+            )
+            await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def close(self) -> None:
-        if self._delivery is not None:
-            self._delivery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._delivery
+        for task in (self._delivery, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.to_thread(self.store.close)

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -849,6 +849,57 @@ class LeadStore:
                 )
                 for r in conn.execute(query)
             ]
+
+    def purge_expired(self, default_days: float, by_kind: dict[str, float]) -> tuple[int, int]:
+        """Deletes signals past their kind's retention; leads left without signals go too.
+
+        Returns (signals deleted, leads deleted). Remaining leads are recomputed.
+        """
+        now = self.clock()
+        sig, leads, ident = schema.signals.c, schema.leads.c, schema.identities.c
+        kinds = {
+            common_pb2.SignalKind.Value(f"SIGNAL_KIND_{name.upper()}"): days
+            for name, days in by_kind.items()
+        }
+        conditions = [
+            and_(sig.kind == kind, sig.occurred_at < now - timedelta(days=days))
+            for kind, days in kinds.items()
+        ]
+        conditions.append(
+            and_(sig.kind.not_in(list(kinds)), sig.occurred_at < now - timedelta(days=default_days))
+        )
+        expired = or_(*conditions)
+        with self._write_lock, self.engine.begin() as conn:
+            touched = sorted(set(conn.scalars(select(sig.lead_id).where(expired).distinct())))
+            if not touched:
+                return 0, 0
+            deleted = conn.execute(schema.signals.delete().where(expired)).rowcount
+            emptied = [
+                lead
+                for lead in touched
+                if conn.scalar(select(sig.signal_id).where(sig.lead_id == lead).limit(1)) is None
+            ]
+            if emptied:
+                absorbed = list(
+                    conn.scalars(select(leads.lead_id).where(leads.merged_into.in_(emptied)))
+                )
+                gone = [*emptied, *absorbed]
+                conn.execute(schema.identities.delete().where(ident.lead_id.in_(gone)))
+                conn.execute(
+                    schema.merges.delete().where(
+                        or_(
+                            schema.merges.c.survivor_id.in_(gone),
+                            schema.merges.c.absorbed_id.in_(gone),
+                        )
+                    )
+                )
+                conn.execute(
+                    update(schema.leads).where(leads.lead_id.in_(gone)).values(merged_into=None)
+                )
+                conn.execute(schema.leads.delete().where(leads.lead_id.in_(gone)))
+            self._refresh(conn, [lead for lead in touched if lead not in emptied], now)
+        log.info("retention purge", extra={"signals": deleted, "leads": len(emptied)})
+        return deleted, len(emptied)
 
     def facts_of(self, lead_id: str) -> list[SignalFacts]:
         """Every signal of a lead, as scoring sees them (training, audits)."""

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     leads_half_life_days: float = Field(14.0, gt=0, description="how fast signals fade")
     leads_hot_threshold: float = Field(0.7, gt=0, le=1)
     leads_warm_threshold: float = Field(0.4, gt=0, le=1)
+    leads_retention_days: float = Field(730.0, gt=0, description="how long signals are kept")
+    leads_retention_by_kind: dict[str, float] = Field(
+        default_factory=lambda: {"face_seen": 90.0, "returning_visit": 365.0, "dwell": 365.0},
+        description='JSON, e.g. {"dwell": 90}: shorter limits for some signal kinds',
+    )
     leads_webhook_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated URLs told of class and stage changes"
     )
@@ -113,6 +118,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "leads_webhook_secret of at least 16 characters is needed with webhooks"
             )
+        kinds = {k.removeprefix("SIGNAL_KIND_").lower() for k in _signal_kinds()}
+        unknown = sorted(set(self.leads_retention_by_kind) - kinds)
+        if unknown:
+            raise ValueError(
+                f"leads_retention_by_kind: unknown signal kind {unknown[0]!r}; "
+                f"kinds are {', '.join(sorted(kinds))}"
+            )
+        if any(days <= 0 for days in self.leads_retention_by_kind.values()):
+            raise ValueError("leads_retention_by_kind: every limit must be more than 0 days")
         bad = [u for u in self.leads_webhook_urls if not u.startswith(("https://", "http://"))]
         if bad:
             raise ValueError(f"leads_webhook_urls must be http(s) URLs, not {bad[0]!r}")
@@ -134,6 +148,13 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = {"api_keys", "leads_webhook_secret"}
+
+
+def _signal_kinds() -> list[str]:
+    from percept.v1 import common_pb2
+
+    names = common_pb2.SignalKind.DESCRIPTOR.values_by_name
+    return [name for name in names if name != "SIGNAL_KIND_UNSPECIFIED"]
 
 
 class SettingsError(Exception):
