@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from percept.runtime.logs import redact_quoted
 from percept.v1 import common_pb2, leads_pb2
 
 log = logging.getLogger("percept.outbox")
@@ -165,8 +166,8 @@ class Outbox:
                 if exc.code() != BAD_BATCH:
                     self.metrics.failures.inc()
                     delay = backoff * random.uniform(0.5, 1.0)
-                    log.info(
-                        "leads unreachable; will retry",
+                    log.warning(
+                        "delivery to leads failed; will retry",
                         extra={"code": exc.code().name, "retry_in_s": round(delay, 2)},
                     )
                     await asyncio.sleep(delay)
@@ -176,7 +177,11 @@ class Outbox:
                 self.metrics.rejected.inc(len(batch))
                 log.error(
                     "leads refused a batch; dropped",
-                    extra={"code": exc.code().name, "details": exc.details(), "count": len(batch)},
+                    extra={
+                        "code": exc.code().name,
+                        "details": redact_quoted(exc.details() or ""),
+                        "count": len(batch),
+                    },
                 )
                 await asyncio.to_thread(self._remove, [seq for seq, _ in batch])
                 continue
@@ -186,7 +191,10 @@ class Outbox:
                 for error in ack.errors:
                     log.error(
                         "leads refused a signal; dropped",
-                        extra={"signal_id": error.signal_id, "reason": error.message},
+                        extra={
+                            "signal_id": error.signal_id,
+                            "reason": redact_quoted(error.message),
+                        },
                     )
             self.metrics.delivered.inc(ack.accepted + ack.duplicates)
             await asyncio.to_thread(self._remove, [seq for seq, _ in batch])
