@@ -199,14 +199,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         return await self._answer(total, context)
 
     async def GetLead(self, request: leads_pb2.GetLeadRequest, context: Context) -> leads_pb2.Lead:
-        if not request.lead_id.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id: required")
-        view = await asyncio.to_thread(
-            self.store.get, request.lead_id.strip(), include_timeline=request.include_timeline
-        )
-        if view is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"lead {request.lead_id!r} not found")
-        assert view is not None
+        view = await self._view(request.lead_id, context, timeline=request.include_timeline)
         return _view_message(view)
 
     async def ListLeads(
@@ -231,12 +224,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
     async def ExplainScore(
         self, request: leads_pb2.ExplainScoreRequest, context: Context
     ) -> leads_pb2.ScoreExplanation:
-        if not request.lead_id.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id: required")
-        view = await asyncio.to_thread(self.store.get, request.lead_id.strip())
-        if view is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"lead {request.lead_id!r} not found")
-        assert view is not None
+        view = await self._view(request.lead_id, context)
         a = view.assessment
         return leads_pb2.ScoreExplanation(
             lead_id=view.row["lead_id"],
@@ -334,11 +322,17 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         return changes
 
     async def _current(self, lead_id: str, context: Context) -> leads_pb2.Lead:
-        view = await asyncio.to_thread(self.store.get, lead_id)
+        return _view_message(await self._view(lead_id, context))
+
+    async def _view(self, lead_id: str, context: Context, *, timeline: bool = False) -> LeadView:
+        """The lead (a merged lead's id finds its survivor), or INVALID_ARGUMENT / NOT_FOUND."""
+        if not lead_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id: required")
+        view = await asyncio.to_thread(self.store.get, lead_id.strip(), include_timeline=timeline)
         if view is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"lead {lead_id!r} not found")
-        assert view is not None
-        return _view_message(view)
+        assert view is not None  # abort() raised otherwise
+        return view
 
     async def ListSegments(
         self, request: leads_pb2.ListSegmentsRequest, context: Context
