@@ -87,11 +87,13 @@ class Outbox:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while the queue is empty
         self._task: asyncio.Task[None] | None = None
-        self.metrics.pending.set(self.pending())
+        # Counted once; then kept in step with every insert and delete (publish is a hot path).
+        self._count = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self.metrics.pending.set(self._count)
 
     def pending(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            return self._count
 
     def publish(self, signal: common_pb2.Signal) -> None:
         """Queues a signal durably; returns at once, never raises for delivery problems.
@@ -103,14 +105,15 @@ class Outbox:
             self._db.execute(
                 "INSERT INTO outbox (signal_id, body) VALUES (?, ?)", (signal.signal_id, body)
             )
-            count = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-            excess = count - self.max_items
+            self._count += 1
+            excess = self._count - self.max_items
             if excess > 0:
-                self._db.execute(
+                dropped = self._db.execute(
                     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
                     (excess,),
-                )
-                count -= excess
+                ).rowcount
+                self._count -= dropped
+            count = self._count
         if excess > 0:
             self.metrics.dropped.inc(excess)
             log.warning("outbox full: dropped oldest signals", extra={"dropped": excess})
@@ -147,8 +150,13 @@ class Outbox:
 
     def _remove(self, seqs: Sequence[int]) -> None:
         with self._lock:
-            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-        self.metrics.pending.set(self.pending())
+            # Rows the bound dropped meanwhile are already gone: count what was deleted.
+            deleted = self._db.executemany(
+                "DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]
+            ).rowcount
+            self._count -= deleted
+            count = self._count
+        self.metrics.pending.set(count)
 
     async def _deliver_forever(self) -> None:
         backoff = self.min_backoff_s
