@@ -36,14 +36,20 @@ def channel_target(address: str) -> str:
     return address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
 
 
-def service_channel(address: str) -> grpc.aio.Channel:
-    """An aio channel balancing calls across every address `address` resolves to."""
-    return grpc.aio.insecure_channel(
-        channel_target(address),
-        options=[
-            ("grpc.service_config", SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.dns_min_time_between_resolutions_ms", 5_000),
-        ],
-    )
+def service_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """An aio channel balancing calls across every address `address` resolves to.
+
+    Pass `percept.runtime.tls.channel_credentials(settings)` for TLS / mutual TLS.
+    """
+    options = [
+        ("grpc.service_config", SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    ]
+    target = channel_target(address)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)

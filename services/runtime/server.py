@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from percept.runtime.interceptors import ApiKeyAuthInterceptor, ObservabilityInterceptor
 from percept.runtime.metrics import GrpcMetrics, MetricsEndpoint
 from percept.runtime.settings import Settings
+from percept.runtime.tls import server_credentials
 
 log = logging.getLogger("percept.server")
 
@@ -85,6 +86,8 @@ class ServiceHost:
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.ready = asyncio.Event()
         self._load_task: asyncio.Task[None] | None = None
@@ -112,8 +115,13 @@ class ServiceHost:
         reflection.enable_server_reflection(
             (*self.service.grpc_service_names, HEALTH_SERVICE, REFLECTION_SERVICE), server
         )
+        credentials = server_credentials(self.settings)
+        address = f"{self._host}:{self._port}"
         try:
-            self.bound_port = server.add_insecure_port(f"{self._host}:{self._port}")
+            if credentials is None:
+                self.bound_port = server.add_insecure_port(address)
+            else:
+                self.bound_port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise OSError(
                 f"{self.service.name}: cannot listen on {self._host}:{self._port} "
@@ -121,6 +129,7 @@ class ServiceHost:
             ) from exc
         await server.start()
         self.server = server
+        await self._start_health_port()
         if self.settings.metrics_enabled:
             self.metrics_endpoint = MetricsEndpoint(
                 self.metrics.registry, self.settings.metrics_host, self._metrics_port
@@ -134,6 +143,23 @@ class ServiceHost:
             },
         )
         self._load_task = asyncio.create_task(self._load(), name=f"load-{self.service.name}")
+
+    async def _start_health_port(self) -> None:
+        """A plain-text port with only the health service, for probes that cannot speak TLS."""
+        port = self.settings.health_port_for(self.service.name)
+        if not port:
+            return
+        health_server = grpc.aio.server(options=server_options(self.settings))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+        try:
+            self.health_port = health_server.add_insecure_port(f"{self._host}:{port}")
+        except RuntimeError as exc:
+            raise OSError(
+                f"{self.service.name}: cannot listen on {self._host}:{port}; "
+                f"set PERCEPT_{self.service.name.upper()}_HEALTH_PORT"
+            ) from exc
+        await health_server.start()
+        self.health_server = health_server
 
     async def _load(self) -> None:
         try:
@@ -156,6 +182,8 @@ class ServiceHost:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         await self.service.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()

@@ -43,6 +43,22 @@ class Settings(BaseSettings):
     nlp_metrics_port: Port = 9103
     leads_metrics_port: Port = 9104
 
+    # Plain-text ports serving only gRPC health (0: none). With TLS on, kubelet probes
+    # (which cannot speak TLS) use these.
+    speech_health_port: Port = 0
+    vision_health_port: Port = 0
+    nlp_health_port: Port = 0
+    leads_health_port: Port = 0
+
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain of this server")
+    tls_key_file: Path | None = Field(None, description="PEM private key of that certificate")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, callers must present a certificate it signed"
+    )
+    tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle this service trusts when it calls another percept service"
+    )
+
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated API keys; when set, every call but health needs one",
@@ -118,6 +134,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "leads_webhook_secret of at least 16 characters is needed with webhooks"
             )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no file at {path}")
         kinds = {k.removeprefix("SIGNAL_KIND_").lower() for k in _signal_kinds()}
         unknown = sorted(set(self.leads_retention_by_kind) - kinds)
         if unknown:
@@ -145,6 +169,9 @@ class Settings(BaseSettings):
 
     def metrics_port_for(self, service: str) -> int:
         return int(getattr(self, f"{service}_metrics_port"))
+
+    def health_port_for(self, service: str) -> int:
+        return int(getattr(self, f"{service}_health_port"))
 
 
 _SECRET_FIELDS = {"api_keys", "leads_webhook_secret"}

@@ -275,3 +275,31 @@ def test_inflight_autoscaling_component_adds_the_custom_metric(tmp_path: Path) -
             m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"
         ]
         assert metrics == ["percept_grpc_in_flight"]
+
+
+def test_mtls_component_mounts_certificates_and_probes_the_plain_health_port(
+    tmp_path: Path,
+) -> None:
+    rel = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{rel}/overlays/gpu]\ncomponents: [{rel}/components/mtls]\n"
+    )
+    objs = render(str(tmp_path))
+    for obj in objs:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+    (config,) = [o for o in of_kind(objs, "ConfigMap") if o["metadata"]["name"] == "percept-config"]
+    data = config["data"]
+    assert data["PERCEPT_TLS_CLIENT_CA_FILE"] == "/etc/percept/tls/ca.crt"
+    for deployment in of_kind(objs, "Deployment"):
+        service = component(deployment)
+        (container,) = pod_spec(deployment)["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["health"] == int(data[f"PERCEPT_{service.upper()}_HEALTH_PORT"])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == ports["health"]
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["tls"]["readOnly"] is True
+        assert data["PERCEPT_TLS_CERT_FILE"].startswith(mounts["tls"]["mountPath"])
+        volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == "percept-tls"
