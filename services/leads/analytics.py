@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
-from sklearn.preprocessing import StandardScaler
 
 from percept.leads.scoring import Features
 from percept.leads.training import MODEL_FEATURES, model_vector
@@ -62,6 +59,11 @@ class SegmentResult:
 def segment(
     lead_ids: Sequence[str], features: Sequence[Features], now: datetime, *, seed: int = 0
 ) -> list[SegmentResult]:
+    # scikit-learn takes a second to import: only the commands that cluster pay for it.
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+
     if len(lead_ids) < MIN_LEADS:
         raise ValueError(
             f"segmenting needs at least {MIN_LEADS} leads; the store has {len(lead_ids)}"

@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, roc_auc_score
-from sklearn.model_selection import train_test_split
 
 from percept.leads.scoring import (
     CONTACT,
@@ -151,6 +148,8 @@ def bootstrap_better(
     labels: Sequence[bool], model: Sequence[float], prior: Sequence[float], seed: int
 ) -> float:
     """Share of paired bootstrap resamples in which the model's ROC-AUC beats the prior's."""
+    from sklearn.metrics import roc_auc_score
+
     rng = np.random.default_rng(seed)
     y, a, b = np.asarray(labels), np.asarray(model), np.asarray(prior)
     wins = rounds = 0
@@ -164,6 +163,11 @@ def bootstrap_better(
 
 
 def train(store: LeadStore, outcomes: Sequence[Outcome], *, seed: int = 0) -> TrainingReport:
+    # scikit-learn takes a second to import: only training pays for it.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
     features, times, labels, unknown = _features_at(store, outcomes)
     if len(set(labels)) < 2:
         raise OutcomesError("outcomes need both won and lost leads")
