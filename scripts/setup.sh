@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 VENV=.venv
 # Debian packages the services and tests need (the service issues add theirs here).
-APT_PACKAGES=(ca-certificates postgresql)
+APT_PACKAGES=(ca-certificates postgresql espeak-ng)
 # Installed from this machine's local wheel store; pip caps torch at these versions.
 TORCH=("torch==2.14.1" "torchvision==0.29.1")
 

@@ -8,11 +8,10 @@ from percept.leads.service import LeadsService
 from percept.runtime.pending import PendingService
 from percept.runtime.server import Service
 from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.speech.service import SpeechService
 from percept.v1 import (
     nlp_pb2,
     nlp_pb2_grpc,
-    speech_pb2,
-    speech_pb2_grpc,
     vision_pb2,
     vision_pb2_grpc,
 )
@@ -20,11 +19,7 @@ from percept.v1 import (
 ServiceFactory = Callable[[Settings], Service]
 
 FACTORIES: dict[str, ServiceFactory] = {
-    "speech": lambda _settings: PendingService(
-        "speech",
-        speech_pb2.DESCRIPTOR.services_by_name["Speech"],
-        speech_pb2_grpc.add_SpeechServicer_to_server,
-    ),
+    "speech": SpeechService,
     "vision": lambda _settings: PendingService(
         "vision",
         vision_pb2.DESCRIPTOR.services_by_name["Vision"],

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     default_phone_region: str = Field(
         "", description="ISO country for phone numbers given without +country code (e.g. US)"
     )
+    speech_model: str = Field("whisper-tiny.en", description="model name in the model store")
+    speech_device: Literal["auto", "cpu", "cuda"] = "auto"
+    speech_cpu_threads: int = Field(2, ge=1, le=64)
     leads_half_life_days: float = Field(14.0, gt=0, description="how fast signals fade")
     leads_hot_threshold: float = Field(0.7, gt=0, le=1)
     leads_warm_threshold: float = Field(0.4, gt=0, le=1)

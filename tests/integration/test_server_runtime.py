@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pending_services import pending_speech
 from prometheus_client.parser import text_string_to_metric_families
 
 from percept.runtime.pending import PendingService
@@ -115,7 +116,7 @@ async def test_pending_methods_answer_unimplemented_naming_the_method(
     start_host: HostFactory, make_settings: SettingsFactory, channel_to: ChannelTo
 ) -> None:
     settings = make_settings()
-    host = await start_host(build_service("speech", settings), settings)
+    host = await start_host(pending_speech(), settings)
     stub = speech_pb2_grpc.SpeechStub(channel_to(host))
     with pytest.raises(grpc.aio.AioRpcError) as excinfo:
         await stub.Recognize(speech_pb2.RecognizeRequest(), timeout=5)
@@ -133,7 +134,7 @@ async def test_api_keys_guard_every_method_but_health(
     start_host: HostFactory, make_settings: SettingsFactory, channel_to: ChannelTo
 ) -> None:
     settings = make_settings(api_keys=[API_KEY, "z" * 20])
-    host = await start_host(build_service("speech", settings), settings)
+    host = await start_host(pending_speech(), settings)
     channel = channel_to(host)
     stub = speech_pb2_grpc.SpeechStub(channel)
 
@@ -180,7 +181,7 @@ async def test_oversize_message_is_resource_exhausted(
     start_host: HostFactory, make_settings: SettingsFactory, channel_to: ChannelTo
 ) -> None:
     settings = make_settings(max_message_bytes=64 * 1024)
-    host = await start_host(build_service("speech", settings), settings)
+    host = await start_host(pending_speech(), settings)
     stub = speech_pb2_grpc.SpeechStub(channel_to(host))
     request = speech_pb2.RecognizeRequest(audio_content=b"\x00" * (100 * 1024))
     with pytest.raises(grpc.aio.AioRpcError) as excinfo:
@@ -203,7 +204,7 @@ async def test_metrics_endpoint_counts_calls_by_method_and_code(
     start_host: HostFactory, make_settings: SettingsFactory, channel_to: ChannelTo
 ) -> None:
     settings = make_settings(api_keys=[API_KEY])
-    host = await start_host(build_service("speech", settings), settings)
+    host = await start_host(pending_speech(), settings)
     assert host.metrics_endpoint is not None
     stub = speech_pb2_grpc.SpeechStub(channel_to(host))
     auth = (("authorization", f"Bearer {API_KEY}"),)

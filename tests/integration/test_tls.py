@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pending_services import pending_speech
 from tls_ca import ThrowawayCA
 
 from percept.leads.service import LeadsService
@@ -16,7 +17,6 @@ from percept.runtime.clients import service_channel
 from percept.runtime.server import Service, ServiceHost
 from percept.runtime.settings import Settings, SettingsError, load_settings
 from percept.runtime.tls import channel_credentials
-from percept.suite import build_service
 from percept.v1 import leads_pb2, leads_pb2_grpc, speech_pb2, speech_pb2_grpc
 
 HostFactory = Callable[[Service, Settings], Awaitable[ServiceHost]]
@@ -48,7 +48,7 @@ async def test_mutual_tls_admits_only_certified_callers(
         tls_client_ca_file=ca.bundle,
         speech_health_port=free_port(),
     )
-    host = await start_host(build_service("speech", settings), settings)
+    host = await start_host(pending_speech(), settings)
     address = f"localhost:{host.bound_port}"
 
     def creds(who: object | None, root: Path = ca.bundle) -> grpc.ChannelCredentials:

@@ -1,0 +1,1 @@
+"""Speech: transcription of call-center audio (Whisper) with intents and entities."""

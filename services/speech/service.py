@@ -1,0 +1,40 @@
+"""The speech service as the runtime hosts it: resolves and loads the Whisper model on load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+
+from percept.models import model_store
+from percept.runtime.settings import Settings
+from percept.speech.backends import FasterWhisperTranscriber
+from percept.speech.servicer import SpeechServicer
+from percept.v1 import speech_pb2, speech_pb2_grpc
+
+SERVICE = speech_pb2.DESCRIPTOR.services_by_name["Speech"].full_name
+
+
+class SpeechService:
+    name = "speech"
+    grpc_service_names: Sequence[str] = (SERVICE,)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.servicer = SpeechServicer()
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        speech_pb2_grpc.add_SpeechServicer_to_server(self.servicer, server)
+
+    async def load(self) -> None:
+        model = model_store(self.settings).resolve(self.settings.speech_model)
+        self.servicer.transcriber = await asyncio.to_thread(
+            FasterWhisperTranscriber,
+            model.path,
+            device=self.settings.speech_device,
+            cpu_threads=self.settings.speech_cpu_threads,
+        )
+
+    async def close(self) -> None:
+        self.servicer.transcriber = None

@@ -1,0 +1,184 @@
+"""Speech Recognize on the real packaged Whisper tiny.en weights, with espeak-ng speech."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import shutil
+import subprocess
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings
+from percept.speech.service import SpeechService
+from percept.v1 import speech_pb2 as sp
+from percept.v1 import speech_pb2_grpc
+
+pytestmark = pytest.mark.slow
+SENTENCE = "Hello, I want to buy two phones for my office."
+# espeak-ng's voice is robotic and tiny.en is the smallest Whisper: a word or two
+# of ten may come out wrong, more than that means the pipeline is broken.
+MAX_WER = 0.2
+
+
+def speak(text: str, path: Path) -> bytes:
+    espeak = shutil.which("espeak-ng") or pytest.fail("espeak-ng missing: run scripts/setup.sh")
+    subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
+    return path.read_bytes()
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / len(ref)
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return speak(SENTENCE, tmp_path_factory.mktemp("speech") / "s.wav")
+
+
+@pytest.fixture
+async def stub(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[speech_pb2_grpc.SpeechAsyncStub]:
+    settings = make_settings()
+    host = ServiceHost(SpeechService(settings), settings)
+    await host.start()
+    await asyncio.wait_for(host.ready.wait(), 120)
+    async with grpc.aio.insecure_channel(host.address) as channel:
+        yield speech_pb2_grpc.SpeechStub(channel)
+    await host.stop(grace=1)
+
+
+def wav_config() -> sp.RecognitionConfig:
+    return sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_WAV)
+
+
+async def test_a_wav_recording_is_transcribed_with_word_times(
+    stub: speech_pb2_grpc.SpeechAsyncStub, speech_wav: bytes
+) -> None:
+    reply = await stub.Recognize(sp.RecognizeRequest(config=wav_config(), audio_content=speech_wav))
+    text = " ".join(r.transcript for r in reply.results)
+    assert wer(SENTENCE, text) <= MAX_WER, text
+    assert reply.language_code == "en"
+    duration = reply.audio_duration.ToTimedelta().total_seconds()
+    assert 2.0 < duration < 6.0
+    times = [
+        (w.start_offset.ToTimedelta().total_seconds(), w.end_offset.ToTimedelta().total_seconds())
+        for r in reply.results
+        for w in r.words
+    ]
+    assert len(times) >= 8
+    assert all(start <= end <= duration + 0.5 for start, end in times)
+    assert [s for s, _ in times] == sorted(s for s, _ in times)
+    assert all(r.type == sp.RecognitionEvent.EVENT_TYPE_FINAL for r in reply.results)
+    assert 0 < reply.results[0].confidence <= 1
+
+
+async def test_raw_pcm_at_another_rate_and_in_stereo_is_resampled(
+    stub: speech_pb2_grpc.SpeechAsyncStub, speech_wav: bytes
+) -> None:
+    with wave.open(io.BytesIO(speech_wav)) as w:
+        rate, mono = w.getframerate(), w.readframes(w.getnframes())
+    assert rate == 22050  # espeak-ng's own rate: the server must resample
+    stereo = b"".join(mono[i : i + 2] * 2 for i in range(0, len(mono), 2))
+    for data, channels in ((mono, 1), (stereo, 2)):
+        config = sp.RecognitionConfig(
+            encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=rate, audio_channel_count=channels
+        )
+        reply = await stub.Recognize(sp.RecognizeRequest(config=config, audio_content=data))
+        text = " ".join(r.transcript for r in reply.results)
+        assert wer(SENTENCE, text) <= MAX_WER, (channels, text)
+
+
+async def test_silence_gives_no_result_and_no_error(stub: speech_pb2_grpc.SpeechAsyncStub) -> None:
+    config = sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000)
+    reply = await stub.Recognize(
+        sp.RecognizeRequest(config=config, audio_content=b"\x00\x00" * 32000)
+    )
+    assert list(reply.results) == []
+    assert reply.audio_duration.ToTimedelta().total_seconds() == pytest.approx(2.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("config", "audio", "words_in_error"),
+    [
+        (sp.RecognitionConfig(), b"\x00\x00", "config.encoding: required"),
+        (sp.RecognitionConfig(encoding=99), b"\x00\x00", "config.encoding: unknown value 99"),  # type: ignore[arg-type]
+        (
+            sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_LINEAR16),
+            b"\x00\x00",
+            "config.sample_rate_hz: 0 is not between 8000 and 192000",
+        ),
+        (
+            sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=10_000_000),
+            b"\x00\x00",
+            "config.sample_rate_hz: 10000000",
+        ),
+        (
+            sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000),
+            b"\x00\x00\x00",
+            "3 bytes is not a whole number of 16-bit samples for 1 channel",
+        ),
+        (
+            sp.RecognitionConfig(
+                encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, audio_channel_count=2
+            ),
+            b"\x00\x00",
+            "for 2 channel(s)",
+        ),
+        (
+            sp.RecognitionConfig(
+                encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, audio_channel_count=50
+            ),
+            b"",
+            "audio_channel_count: 50",
+        ),
+        (wav_config(), b"this is not a wav file at all" * 10, "not a readable WAV stream"),
+        (
+            sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_FLAC),
+            b"\xff\xfe" * 500,
+            "not a readable FLAC stream",
+        ),
+    ],
+)
+async def test_bad_audio_is_invalid_argument_naming_the_field(
+    stub: speech_pb2_grpc.SpeechAsyncStub,
+    config: sp.RecognitionConfig,
+    audio: bytes,
+    words_in_error: str,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+        await stub.Recognize(sp.RecognizeRequest(config=config, audio_content=audio), timeout=30)
+    assert excinfo.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert words_in_error in (excinfo.value.details() or "")
+
+
+async def test_truncated_wav_is_refused_or_transcribed_never_a_crash(
+    stub: speech_pb2_grpc.SpeechAsyncStub, speech_wav: bytes
+) -> None:
+    half = speech_wav[: len(speech_wav) // 2]
+    reply = await stub.Recognize(sp.RecognizeRequest(config=wav_config(), audio_content=half))
+    assert reply.audio_duration.ToTimedelta().total_seconds() > 1.0
+
+
+async def test_streaming_says_it_is_not_built_yet(stub: speech_pb2_grpc.SpeechAsyncStub) -> None:
+    call = stub.StreamingRecognize(iter([sp.StreamingRecognizeRequest(config=wav_config())]))
+    with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+        await call.read()
+    assert excinfo.value.code() is grpc.StatusCode.UNIMPLEMENTED
