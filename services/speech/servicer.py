@@ -11,7 +11,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from percept.speech.audio import SAMPLE_RATE, AudioError, decode
 from percept.speech.backends import Transcriber, Utterance
-from percept.v1 import speech_pb2, speech_pb2_grpc
+from percept.understanding.entities import extract_entities
+from percept.understanding.intents import tag_intents
+from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 FINAL = speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL
@@ -23,8 +25,33 @@ def _duration(seconds: float) -> Duration:
     return d
 
 
+def understand(text: str) -> tuple[list[common_pb2.Intent], list[common_pb2.Entity]]:
+    """Intents and entities of a final utterance (shared with the nlp service)."""
+    intents = [
+        common_pb2.Intent(
+            name=i.name, confidence=i.confidence, method=common_pb2.Intent.METHOD_RULE
+        )
+        for i in tag_intents(text)
+    ]
+    entities = [
+        common_pb2.Entity(
+            type=e.type,
+            text=e.text,
+            normalized_value=e.normalized,
+            start_char=e.start,
+            end_char=e.end,
+            confidence=e.confidence,
+        )
+        for e in extract_entities(text)
+    ]
+    return intents, entities
+
+
 def final_event(index: int, u: Utterance, language: str) -> speech_pb2.RecognitionEvent:
+    intents, entities = understand(u.text)
     return speech_pb2.RecognitionEvent(
+        intents=intents,
+        entities=entities,
         type=FINAL,
         utterance_index=index,
         transcript=u.text,
@@ -63,8 +90,11 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         utterances, detected = await asyncio.to_thread(
             self.transcriber.transcribe, audio, None if language in ("", "auto") else language
         )
+        results = await asyncio.to_thread(
+            lambda: [final_event(i, u, detected) for i, u in enumerate(utterances)]
+        )
         return speech_pb2.RecognizeResponse(
-            results=[final_event(i, u, detected) for i, u in enumerate(utterances)],
+            results=results,
             language_code=detected,
             audio_duration=_duration(len(audio) / SAMPLE_RATE),
         )

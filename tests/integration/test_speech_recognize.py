@@ -177,6 +177,21 @@ async def test_truncated_wav_is_refused_or_transcribed_never_a_crash(
     assert reply.audio_duration.ToTimedelta().total_seconds() > 1.0
 
 
+async def test_finals_carry_intents_and_entities(
+    stub: speech_pb2_grpc.SpeechAsyncStub, tmp_path: Path
+) -> None:
+    # Robust at espeak-ng rates 130-170 with tiny.en ("three" can come out as "free").
+    audio = speak(
+        "I would like to purchase two laptops. My budget is two thousand dollars.",
+        tmp_path / "buy.wav",
+    )
+    reply = await stub.Recognize(sp.RecognizeRequest(config=wav_config(), audio_content=audio))
+    intents = {i.name for r in reply.results for i in r.intents}
+    entities = {(e.type, e.normalized_value) for r in reply.results for e in r.entities}
+    assert "purchase_intent" in intents
+    assert {("product", "laptop"), ("quantity", "2"), ("money", "2000.00 USD")} <= entities
+
+
 async def test_streaming_says_it_is_not_built_yet(stub: speech_pb2_grpc.SpeechAsyncStub) -> None:
     call = stub.StreamingRecognize(iter([sp.StreamingRecognizeRequest(config=wav_config())]))
     with pytest.raises(grpc.aio.AioRpcError) as excinfo:

@@ -1,0 +1,1 @@
+"""What a caller or visitor wants: intents and entities, shared by speech and nlp."""

@@ -1,0 +1,158 @@
+"""Entities in an utterance, normalised with well-kept parsers where they exist."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+
+import phonenumbers
+import yaml
+from email_validator import EmailNotValidError, validate_email
+from price_parser import Price
+
+# Small counts as people say them; digits are handled as digits.
+NUMBER_WORDS = {
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "a dozen": 12,
+    "fifteen": 15,
+    "twenty": 20,
+    "thirty": 30,
+    "fifty": 50,
+    "a hundred": 100,
+    "hundred": 100,
+}
+EMAIL_CANDIDATE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+MONEY_CANDIDATE = re.compile(
+    r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:k|thousand|million))?)"
+    r"|(?:\d[\d,]*(?:\.\d+)?\s?(?:k\s)?(?:dollars|usd|euros?|eur|pounds|gbp))",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class EntityMatch:
+    type: str  # product, quantity, money, phone, email, datetime
+    text: str
+    normalized: str
+    start: int
+    end: int
+    confidence: float
+
+
+@cache
+def catalog() -> dict[str, tuple[str, ...]]:
+    data = yaml.safe_load(
+        resources.files("percept.understanding").joinpath("catalog.yaml").read_text()
+    )
+    return {product: tuple(words) for product, words in data["products"].items()}
+
+
+@cache
+def _product_pattern() -> tuple[re.Pattern[str], dict[str, str]]:
+    owner = {word.lower(): product for product, words in catalog().items() for word in words}
+    alternatives = sorted(
+        (re.escape(w).replace(r"\ ", r"\s+") for w in owner), key=len, reverse=True
+    )
+    return re.compile(r"\b(" + "|".join(alternatives) + r")\b", re.IGNORECASE), owner
+
+
+_QUANTITY = re.compile(
+    r"\b(\d{1,4}|"
+    + "|".join(sorted(map(re.escape, NUMBER_WORDS), key=len, reverse=True))
+    + r")\s+(?:\w+\s+)?$",
+    re.IGNORECASE,
+)
+
+
+def extract_entities(
+    text: str, *, region: str = "US", now: datetime | None = None
+) -> list[EntityMatch]:
+    found: list[EntityMatch] = []
+    pattern, owner = _product_pattern()
+    for m in pattern.finditer(text):
+        product = owner[re.sub(r"\s+", " ", m.group(0).lower())]
+        found.append(EntityMatch("product", m.group(0), product, m.start(), m.end(), 0.9))
+        q = _QUANTITY.search(text[max(0, m.start() - 30) : m.start()])
+        if q:
+            word = q.group(1).lower()
+            value = int(word) if word.isdigit() else NUMBER_WORDS[word]
+            start = max(0, m.start() - 30) + q.start(1)
+            found.append(
+                EntityMatch("quantity", q.group(1), str(value), start, start + len(q.group(1)), 0.8)
+            )
+    for match in phonenumbers.PhoneNumberMatcher(text, region):
+        e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+        found.append(EntityMatch("phone", match.raw_string, e164, match.start, match.end, 0.95))
+    for m in EMAIL_CANDIDATE.finditer(text):
+        try:
+            email = validate_email(m.group(0), check_deliverability=False).normalized.lower()
+        except EmailNotValidError:
+            continue
+        found.append(EntityMatch("email", m.group(0), email, m.start(), m.end(), 0.95))
+    for m in MONEY_CANDIDATE.finditer(text):
+        span = m.group(0)
+        scale = 1000 if re.search(r"\d\s?(k|thousand)\b", span, re.IGNORECASE) else 1
+        scale = 1_000_000 if re.search(r"million", span, re.IGNORECASE) else scale
+        price = Price.fromstring(re.sub(r"(?i)\s?(k|thousand|million)\b", "", span))
+        if price.amount is None:
+            continue
+        currency = {"$": "USD", "€": "EUR", "£": "GBP"}.get(price.currency or "", "")
+        lowered = span.lower()
+        currency = currency or (
+            "EUR"
+            if "eur" in lowered
+            else "GBP"
+            if "pound" in lowered or "gbp" in lowered
+            else "USD"
+        )
+        amount = price.amount * scale
+        found.append(
+            EntityMatch("money", span, f"{amount:.2f} {currency}", m.start(), m.end(), 0.85)
+        )
+    # dateparser also reads counts and prices as dates: other entities win overlaps.
+    found += [d for d in _dates(text, now) if not any(_overlap(d, e) for e in found)]
+    return sorted(found, key=lambda e: (e.start, e.type))
+
+
+def _overlap(a: EntityMatch, b: EntityMatch) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def _dates(text: str, now: datetime | None) -> list[EntityMatch]:
+    from dateparser.search import search_dates  # slow to import: only on first use
+
+    settings = {"PREFER_DATES_FROM": "future", "RETURN_AS_TIMEZONE_AWARE": False}
+    if now is not None:
+        settings["RELATIVE_BASE"] = now
+    hits = search_dates(text, languages=["en"], settings=settings) or []
+    out = []
+    cursor = 0
+    for span, when in hits:
+        # dateparser also reads bare numbers as dates: keep phrases with a date word.
+        if not re.search(
+            r"(?i)\b(today|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday|week|month|year|january|february|march|april|may|june|july|august|september|october|november|december|\d{1,2}(st|nd|rd|th)|morning|afternoon|evening|next|\d{1,2}:\d{2}|[ap]\.?m\.?)\b",
+            span,
+        ):
+            continue
+        start = text.find(span, cursor)
+        if start < 0:
+            continue
+        cursor = start + len(span)
+        out.append(EntityMatch("datetime", span, when.isoformat(), start, cursor, 0.7))
+    return out
