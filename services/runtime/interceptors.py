@@ -170,6 +170,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             in_flight = metrics.in_flight.labels(grpc_service, grpc_method)
             in_flight.inc()
             start = time.perf_counter()
+            # Read now: grpcio segfaults on peer() once a streaming call is cancelled.
+            peer = context.peer()
             error: BaseException | None = None
             try:
                 yield
@@ -205,7 +207,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         "rpc_type": kind,
                         "code": code,
                         "duration_ms": round(elapsed * 1000, 3),
-                        "peer": context.peer(),
+                        "peer": peer,
                     },
                 )
 

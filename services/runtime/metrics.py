@@ -27,8 +27,9 @@ class GrpcMetrics:
     in_flight: Gauge
 
     @classmethod
-    def create(cls) -> GrpcMetrics:
-        registry = CollectorRegistry()
+    def create(cls, registry: CollectorRegistry | None = None) -> GrpcMetrics:
+        """RPC metrics in `registry` (the service's own, so its metrics share the endpoint)."""
+        registry = registry or CollectorRegistry()
         return cls(
             registry=registry,
             started=Counter(

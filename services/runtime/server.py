@@ -82,7 +82,8 @@ class ServiceHost:
         self._metrics_port = (
             settings.metrics_port_for(service.name) if metrics_port is None else metrics_port
         )
-        self.metrics = GrpcMetrics.create()
+        # A service with metrics of its own exposes them on the same endpoint.
+        self.metrics = GrpcMetrics.create(getattr(service, "registry", None))
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None

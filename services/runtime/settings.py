@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     speech_model: str = Field("whisper-tiny.en", description="model name in the model store")
     speech_device: Literal["auto", "cpu", "cuda"] = "auto"
     speech_cpu_threads: int = Field(2, ge=1, le=64)
+    speech_max_chunk_bytes: int = Field(1024 * 1024, ge=1024, description="per audio message")
+    speech_max_stream_s: float = Field(4 * 3600.0, gt=0, description="audio per stream")
+    speech_partial_interval_ms: int = Field(600, ge=100, le=10_000)
+    speech_endpoint_silence_ms: int = Field(500, ge=100, le=5_000, description="ends an utterance")
     leads_half_life_days: float = Field(14.0, gt=0, description="how fast signals fade")
     leads_hot_threshold: float = Field(0.7, gt=0, le=1)
     leads_warm_threshold: float = Field(0.4, gt=0, le=1)

@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import Sequence
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from percept.models import model_store
 from percept.runtime.settings import Settings
 from percept.speech.backends import FasterWhisperTranscriber
-from percept.speech.servicer import SpeechServicer
+from percept.speech.engine import SpeechEngine
+from percept.speech.servicer import SpeechServicer, StreamLimits
 from percept.v1 import speech_pb2, speech_pb2_grpc
 
 SERVICE = speech_pb2.DESCRIPTOR.services_by_name["Speech"].full_name
@@ -22,19 +24,30 @@ class SpeechService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.servicer = SpeechServicer()
+        self.registry = CollectorRegistry()
+        self.servicer = SpeechServicer(
+            limits=StreamLimits(
+                max_chunk_bytes=settings.speech_max_chunk_bytes,
+                max_stream_s=settings.speech_max_stream_s,
+                partial_interval_s=settings.speech_partial_interval_ms / 1000,
+                endpoint_silence_s=settings.speech_endpoint_silence_ms / 1000,
+            )
+        )
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         speech_pb2_grpc.add_SpeechServicer_to_server(self.servicer, server)
 
     async def load(self) -> None:
         model = model_store(self.settings).resolve(self.settings.speech_model)
-        self.servicer.transcriber = await asyncio.to_thread(
+        transcriber = await asyncio.to_thread(
             FasterWhisperTranscriber,
             model.path,
             device=self.settings.speech_device,
             cpu_threads=self.settings.speech_cpu_threads,
         )
+        self.servicer.engine = SpeechEngine(transcriber, registry=self.registry)
 
     async def close(self) -> None:
-        self.servicer.transcriber = None
+        engine, self.servicer.engine = self.servicer.engine, None
+        if engine is not None:
+            await engine.close()

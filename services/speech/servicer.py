@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from percept.speech.audio import SAMPLE_RATE, AudioError, decode
-from percept.speech.backends import Transcriber, Utterance
+from percept.speech.backends import Utterance
+from percept.speech.engine import SpeechEngine
+from percept.speech.stream_audio import stream_decoder
+from percept.speech.streaming import RecognitionSession, StreamOptions
 from percept.understanding.entities import extract_entities
 from percept.understanding.intents import tag_intents
 from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 FINAL = speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    max_chunk_bytes: int = 1024 * 1024
+    max_stream_s: float = 4 * 3600.0
+    partial_interval_s: float = 0.6
+    endpoint_silence_s: float = 0.5
 
 
 def _duration(seconds: float) -> Duration:
@@ -72,24 +84,28 @@ def final_event(index: int, u: Utterance, language: str) -> speech_pb2.Recogniti
 
 
 class SpeechServicer(speech_pb2_grpc.SpeechServicer):
-    def __init__(self, transcriber: Transcriber | None = None) -> None:
-        self.transcriber = transcriber  # set when the model has loaded
+    def __init__(
+        self, engine: SpeechEngine | None = None, limits: StreamLimits | None = None
+    ) -> None:
+        self.engine = engine  # set when the model has loaded
+        self.limits = limits or StreamLimits()
+
+    async def _engine(self, context: Context) -> SpeechEngine:
+        if self.engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the speech model is still loading")
+        assert self.engine is not None
+        return self.engine
 
     async def Recognize(
         self, request: speech_pb2.RecognizeRequest, context: Context
     ) -> speech_pb2.RecognizeResponse:
-        if self.transcriber is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the speech model is still loading")
-        assert self.transcriber is not None
+        engine = await self._engine(context)
         config = request.config
         try:
             audio = await asyncio.to_thread(decode, config, request.audio_content)
         except AudioError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        language = config.language_code.strip()
-        utterances, detected = await asyncio.to_thread(
-            self.transcriber.transcribe, audio, None if language in ("", "auto") else language
-        )
+        utterances, detected = await engine.transcribe(audio, _language(config))
         results = await asyncio.to_thread(
             lambda: [final_event(i, u, detected) for i, u in enumerate(utterances)]
         )
@@ -104,9 +120,63 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         request_iterator: AsyncIterator[speech_pb2.StreamingRecognizeRequest],
         context: Context,
     ) -> AsyncIterator[speech_pb2.RecognitionEvent]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "percept.v1.Speech/StreamingRecognize is not implemented yet in this build; "
-            "use Recognize for whole recordings",
+        engine = await self._engine(context)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("request") != "config":
+            got = "nothing" if first is None else "audio_content"
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the first message must carry config (got {got}); audio follows it",
+            )
+        assert first is not None
+        config = first.config
+        try:
+            decoder = stream_decoder(config)
+        except AudioError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        options = StreamOptions(
+            interim_results=config.interim_results,
+            language=_language(config),
+            partial_interval_s=self.limits.partial_interval_s,
+            endpoint_silence_s=self.limits.endpoint_silence_s,
         )
-        yield speech_pb2.RecognitionEvent()  # type: ignore[unreachable]  # makes this a generator
+        session = RecognitionSession(engine, decoder, options, final_event)
+        try:
+            chunks = 0
+            async for request in requests:
+                chunks += 1
+                if request.WhichOneof("request") != "audio_content":
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"message {chunks + 1}: config may only be sent once, as the first "
+                        "message; later messages carry audio_content",
+                    )
+                if len(request.audio_content) > self.limits.max_chunk_bytes:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"message {chunks + 1}: audio_content of {len(request.audio_content)} "
+                        f"bytes is over the {self.limits.max_chunk_bytes}-byte chunk limit; "
+                        "send smaller chunks",
+                    )
+                if session.received_s > self.limits.max_stream_s:
+                    await context.abort(
+                        grpc.StatusCode.OUT_OF_RANGE,
+                        f"the stream is over {self.limits.max_stream_s:.0f} s of audio; "
+                        "start a new stream",
+                    )
+                async for event in session.feed(request.audio_content):
+                    yield event
+            if context.cancelled():  # the client went away: nothing to finish for
+                return
+            async for event in session.finish():
+                yield event
+        except AudioError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        finally:
+            session.close()
+
+
+def _language(config: speech_pb2.RecognitionConfig) -> str | None:
+    language = config.language_code.strip()
+    return None if language in ("", "auto") else language

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
-import shutil
-import subprocess
 import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from speech_audio import MAX_WER, speak, wer
 
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
@@ -22,29 +20,6 @@ from percept.v1 import speech_pb2_grpc
 
 pytestmark = pytest.mark.slow
 SENTENCE = "Hello, I want to buy two phones for my office."
-# espeak-ng's voice is robotic and tiny.en is the smallest Whisper: a word or two
-# of ten may come out wrong, more than that means the pipeline is broken.
-MAX_WER = 0.2
-
-
-def speak(text: str, path: Path) -> bytes:
-    espeak = shutil.which("espeak-ng") or pytest.fail("espeak-ng missing: run scripts/setup.sh")
-    subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
-    return path.read_bytes()
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / len(ref)
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +165,3 @@ async def test_finals_carry_intents_and_entities(
     entities = {(e.type, e.normalized_value) for r in reply.results for e in r.entities}
     assert "purchase_intent" in intents
     assert {("product", "laptop"), ("quantity", "2"), ("money", "2000.00 USD")} <= entities
-
-
-async def test_streaming_says_it_is_not_built_yet(stub: speech_pb2_grpc.SpeechAsyncStub) -> None:
-    call = stub.StreamingRecognize(iter([sp.StreamingRecognizeRequest(config=wav_config())]))
-    with pytest.raises(grpc.aio.AioRpcError) as excinfo:
-        await call.read()
-    assert excinfo.value.code() is grpc.StatusCode.UNIMPLEMENTED

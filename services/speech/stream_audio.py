@@ -1,0 +1,272 @@
+"""Incremental decoding of a live audio stream into 16 kHz mono float32.
+
+LINEAR16 chunks are resampled as they arrive (one stateful resampler, so chunk
+boundaries leave no clicks). Containers (WAV, FLAC, Ogg-Opus) need a demuxer
+that reads ahead: FFmpeg runs in a thread of the call's own, fed through a
+blocking pipe, and the samples it has produced so far are taken after each chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+from typing import Protocol
+
+import av
+import numpy as np
+
+from percept.speech.audio import (
+    CONTAINERS,
+    MAX_CHANNELS,
+    MAX_RATE,
+    MIN_RATE,
+    SAMPLE_RATE,
+    AudioError,
+    Samples,
+    check_config,
+)
+from percept.v1 import speech_pb2
+
+DEMUXERS = {
+    speech_pb2.AUDIO_ENCODING_WAV: "wav",
+    speech_pb2.AUDIO_ENCODING_FLAC: "flac",
+    speech_pb2.AUDIO_ENCODING_OGG_OPUS: "ogg",
+}
+# The demuxer is named, so FFmpeg need not read far ahead to guess it: decoding
+# keeps up with the call instead of waiting for megabytes of audio.
+PROBE = {"probesize": "4096", "analyzeduration": "0"}
+# A decoder thread that has not finished this long after the end of input is stuck.
+JOIN_TIMEOUT_S = 10.0
+
+
+def _to_samples(frames: list[av.AudioFrame]) -> Samples:
+    chunks = [f.to_ndarray().reshape(-1) for f in frames]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+class StreamDecoder(Protocol):
+    def feed(self, data: bytes) -> Samples:
+        """Samples decoded so far that were not returned before."""
+        ...
+
+    def finish(self) -> Samples:
+        """The remaining samples once the input has ended."""
+        ...
+
+    def close(self) -> None:
+        """Frees the decoder even mid-stream (the call was cancelled)."""
+        ...
+
+
+class Linear16StreamDecoder:
+    """Raw PCM. `strict`: each chunk must hold whole frames (what the API promises
+    for LINEAR16); otherwise a split frame waits for the next chunk (WAV data)."""
+
+    def __init__(self, rate: int, channels: int, *, strict: bool = True) -> None:
+        self.rate, self.channels, self.strict = rate, channels, strict
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self.received = 0
+        self.carry = b""
+
+    def feed(self, data: bytes) -> Samples:
+        width = 2 * self.channels
+        if self.strict and len(data) % width:
+            raise AudioError(
+                f"audio_content: a chunk of {len(data)} bytes (at byte {self.received}) is not "
+                f"a whole number of 16-bit frames for {self.channels} channel(s); "
+                "send chunks of whole frames"
+            )
+        self.received += len(data)
+        if not self.strict:
+            data = self.carry + data
+            whole = len(data) - len(data) % width
+            data, self.carry = data[:whole], data[whole:]
+        if not data:
+            return np.zeros(0, np.float32)
+        pcm = np.frombuffer(data, dtype="<i2").reshape(-1, self.channels)
+        mono = pcm.astype(np.int32).mean(axis=1).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        return _to_samples(self.resampler.resample(frame))
+
+    def finish(self) -> Samples:
+        return _to_samples(self.resampler.resample(None))
+
+    def close(self) -> None:
+        pass
+
+
+class _Pipe(io.RawIOBase):
+    """Bytes written by the call, read (blocking) by FFmpeg in the decoder thread."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._ready = threading.Condition()
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        with self._ready:
+            self._ready.wait_for(lambda: self._buffer or self._ended)
+            n = min(len(target), len(self._buffer))
+            target[:n] = self._buffer[:n]
+            del self._buffer[:n]
+            return n
+
+    def write_bytes(self, data: bytes) -> None:
+        with self._ready:
+            self._buffer += data
+            self._ready.notify()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def end(self, *, discard: bool = False) -> None:
+        with self._ready:
+            if discard:
+                self._buffer.clear()
+            self._ended = True
+            self._ready.notify()
+
+
+class ContainerStreamDecoder:
+    def __init__(self, name: str, format: str) -> None:
+        self.name, self.format = name, format
+        self.pipe = _Pipe()
+        self.lock = threading.Lock()
+        self.decoded: list[Samples] = []
+        self.error: AudioError | None = None
+        self.got_data = False
+        self.samples_out = 0
+        self.thread = threading.Thread(target=self._run, name=f"decode-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        try:
+            with av.open(
+                self.pipe, mode="r", format=self.format, buffer_size=4096, options=PROBE
+            ) as container:
+                if not container.streams.audio:
+                    raise AudioError(f"audio_content: the {self.name} data holds no audio stream")
+                for frame in container.decode(audio=0):
+                    self._keep(_to_samples(resampler.resample(frame)))
+            self._keep(_to_samples(resampler.resample(None)))
+        except AudioError as exc:
+            self.error = exc
+        except (av.error.FFmpegError, ValueError) as exc:
+            # No data at all is an empty stream; a stream cut inside its last frame
+            # keeps what came before it. Anything else is bad data.
+            if self.got_data and not (self.pipe.ended and self.samples_out):
+                self.error = AudioError(f"audio_content: not a readable {self.name} stream ({exc})")
+
+    def _keep(self, samples: Samples) -> None:
+        with self.lock:
+            self.decoded.append(samples)
+            self.samples_out += len(samples)
+
+    def _take(self) -> Samples:
+        if self.error is not None:
+            raise self.error
+        with self.lock:
+            out, self.decoded = self.decoded, []
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def feed(self, data: bytes) -> Samples:
+        if data:
+            self.got_data = True
+            self.pipe.write_bytes(data)
+        return self._take()
+
+    def finish(self) -> Samples:
+        self.pipe.end()
+        self.thread.join(JOIN_TIMEOUT_S)
+        if self.thread.is_alive():
+            raise AudioError(f"audio_content: the {self.name} stream could not be decoded in time")
+        return self._take()
+
+    def close(self) -> None:
+        self.pipe.end(discard=True)
+
+
+class WavStreamDecoder:
+    """16-bit PCM WAV is read as LINEAR16 once its header has arrived: FFmpeg would
+    buffer about a second and a half before its first sample. Other WAV sample
+    formats (float, 8-bit, mu-law...) go to FFmpeg."""
+
+    MAX_HEADER = 64 * 1024
+
+    def __init__(self) -> None:
+        self.header = b""
+        self.inner: StreamDecoder | None = None
+
+    def feed(self, data: bytes) -> Samples:
+        if self.inner is not None:
+            return self.inner.feed(data)
+        self.header += data
+        parsed = self._parse()
+        if parsed is None:
+            if len(self.header) > self.MAX_HEADER:
+                raise AudioError(
+                    f"audio_content: no WAV data chunk in the first {self.MAX_HEADER} bytes"
+                )
+            return np.zeros(0, np.float32)
+        fmt, offset = parsed
+        if fmt is not None:
+            self.inner = Linear16StreamDecoder(fmt[0], fmt[1], strict=False)
+            return self.inner.feed(self.header[offset:])
+        self.inner = ContainerStreamDecoder("WAV", "wav")
+        return self.inner.feed(self.header)
+
+    def _parse(self) -> tuple[tuple[int, int] | None, int] | None:
+        """((rate, channels) for 16-bit PCM else None, offset of the samples), or
+        None while the header is incomplete."""
+        h = self.header
+        if len(h) < 12:
+            return None
+        if h[:4] != b"RIFF" or h[8:12] != b"WAVE":
+            raise AudioError("audio_content: not a readable WAV stream (no RIFF/WAVE header)")
+        pos, fmt = 12, None
+        while len(h) >= pos + 8:
+            chunk, size = h[pos : pos + 4], struct.unpack_from("<I", h, pos + 4)[0]
+            if chunk == b"data":
+                return fmt, pos + 8
+            if len(h) < pos + 8 + size:
+                return None
+            if chunk == b"fmt " and size >= 16:
+                tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", h, pos + 8)
+                if not 1 <= channels <= MAX_CHANNELS or not MIN_RATE <= rate <= MAX_RATE:
+                    raise AudioError(
+                        f"audio_content: WAV header says {channels} channel(s) at {rate} Hz, "
+                        f"outside 1-{MAX_CHANNELS} channels and {MIN_RATE}-{MAX_RATE} Hz"
+                    )
+                fmt = (rate, channels) if tag == 1 and bits == 16 else None
+            pos += 8 + size + (size & 1)
+        return None
+
+    def finish(self) -> Samples:
+        if self.inner is None:
+            if self.header:
+                raise AudioError("audio_content: the WAV stream ended inside its header")
+            return np.zeros(0, np.float32)
+        return self.inner.finish()
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+def stream_decoder(config: speech_pb2.RecognitionConfig) -> StreamDecoder:
+    check_config(config)
+    if config.encoding == speech_pb2.AUDIO_ENCODING_LINEAR16:
+        return Linear16StreamDecoder(config.sample_rate_hz, config.audio_channel_count or 1)
+    if config.encoding == speech_pb2.AUDIO_ENCODING_WAV:
+        return WavStreamDecoder()
+    return ContainerStreamDecoder(CONTAINERS[config.encoding], DEMUXERS[config.encoding])

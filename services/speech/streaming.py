@@ -1,0 +1,177 @@
+"""One live call: audio in, partial and final results out.
+
+Audio is decoded as it arrives and scored by the VAD. While someone speaks, a
+draft of the utterance so far is decoded every `partial_interval_s` and passed
+through LocalAgreement for a stable prefix; when the VAD hears enough silence,
+END_OF_UTTERANCE goes out at once, then the utterance is decoded properly
+(beam search, word times) into the FINAL, with intents and entities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from percept.speech.agreement import LocalAgreement
+from percept.speech.audio import SAMPLE_RATE, Samples
+from percept.speech.backends import DraftRequest, Utterance, Word
+from percept.speech.endpointing import Endpointer
+from percept.speech.engine import SpeechEngine
+from percept.speech.stream_audio import StreamDecoder
+from percept.v1 import speech_pb2
+
+PARTIAL = speech_pb2.RecognitionEvent.EVENT_TYPE_PARTIAL
+END_OF_UTTERANCE = speech_pb2.RecognitionEvent.EVENT_TYPE_END_OF_UTTERANCE
+PRE_ROLL_S = 0.3  # audio kept before the VAD's start: the first phoneme is soft
+TAIL_S = 0.2  # audio kept after the VAD's end: the last one fades
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    interim_results: bool = True
+    language: str | None = None
+    partial_interval_s: float = 0.6
+    min_partial_audio_s: float = 0.5
+    endpoint_silence_s: float = 0.5
+    max_utterance_s: float = 25.0
+
+
+Events = AsyncIterator[speech_pb2.RecognitionEvent]
+FinalBuilder = Callable[[int, Utterance, str], speech_pb2.RecognitionEvent]
+
+
+def _seconds(samples: int) -> float:
+    return samples / SAMPLE_RATE
+
+
+def merge(utterances: list[Utterance], offset: float) -> Utterance | None:
+    """Whisper's segments of one VAD utterance as one utterance, in stream time."""
+    if not utterances:
+        return None
+    words = tuple(
+        Word(w.text, w.start + offset, w.end + offset, w.probability)
+        for u in utterances
+        for w in u.words
+    )
+    return Utterance(
+        text=" ".join(u.text for u in utterances),
+        start=utterances[0].start + offset,
+        end=utterances[-1].end + offset,
+        words=words,
+        confidence=float(np.mean([u.confidence for u in utterances])),
+    )
+
+
+class RecognitionSession:
+    def __init__(
+        self,
+        engine: SpeechEngine,
+        decoder: StreamDecoder,
+        options: StreamOptions,
+        build_final: FinalBuilder,
+        endpointer: Endpointer | None = None,
+    ) -> None:
+        self.engine, self.decoder, self.options = engine, decoder, options
+        self.build_final = build_final
+        self.endpointer = endpointer or Endpointer(
+            min_silence_s=options.endpoint_silence_s, max_utterance_s=options.max_utterance_s
+        )
+        self.audio = np.zeros(0, np.float32)  # kept audio; audio[0] is stream sample `base`
+        self.base = 0
+        self.utterance_start: int | None = None
+        self.index = 0
+        self.language = options.language
+        self.agreement = LocalAgreement()
+        self.last_draft_at = 0
+        self.last_partial = ""
+
+    @property
+    def received_s(self) -> float:
+        return _seconds(self.base + len(self.audio))
+
+    def feed(self, data: bytes) -> Events:
+        return self._process(self.decoder.feed(data))
+
+    async def finish(self) -> Events:
+        async for event in self._process(self.decoder.finish()):
+            yield event
+        for boundary in self.endpointer.flush():
+            async for event in self._boundary(boundary.kind, boundary.sample):
+                yield event
+
+    def close(self) -> None:
+        self.decoder.close()
+
+    async def _process(self, samples: Samples) -> Events:
+        if len(samples):
+            self.audio = np.concatenate([self.audio, samples])
+        for boundary in self.endpointer.push(samples):
+            async for event in self._boundary(boundary.kind, boundary.sample):
+                yield event
+        if self.utterance_start is None:
+            self._trim(self.base + len(self.audio) - int(PRE_ROLL_S * SAMPLE_RATE))
+        elif self.options.interim_results:
+            partial = await self._maybe_partial()
+            if partial is not None:
+                yield partial
+
+    def _trim(self, keep_from: int) -> None:
+        drop = keep_from - self.base
+        if drop > 0:
+            self.audio, self.base = self.audio[drop:], self.base + drop
+
+    def _clip(self, start: int, end: int) -> Samples:
+        return self.audio[max(0, start - self.base) : max(0, end - self.base)]
+
+    async def _boundary(self, kind: str, sample: int) -> Events:
+        if kind == "start":
+            self.utterance_start = max(self.base, sample - int(PRE_ROLL_S * SAMPLE_RATE))
+            self.agreement = LocalAgreement()
+            self.last_draft_at, self.last_partial = sample, ""
+            return
+        start, self.utterance_start = self.utterance_start, None
+        if kind == "cancel" or start is None:
+            return
+        end = min(sample + int(TAIL_S * SAMPLE_RATE), self.base + len(self.audio))
+        index, self.index = self.index, self.index + 1
+        eou = speech_pb2.RecognitionEvent(type=END_OF_UTTERANCE, utterance_index=index)
+        eou.start_offset.FromNanoseconds(round(_seconds(start) * 1e9))
+        eou.end_offset.FromNanoseconds(round(_seconds(sample) * 1e9))
+        yield eou  # before decoding: the client learns the caller stopped at once
+        utterances, language = await self.engine.transcribe(self._clip(start, end), self.language)
+        self.language = self.language or language or None
+        utterance = merge(utterances, _seconds(start))
+        if utterance is not None and utterance.text.strip():
+            yield self.build_final(index, utterance, language)
+
+    async def _maybe_partial(self) -> speech_pb2.RecognitionEvent | None:
+        assert self.utterance_start is not None
+        now = self.base + len(self.audio)
+        interval = int(self.options.partial_interval_s * SAMPLE_RATE)
+        if now - self.last_draft_at < interval or now - self.utterance_start < int(
+            self.options.min_partial_audio_s * SAMPLE_RATE
+        ):
+            return None
+        self.last_draft_at = now
+        start = self.utterance_start
+        draft = await self.engine.draft(
+            DraftRequest(self._clip(start, now), self.language, self.agreement.stable_text)
+        )
+        if draft is None or self.utterance_start != start:
+            return None  # skipped (model busy) or the utterance ended meanwhile
+        stable, text = self.agreement.update(draft[0])
+        if not text or text == self.last_partial:
+            return None
+        self.last_partial = text
+        event = speech_pb2.RecognitionEvent(
+            type=PARTIAL,
+            utterance_index=self.index,
+            transcript=text,
+            stable_prefix=stable,
+            language_code=draft[1],
+        )
+        event.start_offset.FromNanoseconds(round(_seconds(start) * 1e9))
+        event.end_offset.FromNanoseconds(round(_seconds(now) * 1e9))
+        return event

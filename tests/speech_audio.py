@@ -1,0 +1,64 @@
+"""Real speech for the speech tests: espeak-ng renders it, as the set-up script installs it."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+# espeak-ng's voice is robotic and tiny.en is the smallest Whisper: a word or two
+# of ten may come out wrong, more than that means the pipeline is broken.
+MAX_WER = 0.2
+
+
+def speak(text: str, path: Path) -> bytes:
+    espeak = shutil.which("espeak-ng") or pytest.fail("espeak-ng missing: run scripts/setup.sh")
+    subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
+    return path.read_bytes()
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / len(ref)
+
+
+def pcm16k(wav: bytes) -> npt.NDArray[np.int16]:
+    """A WAV file's samples as 16 kHz mono int16 (what a phone system would send)."""
+    import av
+
+    with av.open(io.BytesIO(wav), mode="r") as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
+        frames += resampler.resample(None)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def floats16k(wav: bytes) -> npt.NDArray[np.float32]:
+    """The samples as the models take them: 16 kHz mono float32 in [-1, 1]."""
+    return (pcm16k(wav) / np.float32(32768)).astype(np.float32)

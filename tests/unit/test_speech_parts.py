@@ -1,0 +1,200 @@
+"""The parts of live recognition: agreement, loop trimming, VAD endpointing, the shared engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from speech_audio import floats16k, speak
+
+from percept.speech.agreement import LocalAgreement
+from percept.speech.audio import SAMPLE_RATE, Samples
+from percept.speech.backends import DraftRequest, Utterance, drop_loops
+from percept.speech.endpointing import Endpointer
+from percept.speech.engine import SpeechEngine
+
+
+def test_local_agreement_commits_what_two_hypotheses_share_and_never_takes_it_back() -> None:
+    agreement = LocalAgreement()
+    assert agreement.update("I would like to") == ("", "I would like to")
+    assert agreement.update("I would like to purchase two lamp") == (
+        "I would like to",
+        "I would like to purchase two lamp",
+    )
+    stable, text = agreement.update("I would like to purchase two laptops, my budget")
+    assert stable == "I would like to purchase two"
+    # drafts continue the stable text (it is their decoder prefix); should one still
+    # rewrite a stable word, even its punctuation, the stable text stands
+    stable, text = agreement.update("I would like two purchase two. laptops. My budget is")
+    assert stable.startswith("I would like to purchase two")
+    assert text.startswith("I would like to purchase two laptops")
+
+
+def test_local_agreement_keeps_the_last_word_open() -> None:
+    agreement = LocalAgreement()
+    agreement.update("buy two")
+    stable, _ = agreement.update("buy two")
+    assert stable == "buy"  # "two" may still be cut by the chunk edge ("twenty")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Can we schedule a demo next week? Can we schedule a demo next week? Can we",
+            "Can we schedule a demo next week?",
+        ),
+        ("thank you thank you thank you", "thank you"),
+        ("I had had enough", "I had had enough"),  # one repeated word is language
+        ("the phone, the phone case", "the phone, the phone case"),
+    ],
+)
+def test_hallucinated_loops_are_cut_at_the_first_repeat(text: str, expected: str) -> None:
+    assert drop_loops(text) == expected
+
+
+@pytest.fixture(scope="module")
+def sentence(tmp_path_factory: pytest.TempPathFactory) -> Samples:
+    return floats16k(speak("Please call me back tomorrow.", tmp_path_factory.mktemp("s") / "s.wav"))
+
+
+def test_endpointer_finds_each_utterance_in_a_live_stream(sentence: Samples) -> None:
+    gap = np.zeros(SAMPLE_RATE, np.float32)
+    audio = np.concatenate([gap, sentence, gap, sentence, gap])
+    endpointer = Endpointer(min_silence_s=0.5)
+    boundaries = []
+    for i in range(0, len(audio), 1234):  # chunk sizes unrelated to VAD windows
+        boundaries += endpointer.push(audio[i : i + 1234])
+    boundaries += endpointer.flush()
+    kinds = [b.kind for b in boundaries]
+    assert kinds == ["start", "end", "start", "end"], kinds
+    length = len(sentence) / SAMPLE_RATE
+    starts = [b.sample / SAMPLE_RATE for b in boundaries if b.kind == "start"]
+    ends = [b.sample / SAMPLE_RATE for b in boundaries if b.kind == "end"]
+    # espeak leaves some silence around the words; the VAD sees the speech inside
+    assert starts[0] == pytest.approx(1.0, abs=0.3)
+    assert ends[0] == pytest.approx(1.0 + length, abs=0.4)
+    assert starts[1] == pytest.approx(2.0 + length, abs=0.3)
+
+
+def test_endpointer_cuts_endless_speech_at_the_longest_utterance(sentence: Samples) -> None:
+    endpointer = Endpointer(max_utterance_s=2.0)
+    speech = np.tile(sentence, 4)  # no pause long enough to end an utterance
+    kinds = [b.kind for b in endpointer.push(speech)]
+    assert kinds.count("end") >= 2
+    assert kinds[:3] == ["start", "end", "start"]
+
+
+def test_endpointer_ignores_clicks() -> None:
+    endpointer = Endpointer()
+    rng = np.random.default_rng(0)
+    click = (rng.standard_normal(SAMPLE_RATE // 20) * 0.5).astype(np.float32)
+    quiet = np.zeros(SAMPLE_RATE * 2, np.float32)
+    kinds = [b.kind for b in endpointer.push(np.concatenate([quiet, click, quiet]))]
+    assert "end" not in kinds
+
+
+class SlowTranscriber:
+    """A stand-in model for the queue's plumbing: takes `seconds` per call, records calls."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: list[str] = []
+        self.running = threading.Lock()
+
+    def transcribe(self, audio: Samples, language: str | None) -> tuple[list[Utterance], str]:
+        assert self.running.acquire(blocking=False), "two model calls at once"
+        try:
+            time.sleep(self.seconds)
+            self.calls.append("final")
+            return [Utterance(f"{len(audio)}", 0, 1, (), 1.0)], "en"
+        finally:
+            self.running.release()
+
+    def draft(self, requests: list[DraftRequest]) -> list[tuple[str, str]]:
+        assert self.running.acquire(blocking=False), "two model calls at once"
+        try:
+            time.sleep(self.seconds)
+            self.calls.append(f"draft x{len(requests)}")
+            return [(r.prefix + " more", "en") for r in requests]
+        finally:
+            self.running.release()
+
+
+async def test_engine_runs_finals_first_batches_drafts_and_skips_them_when_behind() -> None:
+    model = SlowTranscriber(0.2)
+    engine = SpeechEngine(model, max_batch=4)
+    audio = np.zeros(100, np.float32)
+    try:
+        first = asyncio.create_task(engine.transcribe(audio, None))
+        await asyncio.sleep(0.05)  # the model is busy with it
+        drafts = [
+            asyncio.create_task(engine.draft(DraftRequest(audio, None, f"d{i}"))) for i in range(3)
+        ]
+        final = asyncio.create_task(engine.transcribe(audio[:50], None))
+        await asyncio.sleep(0)
+        # behind: a final waits, so one more draft is skipped at once
+        assert await engine.draft(DraftRequest(audio, None, "late")) is None
+        assert (await first)[0][0].text == "100"
+        assert (await final)[0][0].text == "50"
+        assert [await d for d in drafts] == [(f"d{i} more", "en") for i in range(3)]
+        # the waiting final ran before the drafts, which ran as one batch
+        assert model.calls == ["final", "final", "draft x3"]
+    finally:
+        await engine.close()
+
+
+async def test_engine_bounds_the_finals_waiting() -> None:
+    model = SlowTranscriber(0.1)
+    engine = SpeechEngine(model, max_waiting_finals=2)
+    audio = np.zeros(10, np.float32)
+    try:
+        tasks = [asyncio.create_task(engine.transcribe(audio, None)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        assert engine.metrics.queued._value.get() <= 2  # the rest wait outside the queue
+        await asyncio.gather(*tasks)
+        assert model.calls == ["final"] * 5
+    finally:
+        await engine.close()
+
+
+async def test_a_cancelled_call_does_not_reach_the_model() -> None:
+    model = SlowTranscriber(0.2)
+    engine = SpeechEngine(model)
+    audio = np.zeros(10, np.float32)
+    try:
+        busy = asyncio.create_task(engine.transcribe(audio, None))
+        await asyncio.sleep(0.05)
+        gone = asyncio.create_task(engine.transcribe(audio, None))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await busy
+        await asyncio.sleep(0.3)
+        assert model.calls == ["final"]
+    finally:
+        await engine.close()
+
+
+def test_short_window_gives_the_words_of_the_full_window(tmp_path: Path) -> None:
+    from percept.models import model_store
+    from percept.runtime.settings import Settings
+    from percept.speech.backends import FasterWhisperTranscriber
+
+    audio = floats16k(speak("I want to buy two phones for my office.", tmp_path / "s.wav"))
+    model = model_store(Settings(data_dir=tmp_path)).resolve("whisper-tiny.en").path
+    full = FasterWhisperTranscriber(model, device="cpu", short_window=False)
+    short = FasterWhisperTranscriber(model, device="cpu")
+    (a,), _ = full.transcribe(audio, "en")
+    (b,), _ = short.transcribe(audio, "en")
+    assert a.text == b.text
+    assert [w.text for w in a.words] == [w.text for w in b.words]
+    for x, y in zip(a.words, b.words, strict=True):
+        # Whisper's word times (cross-attention alignment) are good to a tenth or
+        # two of a second; the last word's end moves most
+        assert abs(x.start - y.start) <= 0.1 and abs(x.end - y.end) <= 0.25
