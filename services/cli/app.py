@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from percept import __version__
-from percept.cli import leads, models
+from percept.cli import intents, leads, models
 from percept.cli.health import health_command
 from percept.cli.serve import demo_command, serve_command
+from percept.cli.transcribe import transcribe_command
 
 app = typer.Typer(
     name="percept",
@@ -20,8 +21,10 @@ app = typer.Typer(
 app.command("serve")(serve_command)
 app.command("demo")(demo_command)
 app.command("health")(health_command)
+app.command("transcribe")(transcribe_command)
 app.add_typer(models.app, name="models")
 app.add_typer(leads.app, name="leads")
+app.add_typer(intents.app, name="intents")
 
 
 def _version(value: bool) -> None:

@@ -10,11 +10,14 @@ from prometheus_client import CollectorRegistry
 
 from percept.models import model_store
 from percept.runtime.settings import Settings
+from percept.runtime.signals import SignalPublisher
 from percept.speech.backends import FasterWhisperTranscriber
 from percept.speech.engine import SpeechEngine
 from percept.speech.servicer import SpeechServicer, StreamLimits
+from percept.understanding.classifier import Understanding
 from percept.v1 import speech_pb2, speech_pb2_grpc
 
+EMBEDDINGS = "all-minilm-l6-v2"  # sentence embeddings of the intent classifier
 SERVICE = speech_pb2.DESCRIPTOR.services_by_name["Speech"].full_name
 
 
@@ -25,6 +28,7 @@ class SpeechService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
+        self.signals = SignalPublisher(settings, self.name, self.registry)
         self.servicer = SpeechServicer(
             limits=StreamLimits(
                 max_chunk_bytes=settings.speech_max_chunk_bytes,
@@ -45,9 +49,15 @@ class SpeechService:
             device=self.settings.speech_device,
             cpu_threads=self.settings.speech_cpu_threads,
         )
+        embedder = model_store(self.settings).resolve(EMBEDDINGS).path
+        self.servicer.understanding = await asyncio.to_thread(Understanding.load, embedder)
+        self.signals.start()
+        self.servicer.publish = self.signals.publish
         self.servicer.engine = SpeechEngine(transcriber, registry=self.registry)
 
     async def close(self) -> None:
         engine, self.servicer.engine = self.servicer.engine, None
         if engine is not None:
             await engine.close()
+        self.servicer.publish = None
+        await self.signals.close()

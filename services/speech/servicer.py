@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +14,15 @@ from google.protobuf.duration_pb2 import Duration
 from percept.speech.audio import SAMPLE_RATE, AudioError, decode
 from percept.speech.backends import Utterance
 from percept.speech.engine import SpeechEngine
+from percept.speech.signals import utterance_signals
 from percept.speech.stream_audio import stream_decoder
 from percept.speech.streaming import RecognitionSession, StreamOptions
-from percept.understanding.entities import extract_entities
-from percept.understanding.intents import tag_intents
+from percept.understanding.classifier import Understanding
+from percept.understanding.messages import entity_messages, intent_messages
 from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger("percept.speech")
 FINAL = speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL
 
 
@@ -37,58 +40,52 @@ def _duration(seconds: float) -> Duration:
     return d
 
 
-def understand(text: str) -> tuple[list[common_pb2.Intent], list[common_pb2.Entity]]:
-    """Intents and entities of a final utterance (shared with the nlp service)."""
-    intents = [
-        common_pb2.Intent(
-            name=i.name, confidence=i.confidence, method=common_pb2.Intent.METHOD_RULE
-        )
-        for i in tag_intents(text)
-    ]
-    entities = [
-        common_pb2.Entity(
-            type=e.type,
-            text=e.text,
-            normalized_value=e.normalized,
-            start_char=e.start,
-            end_char=e.end,
-            confidence=e.confidence,
-        )
-        for e in extract_entities(text)
-    ]
-    return intents, entities
-
-
-def final_event(index: int, u: Utterance, language: str) -> speech_pb2.RecognitionEvent:
-    intents, entities = understand(u.text)
-    return speech_pb2.RecognitionEvent(
-        intents=intents,
-        entities=entities,
-        type=FINAL,
-        utterance_index=index,
-        transcript=u.text,
-        confidence=u.confidence,
-        language_code=language,
-        start_offset=_duration(u.start),
-        end_offset=_duration(u.end),
-        words=[
-            speech_pb2.WordInfo(
-                word=w.text,
-                start_offset=_duration(w.start),
-                end_offset=_duration(w.end),
-                confidence=w.probability,
-            )
-            for w in u.words
-        ],
-    )
-
-
 class SpeechServicer(speech_pb2_grpc.SpeechServicer):
     def __init__(
-        self, engine: SpeechEngine | None = None, limits: StreamLimits | None = None
+        self,
+        engine: SpeechEngine | None = None,
+        limits: StreamLimits | None = None,
+        understanding: Understanding | None = None,
+        publish: Callable[[common_pb2.Signal], None] | None = None,
     ) -> None:
         self.engine = engine  # set when the model has loaded
         self.limits = limits or StreamLimits()
+        self.understanding = understanding or Understanding(None)
+        self.publish = publish
+
+    def final_event(self, index: int, u: Utterance, language: str) -> speech_pb2.RecognitionEvent:
+        return speech_pb2.RecognitionEvent(
+            intents=intent_messages(self.understanding.intents(u.text)),
+            entities=entity_messages(self.understanding.entities(u.text)),
+            type=FINAL,
+            utterance_index=index,
+            transcript=u.text,
+            confidence=u.confidence,
+            language_code=language,
+            start_offset=_duration(u.start),
+            end_offset=_duration(u.end),
+            words=[
+                speech_pb2.WordInfo(
+                    word=w.text,
+                    start_offset=_duration(w.start),
+                    end_offset=_duration(w.end),
+                    confidence=w.probability,
+                )
+                for w in u.words
+            ],
+        )
+
+    def _report(
+        self, config: speech_pb2.RecognitionConfig, event: speech_pb2.RecognitionEvent
+    ) -> None:
+        """Signals to leads; a failure here is logged, never felt by the call."""
+        if self.publish is None or event.type != FINAL:
+            return
+        try:
+            for signal in utterance_signals(config, event):
+                self.publish(signal)
+        except Exception:
+            log.exception("could not queue speech signals", extra={"call_id": config.call_id})
 
     async def _engine(self, context: Context) -> SpeechEngine:
         if self.engine is None:
@@ -107,8 +104,10 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         utterances, detected = await engine.transcribe(audio, _language(config))
         results = await asyncio.to_thread(
-            lambda: [final_event(i, u, detected) for i, u in enumerate(utterances)]
+            lambda: [self.final_event(i, u, detected) for i, u in enumerate(utterances)]
         )
+        for event in results:
+            self._report(config, event)
         return speech_pb2.RecognizeResponse(
             results=results,
             language_code=detected,
@@ -141,7 +140,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             partial_interval_s=self.limits.partial_interval_s,
             endpoint_silence_s=self.limits.endpoint_silence_s,
         )
-        session = RecognitionSession(engine, decoder, options, final_event)
+        session = RecognitionSession(engine, decoder, options, self.final_event)
         try:
             chunks = 0
             async for request in requests:
@@ -166,10 +165,12 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                         "start a new stream",
                     )
                 async for event in session.feed(request.audio_content):
+                    self._report(config, event)
                     yield event
             if context.cancelled():  # the client went away: nothing to finish for
                 return
             async for event in session.finish():
+                self._report(config, event)
                 yield event
         except AudioError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

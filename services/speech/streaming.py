@@ -9,6 +9,7 @@ END_OF_UTTERANCE goes out at once, then the utterance is decoded properly
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -144,7 +145,8 @@ class RecognitionSession:
         self.language = self.language or language or None
         utterance = merge(utterances, _seconds(start))
         if utterance is not None and utterance.text.strip():
-            yield self.build_final(index, utterance, language)
+            # intents and entities take milliseconds: not on the event loop
+            yield await asyncio.to_thread(self.build_final, index, utterance, language)
 
     async def _maybe_partial(self) -> speech_pb2.RecognitionEvent | None:
         assert self.utterance_start is not None

@@ -38,6 +38,13 @@ NUMBER_WORDS = {
     "hundred": 100,
 }
 EMAIL_CANDIDATE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# An address said aloud, as transcripts write it: the domain needs "dot" and a
+# top-level domain, so "look at the phone" is no address.
+SPOKEN_EMAIL = re.compile(
+    r"\b([a-z0-9][a-z0-9_+-]*(?:\s+dot\s+[a-z0-9_+-]+)*)\s+at\s+"
+    r"([a-z0-9-]+(?:\s+dot\s+[a-z0-9-]+)*\s+dot\s+[a-z]{2,})\b",
+    re.IGNORECASE,
+)
 MONEY_CANDIDATE = re.compile(
     r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:k|thousand|million))?)"
     r"|(?:\d[\d,]*(?:\.\d+)?\s?(?:k\s)?(?:dollars|usd|euros?|eur|pounds|gbp))",
@@ -105,6 +112,13 @@ def extract_entities(
         except EmailNotValidError:
             continue
         found.append(EntityMatch("email", m.group(0), email, m.start(), m.end(), 0.95))
+    for m in SPOKEN_EMAIL.finditer(text):  # "ana dot silva at example dot com"
+        written = re.sub(r"\s+dot\s+", ".", f"{m.group(1)}@{m.group(2)}", flags=re.IGNORECASE)
+        try:
+            email = validate_email(written, check_deliverability=False).normalized.lower()
+        except EmailNotValidError:
+            continue
+        found.append(EntityMatch("email", m.group(0), email, m.start(), m.end(), 0.8))
     for m in MONEY_CANDIDATE.finditer(text):
         span = m.group(0)
         scale = 1000 if re.search(r"\d\s?(k|thousand)\b", span, re.IGNORECASE) else 1

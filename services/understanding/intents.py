@@ -1,7 +1,7 @@
 """Intent tagging from the taxonomy's phrases (the rule layer).
 
 Rules catch the obvious cases with high precision; the embedding classifier
-over the taxonomy's examples (next layer) will catch paraphrases.
+(classifier.py) catches paraphrases.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ class IntentRule:
     name: str
     description: str
     pattern: re.Pattern[str]
-    examples: tuple[str, ...]
 
 
 def _phrase_pattern(phrases: list[str]) -> re.Pattern[str]:
@@ -62,7 +61,6 @@ def parse_taxonomy(data: Any) -> list[IntentRule]:
                 name,
                 str(spec.get("description", name)),
                 _phrase_pattern(phrases),
-                tuple(spec.get("examples") or ()),
             )
         )
     return rules

@@ -198,3 +198,42 @@ def test_short_window_gives_the_words_of_the_full_window(tmp_path: Path) -> None
         # Whisper's word times (cross-attention alignment) are good to a tenth or
         # two of a second; the last word's end moves most
         assert abs(x.start - y.start) <= 0.1 and abs(x.end - y.end) <= 0.25
+
+
+def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> None:
+    from percept.speech.signals import utterance_signals
+    from percept.v1 import common_pb2, speech_pb2
+
+    config = speech_pb2.RecognitionConfig(
+        call_id="c-1", caller=common_pb2.IdentityKeys(phone="+14155550123"), campaign_id="spring"
+    )
+    final = speech_pb2.RecognitionEvent(
+        type=speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL,
+        transcript="I want two phones, mail me at ana@example.com",
+        language_code="en",
+        intents=[common_pb2.Intent(name="purchase_intent", confidence=0.9)],
+        entities=[
+            common_pb2.Entity(type="product", normalized_value="phone", confidence=0.9),
+            common_pb2.Entity(type="quantity", normalized_value="2", confidence=0.8),
+            common_pb2.Entity(type="email", normalized_value="ana@example.com", confidence=0.9),
+        ],
+    )
+    signals = utterance_signals(config, final)
+    kinds = [(s.kind, s.name, s.value) for s in signals]
+    assert kinds == [
+        (common_pb2.SIGNAL_KIND_INTENT, "purchase_intent", ""),
+        (common_pb2.SIGNAL_KIND_ENTITY, "product", "phone"),
+        (common_pb2.SIGNAL_KIND_ENTITY, "quantity", "2"),
+        (common_pb2.SIGNAL_KIND_CONTACT_CAPTURED, "email", ""),
+    ]
+    assert signals[2].numeric_value == 2
+    assert all(s.identity.phone == "+14155550123" and s.identity.call_id == "c-1" for s in signals)
+    assert signals[3].identity.email == "ana@example.com"  # links the address to the caller
+    assert all(s.campaign_id == "spring" and s.source == common_pb2.SOURCE_SPEECH for s in signals)
+    assert len({s.signal_id for s in signals}) == 4
+    # without an intent only the contact is worth a signal; without a caller, nothing
+    del final.intents[:]
+    assert [s.kind for s in utterance_signals(config, final)] == [
+        common_pb2.SIGNAL_KIND_CONTACT_CAPTURED
+    ]
+    assert utterance_signals(speech_pb2.RecognitionConfig(), final) == []

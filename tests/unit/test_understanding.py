@@ -86,3 +86,18 @@ def test_malformed_taxonomy_names_the_entry() -> None:
         parse_taxonomy({"intents": {"buy": {"phrases": "buy"}}})
     with pytest.raises(TaxonomyError, match="'intents' mapping is required"):
         parse_taxonomy({})
+
+
+@pytest.mark.parametrize(
+    ("text", "email"),
+    [
+        ("my email is ana dot silva at example dot com", "ana.silva@example.com"),
+        ("write to sales at acme dot co dot uk", "sales@acme.co.uk"),
+    ],
+)
+def test_spoken_email_addresses_are_written_out(text: str, email: str) -> None:
+    assert [(e.type, e.normalized) for e in extract_entities(text)] == [("email", email)]
+
+
+def test_at_alone_is_not_an_address() -> None:
+    assert all(e.type != "email" for e in extract_entities("look at the phone at home dot"))

@@ -1,0 +1,137 @@
+"""`percept transcribe FILE`: stream a recording as a live call and print what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import numpy as np
+import typer
+from google.protobuf.json_format import MessageToDict
+
+from percept.cli.common import console, fail, settings_or_exit
+from percept.runtime.settings import Settings
+from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
+
+RATE = 16_000
+CHUNK_S = 0.1  # a call-center system sends 20-100 ms frames
+Event = speech_pb2.RecognitionEvent
+
+
+def read_audio(path: Path) -> bytes:
+    """Any file FFmpeg reads, as 16 kHz mono 16-bit PCM."""
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+            frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
+            frames += resampler.resample(None)
+    except (av.error.FFmpegError, IndexError) as exc:
+        fail(f"{path}: not a readable audio file ({exc})", 2)
+    if not frames:
+        return b""
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype("<i2").tobytes()
+
+
+async def _requests(
+    config: speech_pb2.RecognitionConfig, pcm: bytes, fast: bool
+) -> AsyncIterator[speech_pb2.StreamingRecognizeRequest]:
+    yield speech_pb2.StreamingRecognizeRequest(config=config)
+    step = int(RATE * CHUNK_S) * 2
+    start = time.perf_counter()
+    for n, offset in enumerate(range(0, len(pcm), step)):
+        if not fast:  # the chunk is sent once its audio "has been spoken"
+            await asyncio.sleep(max(0.0, start + (n + 1) * CHUNK_S - time.perf_counter()))
+        yield speech_pb2.StreamingRecognizeRequest(audio_content=pcm[offset : offset + step])
+
+
+def _print(event: Event) -> None:
+    if event.type == Event.EVENT_TYPE_PARTIAL:
+        rest = event.transcript[len(event.stable_prefix) :]
+        console.print(f"[dim]… {event.stable_prefix}[/][italic dim]{rest}[/]", highlight=False)
+    elif event.type == Event.EVENT_TYPE_FINAL:
+        at = event.start_offset.ToTimedelta().total_seconds()
+        console.print(f"[bold]{at:7.2f}s  {event.transcript}[/]", highlight=False)
+        for i in event.intents:
+            console.print(f"          intent [green]{i.name}[/] {i.confidence:.2f}")
+        for e in event.entities:
+            console.print(f"          entity [cyan]{e.type}[/] {e.normalized_value}")
+
+
+async def _stream(
+    address: str, settings: Settings, config: speech_pb2.RecognitionConfig, pcm: bytes, **kw: bool
+) -> None:
+    key = settings.api_keys[0] if settings.api_keys else ""
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = speech_pb2_grpc.SpeechStub(channel)
+        call = stub.StreamingRecognize(_requests(config, pcm, kw["fast"]), metadata=metadata)
+        async for event in call:
+            if kw["as_json"]:
+                typer.echo(json.dumps(MessageToDict(event), ensure_ascii=False))
+            else:
+                _print(event)
+
+
+async def _local(settings: Settings) -> AsyncIterator[str]:
+    from percept.runtime.server import ServiceHost
+    from percept.speech.service import SpeechService
+
+    host = ServiceHost(SpeechService(settings), settings, port=0, metrics_port=0)
+    await host.start()
+    try:
+        await host.ready.wait()
+        yield host.address
+    finally:
+        await host.stop(grace=1)
+
+
+def transcribe_command(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a recording")],
+    server: Annotated[
+        str | None,
+        typer.Option(help="speech server host:port; without it a server runs in this process"),
+    ] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="send as fast as possible")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
+    language: Annotated[str, typer.Option(help="BCP-47 code, or auto")] = "auto",
+    caller: Annotated[str, typer.Option(help="the caller's phone number (E.164)")] = "",
+    call_id: Annotated[str, typer.Option(help="the call's id, carried into signals")] = "",
+    interim: Annotated[bool, typer.Option(help="partial results while speech goes on")] = True,
+) -> None:
+    """Stream FILE to the speech service at real-time pace and print partials, finals,
+    intents and entities as they come."""
+    settings = settings_or_exit()
+    pcm = read_audio(file)
+    config = speech_pb2.RecognitionConfig(
+        encoding=speech_pb2.AUDIO_ENCODING_LINEAR16,
+        sample_rate_hz=RATE,
+        language_code=language,
+        call_id=call_id,
+        caller=common_pb2.IdentityKeys(phone=caller),
+        interim_results=interim,
+    )
+
+    async def run() -> None:
+        if server is not None:
+            await _stream(server, settings, config, pcm, fast=fast, as_json=as_json)
+            return
+        local = _local(settings.model_copy(update={"metrics_enabled": False}))
+        address = await anext(local)
+        try:
+            await _stream(address, settings, config, pcm, fast=fast, as_json=as_json)
+        finally:
+            with contextlib.suppress(StopAsyncIteration):
+                await anext(local)
+
+    try:
+        asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        fail(f"speech service: {exc.code().name}: {exc.details()}")

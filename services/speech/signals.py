@@ -1,0 +1,82 @@
+"""What a final utterance tells leads about the caller."""
+
+from __future__ import annotations
+
+from percept.runtime.signals import new_signal
+from percept.v1 import common_pb2, speech_pb2
+
+SPEECH = common_pb2.SOURCE_SPEECH
+# Entities worth a signal of their own: what the caller wants, and how much.
+INTEREST = {"product", "money", "quantity", "datetime", "company"}
+
+
+def caller_identity(config: speech_pb2.RecognitionConfig) -> common_pb2.IdentityKeys:
+    identity = common_pb2.IdentityKeys()
+    identity.CopyFrom(config.caller)
+    if config.call_id:
+        identity.call_id = config.call_id
+    return identity
+
+
+def utterance_signals(
+    config: speech_pb2.RecognitionConfig, final: speech_pb2.RecognitionEvent
+) -> list[common_pb2.Signal]:
+    """Signals of a final utterance: its intents, the entities of an utterance with
+    an intent, and any phone number or e-mail the caller gave (a contact captured
+    links it to the caller's lead). None when the call names nobody."""
+    identity = caller_identity(config)
+    if not identity.ListFields():
+        return []
+    common = {
+        "evidence": final.transcript,
+        "campaign_id": config.campaign_id,
+        "attributes": {"call_id": config.call_id, "language": final.language_code},
+    }
+    signals = [
+        new_signal(
+            SPEECH,
+            common_pb2.SIGNAL_KIND_INTENT,
+            identity,
+            name=i.name,
+            confidence=i.confidence,
+            **common,  # type: ignore[arg-type]
+        )
+        for i in final.intents
+    ]
+    for e in final.entities:
+        if e.type in INTEREST and final.intents:
+            amount = _number(e.normalized_value) if e.type in ("money", "quantity") else 0.0
+            signals.append(
+                new_signal(
+                    SPEECH,
+                    common_pb2.SIGNAL_KIND_ENTITY,
+                    identity,
+                    name=e.type,
+                    value=e.normalized_value,
+                    numeric_value=amount,
+                    confidence=e.confidence,
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+        elif e.type in ("phone", "email"):
+            contact = common_pb2.IdentityKeys()
+            contact.CopyFrom(identity)
+            setattr(contact, e.type, e.normalized_value)
+            signals.append(
+                new_signal(
+                    SPEECH,
+                    common_pb2.SIGNAL_KIND_CONTACT_CAPTURED,
+                    contact,
+                    name=e.type,
+                    confidence=e.confidence,
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+    return signals
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value.split()[0])
+    except (ValueError, IndexError):
+        return 0.0

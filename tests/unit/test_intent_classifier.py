@@ -1,0 +1,108 @@
+"""The intent classifier on the real packaged all-MiniLM-L6-v2 weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from percept.models import model_store
+from percept.runtime.settings import Settings
+from percept.understanding.classifier import (
+    NONE,
+    IntentClassifier,
+    Understanding,
+    default_examples,
+    evaluate,
+    split,
+)
+from percept.understanding.embeddings import MiniLMEmbedder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"))
+    return model_store(settings).resolve("all-minilm-l6-v2").path
+
+
+@pytest.fixture(scope="module")
+def embedder(model_dir: Path) -> MiniLMEmbedder:
+    return MiniLMEmbedder(model_dir)
+
+
+@pytest.fixture(scope="module")
+def classifier(embedder: MiniLMEmbedder) -> IntentClassifier:
+    train, _ = split(default_examples())
+    return IntentClassifier(embedder).train(train)
+
+
+@pytest.mark.slow
+def test_numpy_embeddings_equal_sentence_transformers(
+    embedder: MiniLMEmbedder, model_dir: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["I want to buy two phones", "hi", "does the laptop come in black, and how much is it?"]
+    reference = SentenceTransformer(str(model_dir), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    ours = embedder.embed(texts)
+    assert ours.shape == (3, 384)
+    assert np.abs(ours - reference).max() < 1e-5
+
+
+def test_held_out_examples_are_never_trained_on() -> None:
+    train, held = split(default_examples())
+    assert not {e.text for e in train} & {e.text for e in held}
+    labels = {e.label for e in default_examples()}
+    assert {e.label for e in held} == labels  # every intent is evaluated
+    assert len(held) * 3 <= len(train) <= len(held) * 4
+
+
+def test_classifier_precision_and_recall_on_held_out_examples(
+    classifier: IntentClassifier,
+) -> None:
+    _, held = split(default_examples())
+    report = evaluate(classifier, held)
+    for method in ("classifier", "combined"):
+        scores = report[method]
+        precision = sum(s.precision for s in scores) / len(scores)
+        recall = sum(s.recall for s in scores) / len(scores)
+        # measured 0.90 / 0.73 (classifier) and 0.86 / 0.73 (with rules); margins for noise
+        assert precision >= 0.8, (method, precision)
+        assert recall >= 0.65, (method, recall)
+        assert all(s.recall > 0 for s in scores), [s for s in scores if s.recall == 0]
+    rules_recall = sum(s.recall for s in report["rules"]) / len(report["rules"])
+    assert sum(s.recall for s in report["combined"]) / len(report["combined"]) > rules_recall
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("we would love to get a dozen of those for our shop", "purchase_intent"),
+        ("what would that run us per month", "price_inquiry"),
+        ("honestly that's way beyond what we can spend", "objection_budget"),
+        ("my headset keeps disconnecting, can you sort it out", "support_request"),
+    ],
+)
+def test_paraphrases_no_rule_names_are_recognised(
+    classifier: IntentClassifier, text: str, intent: str
+) -> None:
+    understanding = Understanding(classifier)
+    found = {m.name: m for m in understanding.intents(text)}
+    assert intent in found, found
+    assert found[intent].method == "classifier"
+    assert 0.5 <= found[intent].confidence <= 1
+
+
+@pytest.mark.parametrize("text", ["hello, can you hear me?", "thanks, have a nice day"])
+def test_small_talk_has_no_intent(classifier: IntentClassifier, text: str) -> None:
+    assert Understanding(classifier).intents(text) == []
+    assert classifier.predict([text]) == [None]
+    assert NONE not in {m.name for m in Understanding(classifier).intents(text)}
+
+
+def test_rules_and_classifier_do_not_report_an_intent_twice(classifier: IntentClassifier) -> None:
+    names = [m.name for m in Understanding(classifier).intents("I want to buy two phones")]
+    assert names.count("purchase_intent") == 1
