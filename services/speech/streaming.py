@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +38,18 @@ class StreamOptions:
     min_partial_audio_s: float = 0.5
     endpoint_silence_s: float = 0.5
     max_utterance_s: float = 25.0
+    speculate_after_s: float = 0.25  # >= TAIL_S: the final's audio is all here by then
 
 
+Decoded = tuple[list[Utterance], str]
 Events = AsyncIterator[speech_pb2.RecognitionEvent]
 FinalBuilder = Callable[[int, Utterance, str], speech_pb2.RecognitionEvent]
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    """A dropped guess may have failed; its error is the real final's to report."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _seconds(samples: int) -> float:
@@ -87,6 +96,7 @@ class RecognitionSession:
         self.agreement = LocalAgreement()
         self.last_draft_at = 0
         self.last_partial = ""
+        self.speculation: tuple[tuple[int, int], asyncio.Task[Decoded]] | None = None
 
     @property
     def received_s(self) -> float:
@@ -103,6 +113,7 @@ class RecognitionSession:
                 yield event
 
     def close(self) -> None:
+        self._drop_speculation()
         self.decoder.close()
 
     async def _process(self, samples: Samples) -> Events:
@@ -113,10 +124,45 @@ class RecognitionSession:
                 yield event
         if self.utterance_start is None:
             self._trim(self.base + len(self.audio) - int(PRE_ROLL_S * SAMPLE_RATE))
-        elif self.options.interim_results:
-            partial = await self._maybe_partial()
+            return
+        self._speculate()
+        if self.options.interim_results and self.endpointer.silent_since is None:
+            partial = await self._maybe_partial()  # in a pause no new words come
             if partial is not None:
                 yield partial
+
+    def _speculate(self) -> None:
+        """Starts decoding the final once a pause is long enough that the final's
+        audio is all here: should the pause turn out to end the utterance, the
+        final is (nearly) ready when the endpoint is declared; if speech resumes,
+        the guess is dropped. This takes about 0.25 s off every final."""
+        silent, start = self.endpointer.silent_since, self.utterance_start
+        if silent is None or start is None:
+            self._drop_speculation()
+            return
+        now = self.base + len(self.audio)
+        if now - silent < int(self.options.speculate_after_s * SAMPLE_RATE):
+            return
+        if self.speculation is not None and self.speculation[0] == (start, silent):
+            return
+        self._drop_speculation()
+        clip = self._clip(start, silent + int(TAIL_S * SAMPLE_RATE))
+        task = asyncio.create_task(self.engine.transcribe(clip, self.language))
+        task.add_done_callback(_quiet)
+        self.speculation = ((start, silent), task)
+
+    def _drop_speculation(self) -> None:
+        if self.speculation is not None:
+            self.speculation[1].cancel()
+            self.speculation = None
+
+    async def _final(self, start: int, sample: int) -> Decoded:
+        if self.speculation is not None and self.speculation[0] == (start, sample):
+            task, self.speculation = self.speculation[1], None
+            return await task
+        self._drop_speculation()
+        end = min(sample + int(TAIL_S * SAMPLE_RATE), self.base + len(self.audio))
+        return await self.engine.transcribe(self._clip(start, end), self.language)
 
     def _trim(self, keep_from: int) -> None:
         drop = keep_from - self.base
@@ -134,14 +180,14 @@ class RecognitionSession:
             return
         start, self.utterance_start = self.utterance_start, None
         if kind == "cancel" or start is None:
+            self._drop_speculation()
             return
-        end = min(sample + int(TAIL_S * SAMPLE_RATE), self.base + len(self.audio))
         index, self.index = self.index, self.index + 1
         eou = speech_pb2.RecognitionEvent(type=END_OF_UTTERANCE, utterance_index=index)
         eou.start_offset.FromNanoseconds(round(_seconds(start) * 1e9))
         eou.end_offset.FromNanoseconds(round(_seconds(sample) * 1e9))
         yield eou  # before decoding: the client learns the caller stopped at once
-        utterances, language = await self.engine.transcribe(self._clip(start, end), self.language)
+        utterances, language = await self._final(start, sample)
         self.language = self.language or language or None
         utterance = merge(utterances, _seconds(start))
         if utterance is not None and utterance.text.strip():

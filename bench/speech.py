@@ -1,0 +1,222 @@
+"""Speech service speed, against baselines measured in the same run.
+
+1. Service overhead: `Recognize` over gRPC (decoding, resampling, intents,
+   entities) against the bare backend call on the same samples; and stock
+   faster-whisper (30 s windows) for reference. Target: overhead <= 10 %.
+2. Latency: a call streamed at real-time pace in 100 ms chunks; the delay from
+   the end of each utterance's speech (its last word, in audio time, mapped to
+   the wall-clock moment that audio was sent) to its FINAL. Target: median
+   <= 1 s with tiny.en on 2 cores.
+3. Capacity: N calls streamed at once at real-time pace, with partials; the
+   service holds N when every final still arrives within 2 s of speech end.
+
+Audio is espeak-ng speech (call-center sentences with pauses between them).
+Run: .venv/bin/python bench/speech.py [--streams 1,2,3,4] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from percept.models import model_store
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings
+from percept.speech.backends import FasterWhisperTranscriber
+from percept.speech.service import SpeechService
+from percept.v1 import speech_pb2 as sp
+from percept.v1 import speech_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from speech_audio import pcm16k
+
+RATE = 16_000
+CHUNK_S = 0.1
+HOLD_S = 2.0  # a stream "holds" while every final comes within this of speech end
+SENTENCES = (
+    "Hello, I am calling about your new laptops.",
+    "I would like to purchase two laptops for my office.",
+    "My budget is two thousand dollars.",
+    "Can we schedule a demo next week?",
+    "Please call me back tomorrow afternoon.",
+)
+
+
+def make_call(folder: Path) -> npt.NDArray[np.int16]:
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise SystemExit("espeak-ng is missing: run scripts/setup.sh")
+    parts = []
+    gap = np.zeros(int(1.2 * RATE), np.int16)
+    for i, text in enumerate(SENTENCES):
+        path = folder / f"{i}.wav"
+        subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
+        parts += [pcm16k(path.read_bytes()), gap]
+    return np.concatenate(parts)
+
+
+def wav_bytes(pcm: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.tobytes())
+    return out.getvalue()
+
+
+def timed(fn: object, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def stream_call(
+    stub: speech_pb2_grpc.SpeechAsyncStub, pcm: np.ndarray, interim: bool = True
+) -> list[float]:
+    """Delays (s) from each utterance's end of speech to its FINAL, at real-time pace."""
+    config = sp.RecognitionConfig(
+        encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=RATE, interim_results=interim
+    )
+    step = int(CHUNK_S * RATE)
+    start = time.perf_counter()
+
+    async def requests() -> AsyncIterator[sp.StreamingRecognizeRequest]:
+        yield sp.StreamingRecognizeRequest(config=config)
+        for n, offset in enumerate(range(0, len(pcm), step)):
+            await asyncio.sleep(max(0.0, start + (n + 1) * CHUNK_S - time.perf_counter()))
+            yield sp.StreamingRecognizeRequest(audio_content=pcm[offset : offset + step].tobytes())
+
+    delays = []
+    async for event in stub.StreamingRecognize(requests()):
+        if event.type != sp.RecognitionEvent.EVENT_TYPE_FINAL or not event.words:
+            continue
+        spoken_until = event.words[-1].end_offset.ToNanoseconds() / 1e9
+        # the chunk holding that audio went out when its last sample had been spoken
+        sent_at = start + (int(spoken_until / CHUNK_S) + 1) * CHUNK_S
+        delays.append(time.perf_counter() - sent_at)
+    return delays
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", default="1,2,3,4,5,6")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        pcm = make_call(folder)
+        seconds = len(pcm) / RATE
+        audio = (pcm / np.float32(32768)).astype(np.float32)
+        settings = Settings(
+            data_dir=folder / "data", speech_port=0, metrics_enabled=False, log_level="WARNING"
+        )
+        model = model_store(settings).resolve(settings.speech_model).path
+        print(f"call: {len(SENTENCES)} utterances, {seconds:.1f} s of audio; 2 CPU threads\n")
+
+        # 1. service overhead against the bare backend on the same samples, interleaved
+        # so that drift in the machine's speed hits both alike
+        bare = FasterWhisperTranscriber(model, device="cpu", cpu_threads=2)
+        stock = FasterWhisperTranscriber(model, device="cpu", cpu_threads=2, short_window=False)
+        host = ServiceHost(SpeechService(settings), settings)
+        await host.start()
+        await host.ready.wait()
+        try:
+            async with grpc.aio.insecure_channel(host.address) as channel:
+                stub = speech_pb2_grpc.SpeechStub(channel)
+                request = sp.RecognizeRequest(
+                    config=sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_WAV),
+                    audio_content=wav_bytes(pcm),
+                )
+                await stub.Recognize(request)  # warm-up
+                bare.transcribe(audio, "en")
+                bare_times, service_times, stock_times = [], [], []
+                for _ in range(args.repeat):
+                    begin = time.perf_counter()
+                    bare.transcribe(audio, "en")
+                    bare_times.append(time.perf_counter() - begin)
+                    begin = time.perf_counter()
+                    await stub.Recognize(request)
+                    service_times.append(time.perf_counter() - begin)
+                    begin = time.perf_counter()
+                    stock.transcribe(audio, "en")
+                    stock_times.append(time.perf_counter() - begin)
+                t_bare = statistics.median(bare_times)
+                t_service = statistics.median(service_times)
+                t_stock = statistics.median(stock_times)
+                reply = await stub.Recognize(request)
+                service = host.service
+                assert isinstance(service, SpeechService)
+                understanding = service.servicer.understanding
+                texts = [r.transcript for r in reply.results]
+                t_understand = timed(
+                    lambda: [(understanding.intents(t), understanding.entities(t)) for t in texts],
+                    args.repeat,
+                )
+                plumbing = t_service - t_bare - t_understand
+                print("1. whole recording (Recognize)")
+                print(f"   bare backend call      {t_bare:6.3f} s  RTF {t_bare / seconds:.3f}")
+                print(
+                    f"   service over gRPC      {t_service:6.3f} s  RTF {t_service / seconds:.3f}"
+                    f"  {100 * (t_service / t_bare - 1):+.1f} % over the bare call"
+                )
+                print(
+                    f"     of which intents and entities of {len(texts)} utterances "
+                    f"{t_understand:.3f} s ({100 * t_understand / t_bare:+.1f} %), plumbing "
+                    f"(gRPC, decoding, resampling) {plumbing:.3f} s "
+                    f"({100 * plumbing / t_bare:+.1f} %; target <= +10 %)"
+                )
+                print(
+                    f"   stock faster-whisper   {t_stock:6.3f} s  RTF {t_stock / seconds:.3f}"
+                    f"  (30 s windows; ours {t_stock / t_bare:.2f}x faster)"
+                )
+                print("   openai-whisper         not measured: the converter is not built yet\n")
+
+                # 2. latency at real-time pace
+                for interim in (True, False):
+                    delays = await stream_call(stub, pcm, interim)
+                    label = "with partials" if interim else "finals only"
+                    print(
+                        f"2. end of speech -> FINAL, real-time pace, {label}: median "
+                        f"{statistics.median(delays):.2f} s, max {max(delays):.2f} s "
+                        f"over {len(delays)} utterances (target median <= 1 s)"
+                    )
+                print()
+
+                # 3. concurrent real-time calls
+                print(
+                    f"3. concurrent real-time calls with partials (hold: finals within {HOLD_S} s)"
+                )
+                for n in (int(x) for x in args.streams.split(",")):
+                    results = await asyncio.gather(*(stream_call(stub, pcm) for _ in range(n)))
+                    delays = [d for r in results for d in r]
+                    finals = len(delays)
+                    held = finals == n * len(SENTENCES) and max(delays) <= HOLD_S
+                    print(
+                        f"   {n:2d} calls: finals {finals}/{n * len(SENTENCES)}, delay median "
+                        f"{statistics.median(delays):.2f} s, max {max(delays):.2f} s -> "
+                        f"{'holds' if held else 'falls behind'}"
+                    )
+        finally:
+            await host.stop(grace=1)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
