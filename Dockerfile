@@ -19,7 +19,8 @@ COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY services/ services/
 # The import package `percept` is found through this link (see pyproject.toml).
-RUN ln -s services percept && /opt/percept/bin/pip install .
+RUN ln -s services percept && /opt/percept/bin/pip install ".[openai]" \
+    && /opt/percept/bin/pip install --no-deps openai-whisper==20250625
 
 FROM build AS build-models
 RUN /opt/percept/bin/pip install ".[models]"

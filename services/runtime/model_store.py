@@ -35,7 +35,8 @@ class PackagedSource:
         return Path(next(iter(spec.submodule_search_locations))) / self.subdir
 
 
-Puller = Callable[["ModelSpec", Path], None]
+# Fills a staging directory for a model; gets the store to resolve what it derives from.
+Puller = Callable[["ModelSpec", Path, "ModelStore"], None]
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class ModelStore:
 
     def _fill(self, spec: ModelSpec, staging: Path) -> str:
         if spec.puller is not None:
-            spec.puller(spec, staging)
+            spec.puller(spec, staging, self)
             return "puller"
         shipped = spec.packaged.locate() if spec.packaged else None
         if spec.packaged is None or shipped is None or not _has_files(shipped, spec.files):

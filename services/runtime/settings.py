@@ -81,6 +81,7 @@ class Settings(BaseSettings):
         "", description="ISO country for phone numbers given without +country code (e.g. US)"
     )
     speech_model: str = Field("whisper-tiny.en", description="model name in the model store")
+    speech_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     speech_device: Literal["auto", "cpu", "cuda"] = "auto"
     speech_cpu_threads: int = Field(2, ge=1, le=64)
     speech_max_chunk_bytes: int = Field(1024 * 1024, ge=1024, description="per audio message")

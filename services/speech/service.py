@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 from percept.models import model_store
 from percept.runtime.settings import Settings
 from percept.runtime.signals import SignalPublisher
-from percept.speech.backends import FasterWhisperTranscriber
 from percept.speech.engine import SpeechEngine
+from percept.speech.models import load_transcriber
 from percept.speech.servicer import SpeechServicer, StreamLimits
 from percept.understanding.classifier import Understanding
 from percept.v1 import speech_pb2, speech_pb2_grpc
@@ -42,13 +42,7 @@ class SpeechService:
         speech_pb2_grpc.add_SpeechServicer_to_server(self.servicer, server)
 
     async def load(self) -> None:
-        model = model_store(self.settings).resolve(self.settings.speech_model)
-        transcriber = await asyncio.to_thread(
-            FasterWhisperTranscriber,
-            model.path,
-            device=self.settings.speech_device,
-            cpu_threads=self.settings.speech_cpu_threads,
-        )
+        transcriber = await asyncio.to_thread(load_transcriber, self.settings)
         embedder = model_store(self.settings).resolve(EMBEDDINGS).path
         self.servicer.understanding = await asyncio.to_thread(Understanding.load, embedder)
         self.signals.start()

@@ -102,7 +102,7 @@ def test_pull_copies_package_files_with_checksums(tmp_path: Path, shipped_packag
 
 
 def test_pull_uses_the_puller_when_given(tmp_path: Path) -> None:
-    def convert(model: ModelSpec, target: Path) -> None:
+    def convert(model: ModelSpec, target: Path, store: ModelStore) -> None:
         (target / "sub").mkdir()
         (target / "weights.bin").write_bytes(b"converted")
         (target / "sub" / "config.json").write_text("{}")
@@ -112,7 +112,7 @@ def test_pull_uses_the_puller_when_given(tmp_path: Path) -> None:
 
 
 def test_pull_fails_cleanly_when_the_puller_produces_too_little(tmp_path: Path) -> None:
-    def broken(model: ModelSpec, target: Path) -> None:
+    def broken(model: ModelSpec, target: Path, store: ModelStore) -> None:
         (target / "weights.bin").write_bytes(b"only this")
 
     store = ModelStore(tmp_path / "models", [spec(packaged=None, puller=broken)])
