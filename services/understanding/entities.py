@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import phonenumbers
 import yaml
@@ -63,11 +64,72 @@ class EntityMatch:
 
 
 @cache
+def _catalog_data() -> dict[str, Any]:
+    text = resources.files("percept.understanding").joinpath("catalog.yaml").read_text()
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
 def catalog() -> dict[str, tuple[str, ...]]:
-    data = yaml.safe_load(
-        resources.files("percept.understanding").joinpath("catalog.yaml").read_text()
+    return {product: tuple(words) for product, words in _catalog_data()["products"].items()}
+
+
+@cache
+def _company_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    names = sorted(_catalog_data().get("companies") or [], key=len, reverse=True)
+    known = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.IGNORECASE)
+    # Capitalised words before a legal suffix, or after "from/at/with/for" + a
+    # capitalised name ending the phrase: "Ana from Globex", "at Initech Ltd".
+    name = r"[A-Z][\w&'-]*(?:\s+[A-Z][\w&'-]*){0,3}"
+    suffix = r"(?:Inc|Corp|Corporation|LLC|Ltd|GmbH|Co|Company|Group|Holdings|SA|AG|PLC)\b\.?"
+    unknown = re.compile(
+        rf"\b({name}\s+{suffix})|\b(?:from|at|with|for)\s+({name})(?=\s*[,.?!;]|\s*$)"
     )
-    return {product: tuple(words) for product, words in data["products"].items()}
+    return known, unknown
+
+
+def _companies(text: str) -> list[EntityMatch]:
+    known, unknown = _company_patterns()
+    found = [
+        EntityMatch("company", m.group(0), m.group(0), m.start(), m.end(), 0.9)
+        for m in known.finditer(text)
+    ]
+    for m in unknown.finditer(text):
+        group = 1 if m.group(1) else 2
+        span = m.group(group)
+        start = m.start(group)
+        match = EntityMatch("company", span, span.rstrip("."), start, start + len(span), 0.6)
+        if span.split()[0].lower() in _NOT_NAMES or any(_overlap(match, f) for f in found):
+            continue
+        found.append(match)
+    return found
+
+
+# Capitalised words that follow "from"/"for" without naming a company.
+_NOT_NAMES = {
+    "i",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "me",
+    "us",
+}
 
 
 @cache
@@ -139,6 +201,7 @@ def extract_entities(
         found.append(
             EntityMatch("money", span, f"{amount:.2f} {currency}", m.start(), m.end(), 0.85)
         )
+    found += [c for c in _companies(text) if not any(_overlap(c, e) for e in found)]
     # dateparser also reads counts and prices as dates: other entities win overlaps.
     found += [d for d in _dates(text, now) if not any(_overlap(d, e) for e in found)]
     return sorted(found, key=lambda e: (e.start, e.type))

@@ -101,3 +101,19 @@ def test_spoken_email_addresses_are_written_out(text: str, email: str) -> None:
 
 def test_at_alone_is_not_an_address() -> None:
     assert all(e.type != "email" for e in extract_entities("look at the phone at home dot"))
+
+
+@pytest.mark.parametrize(
+    ("text", "companies"),
+    [
+        ("Samsung offered us a better deal", ["Samsung"]),
+        ("This is Ana from Globex.", ["Globex"]),
+        ("I work at Initech Ltd and we need phones", ["Initech Ltd"]),
+        ("we saw a better price at Best Buy", ["Best Buy"]),
+        ("We spoke with Acme Corp. yesterday", ["Acme Corp"]),
+        ("I am calling from home.", []),
+        ("Can you call me back on Friday.", []),
+    ],
+)
+def test_companies_are_named_by_catalog_suffix_or_phrase(text: str, companies: list[str]) -> None:
+    assert [e.normalized for e in extract_entities(text) if e.type == "company"] == companies
