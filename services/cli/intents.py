@@ -8,16 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from percept.cli.common import console, settings_or_exit
-from percept.models import model_store
+from percept.cli.common import console, fail, settings_or_exit
 from percept.understanding.classifier import Understanding, default_examples, evaluate, split
+from percept.understanding.loading import UnderstandingDataError, load_understanding
 
 app = typer.Typer(help="Intent recognition: evaluate on held-out examples, or tag a sentence.")
-EMBEDDINGS = "all-minilm-l6-v2"
 
 
 def _understanding() -> Understanding:
-    return Understanding.load(model_store(settings_or_exit()).resolve(EMBEDDINGS).path)
+    try:
+        return load_understanding(settings_or_exit())
+    except UnderstandingDataError as exc:
+        fail(str(exc), 2)
 
 
 @app.command("evaluate")

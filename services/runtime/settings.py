@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         "", description="ISO country for phone numbers given without +country code (e.g. US)"
     )
     speech_model: str = Field("whisper-tiny.en", description="model name in the model store")
+    understanding_dir: Path | None = Field(
+        None,
+        description="taxonomy.yaml, intent_examples.yaml and/or catalog.yaml overriding "
+        "the packaged ones (Kubernetes: the percept-understanding ConfigMap)",
+    )
     speech_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     speech_device: Literal["auto", "cpu", "cuda"] = "auto"
     speech_cpu_threads: int = Field(2, ge=1, le=64)

@@ -8,16 +8,14 @@ from collections.abc import Sequence
 import grpc
 from prometheus_client import CollectorRegistry
 
-from percept.models import model_store
 from percept.runtime.settings import Settings
 from percept.runtime.signals import SignalPublisher
 from percept.speech.engine import SpeechEngine
 from percept.speech.models import load_transcriber
 from percept.speech.servicer import SpeechServicer, StreamLimits
-from percept.understanding.classifier import Understanding
+from percept.understanding.loading import load_understanding
 from percept.v1 import speech_pb2, speech_pb2_grpc
 
-EMBEDDINGS = "all-minilm-l6-v2"  # sentence embeddings of the intent classifier
 SERVICE = speech_pb2.DESCRIPTOR.services_by_name["Speech"].full_name
 
 
@@ -43,8 +41,7 @@ class SpeechService:
 
     async def load(self) -> None:
         transcriber = await asyncio.to_thread(load_transcriber, self.settings)
-        embedder = model_store(self.settings).resolve(EMBEDDINGS).path
-        self.servicer.understanding = await asyncio.to_thread(Understanding.load, embedder)
+        self.servicer.understanding = await asyncio.to_thread(load_understanding, self.settings)
         self.signals.start()
         self.servicer.publish = self.signals.publish
         self.servicer.engine = SpeechEngine(transcriber, registry=self.registry)

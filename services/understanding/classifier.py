@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from percept.understanding import data
 from percept.understanding.entities import EntityMatch, extract_entities
 from percept.understanding.intents import IntentMatch, tag_intents
 
@@ -41,9 +41,12 @@ class Example:
     label: str
 
 
-@cache
 def default_examples() -> tuple[Example, ...]:
-    text = resources.files("percept.understanding").joinpath("intent_examples.yaml").read_text()
+    return _examples(data.read("intent_examples.yaml"))
+
+
+@cache
+def _examples(text: str) -> tuple[Example, ...]:
     return tuple(parse_examples(yaml.safe_load(text)))
 
 
@@ -160,7 +163,7 @@ class Understanding:
 
     @classmethod
     def load(cls, embedder_dir: Path) -> Understanding:
-        return cls(_trained_classifier(embedder_dir))
+        return cls(_trained_classifier(embedder_dir, default_examples()))
 
     def intents(self, text: str) -> list[IntentMatch]:
         learned = self.classifier.predict([text])[0] if self.classifier else None
@@ -171,9 +174,9 @@ class Understanding:
 
 
 @cache
-def _trained_classifier(embedder_dir: Path) -> IntentClassifier:
-    """Trained once per process (about 3 s): speech and nlp share it; it is read-only."""
+def _trained_classifier(embedder_dir: Path, examples: tuple[Example, ...]) -> IntentClassifier:
+    """Trained once per process and examples (about 3 s): speech and nlp share it."""
     from percept.understanding.embeddings import MiniLMEmbedder
 
-    train, _ = split(default_examples())
+    train, _ = split(examples)
     return IntentClassifier(MiniLMEmbedder(embedder_dir)).train(train)

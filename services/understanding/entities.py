@@ -6,13 +6,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import phonenumbers
 import yaml
 from email_validator import EmailNotValidError, validate_email
 from price_parser import Price
+
+from percept.understanding import data
 
 # Small counts as people say them; digits are handled as digits.
 NUMBER_WORDS = {
@@ -63,20 +64,43 @@ class EntityMatch:
     confidence: float
 
 
+class CatalogError(ValueError):
+    """The catalog file is malformed; the message names the entry."""
+
+
+def parse_catalog(data: Any) -> dict[str, Any]:
+    products = (data or {}).get("products")
+    if not isinstance(products, dict) or not products:
+        raise CatalogError("catalog: a 'products' mapping of product -> words is required")
+    for product, words in products.items():
+        if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
+            raise CatalogError(f"catalog: products.{product} must be a list of words")
+    companies = data.get("companies") or []
+    if not isinstance(companies, list) or not all(isinstance(c, str) and c for c in companies):
+        raise CatalogError("catalog: companies must be a list of names")
+    return {"products": products, "companies": companies}
+
+
 @cache
+def _catalog(text: str) -> dict[str, Any]:
+    return parse_catalog(yaml.safe_load(text))
+
+
 def _catalog_data() -> dict[str, Any]:
-    text = resources.files("percept.understanding").joinpath("catalog.yaml").read_text()
-    data: dict[str, Any] = yaml.safe_load(text)
-    return data
+    return _catalog(data.read("catalog.yaml"))
 
 
 def catalog() -> dict[str, tuple[str, ...]]:
     return {product: tuple(words) for product, words in _catalog_data()["products"].items()}
 
 
-@cache
 def _company_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    names = sorted(_catalog_data().get("companies") or [], key=len, reverse=True)
+    return _company_patterns_of(tuple(_catalog_data()["companies"]))
+
+
+@cache
+def _company_patterns_of(companies: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    names = sorted(companies, key=len, reverse=True)
     known = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.IGNORECASE)
     # Capitalised words before a legal suffix, or after "from/at/with/for" + a
     # capitalised name ending the phrase: "Ana from Globex", "at Initech Ltd".
@@ -132,9 +156,14 @@ _NOT_NAMES = {
 }
 
 
-@cache
 def _product_pattern() -> tuple[re.Pattern[str], dict[str, str]]:
-    owner = {word.lower(): product for product, words in catalog().items() for word in words}
+    return _product_pattern_of(data.read("catalog.yaml"))
+
+
+@cache
+def _product_pattern_of(text: str) -> tuple[re.Pattern[str], dict[str, str]]:
+    products = _catalog(text)["products"]
+    owner = {word.lower(): product for product, words in products.items() for word in words}
     alternatives = sorted(
         (re.escape(w).replace(r"\ ", r"\s+") for w in owner), key=len, reverse=True
     )

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import yaml
+
+from percept.understanding import data
 
 RULE_CONFIDENCE = 0.9
 
@@ -66,9 +67,12 @@ def parse_taxonomy(data: Any) -> list[IntentRule]:
     return rules
 
 
-@cache
 def default_rules() -> tuple[IntentRule, ...]:
-    text = resources.files("percept.understanding").joinpath("taxonomy.yaml").read_text()
+    return _rules(data.read("taxonomy.yaml"))
+
+
+@cache
+def _rules(text: str) -> tuple[IntentRule, ...]:
     return tuple(parse_taxonomy(yaml.safe_load(text)))
 
 

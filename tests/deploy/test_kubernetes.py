@@ -261,6 +261,44 @@ def test_model_cache_is_filled_by_a_job_and_mounted_read_only() -> None:
                 assert volume["persistentVolumeClaim"]["readOnly"] is True
 
 
+def test_speech_and_nlp_read_the_understanding_configmap_where_settings_point() -> None:
+    objs = overlay("cpu")
+    (config,) = [o for o in of_kind(objs, "ConfigMap") if o["metadata"]["name"] == "percept-config"]
+    where = config["data"]["PERCEPT_UNDERSTANDING_DIR"]
+    for deployment in of_kind(objs, "Deployment"):
+        if component(deployment) not in ("speech", "nlp"):
+            continue
+        spec = pod_spec(deployment)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == where]
+        assert mount.get("readOnly") is True
+        assert volumes[mount["name"]]["configMap"]["name"].startswith("percept-understanding")
+
+
+def test_an_overlay_replaces_the_understanding_files_and_pods_follow(tmp_path: Path) -> None:
+    rel = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "catalog.yaml").write_text("products:\n  printer: [printer]\n")
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{rel}/overlays/cpu]\nconfigMapGenerator:\n"
+        "  - {name: percept-understanding, namespace: percept, behavior: replace,"
+        " files: [catalog.yaml]}\n"
+    )
+    objs = render(str(tmp_path))
+    (ours,) = [
+        o
+        for o in of_kind(objs, "ConfigMap")
+        if o["metadata"]["name"].startswith("percept-understanding")
+    ]
+    assert ours["data"] == {"catalog.yaml": "products:\n  printer: [printer]\n"}
+    mounted = {
+        v["configMap"]["name"]
+        for d in of_kind(objs, "Deployment")
+        for v in pod_spec(d).get("volumes", [])
+        if "configMap" in v
+    }
+    assert ours["metadata"]["name"] in mounted  # new content, new name: the pods roll
+
+
 def test_inflight_autoscaling_component_adds_the_custom_metric(tmp_path: Path) -> None:
     rel = os.path.relpath(K8S, tmp_path)
     (tmp_path / "kustomization.yaml").write_text(
