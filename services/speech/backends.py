@@ -46,6 +46,7 @@ class DraftRequest:
 
 class Transcriber(Protocol):
     name: str
+    english_only: bool
 
     def transcribe(self, audio: Samples, language: str | None) -> tuple[list[Utterance], str]:
         """Utterances (with word times) and the language spoken."""

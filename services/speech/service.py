@@ -41,6 +41,7 @@ class SpeechService:
 
     async def load(self) -> None:
         transcriber = await asyncio.to_thread(load_transcriber, self.settings)
+        self.servicer.model_name = self.settings.speech_model
         self.servicer.understanding = await asyncio.to_thread(load_understanding, self.settings)
         self.signals.start()
         self.servicer.publish = self.signals.publish

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         self.engine = engine  # set when the model has loaded
         self.limits = limits or StreamLimits()
         self.understanding = understanding or Understanding(None)
+        self.model_name = ""  # what config.model may name
         self.publish = publish
 
     def final_event(self, index: int, u: Utterance, language: str) -> speech_pb2.RecognitionEvent:
@@ -87,6 +89,22 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         except Exception:
             log.exception("could not queue speech signals", extra={"call_id": config.call_id})
 
+    def _check_model(self, config: speech_pb2.RecognitionConfig, engine: SpeechEngine) -> None:
+        if config.model and config.model != self.model_name:
+            raise AudioError(
+                f"config.model: {config.model!r} is not served here; this server runs "
+                f"{self.model_name!r} (leave it empty for the default)"
+            )
+        code = config.language_code.strip()
+        if code not in ("", "auto") and not BCP47.fullmatch(code):
+            raise AudioError(f"config.language_code: {code!r} is not a BCP-47 code such as 'en'")
+        language = _language(config)
+        if language not in (None, "en") and engine.transcriber.english_only:
+            raise AudioError(
+                f"config.language_code: {code!r}, but {self.model_name} understands English "
+                "only; send 'en' or 'auto', or serve a multilingual model"
+            )
+
     async def _engine(self, context: Context) -> SpeechEngine:
         if self.engine is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the speech model is still loading")
@@ -99,6 +117,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         engine = await self._engine(context)
         config = request.config
         try:
+            self._check_model(config, engine)
             audio = await asyncio.to_thread(decode, config, request.audio_content)
         except AudioError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -131,6 +150,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         assert first is not None
         config = first.config
         try:
+            self._check_model(config, engine)
             decoder = stream_decoder(config)
         except AudioError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -178,6 +198,10 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             session.close()
 
 
+BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+
+
 def _language(config: speech_pb2.RecognitionConfig) -> str | None:
+    """Whisper's language: the primary subtag ("pt-BR" -> "pt"), or None to detect."""
     language = config.language_code.strip()
-    return None if language in ("", "auto") else language
+    return None if language in ("", "auto") else language.split("-")[0].lower()

@@ -214,6 +214,23 @@ def audio_first() -> list[sp.StreamingRecognizeRequest]:
             "not a readable Ogg-Opus stream",
         ),
         (
+            requests(sp.RecognitionConfig(encoding=1, sample_rate_hz=16000, model="large-v3"), []),
+            "config.model: 'large-v3' is not served here; this server runs 'whisper-tiny.en'",
+        ),
+        (
+            requests(
+                sp.RecognitionConfig(encoding=1, sample_rate_hz=16000, language_code="de-DE"), []
+            ),
+            "config.language_code: 'de-DE', but whisper-tiny.en understands English only",
+        ),
+        (
+            requests(
+                sp.RecognitionConfig(encoding=1, sample_rate_hz=16000, language_code="english!"),
+                [],
+            ),
+            "config.language_code: 'english!' is not a BCP-47 code",
+        ),
+        (
             requests(linear16(), [b"\x00\x00" * 1024, b"\x00\x00" * 4096]),
             "message 3: audio_content of 8192 bytes is over the 4096-byte chunk limit",
         ),
@@ -228,6 +245,9 @@ def audio_first() -> list[sp.StreamingRecognizeRequest]:
         "odd-bytes",
         "garbage-wav",
         "garbage-ogg",
+        "unknown-model",
+        "language-not-in-model",
+        "language-not-bcp47",
         "chunk-too-big",
     ],
 )

@@ -102,6 +102,7 @@ class SlowTranscriber:
     """A stand-in model for the queue's plumbing: takes `seconds` per call, records calls."""
 
     name = "slow"
+    english_only = True
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
