@@ -214,18 +214,30 @@ def audio_first() -> list[sp.StreamingRecognizeRequest]:
             "not a readable Ogg-Opus stream",
         ),
         (
-            requests(sp.RecognitionConfig(encoding=1, sample_rate_hz=16000, model="large-v3"), []),
+            requests(
+                sp.RecognitionConfig(
+                    encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, model="large-v3"
+                ),
+                [],
+            ),
             "config.model: 'large-v3' is not served here; this server runs 'whisper-tiny.en'",
         ),
         (
             requests(
-                sp.RecognitionConfig(encoding=1, sample_rate_hz=16000, language_code="de-DE"), []
+                sp.RecognitionConfig(
+                    encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, language_code="de-DE"
+                ),
+                [],
             ),
             "config.language_code: 'de-DE', but whisper-tiny.en understands English only",
         ),
         (
             requests(
-                sp.RecognitionConfig(encoding=1, sample_rate_hz=16000, language_code="english!"),
+                sp.RecognitionConfig(
+                    encoding=sp.AUDIO_ENCODING_LINEAR16,
+                    sample_rate_hz=16000,
+                    language_code="english!",
+                ),
                 [],
             ),
             "config.language_code: 'english!' is not a BCP-47 code",
