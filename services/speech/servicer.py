@@ -173,14 +173,14 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                     )
                 if len(request.audio_content) > self.limits.max_chunk_bytes:
                     await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"message {chunks + 1}: audio_content of {len(request.audio_content)} "
                         f"bytes is over the {self.limits.max_chunk_bytes}-byte chunk limit; "
                         "send smaller chunks",
                     )
                 if session.received_s > self.limits.max_stream_s:
                     await context.abort(
-                        grpc.StatusCode.OUT_OF_RANGE,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"the stream is over {self.limits.max_stream_s:.0f} s of audio; "
                         "start a new stream",
                     )

@@ -242,10 +242,6 @@ def audio_first() -> list[sp.StreamingRecognizeRequest]:
             ),
             "config.language_code: 'english!' is not a BCP-47 code",
         ),
-        (
-            requests(linear16(), [b"\x00\x00" * 1024, b"\x00\x00" * 4096]),
-            "message 3: audio_content of 8192 bytes is over the 4096-byte chunk limit",
-        ),
     ],
     ids=[
         "empty-stream",
@@ -260,7 +256,6 @@ def audio_first() -> list[sp.StreamingRecognizeRequest]:
         "unknown-model",
         "language-not-in-model",
         "language-not-bcp47",
-        "chunk-too-big",
     ],
 )
 async def test_bad_streams_get_a_precise_invalid_argument(
@@ -268,14 +263,45 @@ async def test_bad_streams_get_a_precise_invalid_argument(
     messages: list[sp.StreamingRecognizeRequest],
     words_in_error: str,
 ) -> None:
-    host = serve(speech_max_chunk_bytes=4096)
+    await _refused(serve, messages, grpc.StatusCode.INVALID_ARGUMENT, words_in_error)
+
+
+@pytest.mark.parametrize(
+    ("messages", "words_in_error"),
+    [
+        (
+            requests(linear16(), [b"\x00\x00" * 1024, b"\x00\x00" * 4096]),
+            "message 3: audio_content of 8192 bytes is over the 4096-byte chunk limit",
+        ),
+        (
+            requests(linear16(), [b"\x00\x00" * 2000] * 20),  # 2.5 s, over a 2 s limit
+            "the stream is over 2 s of audio; start a new stream",
+        ),
+    ],
+    ids=["chunk-too-big", "stream-too-long"],
+)
+async def test_streams_over_a_limit_get_resource_exhausted(
+    serve: Callable[..., ServiceHost],
+    messages: list[sp.StreamingRecognizeRequest],
+    words_in_error: str,
+) -> None:
+    await _refused(serve, messages, grpc.StatusCode.RESOURCE_EXHAUSTED, words_in_error)
+
+
+async def _refused(
+    serve: Callable[..., ServiceHost],
+    messages: list[sp.StreamingRecognizeRequest],
+    code: grpc.StatusCode,
+    words_in_error: str,
+) -> None:
+    host = serve(speech_max_chunk_bytes=4096, speech_max_stream_s=2)
     await host.start()
     await asyncio.wait_for(host.ready.wait(), 120)
     async with grpc.aio.insecure_channel(host.address) as channel:
         stub = speech_pb2_grpc.SpeechStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await stream(stub, messages)
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.code() == code
         assert words_in_error in (error.value.details() or "")
         # and the server goes on serving
         quiet = np.zeros(RATE, np.int16).tobytes()
