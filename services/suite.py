@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from percept.leads.service import LeadsService
+from percept.nlp.service import NlpService
 from percept.runtime.pending import PendingService
 from percept.runtime.server import Service
 from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.speech.service import SpeechService
-from percept.v1 import (
-    nlp_pb2,
-    nlp_pb2_grpc,
-    vision_pb2,
-    vision_pb2_grpc,
-)
+from percept.v1 import vision_pb2, vision_pb2_grpc
 
 ServiceFactory = Callable[[Settings], Service]
 
@@ -25,11 +21,7 @@ FACTORIES: dict[str, ServiceFactory] = {
         vision_pb2.DESCRIPTOR.services_by_name["Vision"],
         vision_pb2_grpc.add_VisionServicer_to_server,
     ),
-    "nlp": lambda _settings: PendingService(
-        "nlp",
-        nlp_pb2.DESCRIPTOR.services_by_name["Nlp"],
-        nlp_pb2_grpc.add_NlpServicer_to_server,
-    ),
+    "nlp": NlpService,
     "leads": LeadsService,
 }
 assert tuple(FACTORIES) == SERVICE_NAMES

@@ -1,0 +1,1 @@
+"""The nlp service: language detection, translation and the chat assistant."""
