@@ -44,3 +44,18 @@ def test_base_images_are_pinned_to_exact_versions() -> None:
         for image in re.findall(r"^ARG \w+_IMAGE=(\S+)$", (ROOT / name).read_text(), re.MULTILINE):
             tag = image.partition(":")[2]
             assert re.match(r"\d+\.\d+\.\d+", tag), image
+
+
+def test_cuda_image_carries_the_cublas_that_ctranslate2_loads() -> None:
+    """CTranslate2 dlopens libcublas.so.<major> at run time: a mismatch only shows on a GPU."""
+    import ctranslate2
+
+    libs = Path(ctranslate2.__file__).parent.parent / "ctranslate2.libs"
+    (library,) = libs.glob("libctranslate2-*.so*")
+    majors = set(re.findall(rb"libcublas\.so\.(\d+)", library.read_bytes()))
+    assert len(majors) == 1, majors
+    major = majors.pop().decode()
+    dockerfile = (ROOT / "Dockerfile.cuda").read_text()
+    assert f"nvidia-cublas-cu{major}==" in dockerfile
+    assert f"nvidia-cudnn-cu{major}==" in dockerfile
+    assert "site-packages/nvidia/cublas/lib" in dockerfile  # on LD_LIBRARY_PATH
