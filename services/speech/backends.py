@@ -107,7 +107,12 @@ class FasterWhisperTranscriber:
                     features = np.ascontiguousarray(features[..., :keep])
                 return super().encode(features)
 
-        compute_type = "int8" if device in ("cpu", "auto") else "float16"
+        if device == "auto":  # CTranslate2 would pick the GPU, but int8 is the CPU's choice
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        self.device = device
+        compute_type = "int8" if device == "cpu" else "float16"
         self.model = ShortWindowWhisper(
             str(model_dir), device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
