@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,7 +40,7 @@ from percept.v1 import speech_pb2 as sp
 from percept.v1 import speech_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from speech_audio import pcm16k
+from speech_audio import pcm16k, speak, wav_bytes
 
 RATE = 16_000
 CHUNK_S = 0.1
@@ -59,26 +55,13 @@ SENTENCES = (
 
 
 def make_call(folder: Path) -> npt.NDArray[np.int16]:
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        raise SystemExit("espeak-ng is missing: run scripts/setup.sh")
-    parts = []
     gap = np.zeros(int(1.2 * RATE), np.int16)
-    for i, text in enumerate(SENTENCES):
-        path = folder / f"{i}.wav"
-        subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
-        parts += [pcm16k(path.read_bytes()), gap]
+    parts = [
+        part
+        for i, text in enumerate(SENTENCES)
+        for part in (pcm16k(speak(text, folder / f"{i}.wav")), gap)
+    ]
     return np.concatenate(parts)
-
-
-def wav_bytes(pcm: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm.tobytes())
-    return out.getvalue()
 
 
 def timed(fn: object, repeat: int) -> float:

@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from percept.speech.audio import decode_file, pcm16
+
 # espeak-ng's voice is robotic and tiny.en is the smallest Whisper: a word or two
 # of ten may come out wrong, more than that means the pipeline is broken.
 MAX_WER = 0.2
@@ -40,13 +42,7 @@ def wer(reference: str, hypothesis: str) -> float:
 
 def pcm16k(wav: bytes) -> npt.NDArray[np.int16]:
     """A WAV file's samples as 16 kHz mono int16 (what a phone system would send)."""
-    import av
-
-    with av.open(io.BytesIO(wav), mode="r") as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-        frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
-        frames += resampler.resample(None)
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
+    return pcm16(floats16k(wav))
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
@@ -61,4 +57,4 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
 
 def floats16k(wav: bytes) -> npt.NDArray[np.float32]:
     """The samples as the models take them: 16 kHz mono float32 in [-1, 1]."""
-    return (pcm16k(wav) / np.float32(32768)).astype(np.float32)
+    return decode_file(io.BytesIO(wav), "WAV")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import grpc
-import numpy as np
 import typer
 from google.protobuf.json_format import MessageToDict
 
@@ -26,18 +25,12 @@ Event = speech_pb2.RecognitionEvent
 
 def read_audio(path: Path) -> bytes:
     """Any file FFmpeg reads, as 16 kHz mono 16-bit PCM."""
-    import av
+    from percept.speech.audio import AudioError, decode_file, pcm16  # FFmpeg: only when used
 
     try:
-        with av.open(str(path), mode="r") as container:
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-            frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
-            frames += resampler.resample(None)
-    except (av.error.FFmpegError, IndexError) as exc:
+        return pcm16(decode_file(str(path), path.name)).astype("<i2").tobytes()
+    except AudioError as exc:
         fail(f"{path}: not a readable audio file ({exc})", 2)
-    if not frames:
-        return b""
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype("<i2").tobytes()
 
 
 async def _requests(

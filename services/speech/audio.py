@@ -7,6 +7,8 @@ FLAC, Ogg-Opus) describe themselves and are decoded with FFmpeg (PyAV).
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -48,11 +50,41 @@ def check_config(config: speech_pb2.RecognitionConfig) -> None:
         raise AudioError(f"config.audio_channel_count: {count} is not between 1 and {MAX_CHANNELS}")
 
 
-def _resample(frames: list[av.AudioFrame]) -> Samples:
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks = [out.to_ndarray().reshape(-1) for frame in frames for out in resampler.resample(frame)]
-    chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+def mono_resampler() -> av.AudioResampler:
+    """To 16 kHz mono float32. Stateful: one per stream, so chunk edges leave no clicks."""
+    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+
+def to_samples(frames: list[av.AudioFrame]) -> Samples:
+    chunks = [f.to_ndarray().reshape(-1) for f in frames]
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def pcm_frame(data: bytes, rate: int, channels: int) -> av.AudioFrame:
+    """Whole 16-bit little-endian frames as one mono frame (channels averaged)."""
+    pcm = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
+    mono = pcm.astype(np.int32).mean(axis=1).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = rate
+    return frame
+
+
+def pcm16(samples: Samples) -> npt.NDArray[np.int16]:
+    """Float samples back to 16-bit PCM (what a phone system sends)."""
+    return np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
+
+
+def decode_file(source: str | Path | BinaryIO, name: str) -> Samples:
+    """A whole recording in any format FFmpeg reads, as 16 kHz mono float32."""
+    resampler = mono_resampler()
+    try:
+        with av.open(source, mode="r") as container:
+            if not container.streams.audio:
+                raise AudioError(f"audio_content: the {name} data holds no audio stream")
+            frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"audio_content: not a readable {name} stream ({exc})") from exc
+    return to_samples([*frames, *resampler.resample(None)])
 
 
 def decode(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
@@ -60,17 +92,9 @@ def decode(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
     check_config(config)
     if config.encoding == speech_pb2.AUDIO_ENCODING_LINEAR16:
         return decode_linear16(data, config.sample_rate_hz, config.audio_channel_count or 1)
-    name = CONTAINERS[config.encoding]
     if not data:
         return np.zeros(0, np.float32)
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.audio:
-                raise AudioError(f"audio_content: the {name} data holds no audio stream")
-            frames = list(container.decode(audio=0))
-    except av.error.FFmpegError as exc:
-        raise AudioError(f"audio_content: not a readable {name} stream ({exc})") from exc
-    return _resample(frames)
+    return decode_file(io.BytesIO(data), CONTAINERS[config.encoding])
 
 
 def decode_linear16(data: bytes, rate: int, channels: int) -> Samples:
@@ -82,8 +106,7 @@ def decode_linear16(data: bytes, rate: int, channels: int) -> Samples:
         )
     if not data:
         return np.zeros(0, np.float32)
-    pcm = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
-    mono = pcm.astype(np.int32).mean(axis=1).astype(np.int16)
-    frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = rate
-    return _resample([frame])
+    resampler = mono_resampler()
+    return to_samples(
+        [*resampler.resample(pcm_frame(data, rate, channels)), *resampler.resample(None)]
+    )

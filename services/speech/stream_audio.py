@@ -21,10 +21,12 @@ from percept.speech.audio import (
     MAX_CHANNELS,
     MAX_RATE,
     MIN_RATE,
-    SAMPLE_RATE,
     AudioError,
     Samples,
     check_config,
+    mono_resampler,
+    pcm_frame,
+    to_samples,
 )
 from percept.v1 import speech_pb2
 
@@ -38,11 +40,6 @@ DEMUXERS = {
 PROBE = {"probesize": "4096", "analyzeduration": "0"}
 # A decoder thread that has not finished this long after the end of input is stuck.
 JOIN_TIMEOUT_S = 10.0
-
-
-def _to_samples(frames: list[av.AudioFrame]) -> Samples:
-    chunks = [f.to_ndarray().reshape(-1) for f in frames]
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 class StreamDecoder(Protocol):
@@ -65,7 +62,7 @@ class Linear16StreamDecoder:
 
     def __init__(self, rate: int, channels: int, *, strict: bool = True) -> None:
         self.rate, self.channels, self.strict = rate, channels, strict
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self.resampler = mono_resampler()
         self.received = 0
         self.carry = b""
 
@@ -84,14 +81,10 @@ class Linear16StreamDecoder:
             data, self.carry = data[:whole], data[whole:]
         if not data:
             return np.zeros(0, np.float32)
-        pcm = np.frombuffer(data, dtype="<i2").reshape(-1, self.channels)
-        mono = pcm.astype(np.int32).mean(axis=1).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        return _to_samples(self.resampler.resample(frame))
+        return to_samples(self.resampler.resample(pcm_frame(data, self.rate, self.channels)))
 
     def finish(self) -> Samples:
-        return _to_samples(self.resampler.resample(None))
+        return to_samples(self.resampler.resample(None))
 
     def close(self) -> None:
         pass
@@ -149,7 +142,7 @@ class ContainerStreamDecoder:
         self.thread.start()
 
     def _run(self) -> None:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        resampler = mono_resampler()
         try:
             with av.open(
                 self.pipe, mode="r", format=self.format, buffer_size=4096, options=PROBE
@@ -157,8 +150,8 @@ class ContainerStreamDecoder:
                 if not container.streams.audio:
                     raise AudioError(f"audio_content: the {self.name} data holds no audio stream")
                 for frame in container.decode(audio=0):
-                    self._keep(_to_samples(resampler.resample(frame)))
-            self._keep(_to_samples(resampler.resample(None)))
+                    self._keep(to_samples(resampler.resample(frame)))
+            self._keep(to_samples(resampler.resample(None)))
         except AudioError as exc:
             self.error = exc
         except (av.error.FFmpegError, ValueError) as exc:
