@@ -74,6 +74,43 @@ def merge(utterances: list[Utterance], offset: float) -> Utterance | None:
     )
 
 
+class AudioBuffer:
+    """A stream's kept samples, from stream sample `base` on. Appends are amortised
+    O(1) (a call's chunks arrive every 20-100 ms; re-concatenating the utterance for
+    each was quadratic); clips are copies, so the model may read them while the
+    buffer moves on."""
+
+    def __init__(self, capacity: int = 4 * SAMPLE_RATE) -> None:
+        self._data = np.zeros(capacity, np.float32)
+        self._size = 0
+        self.base = 0
+
+    @property
+    def end(self) -> int:
+        return self.base + self._size
+
+    def append(self, samples: Samples) -> None:
+        needed = self._size + len(samples)
+        if needed > len(self._data):
+            grown = np.zeros(max(needed, 2 * len(self._data)), np.float32)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size : needed] = samples
+        self._size = needed
+
+    def keep_from(self, sample: int) -> None:
+        """Forgets the samples before `sample`."""
+        drop = min(sample - self.base, self._size)
+        if drop > 0:
+            self._data[: self._size - drop] = self._data[drop : self._size]
+            self._size -= drop
+            self.base += drop
+
+    def clip(self, start: int, end: int) -> Samples:
+        lo, hi = max(0, start - self.base), max(0, min(end, self.end) - self.base)
+        return self._data[lo:hi].copy()
+
+
 class RecognitionSession:
     def __init__(
         self,
@@ -88,8 +125,7 @@ class RecognitionSession:
         self.endpointer = endpointer or Endpointer(
             min_silence_s=options.endpoint_silence_s, max_utterance_s=options.max_utterance_s
         )
-        self.audio = np.zeros(0, np.float32)  # kept audio; audio[0] is stream sample `base`
-        self.base = 0
+        self.audio = AudioBuffer()
         self.utterance_start: int | None = None
         self.index = 0
         self.language = options.language
@@ -100,7 +136,7 @@ class RecognitionSession:
 
     @property
     def received_s(self) -> float:
-        return _seconds(self.base + len(self.audio))
+        return _seconds(self.audio.end)
 
     def feed(self, data: bytes) -> Events:
         return self._process(self.decoder.feed(data))
@@ -117,13 +153,12 @@ class RecognitionSession:
         self.decoder.close()
 
     async def _process(self, samples: Samples) -> Events:
-        if len(samples):
-            self.audio = np.concatenate([self.audio, samples])
+        self.audio.append(samples)
         for boundary in self.endpointer.push(samples):
             async for event in self._boundary(boundary.kind, boundary.sample):
                 yield event
         if self.utterance_start is None:
-            self._trim(self.base + len(self.audio) - int(PRE_ROLL_S * SAMPLE_RATE))
+            self.audio.keep_from(self.audio.end - int(PRE_ROLL_S * SAMPLE_RATE))
             return
         self._speculate()
         if self.options.interim_results and self.endpointer.silent_since is None:
@@ -140,13 +175,13 @@ class RecognitionSession:
         if silent is None or start is None:
             self._drop_speculation()
             return
-        now = self.base + len(self.audio)
+        now = self.audio.end
         if now - silent < int(self.options.speculate_after_s * SAMPLE_RATE):
             return
         if self.speculation is not None and self.speculation[0] == (start, silent):
             return
         self._drop_speculation()
-        clip = self._clip(start, silent + int(TAIL_S * SAMPLE_RATE))
+        clip = self.audio.clip(start, silent + int(TAIL_S * SAMPLE_RATE))
         task = asyncio.create_task(self.engine.transcribe(clip, self.language))
         task.add_done_callback(_quiet)
         self.speculation = ((start, silent), task)
@@ -161,20 +196,12 @@ class RecognitionSession:
             task, self.speculation = self.speculation[1], None
             return await task
         self._drop_speculation()
-        end = min(sample + int(TAIL_S * SAMPLE_RATE), self.base + len(self.audio))
-        return await self.engine.transcribe(self._clip(start, end), self.language)
-
-    def _trim(self, keep_from: int) -> None:
-        drop = keep_from - self.base
-        if drop > 0:
-            self.audio, self.base = self.audio[drop:], self.base + drop
-
-    def _clip(self, start: int, end: int) -> Samples:
-        return self.audio[max(0, start - self.base) : max(0, end - self.base)]
+        end = min(sample + int(TAIL_S * SAMPLE_RATE), self.audio.end)
+        return await self.engine.transcribe(self.audio.clip(start, end), self.language)
 
     async def _boundary(self, kind: str, sample: int) -> Events:
         if kind == "start":
-            self.utterance_start = max(self.base, sample - int(PRE_ROLL_S * SAMPLE_RATE))
+            self.utterance_start = max(self.audio.base, sample - int(PRE_ROLL_S * SAMPLE_RATE))
             self.agreement = LocalAgreement()
             self.last_draft_at, self.last_partial = sample, ""
             return
@@ -196,7 +223,7 @@ class RecognitionSession:
 
     async def _maybe_partial(self) -> speech_pb2.RecognitionEvent | None:
         assert self.utterance_start is not None
-        now = self.base + len(self.audio)
+        now = self.audio.end
         interval = int(self.options.partial_interval_s * SAMPLE_RATE)
         if now - self.last_draft_at < interval or now - self.utterance_start < int(
             self.options.min_partial_audio_s * SAMPLE_RATE
@@ -205,7 +232,7 @@ class RecognitionSession:
         self.last_draft_at = now
         start = self.utterance_start
         draft = await self.engine.draft(
-            DraftRequest(self._clip(start, now), self.language, self.agreement.stable_text)
+            DraftRequest(self.audio.clip(start, now), self.language, self.agreement.stable_text)
         )
         if draft is None or self.utterance_start != start:
             return None  # skipped (model busy) or the utterance ended meanwhile

@@ -238,3 +238,23 @@ def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> No
         common_pb2.SIGNAL_KIND_CONTACT_CAPTURED
     ]
     assert utterance_signals(speech_pb2.RecognitionConfig(), final) == []
+
+
+def test_audio_buffer_keeps_stream_positions_across_growth_and_trimming() -> None:
+    from percept.speech.streaming import AudioBuffer
+
+    buffer = AudioBuffer(capacity=4)
+    stream = np.arange(100, dtype=np.float32)
+    for i in range(0, 60, 7):  # grows past its capacity several times
+        buffer.append(stream[i : min(i + 7, 60)])
+    assert buffer.end == 60
+    assert np.array_equal(buffer.clip(10, 20), stream[10:20])
+    held = buffer.clip(40, 50)
+    buffer.keep_from(45)  # the front is dropped in place...
+    assert (buffer.base, buffer.end) == (45, 60)
+    assert np.array_equal(held, stream[40:50])  # ...without touching clips given out
+    assert np.array_equal(buffer.clip(0, 100), stream[45:60])  # clamped to what is kept
+    buffer.append(stream[60:100])
+    assert np.array_equal(buffer.clip(50, 100), stream[50:100])
+    buffer.keep_from(1000)
+    assert (buffer.base, buffer.end) == (100, 100) and len(buffer.clip(0, 200)) == 0
