@@ -113,4 +113,5 @@ class Endpointer:
         """The stream ended: close the utterance in progress."""
         if self.start is None:
             return []
-        return self._end(self.silent_since or self.position + len(self.pending))
+        end = self.position + len(self.pending) if self.silent_since is None else self.silent_since
+        return self._end(end)

@@ -47,9 +47,9 @@ class EngineMetrics:
 class _Job:
     priority: int
     seq: int
-    run: Callable[[], Any] = field(compare=False)
     future: asyncio.Future[Any] = field(compare=False)
-    draft: DraftRequest | None = field(default=None, compare=False)
+    run: Callable[[], Any] | None = field(default=None, compare=False)  # a final's model call
+    draft: DraftRequest | None = field(default=None, compare=False)  # or a draft to batch
 
 
 class SpeechEngine:
@@ -88,8 +88,8 @@ class SpeechEngine:
                 _Job(
                     FINAL,
                     next(self._seq),
-                    lambda: self.transcriber.transcribe(audio, language),
                     future,
+                    run=lambda: self.transcriber.transcribe(audio, language),
                 )
             )
             self._waiting[FINAL] += 1
@@ -103,7 +103,7 @@ class SpeechEngine:
             self.metrics.skipped.inc()
             return None
         future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        queue.put_nowait(_Job(DRAFT, next(self._seq), lambda: None, future, request))
+        queue.put_nowait(_Job(DRAFT, next(self._seq), future, draft=request))
         self._waiting[DRAFT] += 1
         self.metrics.queued.inc()
         return await future
@@ -136,8 +136,10 @@ class SpeechEngine:
                             self._executor, self.transcriber.draft, requests
                         )
                 else:
+                    run = live[0].run
+                    assert run is not None
                     with self.metrics.seconds.labels("final").time():
-                        results = [await loop.run_in_executor(self._executor, live[0].run)]
+                        results = [await loop.run_in_executor(self._executor, run)]
             except Exception as exc:  # the calls waiting get the error, the engine goes on
                 for j in live:
                     if not j.future.done():

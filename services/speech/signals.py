@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from percept.runtime.signals import new_signal
 from percept.v1 import common_pb2, speech_pb2
 
@@ -27,35 +29,28 @@ def utterance_signals(
     identity = caller_identity(config)
     if not identity.ListFields():
         return []
-    common = {
-        "evidence": final.transcript,
-        "campaign_id": config.campaign_id,
-        "attributes": {"call_id": config.call_id, "language": final.language_code},
-    }
+    signal = partial(
+        new_signal,
+        SPEECH,
+        evidence=final.transcript,
+        campaign_id=config.campaign_id,
+        attributes={"call_id": config.call_id, "language": final.language_code},
+    )
     signals = [
-        new_signal(
-            SPEECH,
-            common_pb2.SIGNAL_KIND_INTENT,
-            identity,
-            name=i.name,
-            confidence=i.confidence,
-            **common,  # type: ignore[arg-type]
-        )
+        signal(common_pb2.SIGNAL_KIND_INTENT, identity, name=i.name, confidence=i.confidence)
         for i in final.intents
     ]
     for e in final.entities:
         if e.type in INTEREST and final.intents:
             amount = _number(e.normalized_value) if e.type in ("money", "quantity") else 0.0
             signals.append(
-                new_signal(
-                    SPEECH,
+                signal(
                     common_pb2.SIGNAL_KIND_ENTITY,
                     identity,
                     name=e.type,
                     value=e.normalized_value,
                     numeric_value=amount,
                     confidence=e.confidence,
-                    **common,  # type: ignore[arg-type]
                 )
             )
         elif e.type in ("phone", "email"):
@@ -63,13 +58,11 @@ def utterance_signals(
             contact.CopyFrom(identity)
             setattr(contact, e.type, e.normalized_value)
             signals.append(
-                new_signal(
-                    SPEECH,
+                signal(
                     common_pb2.SIGNAL_KIND_CONTACT_CAPTURED,
                     contact,
                     name=e.type,
                     confidence=e.confidence,
-                    **common,  # type: ignore[arg-type]
                 )
             )
     return signals

@@ -124,12 +124,12 @@ def evaluate(
     """Per-intent precision and recall on held-out examples for rules, the classifier,
     and both together (what the services use)."""
     learned = classifier.predict([e.text for e in held_out])
+    ruled = [tag_intents(e.text) for e in held_out]
     found = {
-        "rules": [{m.name for m in tag_intents(e.text)} for e in held_out],
+        "rules": [{m.name for m in r} for r in ruled],
         "classifier": [{m.name} if m else set() for m in learned],
         "combined": [
-            {m.name for m in combine(tag_intents(e.text), m_)}
-            for e, m_ in zip(held_out, learned, strict=True)
+            {m.name for m in combine(r, m_)} for r, m_ in zip(ruled, learned, strict=True)
         ],
     }
     intents = sorted({e.label for e in held_out} - {NONE})
