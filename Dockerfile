@@ -26,6 +26,12 @@ FROM build AS build-models
 RUN /opt/percept/bin/pip install ".[models]"
 
 FROM ${PYTHON_IMAGE} AS base
+# Apertium translation pairs: the nlp service's offline translation backend.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        apertium apertium-eng-spa apertium-eng-cat apertium-spa-cat apertium-spa-ita \
+        apertium-es-pt apertium-fr-es \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --no-log-init --create-home --home-dir /var/lib/percept --uid 10001 percept
 ENV PATH=/opt/percept/bin:$PATH \
     PYTHONUNBUFFERED=1 \

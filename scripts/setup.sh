@@ -9,6 +9,9 @@ PYTHON=${PYTHON:-python3.11}
 VENV=.venv
 # Debian packages the services and tests need (the service issues add theirs here).
 APT_PACKAGES=(ca-certificates postgresql espeak-ng)
+# Apertium's rule-based translation pairs (the nlp service's offline default).
+APT_PACKAGES+=(apertium apertium-eng-spa apertium-eng-cat apertium-spa-cat apertium-spa-ita
+  apertium-es-pt apertium-fr-es)
 # Installed from this machine's local wheel store; pip caps torch at these versions.
 TORCH=("torch==2.14.1" "torchvision==0.29.1")
 

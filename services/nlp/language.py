@@ -15,6 +15,19 @@ from percept.runtime.settings import NLP_LANGUAGES
 MIN_RELATIVE_DISTANCE = 0.1  # chosen on short customer sentences (tests/unit/test_nlp_language.py)
 
 
+def iso_639_1(code: str) -> str | None:
+    """An ISO 639-1 or 639-3 code ('es', 'spa') as ISO 639-1, if lingua knows the language."""
+    from lingua import IsoCode639_1, IsoCode639_3, Language
+
+    code = code.strip().upper()
+    if len(code) == 2 and hasattr(IsoCode639_1, code):
+        return code.lower()
+    if len(code) == 3 and hasattr(IsoCode639_3, code):
+        language = Language.from_iso_code_639_3(getattr(IsoCode639_3, code))
+        return str(language.iso_code_639_1.name.lower())
+    return None
+
+
 @dataclass(frozen=True)
 class Detection:
     language: str  # ISO 639-1, empty when not reliable

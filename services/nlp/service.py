@@ -9,6 +9,7 @@ import grpc
 
 from percept.nlp.language import LanguageDetector
 from percept.nlp.servicer import NlpServicer
+from percept.nlp.translation import load_translator
 from percept.runtime.settings import Settings
 from percept.v1 import nlp_pb2, nlp_pb2_grpc
 
@@ -28,7 +29,14 @@ class NlpService:
 
     async def load(self) -> None:
         languages = tuple(self.settings.nlp_languages)
-        self.servicer.detector = await asyncio.to_thread(LanguageDetector, languages)
+        detector, translator = await asyncio.gather(
+            asyncio.to_thread(LanguageDetector, languages),
+            asyncio.to_thread(load_translator, self.settings),
+        )
+        self.servicer.detector, self.servicer.translator = detector, translator
 
     async def close(self) -> None:
         self.servicer.detector = None
+        if self.servicer.translator is not None:
+            await asyncio.to_thread(self.servicer.translator.close)
+            self.servicer.translator = None

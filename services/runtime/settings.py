@@ -96,6 +96,25 @@ class Settings(BaseSettings):
         default_factory=lambda: list(NLP_LANGUAGES),
         description="comma-separated ISO 639-1 codes the nlp service detects",
     )
+    nlp_translation_backends: Annotated[list[Literal["apertium", "transformers"]], NoDecode] = (
+        Field(
+            default_factory=lambda: ["apertium"],  # type: ignore[arg-type]
+            description="comma-separated, preferred first where two can do a pair",
+        )
+    )
+    nlp_apertium_url: str = Field(
+        "", description="an apertium-apy server; empty starts one beside the service"
+    )
+    nlp_apertium_modes_dir: Path = Field(
+        Path("/usr/share/apertium/modes"), description="installed Apertium pairs"
+    )
+    nlp_translation_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated seq2seq model folders in the model dir (MarianMT, "
+        "M2M100, NLLB) for the transformers backend",
+    )
+    nlp_device: Literal["auto", "cpu", "cuda"] = "auto"
+    nlp_translation_cache_size: int = Field(20_000, ge=0, description="translations kept")
     speech_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     speech_device: Literal["auto", "cpu", "cuda"] = "auto"
     speech_cpu_threads: int = Field(2, ge=1, le=64)
@@ -125,7 +144,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    @field_validator("api_keys", "leads_webhook_urls", "nlp_languages", mode="before")
+    @field_validator(
+        "api_keys",
+        "leads_webhook_urls",
+        "nlp_languages",
+        "nlp_translation_backends",
+        "nlp_translation_models",
+        mode="before",
+    )
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -65,3 +65,16 @@ def test_short_api_key_is_rejected_without_echoing_secrets(monkeypatch: pytest.M
 def test_keepalive_timeout_must_be_shorter_than_interval() -> None:
     with pytest.raises(SettingsError, match="keepalive_timeout_s must be shorter"):
         load_settings(keepalive_time_s=5, keepalive_timeout_s=5)
+
+
+def test_translation_backends_are_a_comma_list_of_known_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PERCEPT_NLP_TRANSLATION_BACKENDS", "transformers, apertium")
+    monkeypatch.setenv("PERCEPT_NLP_TRANSLATION_MODELS", "opus-mt-en-de,nllb")
+    settings = load_settings()
+    assert settings.nlp_translation_backends == ["transformers", "apertium"]
+    assert settings.nlp_translation_models == ["opus-mt-en-de", "nllb"]
+    monkeypatch.setenv("PERCEPT_NLP_TRANSLATION_BACKENDS", "apertium,google")
+    with pytest.raises(SettingsError, match=r"PERCEPT_NLP_TRANSLATION_BACKENDS.*'google'"):
+        load_settings()
