@@ -9,6 +9,7 @@ import typer
 from percept import __version__
 from percept.cli import intents, leads, models
 from percept.cli.health import health_command
+from percept.cli.nlp import translate_command
 from percept.cli.serve import demo_command, serve_command
 from percept.cli.transcribe import transcribe_command
 
@@ -22,6 +23,7 @@ app.command("serve")(serve_command)
 app.command("demo")(demo_command)
 app.command("health")(health_command)
 app.command("transcribe")(transcribe_command)
+app.command("translate")(translate_command)
 app.add_typer(models.app, name="models")
 app.add_typer(leads.app, name="leads")
 app.add_typer(intents.app, name="intents")

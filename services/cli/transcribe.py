@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ import grpc
 import typer
 from google.protobuf.json_format import MessageToDict
 
-from percept.cli.common import console, fail, settings_or_exit
+from percept.cli.common import bearer, console, fail, served, settings_or_exit
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 
@@ -61,29 +60,16 @@ def _print(event: Event) -> None:
 async def _stream(
     address: str, settings: Settings, config: speech_pb2.RecognitionConfig, pcm: bytes, **kw: bool
 ) -> None:
-    key = settings.api_keys[0] if settings.api_keys else ""
-    metadata = (("authorization", f"Bearer {key}"),) if key else ()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = speech_pb2_grpc.SpeechStub(channel)
-        call = stub.StreamingRecognize(_requests(config, pcm, kw["fast"]), metadata=metadata)
+        call = stub.StreamingRecognize(
+            _requests(config, pcm, kw["fast"]), metadata=bearer(settings)
+        )
         async for event in call:
             if kw["as_json"]:
                 typer.echo(json.dumps(MessageToDict(event), ensure_ascii=False))
             else:
                 _print(event)
-
-
-async def _local(settings: Settings) -> AsyncIterator[str]:
-    from percept.runtime.server import ServiceHost
-    from percept.speech.service import SpeechService
-
-    host = ServiceHost(SpeechService(settings), settings, port=0, metrics_port=0)
-    await host.start()
-    try:
-        await host.ready.wait()
-        yield host.address
-    finally:
-        await host.stop(grace=1)
 
 
 def transcribe_command(
@@ -113,16 +99,10 @@ def transcribe_command(
     )
 
     async def run() -> None:
-        if server is not None:
-            await _stream(server, settings, config, pcm, fast=fast, as_json=as_json)
-            return
-        local = _local(settings.model_copy(update={"metrics_enabled": False}))
-        address = await anext(local)
-        try:
+        from percept.speech.service import SpeechService
+
+        async with served(server, SpeechService, settings) as address:
             await _stream(address, settings, config, pcm, fast=fast, as_json=as_json)
-        finally:
-            with contextlib.suppress(StopAsyncIteration):
-                await anext(local)
 
     try:
         asyncio.run(run())

@@ -1,0 +1,56 @@
+"""`percept translate` and `percept chat`: the nlp service from the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import grpc
+import typer
+from google.protobuf.json_format import MessageToDict
+
+from percept.cli.common import bearer, console, fail, served, settings_or_exit
+from percept.v1 import nlp_pb2, nlp_pb2_grpc
+
+SERVER_HELP = "nlp server host:port; without it a server runs in this process"
+
+
+def translate_command(
+    texts: Annotated[list[str], typer.Argument(help="one or more texts")],
+    to: Annotated[str, typer.Option("--to", help="target language (ISO 639-1)")],
+    source: Annotated[str, typer.Option("--from", help="source language, or auto")] = "auto",
+    server: Annotated[str | None, typer.Option(help=SERVER_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per text")] = False,
+) -> None:
+    """Translate TEXTS (Apertium offline; pivots through another language when needed)."""
+    settings = settings_or_exit()
+
+    async def run() -> nlp_pb2.TranslateResponse:
+        from percept.nlp.service import NlpService
+
+        async with (
+            served(server, NlpService, settings) as address,
+            grpc.aio.insecure_channel(address) as channel,
+        ):
+            request = nlp_pb2.TranslateRequest(
+                texts=texts, source_language=source, target_language=to
+            )
+            reply: nlp_pb2.TranslateResponse = await nlp_pb2_grpc.NlpStub(channel).Translate(
+                request, metadata=bearer(settings)
+            )
+            return reply
+
+    try:
+        reply = asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        fail(f"nlp service: {exc.code().name}: {exc.details()}")
+    for done in reply.translations:
+        if as_json:
+            typer.echo(json.dumps(MessageToDict(done), ensure_ascii=False))
+            continue
+        via = f" via {done.pivot_language}" if done.pivot_language else ""
+        console.print(done.text, highlight=False)
+        console.print(
+            f"[dim]{done.source_language or '?'} -> {to} ({done.backend or 'unchanged'}{via})[/]"
+        )
