@@ -148,7 +148,7 @@ class Features:
             if t >= when:
                 value, when = s.value, t
             self.slots[s.name] = [value, max(weight, anchor), when]
-            if s.name in ("product", "need") and s.value:
+            if s.name == "product" and s.value:  # "need" is free text, not a product id
                 self._interest(s.value, anchor)
         elif s.kind == K.SIGNAL_KIND_ENTITY and s.name == "product" and s.value:
             self._interest(s.value, math.log2(strength) + anchor)

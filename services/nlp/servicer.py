@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
 from percept.nlp.apertium import ApertiumError
+from percept.nlp.dialogue import Assistant, Reply, Turn
 from percept.nlp.language import LanguageDetector, iso_639_1
+from percept.nlp.sessions import SessionExpiredError, SessionNotFoundError
+from percept.nlp.signals import chat_signals
 from percept.nlp.translation import Translated, Translator, UnsupportedPairError
-from percept.v1 import nlp_pb2, nlp_pb2_grpc
+from percept.understanding.messages import entity_messages, intent_messages
+from percept.v1 import common_pb2, nlp_pb2, nlp_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TEXT_CHARS = 10_000
 MAX_TEXTS = 512  # per Translate call
 AUTO = ("", "auto")
 
 
-async def _not_built(context: Context, method: str) -> None:
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"percept.v1.Nlp/{method} is not implemented yet in this build",
-    )
+def _check_session_id(session_id: str) -> str | None:
+    if session_id and not _SESSION_ID.fullmatch(session_id):
+        return (
+            "session_id: expected up to 64 letters, digits, '-' or '_' "
+            "(the id a previous reply gave)"
+        )
+    return None
 
 
 def check_text(text: str, field: str = "text") -> str | None:
@@ -51,6 +60,8 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
     def __init__(self) -> None:
         self.detector: LanguageDetector | None = None  # set when loaded
         self.translator: Translator | None = None
+        self.assistant: Assistant | None = None
+        self.publish: Callable[[common_pb2.Signal], None] | None = None
 
     async def _translator(self, context: Context) -> Translator:
         if self.translator is None or self.detector is None:
@@ -134,16 +145,83 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
             ]
         )
 
-    async def Chat(self, request: nlp_pb2.ChatTurn, context: Context) -> nlp_pb2.ChatReply:
-        await _not_built(context, "Chat")
-        raise AssertionError
+    async def _chat(self, request: nlp_pb2.ChatTurn, context: Context) -> nlp_pb2.ChatReply:
+        if self.assistant is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the assistant is still loading")
+        assert self.assistant is not None
+        problem = check_text(request.text) or _check_session_id(request.session_id)
+        language = ""
+        if not problem and request.language_code.strip():
+            known = self.translator.languages() if self.translator else set()
+            language, problem = language_code(request.language_code, "language_code", known)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        visitor = {f.name: v for f, v in request.visitor.ListFields() if isinstance(v, str)}
+        turn = Turn(request.session_id, request.text, language, visitor, request.campaign_id)
+        try:
+            reply = await asyncio.to_thread(self.assistant.respond, turn)
+        except SessionNotFoundError:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"session_id: no session {request.session_id!r}; send an empty session_id "
+                "to start one",
+            )
+        except SessionExpiredError:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"session_id: session {request.session_id!r} expired after "
+                f"{_duration(self.assistant.store.ttl_s)} without a message; "
+                "send an empty session_id to start a new one",
+            )
+        except ApertiumError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if self.publish is not None:
+            for signal in chat_signals(reply, request.text, request.page_url):
+                self.publish(signal)
+        return chat_reply(reply)
 
-    async def ChatStream(self, request: nlp_pb2.ChatTurn, context: Context) -> Any:
-        await _not_built(context, "ChatStream")
-        yield nlp_pb2.ChatReplyChunk()  # unreachable; makes this a stream handler
+    async def Chat(self, request: nlp_pb2.ChatTurn, context: Context) -> nlp_pb2.ChatReply:
+        return await self._chat(request, context)
+
+    async def ChatStream(
+        self, request: nlp_pb2.ChatTurn, context: Context
+    ) -> AsyncIterator[nlp_pb2.ChatReplyChunk]:
+        """The reply's sentences as they are ready, then the whole reply."""
+        reply = await self._chat(request, context)
+        for piece in re.findall(r"[^.!?]+[.!?]*\s*", reply.text):
+            yield nlp_pb2.ChatReplyChunk(text_delta=piece)
+        yield nlp_pb2.ChatReplyChunk(reply=reply)
 
 
 def _translation(source: str, done: Translated) -> nlp_pb2.Translation:
     return nlp_pb2.Translation(
         text=done.text, source_language=source, backend=done.backend, pivot_language=done.pivot
     )
+
+
+def chat_reply(reply: Reply) -> nlp_pb2.ChatReply:
+    slots = reply.session.qualification.slots
+    return nlp_pb2.ChatReply(
+        session_id=reply.session.id,
+        text=reply.text,
+        language_code=reply.language,
+        intents=intent_messages(reply.intents),
+        entities=entity_messages(reply.entities),
+        qualification=[
+            nlp_pb2.QualificationSlot(
+                name=name, value=slot.value, filled=slot.filled, confidence=slot.confidence
+            )
+            for name, slot in slots.items()
+        ],
+        handoff=bool(reply.handoff_reason),
+        handoff_reason=reply.handoff_reason,
+        sources=[
+            nlp_pb2.KnowledgeSource(id=h.entry.id, title=h.entry.title, score=h.score)
+            for h in reply.sources
+        ],
+        confidence=reply.confidence,
+    )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:.0f} minutes"

@@ -115,6 +115,18 @@ class Settings(BaseSettings):
     )
     nlp_device: Literal["auto", "cpu", "cuda"] = "auto"
     nlp_translation_cache_size: int = Field(20_000, ge=0, description="translations kept")
+    nlp_knowledge_file: Path | None = Field(
+        None, description="the chat assistant's knowledge (YAML or CSV); the packaged demo one"
+    )
+    nlp_session_store: str = Field(
+        "",
+        description="chat sessions: empty keeps them in SQLite in data_dir, 'memory' in the "
+        "process, or a SQLAlchemy URL (e.g. the leads PostgreSQL)",
+    )
+    nlp_session_ttl_s: float = Field(1800.0, gt=0, description="idle time that ends a chat")
+    nlp_answer_threshold: float = Field(
+        0.45, ge=0, le=1, description="knowledge match (cosine) below which the assistant asks"
+    )
     speech_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     speech_device: Literal["auto", "cpu", "cuda"] = "auto"
     speech_cpu_threads: int = Field(2, ge=1, le=64)

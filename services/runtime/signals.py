@@ -51,6 +51,14 @@ def new_signal(
     return signal
 
 
+def leading_number(value: str) -> float:
+    """The amount of a normalised value ("15000.00 USD", "10"), 0 when there is none."""
+    try:
+        return float(value.split()[0])
+    except (ValueError, IndexError):
+        return 0.0
+
+
 class SignalPublisher:
     def __init__(self, settings: Settings, service: str, registry: CollectorRegistry) -> None:
         self.channel: grpc.aio.Channel | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from percept.runtime.signals import new_signal
+from percept.runtime.signals import leading_number, new_signal
 from percept.v1 import common_pb2, speech_pb2
 
 SPEECH = common_pb2.SOURCE_SPEECH
@@ -42,7 +42,7 @@ def utterance_signals(
     ]
     for e in final.entities:
         if e.type in INTEREST and final.intents:
-            amount = _number(e.normalized_value) if e.type in ("money", "quantity") else 0.0
+            amount = leading_number(e.normalized_value) if e.type in ("money", "quantity") else 0.0
             signals.append(
                 signal(
                     common_pb2.SIGNAL_KIND_ENTITY,
@@ -66,10 +66,3 @@ def utterance_signals(
                 )
             )
     return signals
-
-
-def _number(value: str) -> float:
-    try:
-        return float(value.split()[0])
-    except (ValueError, IndexError):
-        return 0.0

@@ -1,0 +1,167 @@
+"""The company's knowledge the assistant answers from, and retrieval over it.
+
+Entries come from YAML or CSV the company edits (PERCEPT_NLP_KNOWLEDGE_FILE;
+the packaged knowledge.yaml otherwise). A visitor's message is embedded with
+all-MiniLM-L6-v2 and compared with each entry's title and questions; the best
+cosine per entry is its score. Errors name the file and line at start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from percept.understanding.classifier import Embedder
+
+FIELDS = ("id", "title", "answer", "questions", "product")
+OTHER_PRODUCT_PENALTY = 0.1
+
+
+class KnowledgeError(ValueError):
+    """The knowledge file is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    title: str
+    answer: str
+    questions: tuple[str, ...] = ()
+    product: str = ""
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: Entry
+    score: float  # cosine similarity of the closest title or question
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Records the line each mapping starts on, for error messages."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        mapping = super().construct_mapping(node, deep=deep)
+        mapping["__line__"] = node.start_mark.line + 1
+        return mapping
+
+
+def _entry(raw: dict[str, Any], where: str, seen: set[str]) -> Entry:
+    unknown = sorted(set(raw) - {*FIELDS, "__line__"})
+    if unknown:
+        raise KnowledgeError(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
+    for name in ("id", "title", "answer"):
+        value = raw.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise KnowledgeError(f"{where}: {name!r} is missing or not text")
+    entry_id = raw["id"].strip()
+    if entry_id in seen:
+        raise KnowledgeError(f"{where}: id {entry_id!r} is used twice")
+    seen.add(entry_id)
+    questions = raw.get("questions") or []
+    if isinstance(questions, str):
+        questions = [q for q in questions.split("|")]
+    if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+        raise KnowledgeError(f"{where}: 'questions' must be a list of texts")
+    product = raw.get("product") or ""
+    if not isinstance(product, str):
+        raise KnowledgeError(f"{where}: 'product' must be a product id from catalog.yaml")
+    return Entry(
+        entry_id,
+        raw["title"].strip(),
+        raw["answer"].strip(),
+        tuple(q.strip() for q in questions if q.strip()),
+        product.strip(),
+    )
+
+
+def parse_yaml(text: str, name: str) -> list[Entry]:
+    try:
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name} line {mark.line + 1}, column {mark.column + 1}" if mark else name
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise KnowledgeError(f"{where}: not valid YAML: {problem}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise KnowledgeError(f"{name}: expected a mapping with a list under 'entries'")
+    seen: set[str] = set()
+    entries = []
+    for i, raw in enumerate(data["entries"]):
+        if not isinstance(raw, dict):
+            raise KnowledgeError(f"{name}: entry #{i + 1} is not a mapping")
+        entries.append(_entry(raw, f"{name} line {raw['__line__']}", seen))
+    if not entries:
+        raise KnowledgeError(f"{name}: no entries")
+    return entries
+
+
+def parse_csv(text: str, name: str) -> list[Entry]:
+    reader = csv.DictReader(text.splitlines())
+    missing = {"id", "title", "answer"} - set(reader.fieldnames or ())
+    if missing:
+        raise KnowledgeError(f"{name} line 1: missing column(s) {', '.join(sorted(missing))}")
+    seen: set[str] = set()
+    entries = []
+    for row in reader:
+        if None in row:
+            raise KnowledgeError(f"{name} line {reader.line_num}: more values than columns")
+        values = {k: v for k, v in row.items() if v}
+        entries.append(_entry(values, f"{name} line {reader.line_num}", seen))
+    if not entries:
+        raise KnowledgeError(f"{name}: no entries")
+    return entries
+
+
+def load_entries(path: Path | None = None) -> list[Entry]:
+    if path is None:
+        packaged = resources.files("percept.nlp").joinpath("knowledge.yaml")
+        return parse_yaml(packaged.read_text(encoding="utf-8"), "knowledge.yaml (packaged)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KnowledgeError(f"{path}: cannot read: {exc}") from exc
+    if path.suffix.lower() == ".csv":
+        return parse_csv(text, str(path))
+    return parse_yaml(text, str(path))
+
+
+class KnowledgeBase:
+    def __init__(self, entries: Sequence[Entry], embedder: Embedder) -> None:
+        self.entries = list(entries)
+        self._embedder = embedder
+        owners, texts = [], []
+        for i, entry in enumerate(self.entries):
+            for text in (entry.title, *entry.questions):
+                owners.append(i)
+                texts.append(_plain(text))
+        self._owner = np.array(owners)
+        self._products = np.array([e.product for e in self.entries])
+        self._vectors = embedder.embed(texts)
+
+    def search(self, text: str, k: int = 3, product: str = "") -> list[Hit]:
+        """The k closest entries; with `product` (named or under discussion), entries
+        about another product rank lower: "battery life of the headphones" is not
+        the phone's battery."""
+        query = self._embedder.embed([_plain(text)])[0]
+        similarity = self._vectors @ query
+        best = np.full(len(self.entries), -1.0)
+        np.maximum.at(best, self._owner, similarity)
+        if product:
+            best = best - OTHER_PRODUCT_PENALTY * self._other_product(product)
+        order = np.argsort(-best)[:k]
+        return [Hit(self.entries[i], float(best[i])) for i in order]
+
+    def _other_product(self, product: str) -> Any:
+        return (self._products != "") & (self._products != product)
+
+
+def _plain(text: str) -> str:
+    """Without end punctuation, which moves MiniLM's cosines by up to 0.07."""
+    return text.strip().rstrip("?!.¿¡ ").strip()

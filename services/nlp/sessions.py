@@ -1,0 +1,80 @@
+"""Chat sessions: per-visitor dialogue state, kept for a while after the last turn.
+
+SQLite in the data dir by default, so a restart loses no conversation; any
+SQLAlchemy URL (the leads PostgreSQL in Kubernetes) for several replicas; or
+'memory' for tests and throwaway runs. An expired session is kept a day more
+so its visitor gets "expired", not "unknown".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+KEEP_EXPIRED_S = 86_400.0
+
+_metadata = sa.MetaData()
+_sessions = sa.Table(
+    "chat_sessions",
+    _metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+
+class SessionNotFoundError(LookupError):
+    pass
+
+
+class SessionExpiredError(LookupError):
+    pass
+
+
+class SessionStore:
+    def __init__(self, url: str, ttl_s: float) -> None:
+        if url == "memory":
+            self._engine = sa.create_engine(
+                "sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            self._engine = sa.create_engine(url)
+        _metadata.create_all(self._engine)  # one table of JSON documents: no migrations yet
+        self.ttl_s = ttl_s
+        self._last_purge = 0.0
+
+    def get(self, session_id: str, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(_sessions.c.state, _sessions.c.expires_at).where(
+                    _sessions.c.id == session_id
+                )
+            ).first()
+        if row is None:
+            raise SessionNotFoundError(session_id)
+        if row.expires_at <= now:
+            raise SessionExpiredError(session_id)
+        state: dict[str, Any] = json.loads(row.state)
+        return state
+
+    def put(self, session_id: str, state: dict[str, Any], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        values = {"state": json.dumps(state), "expires_at": now + self.ttl_s}
+        with self._engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(_sessions).where(_sessions.c.id == session_id).values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(sa.insert(_sessions).values(id=session_id, **values))
+            if now - self._last_purge > 60:
+                self._last_purge = now
+                conn.execute(
+                    sa.delete(_sessions).where(_sessions.c.expires_at < now - KEEP_EXPIRED_S)
+                )
+
+    def close(self) -> None:
+        self._engine.dispose()

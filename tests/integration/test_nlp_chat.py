@@ -1,0 +1,282 @@
+"""Chat through gRPC on the real models (MiniLM, lingua, Apertium) with a real leads
+server: scripted conversations that qualify a lead in English and in Spanish,
+knowledge answers, hand-offs, streaming, sessions, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from percept.leads.service import LeadsService
+from percept.nlp.qualification import QUESTIONS
+from percept.nlp.service import NlpService
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+ALL_SLOTS = {"need", "product", "quantity", "budget", "timeline", "decision_role", "name"}
+
+
+def settings_for(data: Path, **overrides: object) -> Settings:
+    ports = {f"{n}_{kind}": 0 for n in SERVICE_NAMES for kind in ("port", "metrics_port")}
+    return Settings(data_dir=data, log_format="text", **{**ports, **overrides})  # type: ignore[arg-type]
+
+
+@dataclass
+class Suite:
+    nlp: nlp_pb2_grpc.NlpAsyncStub
+    leads: leads_pb2_grpc.LeadsAsyncStub
+    nlp_host: ServiceHost
+    data: Path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def suite(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Suite]:
+    root = tmp_path_factory.mktemp("chat")
+    leads_settings = settings_for(root / "leads")
+    leads = ServiceHost(LeadsService(leads_settings), leads_settings)
+    await leads.start()
+    await asyncio.wait_for(leads.ready.wait(), 60)
+    nlp_settings = settings_for(root / "nlp", leads_address=leads.address)
+    nlp = ServiceHost(NlpService(nlp_settings), nlp_settings)
+    await nlp.start()
+    await asyncio.wait_for(nlp.ready.wait(), 180)
+    async with (
+        grpc.aio.insecure_channel(nlp.address) as nlp_channel,
+        grpc.aio.insecure_channel(leads.address) as leads_channel,
+    ):
+        yield Suite(
+            nlp_pb2_grpc.NlpStub(nlp_channel),
+            leads_pb2_grpc.LeadsStub(leads_channel),
+            nlp,
+            root / "nlp",
+        )
+    await nlp.stop(grace=1)
+    await leads.stop(grace=1)
+
+
+async def converse(
+    stub: nlp_pb2_grpc.NlpAsyncStub, lines: list[str], campaign_id: str = ""
+) -> list[nlp_pb2.ChatReply]:
+    replies: list[nlp_pb2.ChatReply] = []
+    session = ""
+    for line in lines:
+        turn = nlp_pb2.ChatTurn(session_id=session, text=line, campaign_id=campaign_id)
+        reply = await stub.Chat(turn)
+        session = reply.session_id
+        replies.append(reply)
+    return replies
+
+
+def slots(reply: nlp_pb2.ChatReply) -> dict[str, str]:
+    return {s.name: s.value for s in reply.qualification if s.filled}
+
+
+async def lead_of(suite: Suite, session_id: str, want: int, email: str) -> leads_pb2.Lead:
+    """The chat's lead once `want` slots and the e-mail have arrived (the outbox is async)."""
+    lead = None
+    for _ in range(150):
+        page = await suite.leads.ListLeads(leads_pb2.ListLeadsRequest(page_size=100))
+        lead = next((x for x in page.leads if x.identity.chat_session_id == session_id), None)
+        if lead is not None and len(lead.qualification) >= want and lead.identity.email == email:
+            return lead
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no lead with {want} qualification slots for {session_id}: {lead}")
+
+
+ENGLISH = [
+    "Hi",
+    "How much is the laptop?",
+    "We need ten laptops for our new office.",
+    "By next month",
+    "Around 15000 dollars",
+    "I'm the IT manager and I make the decision",
+    "My name is John Miller",
+    "john.miller@acme.example",
+]
+
+
+async def test_an_english_chat_qualifies_the_lead_and_leads_gets_it(suite: Suite) -> None:
+    replies = await converse(suite.nlp, ENGLISH)
+    last = replies[-1]
+    assert slots(last) == {
+        "need": "ten laptops for our new office",
+        "product": "laptop",
+        "quantity": "10",
+        "timeline": "next month",
+        "budget": "15000.00 USD",
+        "decision_role": "it manager (decision maker)",
+        "name": "John Miller",
+        "email": "john.miller@acme.example",
+    }
+    assert "$1,299" in replies[1].text and replies[1].sources[0].id == "laptop-price"
+    assert all(r.language_code == "en" and not r.handoff for r in replies)
+    # every slot asked at most once here, and never after it was known
+    texts = [r.text for r in replies]
+    for slot, question in QUESTIONS.items():
+        asked_at = [i for i, t in enumerate(texts) if question in t]
+        assert len(asked_at) <= 1, (slot, texts)
+    assert not any(QUESTIONS["product"] in t for t in texts)  # "the laptop" said it
+
+    lead = await lead_of(suite, last.session_id, len(ALL_SLOTS), "john.miller@acme.example")
+    assert lead.product_interest == "laptop"
+    assert dict(lead.qualification).items() >= {"budget": "15000.00 USD", "quantity": "10"}.items()
+    full = await suite.leads.GetLead(
+        leads_pb2.GetLeadRequest(lead_id=lead.lead_id, include_timeline=True)
+    )
+    kinds = {t.kind for t in full.timeline}
+    from percept.v1 import common_pb2
+
+    assert {
+        common_pb2.SIGNAL_KIND_INTENT,
+        common_pb2.SIGNAL_KIND_QUALIFICATION_SLOT,
+        common_pb2.SIGNAL_KIND_CONTACT_CAPTURED,
+    } <= kinds
+    assert common_pb2.SOURCE_CHAT in full.channels
+
+
+SPANISH = [
+    "¿Cuánto cuesta el portátil?",
+    "Necesitamos diez portátiles.",
+    "Los necesitamos el mes que viene.",
+    "Tenemos un presupuesto de 15000 euros.",
+    "Soy la directora de compras y yo tomo la decisión.",
+    "Me llamo Ana García.",
+    "Mi correo es ana.garcia@empresa.example",
+]
+
+
+async def test_a_spanish_chat_is_answered_in_spanish_and_qualifies_the_lead(
+    suite: Suite,
+) -> None:
+    replies = await converse(suite.nlp, SPANISH)
+    assert all(r.language_code == "es" for r in replies)
+    assert "$1,299" in replies[0].text and "memoria" in replies[0].text  # answered, in Spanish
+    assert "necesitas" in replies[0].text.lower()  # "How many do you need?" asked in Spanish
+    filled = slots(replies[-1])
+    assert ALL_SLOTS | {"email"} == set(filled)
+    assert filled["budget"] == "15000.00 EUR" and filled["quantity"] == "10"
+    assert filled["name"] == "Ana García" and filled["email"] == "ana.garcia@empresa.example"
+    assert "decision maker" in filled["decision_role"]
+    lead = await lead_of(suite, replies[-1].session_id, len(ALL_SLOTS), filled["email"])
+    assert dict(lead.qualification)["name"] == "Ana García"
+
+
+async def test_follow_ups_use_the_product_under_discussion(suite: Suite) -> None:
+    replies = await converse(suite.nlp, ["I'm interested in the tablet.", "How much is it?"])
+    assert replies[1].sources[0].id == "tablet-price"
+    assert "$449" in replies[1].text
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        (["Hello", "Can I talk to a human please?"], "visitor_request"),
+        (["My laptop arrived broken and I am very disappointed."], "complaint"),
+        (["Do you sell cars?", "What is the capital of France?"], "low_confidence"),
+    ],
+    ids=["on-request", "complaint", "repeated-low-confidence"],
+)
+async def test_hand_off_to_a_human(suite: Suite, lines: list[str], reason: str) -> None:
+    replies = await converse(suite.nlp, lines)
+    assert [r.handoff for r in replies] == [False] * (len(lines) - 1) + [True]
+    assert replies[-1].handoff_reason == reason
+    assert "colleague" in replies[-1].text
+    assert "e-mail or phone number" in replies[-1].text  # no contact yet: ask for one
+    if reason == "low_confidence":
+        assert replies[0].sources == [] or replies[0].confidence < 0.45
+
+
+async def test_unsure_answers_ask_instead_of_guessing(suite: Suite) -> None:
+    (reply,) = await converse(suite.nlp, ["Do you sell cars?"])
+    assert not reply.handoff
+    assert reply.confidence < 0.45
+    assert "another way" in reply.text or reply.text.startswith("Are you asking about")
+
+
+async def test_chat_stream_sends_the_reply_in_pieces_then_whole(suite: Suite) -> None:
+    chunks = [
+        c
+        async for c in suite.nlp.ChatStream(
+            nlp_pb2.ChatTurn(text="How much is the phone? We want to buy some.")
+        )
+    ]
+    deltas = [c.text_delta for c in chunks if c.WhichOneof("chunk") == "text_delta"]
+    assert len(deltas) >= 2
+    assert chunks[-1].WhichOneof("chunk") == "reply"
+    assert "".join(deltas) == chunks[-1].reply.text
+    assert "$699" in chunks[-1].reply.text
+
+
+async def test_the_widgets_keys_and_campaign_reach_leads(suite: Suite) -> None:
+    from percept.v1 import common_pb2
+
+    replies = await converse(
+        suite.nlp,
+        ["I want to buy two phones.", "+1 415 555 0199"],
+        campaign_id="black-friday",
+    )
+    assert slots(replies[1])["phone"] == "+14155550199"
+    lead = None
+    for _ in range(100):
+        page = await suite.leads.ListLeads(leads_pb2.ListLeadsRequest(page_size=100))
+        lead = next((x for x in page.leads if x.identity.phone == "+14155550199"), None)
+        if lead is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert lead is not None and lead.identity.chat_session_id == replies[0].session_id
+    assert common_pb2.SOURCE_CHAT in lead.channels
+
+
+@pytest.mark.parametrize(
+    ("turn", "code", "words"),
+    [
+        (nlp_pb2.ChatTurn(text=""), "INVALID_ARGUMENT", "text: empty"),
+        (nlp_pb2.ChatTurn(text=" \n\t "), "INVALID_ARGUMENT", "text: empty"),
+        (nlp_pb2.ChatTurn(text="x" * 10_001), "INVALID_ARGUMENT", "over the 10000-character"),
+        (nlp_pb2.ChatTurn(text="hi\x1b[2J"), "INVALID_ARGUMENT", "control character U+001B"),
+        (
+            nlp_pb2.ChatTurn(session_id="../../etc", text="hi"),
+            "INVALID_ARGUMENT",
+            "session_id: expected up to 64 letters",
+        ),
+        (
+            nlp_pb2.ChatTurn(session_id="no-such-session", text="hi"),
+            "NOT_FOUND",
+            "no session 'no-such-session'",
+        ),
+        (
+            nlp_pb2.ChatTurn(text="hi", language_code="zz"),
+            "INVALID_ARGUMENT",
+            "language_code: unknown language code 'zz'",
+        ),
+    ],
+    ids=[
+        "empty",
+        "whitespace",
+        "too-long",
+        "control-characters",
+        "bad-session-id",
+        "unknown-session",
+        "unknown-language",
+    ],
+)
+async def test_bad_turns_get_precise_errors(
+    suite: Suite, turn: nlp_pb2.ChatTurn, code: str, words: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await suite.nlp.Chat(turn)
+    assert error.value.code().name == code
+    assert words in (error.value.details() or "")
+
+
+async def test_very_long_words_are_handled(suite: Suite) -> None:
+    (reply,) = await converse(suite.nlp, ["Is the " + "x" * 5_000 + " in stock?"])
+    assert reply.text and not reply.handoff

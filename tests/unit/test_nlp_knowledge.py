@@ -1,0 +1,93 @@
+"""The knowledge file: YAML or CSV the company edits, with errors that name the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from percept.nlp.knowledge import KnowledgeError, load_entries
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_packaged_knowledge_loads_with_unique_ids() -> None:
+    entries = load_entries()
+    assert len(entries) >= 15
+    assert len({e.id for e in entries}) == len(entries)
+    assert all(e.answer and e.title for e in entries)
+
+
+def test_yaml_and_csv_give_the_same_entries(tmp_path: Path) -> None:
+    yaml_file = write(
+        tmp_path,
+        "kb.yaml",
+        "entries:\n"
+        "  - id: hours\n"
+        "    title: Opening hours\n"
+        "    answer: We open at 9.\n"
+        "    questions:\n"
+        "      - When do you open?\n"
+        "      - Are you open on Sunday?\n",
+    )
+    csv_file = write(
+        tmp_path,
+        "kb.csv",
+        "id,title,answer,questions,product\n"
+        'hours,Opening hours,We open at 9.,"When do you open?|Are you open on Sunday?",\n',
+    )
+    assert load_entries(yaml_file) == load_entries(csv_file)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "kb.yaml",
+            "entries:\n  - id: a\n    title: A\n    answer: one: two\n",
+            r"kb.yaml line 4, column 16: not valid YAML: mapping values are not allowed here",
+        ),
+        (
+            "kb.yaml",
+            "entries:\n  - id: a\n    title: A\n    answer: x\n  - id: b\n    title: B\n",
+            r"kb.yaml line 5: 'answer' is missing",
+        ),
+        (
+            "kb.yaml",
+            "entries:\n  - id: a\n    title: A\n    answer: x\n"
+            "  - id: a\n    title: B\n    answer: y\n",
+            r"kb.yaml line 5: id 'a' is used twice",
+        ),
+        (
+            "kb.yaml",
+            "entries:\n  - id: a\n    title: A\n    answr: x\n",
+            r"kb.yaml line 2: unknown field 'answr'",
+        ),
+        ("kb.yaml", "faq: []\n", r"kb.yaml: expected a mapping with a list under 'entries'"),
+        ("kb.csv", "id,title\na,A\n", r"kb.csv line 1: missing column\(s\) answer"),
+        ("kb.csv", "id,title,answer\na,A,x\nb,,y\n", r"kb.csv line 3: 'title' is missing"),
+        ("kb.csv", "id,title,answer\na,A,x,extra\n", r"kb.csv line 2: more values than columns"),
+    ],
+    ids=[
+        "yaml-syntax",
+        "missing-answer",
+        "duplicate-id",
+        "misspelt-field",
+        "no-entries-list",
+        "csv-missing-column",
+        "csv-empty-title",
+        "csv-extra-value",
+    ],
+)
+def test_errors_name_the_file_and_line(tmp_path: Path, name: str, text: str, message: str) -> None:
+    with pytest.raises(KnowledgeError, match=message):
+        load_entries(write(tmp_path, name, text))
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(KnowledgeError, match=r"kb.yaml: cannot read"):
+        load_entries(tmp_path / "kb.yaml")
