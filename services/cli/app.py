@@ -9,7 +9,7 @@ import typer
 from percept import __version__
 from percept.cli import intents, leads, models
 from percept.cli.health import health_command
-from percept.cli.nlp import translate_command
+from percept.cli.nlp import chat_command, translate_command
 from percept.cli.serve import demo_command, serve_command
 from percept.cli.transcribe import transcribe_command
 
@@ -24,6 +24,7 @@ app.command("demo")(demo_command)
 app.command("health")(health_command)
 app.command("transcribe")(transcribe_command)
 app.command("translate")(translate_command)
+app.command("chat")(chat_command)
 app.add_typer(models.app, name="models")
 app.add_typer(leads.app, name="leads")
 app.add_typer(intents.app, name="intents")

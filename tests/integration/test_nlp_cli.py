@@ -1,4 +1,4 @@
-"""`percept translate`: texts translated by an in-process nlp service, as text or JSON."""
+"""`percept translate` and `percept chat` against an in-process nlp service."""
 
 from __future__ import annotations
 
@@ -45,3 +45,14 @@ def test_translate_json_names_the_pivot_and_errors_name_the_pairs() -> None:
     message = " ".join(failed.output.split())
     assert "FAILED_PRECONDITION: no translation path from 'en' to 'ja'" in message
     assert "en->es" in message
+
+
+def test_chat_shows_replies_and_what_was_learnt() -> None:
+    result = runner.invoke(
+        app, ["chat"], input="How much is the phone?\nWe want to buy 5 phones\n\n"
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "assistant> The Percept Phone costs $699" in text
+    assert "assistant> Thank you. When do you need them?" in text
+    assert "quantity 5" in text and "product phone" in text
