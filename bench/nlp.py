@@ -1,0 +1,183 @@
+"""NLP service speed and answer quality, against baselines measured in the same run.
+
+1. Translation throughput: `Translate` over gRPC (warm Apertium pipelines behind
+   apertium-apy, batches of 32 distinct sentences, cache off) against spawning
+   the Apertium CLI (`apertium eng-spa`) per sentence; also one text per call,
+   and repeats served from the cache.
+2. Chat-turn latency: scripted English and Spanish conversations over gRPC
+   (language detection, translation both ways, intents, entities, retrieval,
+   slot filling, session store): median and p95 per turn.
+3. Retrieval accuracy on held-out question paraphrases (bench/knowledge_paraphrases.yaml,
+   none of them in the knowledge file): top-1 accuracy, and at the service's
+   threshold how many are answered right, answered wrong, or (off-topic) answered at all.
+
+Run: .venv/bin/python bench/nlp.py [--texts 256] [--chats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import tempfile
+import time
+from itertools import product
+from pathlib import Path
+
+import grpc
+import yaml
+
+from percept.nlp.knowledge import KnowledgeBase, load_entries
+from percept.nlp.service import NlpService
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings
+from percept.understanding.embeddings import MiniLMEmbedder
+from percept.v1 import nlp_pb2, nlp_pb2_grpc
+
+HERE = Path(__file__).resolve().parent
+SUBJECTS = ("I want", "We need", "My company wants", "Our team would like", "My wife wants")
+ITEMS = ("phones", "laptops", "tablets", "headphones", "watches", "televisions", "printers")
+WHEN = ("today", "next week", "this month", "before Christmas", "for the new office")
+ENGLISH_CHAT = [
+    "Hi",
+    "How much is the laptop?",
+    "We need ten laptops for our new office.",
+    "By next month",
+    "Around 15000 dollars",
+    "I'm the IT manager and I make the decision",
+    "My name is John Miller",
+    "john.miller@acme.example",
+    "Do you deliver to Madrid?",
+]
+SPANISH_CHAT = [
+    "¿Cuánto cuesta el portátil?",
+    "Necesitamos diez portátiles.",
+    "Los necesitamos el mes que viene.",
+    "Tenemos un presupuesto de 15000 euros.",
+    "Soy la directora de compras y yo tomo la decisión.",
+    "Me llamo Ana García.",
+    "Mi correo es ana.garcia@empresa.example",
+]
+
+
+def sentences(n: int) -> list[str]:
+    made = [
+        f"{who} {count} {item} {when}."
+        for who, item, when, count in product(SUBJECTS, ITEMS, WHEN, range(2, 12))
+    ]
+    return made[:n]
+
+
+def cli_per_text(texts: list[str]) -> float:
+    """Seconds per text when each one spawns `apertium eng-spa`."""
+    start = time.perf_counter()
+    for text in texts:
+        subprocess.run(
+            ["apertium", "eng-spa"], input=text.encode(), capture_output=True, check=True
+        )
+    return (time.perf_counter() - start) / len(texts)
+
+
+async def translate_rate(stub: nlp_pb2_grpc.NlpAsyncStub, texts: list[str], batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        request = nlp_pb2.TranslateRequest(
+            texts=texts[i : i + batch], source_language="en", target_language="es"
+        )
+        await stub.Translate(request)
+    return len(texts) / (time.perf_counter() - start)
+
+
+async def chat_latencies(stub: nlp_pb2_grpc.NlpAsyncStub, script: list[str]) -> list[float]:
+    session, times = "", []
+    for line in script:
+        start = time.perf_counter()
+        reply = await stub.Chat(nlp_pb2.ChatTurn(session_id=session, text=line))
+        times.append(time.perf_counter() - start)
+        session = reply.session_id
+    return times
+
+
+def p95(values: list[float]) -> float:
+    return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
+
+
+def retrieval(settings: Settings) -> None:
+    from percept.models import model_store
+
+    embedder = MiniLMEmbedder(model_store(settings).resolve("all-minilm-l6-v2").path)
+    kb = KnowledgeBase(load_entries(), embedder)
+    held_out = yaml.safe_load((HERE / "knowledge_paraphrases.yaml").read_text())
+    threshold = settings.nlp_answer_threshold
+    top1 = right = wrong = off_topic = answerable = unanswerable = 0
+    for gold, questions in held_out.items():
+        for question in questions:
+            best = kb.search(question, 1)[0]
+            if gold == "none":
+                unanswerable += 1
+                off_topic += best.score >= threshold
+                continue
+            answerable += 1
+            top1 += best.entry.id == gold
+            right += best.entry.id == gold and best.score >= threshold
+            wrong += best.entry.id != gold and best.score >= threshold
+    print(f"\n3. retrieval on {answerable} held-out paraphrases + {unanswerable} off-topic")
+    print(f"   top-1 accuracy            {top1 / answerable:.1%} ({top1}/{answerable})")
+    print(f"   answered right at {threshold}   {right}/{answerable}")
+    print(f"   answered wrong at {threshold}   {wrong}/{answerable}")
+    print(f"   off-topic answered        {off_topic}/{unanswerable}")
+
+
+async def main(n_texts: int, chats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp),
+            log_format="text",
+            leads_address="127.0.0.1:9",
+            metrics_enabled=False,
+        )
+        host = ServiceHost(NlpService(settings), settings, port=0, metrics_port=0)
+        await host.start()
+        await asyncio.wait_for(host.ready.wait(), 300)
+        service = host.service
+        assert isinstance(service, NlpService) and service.servicer.translator is not None
+        translator = service.servicer.translator
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stub = nlp_pb2_grpc.NlpStub(channel)
+            texts = sentences(n_texts)
+            cli = cli_per_text(texts[:24])
+            translator.cache = type(translator.cache)(0)
+            batched = await translate_rate(stub, texts, 32)
+            single = await translate_rate(stub, texts[:64], 1)
+            translator.cache = type(translator.cache)(100_000)
+            await translate_rate(stub, texts, 32)
+            cached = await translate_rate(stub, texts, 32)
+            print(f"1. translation en->es, {len(texts)} distinct sentences")
+            print(f"   apertium CLI per text     {1 / cli:8.1f} texts/s  (baseline)")
+            print(f"   service, 1 text per call  {single:8.1f} texts/s  {single * cli:6.1f}x")
+            print(f"   service, batches of 32    {batched:8.1f} texts/s  {batched * cli:6.1f}x")
+            print(f"   service, cached repeats   {cached:8.1f} texts/s  {cached * cli:6.1f}x")
+
+            english: list[float] = []
+            spanish: list[float] = []
+            await chat_latencies(stub, ENGLISH_CHAT[:2])  # warm-up
+            for _ in range(chats):
+                english += await chat_latencies(stub, ENGLISH_CHAT)
+                spanish += await chat_latencies(stub, SPANISH_CHAT)
+            print(f"\n2. chat-turn latency over gRPC ({chats} conversations each)")
+            for name, values in (("English", english), ("Spanish", spanish)):
+                print(
+                    f"   {name:8} median {statistics.median(values) * 1000:6.1f} ms"
+                    f"   p95 {p95(values) * 1000:6.1f} ms   ({len(values)} turns)"
+                )
+        await host.stop(grace=1)
+        retrieval(settings)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=256)
+    parser.add_argument("--chats", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.texts, args.chats))
