@@ -271,6 +271,18 @@ class Assistant:
         return done.text
 
 
+def knowledge_file(settings: Settings) -> Path | None:
+    """PERCEPT_NLP_KNOWLEDGE_FILE, else knowledge.yaml/.csv in the understanding dir (the
+    Kubernetes ConfigMap), else None: the packaged demo knowledge."""
+    if settings.nlp_knowledge_file is not None:
+        return settings.nlp_knowledge_file
+    if settings.understanding_dir is not None:
+        for name in ("knowledge.yaml", "knowledge.csv"):
+            if (settings.understanding_dir / name).is_file():
+                return settings.understanding_dir / name
+    return None
+
+
 def load_assistant(
     settings: Settings,
     understanding: Understanding,
@@ -283,7 +295,7 @@ def load_assistant(
     from percept.understanding.embeddings import MiniLMEmbedder
     from percept.understanding.loading import EMBEDDINGS
 
-    entries = load_entries(settings.nlp_knowledge_file)
+    entries = load_entries(knowledge_file(settings))
     shared = understanding.classifier  # one copy of MiniLM for intents and knowledge
     embedder = (
         shared.embedder

@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     nlp_device: Literal["auto", "cpu", "cuda"] = "auto"
     nlp_translation_cache_size: int = Field(20_000, ge=0, description="translations kept")
     nlp_knowledge_file: Path | None = Field(
-        None, description="the chat assistant's knowledge (YAML or CSV); the packaged demo one"
+        None,
+        description="the chat assistant's knowledge (YAML or CSV); default: knowledge.yaml "
+        "or .csv in understanding_dir, else the packaged demo one",
     )
     nlp_session_store: str = Field(
         "",

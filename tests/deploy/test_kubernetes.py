@@ -239,7 +239,12 @@ def test_network_policies_wall_off_leads_and_the_database() -> None:
         return {c for c, labels in by_component.items() if any(selects(s, labels) for s in peers)}
 
     assert allowed_from("percept-leads-ingress") == GPU_SERVICES
-    assert allowed_from("percept-postgres-ingress") == {"leads"}
+    assert allowed_from("percept-postgres-ingress") == {"leads", "nlp"}  # nlp: chat sessions
+    database_users = policies["percept-database-egress"]["podSelector"]
+    assert {c for c, pod in by_component.items() if selects(database_users, pod)} == {
+        "leads",
+        "nlp",
+    }
     egress_selector = policies["percept-perception-egress"]["podSelector"]
     callers = {c for c, pod in by_component.items() if selects(egress_selector, pod)}
     assert callers == GPU_SERVICES
@@ -341,3 +346,11 @@ def test_mtls_component_mounts_certificates_and_probes_the_plain_health_port(
         assert data["PERCEPT_TLS_CERT_FILE"].startswith(mounts["tls"]["mountPath"])
         volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
         assert volumes["tls"]["secret"]["secretName"] == "percept-tls"
+
+
+def test_nlp_replicas_share_chat_sessions_through_the_database() -> None:
+    objs = overlay("cpu")
+    (nlp,) = [d for d in of_kind(objs, "Deployment") if component(d) == "nlp"]
+    env = {e["name"]: e for e in pod_spec(nlp)["containers"][0]["env"]}
+    ref = env["PERCEPT_NLP_SESSION_STORE"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("percept-secrets", "database-url")

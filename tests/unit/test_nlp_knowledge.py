@@ -91,3 +91,16 @@ def test_errors_name_the_file_and_line(tmp_path: Path, name: str, text: str, mes
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(KnowledgeError, match=r"kb.yaml: cannot read"):
         load_entries(tmp_path / "kb.yaml")
+
+
+def test_the_understanding_dir_can_carry_the_knowledge(tmp_path: Path) -> None:
+    from percept.nlp.dialogue import knowledge_file
+    from percept.runtime.settings import Settings
+
+    assert knowledge_file(Settings(understanding_dir=tmp_path)) is None  # packaged
+    write(tmp_path, "knowledge.csv", "id,title,answer\na,A,x\n")
+    assert knowledge_file(Settings(understanding_dir=tmp_path)) == tmp_path / "knowledge.csv"
+    explicit = tmp_path / "elsewhere.yaml"
+    assert knowledge_file(Settings(understanding_dir=tmp_path, nlp_knowledge_file=explicit)) == (
+        explicit
+    )
