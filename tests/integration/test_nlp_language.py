@@ -84,13 +84,6 @@ async def test_a_very_long_word_is_answered(stub: nlp_pb2_grpc.NlpAsyncStub) -> 
     assert reply.reliable is False
 
 
-async def test_methods_not_built_yet_say_so(stub: nlp_pb2_grpc.NlpAsyncStub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.Chat(nlp_pb2.ChatTurn(text="hi"))
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "percept.v1.Nlp/Chat is not implemented yet" in (error.value.details() or "")
-
-
 def test_unknown_language_codes_are_named() -> None:
     with pytest.raises(ValueError, match=r"unknown ISO 639-1 code.*: xx, klingon"):
         LanguageDetector(("en", "xx", "klingon"))
