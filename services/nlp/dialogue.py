@@ -108,6 +108,8 @@ class Reply:
     confidence: float
     handoff_reason: str = ""
     new_session: bool = False
+    # answered, clarify, not_understood, handoff, greeting or acknowledged
+    outcome: str = "acknowledged"
 
 
 class Assistant:
@@ -166,15 +168,20 @@ class Assistant:
         sources: list[Hit] = []
         confidence = 1.0
         reason = ""
+        outcome = "acknowledged"
         if _WANTS_HUMAN.search(english):
             reason = "visitor_request"
         elif "complaint" in names:
             reason = "complaint"
         elif _GREETING.match(english) and not filled:
             parts.append("Hello! How can I help you today?")
+            outcome = "greeting"
         elif asking:
             answer, sources, confidence = self._answer(english, session, entities)
             parts.append(answer)
+            outcome = (
+                "answered" if session.misses == 0 else "clarify" if sources else "not_understood"
+            )
             if session.misses >= MISSES_BEFORE_HANDOFF:
                 reason = "low_confidence"
         elif filled:
@@ -186,6 +193,7 @@ class Assistant:
         session.asked = None
         if reason:
             session.handoff_reason = reason
+            outcome = "handoff"
             parts = [HANDOFF_REPLY[reason]]
             if not session.qualification.known("contact"):
                 parts.append(LEAVE_CONTACT)
@@ -212,6 +220,7 @@ class Assistant:
             sources=sources,
             confidence=confidence,
             handoff_reason=session.handoff_reason,
+            outcome=outcome,
         )
 
     def _answer(

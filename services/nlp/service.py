@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from percept.nlp.dialogue import load_assistant
 from percept.nlp.language import LanguageDetector
+from percept.nlp.metrics import NlpMetrics
 from percept.nlp.servicer import NlpServicer
 from percept.nlp.translation import load_translator
 from percept.runtime.settings import Settings
@@ -28,7 +29,9 @@ class NlpService:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.signals = SignalPublisher(settings, self.name, self.registry)
-        self.servicer = NlpServicer()
+        metrics = NlpMetrics(self.registry)
+        self.servicer = NlpServicer(metrics)
+        metrics.watch_cache(lambda: self.servicer.translator)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         nlp_pb2_grpc.add_NlpServicer_to_server(self.servicer, server)

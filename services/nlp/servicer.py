@@ -12,6 +12,7 @@ import grpc
 from percept.nlp.apertium import ApertiumError
 from percept.nlp.dialogue import Assistant, Reply, Turn
 from percept.nlp.language import LanguageDetector, iso_639_1
+from percept.nlp.metrics import NlpMetrics
 from percept.nlp.sessions import SessionExpiredError, SessionNotFoundError
 from percept.nlp.signals import chat_signals
 from percept.nlp.translation import Translated, Translator, UnsupportedPairError
@@ -57,7 +58,8 @@ def language_code(code: str, field: str, known: set[str]) -> tuple[str, str | No
 
 
 class NlpServicer(nlp_pb2_grpc.NlpServicer):
-    def __init__(self) -> None:
+    def __init__(self, metrics: NlpMetrics) -> None:
+        self.metrics = metrics
         self.detector: LanguageDetector | None = None  # set when loaded
         self.translator: Translator | None = None
         self.assistant: Assistant | None = None
@@ -132,6 +134,9 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except ApertiumError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        for _, translated in results:
+            if translated.backend:
+                self.metrics.translated.labels(translated.backend).inc()
         return nlp_pb2.TranslateResponse(translations=[_translation(src, t) for src, t in results])
 
     async def ListLanguagePairs(
@@ -175,6 +180,9 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
             )
         except ApertiumError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        self.metrics.chat_turns.labels(reply.outcome).inc()
+        if reply.outcome == "handoff":
+            self.metrics.handoffs.labels(reply.handoff_reason).inc()
         if self.publish is not None:
             for signal in chat_signals(reply, request.text, request.page_url):
                 self.publish(signal)

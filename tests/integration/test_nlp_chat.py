@@ -280,3 +280,21 @@ async def test_bad_turns_get_precise_errors(
 async def test_very_long_words_are_handled(suite: Suite) -> None:
     (reply,) = await converse(suite.nlp, ["Is the " + "x" * 5_000 + " in stock?"])
     assert reply.text and not reply.handoff
+
+
+async def test_metrics_count_outcomes_handoffs_and_cache_lookups(suite: Suite) -> None:
+    from prometheus_client import generate_latest
+
+    await converse(suite.nlp, ["I am very disappointed, my order arrived broken."])
+    await suite.nlp.Translate(
+        nlp_pb2.TranslateRequest(
+            texts=["hello", "hello"], source_language="en", target_language="es"
+        )
+    )
+    service = suite.nlp_host.service
+    assert isinstance(service, NlpService)
+    text = generate_latest(service.registry).decode()
+    assert 'percept_nlp_chat_handoffs_total{reason="complaint"}' in text
+    assert 'percept_nlp_chat_turns_total{outcome="answered"}' in text
+    assert 'percept_nlp_translated_texts_total{backend="apertium"} 2.0' in text
+    assert 'percept_nlp_translation_cache_total{result="hit"}' in text
