@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from percept.nlp.knowledge import Hit, KnowledgeBase
 from percept.nlp.qualification import QUESTIONS, SLOTS, Qualification, Slot
@@ -58,6 +58,12 @@ HANDOFF_REPLY = {
     "low_confidence": "I am not sure about the answer. A colleague will help you now.",
 }
 LEAVE_CONTACT = "What is your e-mail or phone number, in case the chat is cut off?"
+
+
+class Phraser(Protocol):
+    def phrase(self, question: str, facts: str) -> str | None:
+        """The facts reworded for the question, or None to send them as written."""
+        ...
 
 
 @dataclass
@@ -123,10 +129,12 @@ class Assistant:
         detect: Callable[[str], str] | None = None,
         threshold: float = 0.45,
         phone_region: str = "US",
+        phraser: Phraser | None = None,
     ) -> None:
         self.understanding, self.knowledge, self.store = understanding, knowledge, store
         self.translator, self.detect = translator, detect
         self.threshold, self.phone_region = threshold, phone_region or "US"
+        self.phraser = phraser
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -234,7 +242,8 @@ class Assistant:
             len(hits) < 2 or best.score - hits[1].score >= AMBIGUOUS_MARGIN
         ):
             session.misses = 0
-            return best.entry.answer, [best], best.score
+            phrased = self.phraser.phrase(english, best.entry.answer) if self.phraser else None
+            return phrased or best.entry.answer, [best], best.score
         session.misses += 1
         if best.score >= self.threshold:
             first, second = best.entry.title, hits[1].entry.title
@@ -318,6 +327,12 @@ def load_assistant(
     def detect(text: str) -> str:
         return detector.detect(text).language if detector else ""
 
+    phraser = None
+    if settings.nlp_generator_model:
+        from percept.nlp.generation import CausalLMPhraser
+
+        folder = settings.resolved_model_dir / settings.nlp_generator_model
+        phraser = CausalLMPhraser(folder, settings.nlp_device)
     return Assistant(
         understanding,
         KnowledgeBase(entries, embedder),
@@ -326,4 +341,5 @@ def load_assistant(
         detect=detect,
         threshold=settings.nlp_answer_threshold,
         phone_region=settings.default_phone_region,
+        phraser=phraser,
     )

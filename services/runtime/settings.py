@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         description="chat sessions: empty keeps them in SQLite in data_dir, 'memory' in the "
         "process, or a SQLAlchemy URL (e.g. the leads PostgreSQL)",
     )
+    nlp_generator_model: str = Field(
+        "",
+        description="a causal LM folder in the model dir that rewords knowledge answers "
+        "(only grounded text is used); empty sends the answers as written",
+    )
     nlp_session_ttl_s: float = Field(1800.0, gt=0, description="idle time that ends a chat")
     nlp_answer_threshold: float = Field(
         0.45, ge=0, le=1, description="knowledge match (cosine) below which the assistant asks"

@@ -298,3 +298,37 @@ async def test_metrics_count_outcomes_handoffs_and_cache_lookups(suite: Suite) -
     assert 'percept_nlp_chat_turns_total{outcome="answered"}' in text
     assert 'percept_nlp_translated_texts_total{backend="apertium"} 2.0' in text
     assert 'percept_nlp_translation_cache_total{result="hit"}' in text
+
+
+class Rewording:
+    """A phraser double: rewords when asked to, or declines (None)."""
+
+    def __init__(self, wording: str | None) -> None:
+        self.wording = wording
+        self.asked: list[tuple[str, str]] = []
+
+    def phrase(self, question: str, facts: str) -> str | None:
+        self.asked.append((question, facts))
+        return self.wording
+
+
+@pytest.mark.parametrize("wording", ["Each phone is $699; five or more are $649 each.", None])
+async def test_a_phraser_rewords_knowledge_answers_or_leaves_them(
+    suite: Suite, wording: str | None
+) -> None:
+    service = suite.nlp_host.service
+    assert isinstance(service, NlpService) and service.servicer.assistant is not None
+    phraser = Rewording(wording)
+    service.servicer.assistant.phraser = phraser
+    try:
+        (reply,) = await converse(suite.nlp, ["How much is the phone?"])
+    finally:
+        service.servicer.assistant.phraser = None
+    assert phraser.asked == [
+        (
+            "How much is the phone?",
+            "The Percept Phone costs $699, or $649 each when you buy five or more.",
+        )
+    ]
+    expected = wording or "The Percept Phone costs $699, or $649 each when you buy five or more."
+    assert reply.text.startswith(expected)
