@@ -21,6 +21,7 @@ from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+# the slots a lead has once the visitor gave everything but contacts (e-mail, phone)
 ALL_SLOTS = {"need", "product", "quantity", "budget", "timeline", "decision_role", "name"}
 
 
@@ -99,7 +100,7 @@ ENGLISH = [
     "Around 15000 dollars",
     "I'm the IT manager and I make the decision",
     "My name is John Miller",
-    "john.miller@acme.example",
+    "john.miller@acme.example or +1 415 555 0134",
 ]
 
 
@@ -115,6 +116,7 @@ async def test_an_english_chat_qualifies_the_lead_and_leads_gets_it(suite: Suite
         "decision_role": "it manager (decision maker)",
         "name": "John Miller",
         "email": "john.miller@acme.example",
+        "phone": "+14155550134",
     }
     assert "$1,299" in replies[1].text and replies[1].sources[0].id == "laptop-price"
     assert all(r.language_code == "en" and not r.handoff for r in replies)
@@ -149,7 +151,7 @@ SPANISH = [
     "Tenemos un presupuesto de 15000 euros.",
     "Soy la directora de compras y yo tomo la decisión.",
     "Me llamo Ana García.",
-    "Mi correo es ana.garcia@empresa.example",
+    "Mi correo es ana.garcia@empresa.example y mi teléfono es +34 612 34 56 78",
 ]
 
 
@@ -161,7 +163,8 @@ async def test_a_spanish_chat_is_answered_in_spanish_and_qualifies_the_lead(
     assert "$1,299" in replies[0].text and "memoria" in replies[0].text  # answered, in Spanish
     assert "necesitas" in replies[0].text.lower()  # "How many do you need?" asked in Spanish
     filled = slots(replies[-1])
-    assert ALL_SLOTS | {"email"} == set(filled)
+    assert ALL_SLOTS | {"email", "phone"} == set(filled)  # every slot
+    assert filled["phone"] == "+34612345678"
     assert filled["budget"] == "15000.00 EUR" and filled["quantity"] == "10"
     assert filled["name"] == "Ana García" and filled["email"] == "ana.garcia@empresa.example"
     assert "decision maker" in filled["decision_role"]
