@@ -8,7 +8,8 @@
    (language detection, translation both ways, intents, entities, retrieval,
    slot filling, session store): median and p95 per turn.
 3. Retrieval accuracy on held-out question paraphrases (bench/knowledge_paraphrases.yaml,
-   none of them in the knowledge file): top-1 accuracy, and at the service's
+   none of them in the knowledge file), ranked as the chat does (a product the
+   question names is preferred): top-1 accuracy, and at the service's
    threshold how many are answered right, answered wrong, or (off-topic) answered at all.
 
 Run: .venv/bin/python bench/nlp.py [--texts 256] [--chats 5]
@@ -33,6 +34,7 @@ from percept.nlp.service import NlpService
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.understanding.embeddings import MiniLMEmbedder
+from percept.understanding.entities import extract_entities
 from percept.v1 import nlp_pb2, nlp_pb2_grpc
 
 HERE = Path(__file__).resolve().parent
@@ -113,7 +115,8 @@ def retrieval(settings: Settings) -> None:
     top1 = right = wrong = off_topic = answerable = unanswerable = 0
     for gold, questions in held_out.items():
         for question in questions:
-            best = kb.search(question, 1)[0]
+            named = [e.normalized for e in extract_entities(question) if e.type == "product"]
+            best = kb.search(question, 1, product=named[0] if named else "")[0]  # as in chat
             if gold == "none":
                 unanswerable += 1
                 off_topic += best.score >= threshold
