@@ -335,3 +335,37 @@ async def test_a_phraser_rewords_knowledge_answers_or_leaves_them(
     ]
     expected = wording or "The Percept Phone costs $699, or $649 each when you buy five or more."
     assert reply.text.startswith(expected)
+
+
+async def test_random_text_never_breaks_chat_or_translate(suite: Suite) -> None:
+    """Fuzz: arbitrary Unicode (emoji, RTL, combining marks, symbols, odd spacing) gets a
+    reply or INVALID_ARGUMENT, never INTERNAL or UNKNOWN."""
+    import random
+
+    rng = random.Random(20261123)
+    pools = [
+        "abcdefghijklmnopqrstuvwxyz ",
+        "ÁÉÍÓÚñçßøå ",
+        "😀🛒📱💶🇪🇸 ",
+        "مرحبا שלום ",
+        "\u0301\u0308\u200b\u200d\ufeff",
+        "0123456789$€£%@.,;:!?¿¡()[]{}<>|\\/'\"-_+=*&^#~`",
+        "\t\n\r\x00\x07\x1b",
+        "漢字かなカナ한국어",
+    ]
+    bad_input = grpc.StatusCode.INVALID_ARGUMENT
+    no_path = grpc.StatusCode.FAILED_PRECONDITION  # Translate: e.g. Arabic detected, no pair
+    for _ in range(40):
+        length = rng.choice([1, 3, 20, 200, 2_000])
+        text = "".join(rng.choice(rng.choice(pools)) for _ in range(length))
+        translate = nlp_pb2.TranslateRequest(
+            texts=[text], source_language="auto", target_language="es"
+        )
+        for call, allowed in (
+            (suite.nlp.Chat(nlp_pb2.ChatTurn(text=text)), {bad_input}),
+            (suite.nlp.Translate(translate), {bad_input, no_path}),
+        ):
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() in allowed, (text[:80], exc.code(), exc.details())
