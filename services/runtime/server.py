@@ -242,7 +242,10 @@ async def _until_stopped(work: Awaitable[bool], stop_requested: asyncio.Event) -
 
 async def _stop_all(hosts: Sequence[ServiceHost], grace: float, force: asyncio.Event) -> None:
     async def stop_gracefully() -> None:
-        await asyncio.gather(*(h.stop(grace) for h in hosts))
+        # Perception services first: their outboxes drain to leads while it still runs.
+        senders = [h for h in hosts if h.service.name != "leads"]
+        await asyncio.gather(*(h.stop(grace) for h in senders))
+        await asyncio.gather(*(h.stop(grace) for h in hosts if h not in senders))
 
     graceful = asyncio.create_task(stop_gracefully())
     forced = asyncio.create_task(force.wait())

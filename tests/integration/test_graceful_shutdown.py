@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -121,3 +122,26 @@ def test_grace_period_bounds_the_drain(slow_server: StartServer) -> None:
     assert stopped_after < 15
     assert proc.stderr is not None
     assert b"draining in-flight calls" in proc.stderr.read()
+
+
+async def test_leads_stops_after_the_services_that_send_to_it() -> None:
+    """Perception outboxes drain into an in-process leads before it goes."""
+    import types
+
+    from percept.runtime.server import _stop_all
+
+    order: list[str] = []
+
+    class Recorder:
+        server = None
+
+        def __init__(self, name: str) -> None:
+            self.service = types.SimpleNamespace(name=name)
+
+        async def stop(self, grace: float | None) -> None:
+            await asyncio.sleep(0.05 if self.service.name == "speech" else 0)
+            order.append(self.service.name)
+
+    hosts = [Recorder(n) for n in ("leads", "speech", "nlp")]
+    await _stop_all(hosts, 1.0, asyncio.Event())  # type: ignore[arg-type]
+    assert order[-1] == "leads" and set(order) == {"leads", "speech", "nlp"}
