@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import Any
+
+from percept.nlp.pretrained import load_pretrained, resolve_device
 
 PROMPT = (
     "Answer the customer's question in one or two friendly sentences, using only the facts.\n"
@@ -37,24 +38,12 @@ def grounded(text: str, facts: str, question: str) -> bool:
 
 class CausalLMPhraser:
     def __init__(self, model_dir: Path, device: str = "auto", max_new_tokens: int = 80) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForCausalLM
 
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        if not (model_dir / "config.json").is_file():
-            raise FileNotFoundError(
-                f"generator model: no config.json in {model_dir} (save a causal LM there "
-                "with save_pretrained)"
-            )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=torch.float16 if device == "cuda" else torch.float32
+        self.device = resolve_device(device)
+        self.tokenizer, self.model = load_pretrained(
+            AutoModelForCausalLM, model_dir, self.device, "generator model", "a causal LM"
         )
-        self.model: Any = model.to(device).eval()
         self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from percept.nlp.language import iso_639_1
+from percept.nlp.pretrained import load_pretrained, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +53,19 @@ class Seq2SeqBackend:
     name = "transformers"
 
     def __init__(self, model_dirs: Sequence[Path], device: str = "auto") -> None:
-        import torch
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForSeq2SeqLM
 
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = device = resolve_device(device)
         self._models: list[_Model] = []
         for path in model_dirs:
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"translation model {path.name!r}: no config.json in {path} "
-                    "(save a MarianMT, M2M100 or NLLB model there with save_pretrained)"
-                )
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSeq2SeqLM.from_pretrained(
-                path, dtype=torch.float16 if device == "cuda" else torch.float32
+            tokenizer, model = load_pretrained(
+                AutoModelForSeq2SeqLM,
+                path,
+                device,
+                f"translation model {path.name!r}",
+                "a MarianMT, M2M100 or NLLB model",
             )
-            loaded = _Model(path, tokenizer, model.to(device).eval())
+            loaded = _Model(path, tokenizer, model)
             source = tokenizer.init_kwargs.get("source_lang")
             target = tokenizer.init_kwargs.get("target_lang")
             if source and target:  # MarianMT: one direction
