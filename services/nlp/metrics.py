@@ -12,7 +12,10 @@ from percept.nlp.translation import Translator
 
 
 class NlpMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, translator: Callable[[], Translator | None]
+    ) -> None:
+        """`translator` gives the loaded translator, whose cache counts are read at scrape."""
         self.translated = Counter(
             "percept_nlp_translated_texts",
             "texts translated (cache hits included), by backend route",
@@ -32,11 +35,7 @@ class NlpMetrics:
             ["reason"],
             registry=registry,
         )
-        self._translator: Callable[[], Translator | None] = lambda: None
-        registry.register(_CacheCollector(lambda: self._translator()))
-
-    def watch_cache(self, translator: Callable[[], Translator | None]) -> None:
-        self._translator = translator
+        registry.register(_CacheCollector(translator))
 
 
 class _CacheCollector(Collector):

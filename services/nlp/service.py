@@ -29,9 +29,7 @@ class NlpService:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.signals = SignalPublisher(settings, self.name, self.registry)
-        metrics = NlpMetrics(self.registry)
-        self.servicer = NlpServicer(metrics)
-        metrics.watch_cache(lambda: self.servicer.translator)
+        self.servicer = NlpServicer(NlpMetrics(self.registry, lambda: self.servicer.translator))
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         nlp_pb2_grpc.add_NlpServicer_to_server(self.servicer, server)

@@ -49,8 +49,9 @@ def check_text(text: str, field: str = "text") -> str | None:
 
 def language_code(code: str, field: str, known: set[str]) -> tuple[str, str | None]:
     """(ISO 639-1 code, problem): 'ES', 'spa' and 'es' are all 'es'."""
-    normalised = iso_639_1(code) or code.strip().lower()
-    if normalised in known or iso_639_1(code):
+    standard = iso_639_1(code)
+    normalised = standard or code.strip().lower()
+    if standard or normalised in known:
         return normalised, None
     return normalised, (
         f"{field}: unknown language code {code!r} (use ISO 639-1, e.g. 'es' or 'fr')"
