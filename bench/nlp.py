@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from itertools import product
@@ -38,29 +39,12 @@ from percept.understanding.entities import extract_entities
 from percept.v1 import nlp_pb2, nlp_pb2_grpc
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from chat_scripts import ENGLISH_CHAT, SPANISH_CHAT  # noqa: E402  (the tests' scripts)
+
 SUBJECTS = ("I want", "We need", "My company wants", "Our team would like", "My wife wants")
 ITEMS = ("phones", "laptops", "tablets", "headphones", "watches", "televisions", "printers")
 WHEN = ("today", "next week", "this month", "before Christmas", "for the new office")
-ENGLISH_CHAT = [
-    "Hi",
-    "How much is the laptop?",
-    "We need ten laptops for our new office.",
-    "By next month",
-    "Around 15000 dollars",
-    "I'm the IT manager and I make the decision",
-    "My name is John Miller",
-    "john.miller@acme.example",
-    "Do you deliver to Madrid?",
-]
-SPANISH_CHAT = [
-    "¿Cuánto cuesta el portátil?",
-    "Necesitamos diez portátiles.",
-    "Los necesitamos el mes que viene.",
-    "Tenemos un presupuesto de 15000 euros.",
-    "Soy la directora de compras y yo tomo la decisión.",
-    "Me llamo Ana García.",
-    "Mi correo es ana.garcia@empresa.example",
-]
 
 
 def sentences(n: int) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from chat_scripts import ENGLISH_CHAT, SPANISH_CHAT
 
 from percept.leads.service import LeadsService
 from percept.nlp.qualification import QUESTIONS
@@ -92,20 +93,8 @@ async def lead_of(suite: Suite, session_id: str, want: int, email: str) -> leads
     raise AssertionError(f"no lead with {want} qualification slots for {session_id}: {lead}")
 
 
-ENGLISH = [
-    "Hi",
-    "How much is the laptop?",
-    "We need ten laptops for our new office.",
-    "By next month",
-    "Around 15000 dollars",
-    "I'm the IT manager and I make the decision",
-    "My name is John Miller",
-    "john.miller@acme.example or +1 415 555 0134",
-]
-
-
 async def test_an_english_chat_qualifies_the_lead_and_leads_gets_it(suite: Suite) -> None:
-    replies = await converse(suite.nlp, ENGLISH)
+    replies = await converse(suite.nlp, ENGLISH_CHAT)
     last = replies[-1]
     assert slots(last) == {
         "need": "ten laptops for our new office",
@@ -144,21 +133,10 @@ async def test_an_english_chat_qualifies_the_lead_and_leads_gets_it(suite: Suite
     assert common_pb2.SOURCE_CHAT in full.channels
 
 
-SPANISH = [
-    "¿Cuánto cuesta el portátil?",
-    "Necesitamos diez portátiles.",
-    "Los necesitamos el mes que viene.",
-    "Tenemos un presupuesto de 15000 euros.",
-    "Soy la directora de compras y yo tomo la decisión.",
-    "Me llamo Ana García.",
-    "Mi correo es ana.garcia@empresa.example y mi teléfono es +34 612 34 56 78",
-]
-
-
 async def test_a_spanish_chat_is_answered_in_spanish_and_qualifies_the_lead(
     suite: Suite,
 ) -> None:
-    replies = await converse(suite.nlp, SPANISH)
+    replies = await converse(suite.nlp, SPANISH_CHAT)
     assert all(r.language_code == "es" for r in replies)
     assert "$1,299" in replies[0].text and "memoria" in replies[0].text  # answered, in Spanish
     assert "necesitas" in replies[0].text.lower()  # "How many do you need?" asked in Spanish
