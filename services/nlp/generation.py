@@ -12,7 +12,8 @@ import re
 import threading
 from pathlib import Path
 
-from percept.nlp.pretrained import load_pretrained, resolve_device
+from percept.nlp.pretrained import load_pretrained
+from percept.runtime.devices import resolve_device
 
 PROMPT = (
     "Answer the customer's question in one or two friendly sentences, using only the facts.\n"

@@ -1,19 +1,10 @@
 """Loading a transformers model folder from the model dir, shared by the translation
-and answer-phrasing backends: one device rule, one error for a folder without a model."""
+and answer-phrasing backends: float16 on a GPU, one error for a folder without a model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-
-def resolve_device(device: str) -> str:
-    """'auto' is the GPU when torch sees one, else the CPU."""
-    import torch
-
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_pretrained(

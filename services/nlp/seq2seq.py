@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from percept.nlp.language import iso_639_1
-from percept.nlp.pretrained import load_pretrained, resolve_device
+from percept.nlp.pretrained import load_pretrained
+from percept.runtime.devices import resolve_device
 
 log = logging.getLogger(__name__)
 

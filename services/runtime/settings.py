@@ -7,6 +7,8 @@ typo fails loudly instead of surfacing as a strange runtime error.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -141,6 +143,61 @@ class Settings(BaseSettings):
     speech_max_stream_s: float = Field(4 * 3600.0, gt=0, description="audio per stream")
     speech_partial_interval_ms: int = Field(600, ge=100, le=10_000)
     speech_endpoint_silence_ms: int = Field(500, ge=100, le=5_000, description="ends an utterance")
+    vision_detector: Literal["nanodet", "yolo"] = Field(
+        "nanodet", description="nanodet (ONNX, COCO, the offline default) or yolo (ultralytics)"
+    )
+    vision_yolo_model: str = Field(
+        "yolo11n",
+        description="a catalog name, a .pt/.onnx file in the model dir, or a path to one",
+    )
+    vision_yolo_image_size: int = Field(640, ge=32, le=4096, description="YOLO input size")
+    vision_device: Literal["auto", "cpu", "cuda"] = "auto"
+    vision_cpu_threads: int = Field(2, ge=1, le=64)
+    vision_min_confidence: float = Field(0.35, gt=0, lt=1, description="detections kept")
+    vision_max_pixels: int = Field(
+        36_000_000, ge=1, le=170_000_000, description="largest image accepted (width * height)"
+    )
+    vision_max_batch: int = Field(8, ge=1, le=256, description="frames per detector call")
+    vision_batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="how long a frame waits for others to batch with"
+    )
+    vision_cameras_file: Path | None = Field(
+        None,
+        description="zones per camera (YAML); default: cameras.yaml in understanding_dir, "
+        "else the packaged demo cameras",
+    )
+    vision_faces: Literal["off", "detect", "recognize"] = Field(
+        "recognize",
+        description="off: no faces; detect: face boxes only; recognize: also match enrolled, "
+        "consenting visitors (nobody else's face embedding is ever kept)",
+    )
+    vision_track_label: str = Field(
+        "person", description="the detector class that is tracked and counted in zones"
+    )
+    vision_face_embedder: Literal["dlib", "facenet"] = Field(
+        "dlib",
+        description="dlib ResNet (packaged) or facenet InceptionResnetV1 (model dir weights)",
+    )
+    vision_face_interval_s: float = Field(
+        1.0, gt=0, description="how often a tracked person's face is looked at"
+    )
+    vision_face_match_threshold: float | None = Field(
+        None, gt=0, lt=4, description="embedding distance of a match; default: the embedder's"
+    )
+    vision_face_retention_days: float = Field(
+        180.0, gt=0, description="how long an enrolled face embedding is kept"
+    )
+    vision_gallery_store: str = Field(
+        "",
+        description="enrolled faces: empty keeps them in SQLite in data_dir, or a SQLAlchemy URL",
+    )
+    vision_gallery_key: str = Field(
+        "",
+        description="base64 AES-256 key encrypting the face gallery; empty: a key file in data_dir",
+    )
+    vision_visit_gap_s: float = Field(
+        4 * 3600.0, gt=0, description="an enrolled visitor seen after this long is returning"
+    )
     leads_half_life_days: float = Field(14.0, gt=0, description="how fast signals fade")
     leads_hot_threshold: float = Field(0.7, gt=0, le=1)
     leads_warm_threshold: float = Field(0.4, gt=0, le=1)
@@ -186,6 +243,18 @@ class Settings(BaseSettings):
                 f"API keys must be at least 16 characters (key #{short[0] + 1} is not)"
             )
         return keys
+
+    @field_validator("vision_gallery_key")
+    @classmethod
+    def _aes_key(cls, key: str) -> str:
+        if key:
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except binascii.Error:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError("must be 32 random bytes in base64 (openssl rand -base64 32)")
+        return key
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -242,7 +311,7 @@ class Settings(BaseSettings):
         return int(getattr(self, f"{service}_health_port"))
 
 
-_SECRET_FIELDS = {"api_keys", "leads_webhook_secret"}
+_SECRET_FIELDS = {"api_keys", "leads_webhook_secret", "vision_gallery_key"}
 
 
 def _signal_kinds() -> list[str]:

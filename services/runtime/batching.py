@@ -1,0 +1,139 @@
+"""Micro-batching: many callers, one model, one worker thread.
+
+Calls wait at most `max_wait_s` for company, and a batch holds at most
+`max_batch` items. While a batch runs, new calls queue; the next batch takes
+them at once, so under load batches fill without any added wait. This is how
+one accelerator serves many cameras (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+T = TypeVar("T")
+R = TypeVar("R")
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+
+
+class BatchMetrics:
+    def __init__(self, registry: CollectorRegistry | None, prefix: str) -> None:
+        self.size = Histogram(
+            f"{prefix}_batch_size",
+            "Items run together in one model call.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            f"{prefix}_batch_seconds", "Model time per batch.", registry=registry
+        )
+        self.waited = Histogram(
+            f"{prefix}_queue_seconds",
+            "Time from submit to the start of its batch.",
+            registry=registry,
+        )
+        self.failures = Counter(
+            f"{prefix}_batch_failures_total", "Batches that raised.", registry=registry
+        )
+
+
+@dataclass
+class _Item(Generic[T, R]):
+    value: T
+    future: asyncio.Future[R]
+    queued_at: float
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        run: Callable[[Sequence[T]], Sequence[R]],
+        *,
+        max_batch: int = 8,
+        max_wait_s: float = 0.005,
+        metrics: BatchMetrics | None = None,
+        thread_name: str = "model",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._run = run
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.metrics = metrics
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
+        self._queue: asyncio.Queue[_Item[T, R]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    def queued(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def submit(self, value: T) -> R:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._work(self._queue), name="micro-batcher")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(value, future, time.perf_counter()))
+        return await future
+
+    async def _gather(self, queue: asyncio.Queue[_Item[T, R]]) -> list[_Item[T, R]]:
+        batch = [await queue.get()]
+        deadline = time.perf_counter() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [item for item in batch if not item.future.cancelled()]
+
+    async def _work(self, queue: asyncio.Queue[_Item[T, R]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather(queue)
+            if not batch:
+                continue
+            started = time.perf_counter()
+            if self.metrics is not None:
+                self.metrics.size.observe(len(batch))
+                for item in batch:
+                    self.metrics.waited.observe(started - item.queued_at)
+            values = [item.value for item in batch]
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, values)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")
+            except Exception as exc:  # every caller in the batch gets the error; the worker goes on
+                if self.metrics is not None:
+                    self.metrics.failures.inc()
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            if self.metrics is not None:
+                self.metrics.seconds.observe(time.perf_counter() - started)
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self._queue is not None:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError("the model is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)

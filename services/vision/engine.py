@@ -1,0 +1,331 @@
+"""The vision service's logic, between the servicer (protobuf, statuses) and the models.
+
+Detection of every caller's images goes through one micro-batcher; face work
+runs on its own thread so that a slow face model delays only the frames that
+need it. A `CameraStream` is one StreamFrames call: its scene (tracks, zones)
+lives and ends with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+import numpy as np
+
+from percept.runtime.batching import MicroBatcher
+from percept.v1 import common_pb2
+from percept.vision.cameras import Camera
+from percept.vision.detection import Detector, Floats, Objects
+from percept.vision.faces import FaceDetector, FaceEmbedder, FacesFound, largest
+from percept.vision.gallery import Enrolment, Gallery, Match
+from percept.vision.images import RGB
+from percept.vision.metrics import VisionMetrics
+from percept.vision.scene import CROWD_ZONE, Scene, SceneUpdate, Track, Tuning, ZoneChange
+from percept.vision.signals import (
+    crowding_signals,
+    dwell_signal,
+    enrolment_signal,
+    face_signals,
+)
+
+log = logging.getLogger("percept.vision")
+Publish = Callable[[common_pb2.Signal], None]
+MIN_ENROL_FACE_PX = 60  # smaller faces give unreliable embeddings
+MAX_FACE_CHECKS_PER_FRAME = 4
+T = TypeVar("T")
+
+
+class EnrolmentError(ValueError):
+    """The enrolment image cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class FaceSeen:
+    box: Floats
+    score: float
+    visitor_id: str
+    match: Match | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    min_confidence: float = 0.35
+    faces: str = "recognize"  # off | detect | recognize
+    face_interval_s: float = 1.0
+    visit_gap_s: float = 4 * 3600.0
+    track_label: str = "person"
+    tuning: Tuning = field(default_factory=Tuning)
+
+
+class VisionEngine:
+    def __init__(
+        self,
+        detector: Detector,
+        cameras: Mapping[str, Camera],
+        *,
+        options: Options = Options(),
+        face_detector: FaceDetector | None = None,
+        embedder: FaceEmbedder | None = None,
+        gallery: Gallery | None = None,
+        publish: Publish | None = None,
+        metrics: VisionMetrics | None = None,
+        max_batch: int = 8,
+        max_wait_s: float = 0.005,
+    ) -> None:
+        self.detector, self.cameras, self.options = detector, cameras, options
+        self.face_detector, self.embedder, self.gallery = face_detector, embedder, gallery
+        self.publish = publish
+        self.metrics = metrics or VisionMetrics()
+        labels = list(detector.labels)
+        if options.track_label not in labels:
+            raise ValueError(
+                f"the detector {detector.name} has no class {options.track_label!r} to track "
+                f"(PERCEPT_VISION_TRACK_LABEL); it has {', '.join(labels[:10])}"
+            )
+        self.track_class = labels.index(options.track_label)
+        self.batcher: MicroBatcher[tuple[RGB, float], Objects] = MicroBatcher(
+            self._detect_batch,
+            max_batch=max_batch,
+            max_wait_s=max_wait_s,
+            metrics=self.metrics.detector,
+            thread_name="vision-detector",
+        )
+        self._face_thread = ThreadPoolExecutor(1, thread_name_prefix="vision-faces")
+
+    @property
+    def recognizing(self) -> bool:
+        return self.options.faces == "recognize" and self.embedder is not None
+
+    # -- detection --------------------------------------------------------------------
+
+    def _detect_batch(self, items: Sequence[tuple[RGB, float]]) -> list[Objects]:
+        lowest = min(threshold for _, threshold in items)
+        found = self.detector.detect([image for image, _ in items], lowest)
+        return [o.select(o.scores >= t) for o, (_, t) in zip(found, items, strict=True)]
+
+    async def detect(self, image: RGB, min_confidence: float = 0.0) -> Objects:
+        return await self.batcher.submit((image, min_confidence or self.options.min_confidence))
+
+    # -- faces --------------------------------------------------------------------------
+
+    async def on_face_thread(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._face_thread, work)
+
+    def recognise(self, image: RGB, boxes: Floats) -> list[Match | None]:
+        if not self.recognizing or self.gallery is None or not len(boxes):
+            return [None] * len(boxes)
+        if self.gallery.size() == 0:  # nobody enrolled: no embedding is even computed
+            return [None] * len(boxes)
+        assert self.embedder is not None
+        return [self.gallery.match(e) for e in self.embedder.embed(image, boxes)]
+
+    def _faces_of_image(self, image: RGB) -> list[FaceSeen]:
+        assert self.face_detector is not None
+        found = self.face_detector.detect(image)
+        matches = self.recognise(image, found.boxes)
+        self.metrics.faces.labels("detected").inc(len(found))
+        seen = []
+        for box, score, match in zip(found.boxes, found.scores, matches, strict=True):
+            visitor = match.face_identity_id if match else f"visit-{uuid.uuid4().hex[:16]}"
+            if match:
+                self.metrics.faces.labels("matched").inc()
+            seen.append(FaceSeen(box, float(score), visitor, match))
+        return seen
+
+    async def faces(self, image: RGB) -> list[FaceSeen]:
+        """Faces in one image (Detect): ephemeral ids unless one is an enrolled visitor."""
+        if self.face_detector is None or self.options.faces == "off":
+            return []
+        return await self.on_face_thread(lambda: self._faces_of_image(image))
+
+    def _enroll(self, image: RGB, consent: dict[str, str]) -> tuple[Enrolment, bool]:
+        assert self.face_detector is not None and self.embedder is not None
+        assert self.gallery is not None
+        found = self.face_detector.detect(image)
+        if len(found) != 1:
+            raise EnrolmentError(
+                f"image: {len(found)} faces found; enrolment needs exactly one"
+                if len(found)
+                else "image: no face found; enrolment needs one clear, frontal face"
+            )
+        x0, y0, x1, y1 = found.boxes[0]
+        if min(x1 - x0, y1 - y0) < MIN_ENROL_FACE_PX:
+            raise EnrolmentError(
+                f"image: the face is {x1 - x0:.0f}x{y1 - y0:.0f} px; enrolment needs at least "
+                f"{MIN_ENROL_FACE_PX} px (a closer photo)"
+            )
+        embedding = self.embedder.embed(image, found.boxes)[0]
+        known = self.gallery.match(embedding)
+        if known is not None:  # the same consenting person again: renew, do not duplicate
+            return self.gallery.renew(known.face_identity_id, consent), False
+        return self.gallery.enroll(embedding, consent), True
+
+    async def enroll(
+        self,
+        image: RGB,
+        consent_reference: str,
+        identity: common_pb2.IdentityKeys,
+        camera_id: str,
+    ) -> Enrolment:
+        consent = {
+            "reference": consent_reference,
+            "camera_id": camera_id,
+            "recorded_at": datetime.now().astimezone().isoformat(),
+        }
+        enrolment, new = await self.on_face_thread(lambda: self._enroll(image, consent))
+        self.metrics.enrolments.inc()
+        self.send(
+            [enrolment_signal(camera_id, enrolment.face_identity_id, identity, consent_reference)]
+        )
+        log.info(
+            "visitor enrolled" if new else "enrolment renewed",
+            extra={"face_identity_id": enrolment.face_identity_id, "camera_id": camera_id},
+        )
+        return enrolment
+
+    async def forget(self, face_identity_id: str) -> int:
+        if self.gallery is None:
+            return 0
+        gallery = self.gallery
+        erased = await self.on_face_thread(lambda: gallery.forget(face_identity_id))
+        self.metrics.erasures.inc(erased)
+        log.info("face erased", extra={"face_identity_id": face_identity_id, "erased": erased})
+        return erased
+
+    # -- streams --------------------------------------------------------------------------
+
+    def stream(self, camera_id: str) -> CameraStream:
+        return CameraStream(self, camera_id, self.cameras[camera_id])
+
+    def send(self, signals: Sequence[common_pb2.Signal]) -> None:
+        """Signals to the outbox; a failure is logged, never felt by the camera."""
+        if self.publish is None:
+            return
+        try:
+            for signal in signals:
+                self.publish(signal)
+        except Exception:
+            log.exception("could not queue vision signals")
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        self._face_thread.shutdown(wait=True, cancel_futures=True)
+        if self.gallery is not None:
+            self.gallery.close()
+
+
+@dataclass
+class FrameOutcome:
+    update: SceneUpdate
+    faces: list[tuple[Track, FaceSeen]]
+
+
+class CameraStream:
+    def __init__(self, engine: VisionEngine, camera_id: str, camera: Camera) -> None:
+        self.engine, self.camera_id, self.camera = engine, camera_id, camera
+        self.scene = Scene(camera, engine.track_class, engine.options.tuning)
+        self.last_t: float | None = None
+        engine.metrics.streams.inc()
+
+    async def analyse(self, image: RGB, t: float) -> FrameOutcome:
+        engine = self.engine
+        objects = await engine.detect(image)
+        update = self.scene.update(objects, image.shape[1], image.shape[0], t)
+        faces = await self._faces(image, update.people, t)
+        self.last_t = t
+        self._report(update, faces)
+        metrics = engine.metrics
+        metrics.frames.labels(self.camera_id).inc()
+        metrics.people.labels(self.camera_id).set(len(update.people))
+        for occupancy in update.occupancy:
+            metrics.zone_people.labels(self.camera_id, occupancy.zone).set(occupancy.people)
+        return FrameOutcome(update, faces)
+
+    async def _faces(
+        self, image: RGB, people: list[Track], t: float
+    ) -> list[tuple[Track, FaceSeen]]:
+        engine = self.engine
+        if engine.face_detector is None or engine.options.faces == "off" or not self.camera.faces:
+            return []
+        due = sorted(
+            (p for p in people if not p.face_identity_id and p.next_face_check <= t),
+            key=lambda p: p.next_face_check,
+        )[:MAX_FACE_CHECKS_PER_FRAME]
+        if not due:
+            return []
+        for track in due:
+            track.next_face_check = t + engine.options.face_interval_s
+        return await engine.on_face_thread(lambda: self._look_at_faces(image, due))
+
+    def _look_at_faces(self, image: RGB, tracks: list[Track]) -> list[tuple[Track, FaceSeen]]:
+        """The face of each person (in the upper part of their box), matched if enrolled."""
+        engine = self.engine
+        assert engine.face_detector is not None
+        height, width = image.shape[:2]
+        found: list[tuple[Track, Floats, float]] = []
+        for track in tracks:
+            x0, y0, x1, y1 = track.box
+            margin = 0.1 * (x1 - x0)
+            cx0, cy0 = int(max(0, x0 - margin)), int(max(0, y0 - margin))
+            cx1, cy1 = int(min(width, x1 + margin)), int(min(height, y0 + 0.6 * (y1 - y0)))
+            if cx1 - cx0 < 24 or cy1 - cy0 < 24:
+                continue
+            faces: FacesFound = engine.face_detector.detect(image[cy0:cy1, cx0:cx1])
+            best = largest(faces)
+            if best is None:
+                continue
+            box = faces.boxes[best] + np.array([cx0, cy0, cx0, cy0], np.float32)
+            found.append((track, box, float(faces.scores[best])))
+        engine.metrics.faces.labels("detected").inc(len(found))
+        boxes = np.stack([box for _, box, _ in found]) if found else np.zeros((0, 4), np.float32)
+        matches = engine.recognise(image, boxes)
+        seen = []
+        for (track, box, score), match in zip(found, matches, strict=True):
+            if match is not None:
+                track.face_identity_id, track.face_distance = match.face_identity_id, match.distance
+                engine.metrics.faces.labels("matched").inc()
+            visitor = track.face_identity_id or track.visitor_id
+            seen.append((track, FaceSeen(box, score, visitor, match)))
+        return seen
+
+    def _report(self, update: SceneUpdate, faces: list[tuple[Track, FaceSeen]]) -> None:
+        engine, camera_id = self.engine, self.camera_id
+        signals = []
+        for track, face in faces:
+            match = face.match
+            if match is None:
+                continue
+            now = engine.gallery.now() if engine.gallery else datetime.now().astimezone()
+            gap = (now - match.last_seen_at).total_seconds() if match.last_seen_at else None
+            returning = gap is not None and gap >= engine.options.visit_gap_s
+            threshold = engine.gallery.threshold if engine.gallery else 1.0
+            confidence = max(0.0, min(1.0, 1.0 - match.distance / threshold))
+            signals += face_signals(camera_id, track, round(confidence, 3), returning)
+            track.reported = True
+        signals += self._dwell_signals(update.changes)
+        for zone, people in update.crowded:
+            engine.metrics.crowding.labels(camera_id, zone).inc()
+            inside = [t for t in update.people if zone == CROWD_ZONE or zone in t.entered]
+            signals += crowding_signals(camera_id, zone, people, inside)
+        engine.send(signals)
+
+    def _dwell_signals(self, changes: Sequence[ZoneChange]) -> list[common_pb2.Signal]:
+        signals = []
+        for change in changes:
+            signal = dwell_signal(self.camera_id, change)
+            if signal is not None:
+                signals.append(signal)
+                change.track.reported = True
+        return signals
+
+    def close(self) -> None:
+        """The stream ended: people still in zones leave them (their dwell is reported)."""
+        self.engine.send(self._dwell_signals(self.scene.close()))
+        self.engine.metrics.streams.dec()

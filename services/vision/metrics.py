@@ -1,0 +1,46 @@
+"""Prometheus metrics of the vision service (camera and zone labels come from the
+cameras file, so their number is bounded by configuration, not by callers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from percept.runtime.batching import BatchMetrics
+
+
+class VisionMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        kw: dict[str, Any] = {"registry": registry}
+        self.detector = BatchMetrics(registry, "percept_vision_detector")
+        self.frames = Counter("percept_vision_frames_total", "Frames analysed.", ["camera"], **kw)
+        self.dropped = Counter(
+            "percept_vision_frames_dropped_total",
+            "Frames skipped by the latest-wins policy (the camera sent faster than we analyse).",
+            ["camera"],
+            **kw,
+        )
+        self.streams = Gauge("percept_vision_streams", "Camera streams open now.", **kw)
+        self.people = Gauge("percept_vision_people", "People in view.", ["camera"], **kw)
+        self.zone_people = Gauge(
+            "percept_vision_zone_people", "People in a zone.", ["camera", "zone"], **kw
+        )
+        self.crowding = Counter(
+            "percept_vision_crowding_alerts_total",
+            "Crowding episodes (zone '*' is the whole view).",
+            ["camera", "zone"],
+            **kw,
+        )
+        self.faces = Counter(
+            "percept_vision_faces_total",
+            "Faces looked at, by outcome (detected, matched an enrolled visitor).",
+            ["outcome"],
+            **kw,
+        )
+        self.enrolments = Counter(
+            "percept_vision_enrolments_total", "Consenting visitors enrolled.", **kw
+        )
+        self.erasures = Counter(
+            "percept_vision_face_erasures_total", "Enrolled faces erased.", **kw
+        )

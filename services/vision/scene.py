@@ -1,0 +1,240 @@
+"""One camera's view over time: people tracked, zones entered and left, dwell, queues, crowds.
+
+People are tracked with ByteTrack (Roboflow `trackers`), fed each frame's
+capture time so dropped frames do not confuse it. A person is in a zone when
+the bottom centre of their box (their feet) is. Leaving needs `exit_grace_s`
+outside, so a box jittering on a zone's edge does not flap; a track lost for
+less than `lost_s` (an occlusion) keeps its id and its zones.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from percept.vision.cameras import Camera, Zone
+from percept.vision.detection import Floats, Objects
+
+CROWD_ZONE = "*"  # crowding of the whole frame
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Tracker settings, tuned on NanoDet's person scores (0.3-0.8 on real photos)."""
+
+    high_confidence: float = 0.5  # ByteTrack's first association stage
+    activation: float = 0.5  # a new track needs this much
+    consecutive_frames: int = 2  # frames before a track gets an id
+    min_iou: float = 0.1
+    lost_s: float = 2.0  # an occlusion shorter than this keeps the id
+    exit_grace_s: float = 1.0  # outside this long before an exit counts
+
+
+@dataclass
+class Track:
+    track_id: int
+    visitor_id: str  # ephemeral: a new one per track, never linked across visits by itself
+    first_seen: float
+    last_seen: float
+    box: Floats
+    score: float
+    entered: dict[str, float] = field(default_factory=dict)  # zone -> time of entry
+    last_inside: dict[str, float] = field(default_factory=dict)
+    face_identity_id: str = ""  # set when the face matched an enrolled, consenting visitor
+    face_distance: float = 0.0
+    next_face_check: float = 0.0
+    reported: bool = False  # leads has had a signal about this visitor
+
+
+@dataclass(frozen=True)
+class ZoneChange:
+    entered: bool
+    zone: Zone
+    track: Track
+    dwell_s: float = 0.0  # exits only
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    zone: str
+    people: int
+    queue_length: int
+
+
+@dataclass
+class SceneUpdate:
+    people: list[Track]  # tracked people seen in this frame
+    objects: Objects  # everything detected, people included
+    object_tracks: npt.NDArray[np.int64]  # track id per object (0: untracked)
+    changes: list[ZoneChange]
+    occupancy: list[Occupancy]
+    density: Floats  # (rows, cols)
+    crowded: list[tuple[str, int]]  # (zone, people) of crowding that started now
+
+
+class Scene:
+    def __init__(self, camera: Camera, person_class: int, tuning: Tuning = Tuning()) -> None:
+        from trackers import ByteTrackTracker
+
+        self.camera, self.person_class, self.tuning = camera, person_class, tuning
+        self.tracker = ByteTrackTracker(
+            lost_track_buffer=round(tuning.lost_s * 30),  # counted in 30 fps frames
+            frame_rate=camera.frame_rate,
+            track_activation_threshold=tuning.activation,
+            minimum_consecutive_frames=tuning.consecutive_frames,
+            minimum_iou_threshold=tuning.min_iou,
+            high_conf_det_threshold=tuning.high_confidence,
+        )
+        self.tracks: dict[int, Track] = {}
+        self.shapes = [zone.shape for zone in camera.zones]
+        for shape in self.shapes:
+            shapely.prepare(shape)
+        self.density = np.zeros(camera.density_grid, np.float32)
+        self.last_t: float | None = None
+        self.crowd_since: dict[str, float] = {}  # zone -> when its count reached the alert
+        self.crowd_alerted: set[str] = set()
+
+    def update(self, objects: Objects, width: int, height: int, t: float) -> SceneUpdate:
+        import supervision as sv
+
+        people = np.nonzero(objects.class_ids == self.person_class)[0]
+        detections = sv.Detections(
+            xyxy=objects.boxes[people].astype(np.float64),
+            confidence=objects.scores[people],
+            class_id=objects.class_ids[people],
+            data={"index": people},
+        )
+        tracked = self.tracker.update(detections, timestamp=t)
+        object_tracks = np.zeros(len(objects), np.int64)
+        seen: list[Track] = []
+        for box, score, tid, index in zip(
+            tracked.xyxy,
+            tracked.confidence if tracked.confidence is not None else [],
+            tracked.tracker_id if tracked.tracker_id is not None else [],
+            tracked.data.get("index", []),
+            strict=True,
+        ):
+            if tid < 0:  # not confirmed yet
+                continue
+            tid = int(tid) + 1  # the tracker counts from 0; the API's 0 means untracked
+            track = self.tracks.get(tid)
+            if track is None:
+                track = self.tracks[tid] = Track(
+                    tid, f"visit-{uuid.uuid4().hex[:16]}", t, t, box.astype(np.float32), 0.0
+                )
+            track.last_seen, track.box, track.score = t, box.astype(np.float32), float(score)
+            object_tracks[int(index)] = tid
+            seen.append(track)
+        changes = self._zones(seen, width, height, t)
+        changes += self._expire(t)
+        occupancy = self._occupancy(seen, t)
+        self._decay_density(seen, width, height, t)
+        return SceneUpdate(
+            people=seen,
+            objects=objects,
+            object_tracks=object_tracks,
+            changes=changes,
+            occupancy=occupancy,
+            density=self.density.copy(),
+            crowded=self._crowding(occupancy, len(seen), t),
+        )
+
+    def close(self) -> list[ZoneChange]:
+        """The stream ended: everyone still inside a zone leaves it now."""
+        changes: list[ZoneChange] = []
+        for track in self.tracks.values():
+            changes += self._leave_all(track)
+        self.tracks.clear()
+        return changes
+
+    # -- zones ------------------------------------------------------------------
+
+    def _zones(self, seen: list[Track], width: int, height: int, t: float) -> list[ZoneChange]:
+        if not seen or not self.camera.zones:
+            return []
+        feet_x = np.array([(tr.box[0] + tr.box[2]) / 2 / width for tr in seen])
+        feet_y = np.array([tr.box[3] / height for tr in seen])
+        changes = []
+        for zone, shape in zip(self.camera.zones, self.shapes, strict=True):
+            inside = shapely.contains_xy(shape, feet_x, feet_y)
+            for track, is_in in zip(seen, inside, strict=True):
+                name = zone.name
+                if is_in:
+                    if name not in track.entered:
+                        track.entered[name] = t
+                        changes.append(ZoneChange(True, zone, track))
+                    track.last_inside[name] = t
+                elif (
+                    name in track.entered
+                    and t - track.last_inside[name] >= self.tuning.exit_grace_s
+                ):
+                    changes.append(self._leave(track, zone))
+        return changes
+
+    def _leave(self, track: Track, zone: Zone) -> ZoneChange:
+        entered = track.entered.pop(zone.name)
+        left = track.last_inside.pop(zone.name)
+        return ZoneChange(False, zone, track, dwell_s=max(0.0, left - entered))
+
+    def _leave_all(self, track: Track) -> list[ZoneChange]:
+        zones = {zone.name: zone for zone in self.camera.zones}
+        return [self._leave(track, zones[name]) for name in list(track.entered)]
+
+    def _expire(self, t: float) -> list[ZoneChange]:
+        """Tracks lost for longer than an occlusion are gone: they leave their zones."""
+        changes: list[ZoneChange] = []
+        for tid, track in list(self.tracks.items()):
+            if t - track.last_seen > self.tuning.lost_s:
+                changes += self._leave_all(track)
+                del self.tracks[tid]
+        return changes
+
+    def _occupancy(self, seen: list[Track], t: float) -> list[Occupancy]:
+        result = []
+        for zone in self.camera.zones:
+            inside = [tr for tr in seen if zone.name in tr.entered]
+            queuing = (
+                sum(1 for tr in inside if t - tr.entered[zone.name] >= zone.queue_min_wait_s)
+                if zone.kind == "queue"
+                else 0
+            )
+            result.append(Occupancy(zone.name, len(inside), queuing))
+        return result
+
+    # -- density and crowding -----------------------------------------------------
+
+    def _decay_density(self, seen: list[Track], width: int, height: int, t: float) -> None:
+        rows, cols = self.camera.density_grid
+        counts = np.zeros((rows, cols), np.float32)
+        for track in seen:
+            x = (track.box[0] + track.box[2]) / 2 / width
+            y = track.box[3] / height
+            counts[min(int(y * rows), rows - 1), min(int(x * cols), cols - 1)] += 1
+        if self.last_t is None:
+            self.density = counts
+        else:
+            keep = math.pow(0.5, max(0.0, t - self.last_t) / self.camera.density_half_life_s)
+            self.density = self.density * keep + counts * (1 - keep)
+        self.last_t = t
+
+    def _crowding(self, occupancy: list[Occupancy], people: int, t: float) -> list[tuple[str, int]]:
+        limits = {zone.name: zone.crowd_alert for zone in self.camera.zones if zone.crowd_alert}
+        counts = {o.zone: o.people for o in occupancy}
+        if self.camera.crowd_alert:
+            limits[CROWD_ZONE], counts[CROWD_ZONE] = self.camera.crowd_alert, people
+        started = []
+        for zone, limit in limits.items():
+            if counts[zone] < limit:
+                self.crowd_since.pop(zone, None)
+                self.crowd_alerted.discard(zone)
+                continue
+            since = self.crowd_since.setdefault(zone, t)
+            if zone not in self.crowd_alerted and t - since >= self.camera.crowd_hold_s:
+                self.crowd_alerted.add(zone)
+                started.append((zone, counts[zone]))
+        return started

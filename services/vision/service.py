@@ -1,0 +1,143 @@
+"""The vision service as the runtime hosts it: cameras, detector, faces and gallery on load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from percept.models import model_store
+from percept.runtime.devices import resolve_device
+from percept.runtime.settings import Settings
+from percept.runtime.signals import SignalPublisher
+from percept.understanding import data
+from percept.understanding.entities import catalog
+from percept.v1 import vision_pb2, vision_pb2_grpc
+from percept.vision.cameras import FILE as CAMERAS_FILE
+from percept.vision.cameras import Camera, load_cameras
+from percept.vision.engine import Options, VisionEngine
+from percept.vision.faces import DlibEmbedder, FaceEmbedder, FacenetEmbedder, Mtcnn
+from percept.vision.gallery import Gallery, load_key
+from percept.vision.metrics import VisionMetrics
+from percept.vision.models import load_detector
+from percept.vision.servicer import VisionServicer
+
+SERVICE = vision_pb2.DESCRIPTOR.services_by_name["Vision"].full_name
+PURGE_EVERY_S = 3600.0
+log = logging.getLogger("percept.vision")
+
+
+def cameras_of(settings: Settings) -> dict[str, Camera]:
+    path = settings.vision_cameras_file
+    if path is None and settings.understanding_dir is not None:
+        candidate = settings.understanding_dir / CAMERAS_FILE
+        path = candidate if candidate.is_file() else None
+    data.use_directory(settings.understanding_dir)
+    return dict(load_cameras(path, sorted(catalog())))
+
+
+def open_gallery(settings: Settings, embedder: str, threshold: float) -> Gallery:
+    url = settings.vision_gallery_store or f"sqlite:///{settings.data_dir / 'vision-gallery.db'}"
+    shared = bool(settings.vision_gallery_store) and not url.startswith("sqlite")
+    key = load_key(settings.vision_gallery_key, settings.data_dir / "vision-gallery.key", shared)
+    return Gallery(
+        url,
+        key,
+        embedder,
+        retention=timedelta(days=settings.vision_face_retention_days),
+        threshold=threshold,
+    )
+
+
+def load_embedder(settings: Settings, device: str) -> FaceEmbedder:
+    store = model_store(settings)
+    if settings.vision_face_embedder == "facenet":
+        weights = store.resolve("facenet-vggface2")
+        return FacenetEmbedder(weights.file(weights.spec.files[0]), device)
+    return DlibEmbedder(store.resolve("dlib-face-resnet").path)
+
+
+class VisionService:
+    name = "vision"
+    grpc_service_names: Sequence[str] = (SERVICE,)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.metrics = VisionMetrics(self.registry)
+        self.signals = SignalPublisher(settings, self.name, self.registry)
+        self.servicer = VisionServicer(max_pixels=settings.vision_max_pixels)
+        self._purge: asyncio.Task[None] | None = None
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        vision_pb2_grpc.add_VisionServicer_to_server(self.servicer, server)
+
+    def _build(self) -> VisionEngine:
+        settings = self.settings
+        cameras = cameras_of(settings)
+        detector = load_detector(settings)
+        faces = settings.vision_faces
+        device = resolve_device(settings.vision_device)
+        face_detector = None
+        if faces != "off":
+            face_detector = Mtcnn(model_store(settings).resolve("mtcnn").path, device)
+        embedder = load_embedder(settings, device) if faces == "recognize" else None
+        threshold = settings.vision_face_match_threshold or (
+            embedder.threshold if embedder else DlibEmbedder.threshold
+        )
+        # Opened whatever the mode, so erasure and retention work after recognition is off.
+        gallery = open_gallery(
+            settings, embedder.name if embedder else DlibEmbedder.name, threshold
+        )
+        purged = gallery.purge_expired()
+        if purged:
+            log.info("expired face enrolments erased", extra={"erased": purged})
+        options = Options(
+            min_confidence=settings.vision_min_confidence,
+            faces=faces,
+            face_interval_s=settings.vision_face_interval_s,
+            visit_gap_s=settings.vision_visit_gap_s,
+            track_label=settings.vision_track_label,
+        )
+        return VisionEngine(
+            detector,
+            cameras,
+            options=options,
+            face_detector=face_detector,
+            embedder=embedder,
+            gallery=gallery,
+            metrics=self.metrics,
+            max_batch=settings.vision_max_batch,
+            max_wait_s=settings.vision_batch_wait_ms / 1000,
+        )
+
+    async def load(self) -> None:
+        engine = await asyncio.to_thread(self._build)
+        self.signals.start()
+        engine.publish = self.signals.publish
+        self.servicer.engine = engine
+        self._purge = asyncio.create_task(self._purge_forever(engine), name="vision-retention")
+
+    async def _purge_forever(self, engine: VisionEngine) -> None:
+        while True:
+            await asyncio.sleep(PURGE_EVERY_S)
+            if engine.gallery is not None:
+                purged = await engine.on_face_thread(engine.gallery.purge_expired)
+                if purged:
+                    log.info("expired face enrolments erased", extra={"erased": purged})
+
+    async def close(self) -> None:
+        if self._purge is not None:
+            self._purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purge
+        engine, self.servicer.engine = self.servicer.engine, None
+        if engine is not None:
+            engine.publish = None
+            await engine.close()
+        await self.signals.close()

@@ -1,0 +1,295 @@
+"""gRPC face of the vision service: requests checked, images decoded, results as messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from percept.v1 import common_pb2, vision_pb2, vision_pb2_grpc
+from percept.vision.detection import Floats, Objects
+from percept.vision.engine import CameraStream, EnrolmentError, FaceSeen, FrameOutcome, VisionEngine
+from percept.vision.images import RGB, ImageError, ImageTooLargeError, decode_image
+from percept.vision.latest import LatestSlot
+
+Context = grpc.aio.ServicerContext[Any, Any]
+ENTER = vision_pb2.ZoneEvent.EVENT_TYPE_ENTER
+EXIT = vision_pb2.ZoneEvent.EVENT_TYPE_EXIT
+MAX_CONSENT_REFERENCE = 500
+
+
+class StreamError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def _box(values: Sequence[float] | Floats) -> common_pb2.BoundingBox:
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return common_pb2.BoundingBox(x_min=x0, y_min=y0, x_max=x1, y_max=y1)
+
+
+def detection_messages(
+    objects: Objects, labels: Sequence[str], tracks: Sequence[int] | None = None
+) -> list[vision_pb2.Detection]:
+    return [
+        vision_pb2.Detection(
+            label=labels[int(c)] if int(c) < len(labels) else str(int(c)),
+            class_id=int(c),
+            confidence=float(s),
+            box=_box(b),
+            track_id=int(tracks[i]) if tracks is not None else 0,
+        )
+        for i, (b, s, c) in enumerate(
+            zip(objects.boxes, objects.scores, objects.class_ids, strict=True)
+        )
+    ]
+
+
+def face_message(face: FaceSeen) -> vision_pb2.Face:
+    return vision_pb2.Face(
+        box=_box(face.box),
+        confidence=face.score,
+        visitor_id=face.visitor_id,
+        enrolled=face.match is not None,
+        match_distance=face.match.distance if face.match else 0.0,
+    )
+
+
+def frame_result(
+    frame: vision_pb2.Frame, outcome: FrameOutcome, labels: Sequence[str], t: float, dropped: int
+) -> vision_pb2.FrameResult:
+    update = outcome.update
+    rows, cols = update.density.shape
+    result = vision_pb2.FrameResult(
+        camera_id=frame.camera_id,
+        sequence=frame.sequence,
+        objects=detection_messages(update.objects, labels, update.object_tracks.tolist()),
+        zone_events=[
+            vision_pb2.ZoneEvent(
+                type=ENTER if c.entered else EXIT,
+                zone=c.zone.name,
+                track_id=c.track.track_id,
+                dwell=None if c.entered else _duration(c.dwell_s),
+            )
+            for c in update.changes
+        ],
+        zones=[
+            vision_pb2.ZoneOccupancy(zone=o.zone, people=o.people, queue_length=o.queue_length)
+            for o in update.occupancy
+        ],
+        people_count=len(update.people),
+        faces=[face_message(face) for _, face in outcome.faces],
+        density=vision_pb2.DensityGrid(
+            rows=rows, cols=cols, cells=[round(float(v), 4) for v in update.density.flat]
+        ),
+        frames_dropped=dropped,
+    )
+    result.captured_at.FromNanoseconds(round(t * 1e9))
+    return result
+
+
+class VisionServicer(vision_pb2_grpc.VisionServicer):
+    def __init__(self, max_pixels: int = 36_000_000) -> None:
+        self.engine: VisionEngine | None = None  # set when the models have loaded
+        self.max_pixels = max_pixels
+
+    async def _engine(self, context: Context) -> VisionEngine:
+        if self.engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the vision models are still loading")
+        assert self.engine is not None
+        return self.engine
+
+    async def _decode(self, image: vision_pb2.Image, field: str) -> RGB:
+        try:
+            return await asyncio.to_thread(decode_image, image, self.max_pixels, field)
+        except ImageTooLargeError as exc:
+            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except ImageError as exc:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+    async def _image(self, image: vision_pb2.Image, context: Context, field: str = "image") -> RGB:
+        try:
+            return await self._decode(image, field)
+        except StreamError as exc:
+            await context.abort(exc.code, str(exc))
+        raise AssertionError("unreachable")
+
+    async def Detect(
+        self, request: vision_pb2.DetectRequest, context: Context
+    ) -> vision_pb2.Detections:
+        engine = await self._engine(context)
+        threshold = request.min_confidence
+        if math.isnan(threshold) or not 0.0 <= threshold < 1.0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"min_confidence: {threshold} is outside [0, 1) (0 uses the server default)",
+            )
+        labels = list(engine.detector.labels)
+        unknown = [c for c in request.classes if c not in labels]
+        if unknown:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"classes: {unknown[0]!r} is not a class of {engine.detector.name} "
+                f"(e.g. {', '.join(labels[:8])})",
+            )
+        image = await self._image(request.image, context)
+        started = time.perf_counter()
+        objects = await engine.detect(image, threshold)
+        if request.classes:
+            wanted = [labels.index(c) for c in request.classes]
+            objects = objects.select(np.isin(objects.class_ids, wanted))
+        faces = await engine.faces(image) if request.detect_faces else []
+        return vision_pb2.Detections(
+            detections=detection_messages(objects, labels),
+            faces=[face_message(f) for f in faces],
+            image_width=image.shape[1],
+            image_height=image.shape[0],
+            model=engine.detector.name,
+            inference_time=_duration(time.perf_counter() - started),
+        )
+
+    async def StreamFrames(
+        self, request_iterator: AsyncIterator[vision_pb2.Frame], context: Context
+    ) -> AsyncIterator[vision_pb2.FrameResult]:
+        engine = await self._engine(context)
+        slot: LatestSlot[vision_pb2.Frame] = LatestSlot()
+        reader = asyncio.create_task(self._read(request_iterator, slot, engine))
+        stream: CameraStream | None = None
+        try:
+            skipped = 0
+            while True:
+                frame, dropped = await slot.take()
+                skipped += dropped
+                if frame is None:
+                    break
+                if stream is None:
+                    stream = engine.stream(frame.camera_id.strip())
+                t = _frame_time(frame)
+                if stream.last_t is not None and t <= stream.last_t:
+                    skipped += 1  # older than what was analysed: stale
+                    continue
+                image = await self._decode(frame.image, f"frame {frame.sequence}: image")
+                outcome = await stream.analyse(image, t)
+                engine.metrics.dropped.labels(frame.camera_id).inc(skipped)
+                yield frame_result(frame, outcome, engine.detector.labels, t, skipped)
+                skipped = 0
+            if slot.error is not None:
+                raise slot.error
+        except StreamError as exc:
+            await context.abort(exc.code, str(exc))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            if stream is not None:
+                stream.close()
+
+    async def _read(
+        self,
+        requests: AsyncIterator[vision_pb2.Frame],
+        slot: LatestSlot[vision_pb2.Frame],
+        engine: VisionEngine,
+    ) -> None:
+        """Checks each frame's camera as it arrives; the slot keeps only the newest frame."""
+        camera = None
+        count = 0
+        try:
+            async for frame in requests:
+                count += 1
+                camera_id = frame.camera_id.strip()
+                if camera is None:
+                    if not camera_id:
+                        raise StreamError(
+                            grpc.StatusCode.INVALID_ARGUMENT, "frame 1: camera_id: required"
+                        )
+                    if camera_id not in engine.cameras:
+                        known = ", ".join(sorted(engine.cameras)) or "none"
+                        raise StreamError(
+                            grpc.StatusCode.NOT_FOUND,
+                            f"camera_id: {camera_id!r} has no configuration in the cameras "
+                            f"file (PERCEPT_VISION_CAMERAS_FILE); configured: {known}",
+                        )
+                    camera = camera_id
+                elif camera_id != camera:
+                    raise StreamError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"frame {count}: camera_id {camera_id!r} differs from the stream's "
+                        f"camera {camera!r}; open one stream per camera",
+                    )
+                if not frame.HasField("image"):
+                    raise StreamError(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"frame {count}: image: required"
+                    )
+                slot.put(frame)
+        except StreamError as exc:
+            slot.close(exc)
+            return
+        slot.close()
+
+    async def Enroll(
+        self, request: vision_pb2.EnrollRequest, context: Context
+    ) -> vision_pb2.EnrollResponse:
+        engine = await self._engine(context)
+        consent = request.consent_reference.strip()
+        if not consent:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "consent_reference: required (where and when the visitor consented); "
+                "no face is enrolled without consent",
+            )
+        if len(consent) > MAX_CONSENT_REFERENCE or not consent.isprintable():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"consent_reference: printable text of at most {MAX_CONSENT_REFERENCE} characters",
+            )
+        if not engine.recognizing:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"face recognition is off here (PERCEPT_VISION_FACES={engine.options.faces}); "
+                "enrolment needs 'recognize'",
+            )
+        image = await self._image(request.image, context)
+        try:
+            enrolment = await engine.enroll(
+                image, consent, request.identity, request.camera_id.strip()
+            )
+        except EnrolmentError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        expires = Timestamp()
+        expires.FromDatetime(enrolment.expires_at.astimezone(UTC))
+        return vision_pb2.EnrollResponse(
+            face_identity_id=enrolment.face_identity_id, expires_at=expires
+        )
+
+    async def ForgetVisitor(
+        self, request: vision_pb2.ForgetVisitorRequest, context: Context
+    ) -> vision_pb2.ForgetVisitorResponse:
+        engine = await self._engine(context)
+        face_id = request.face_identity_id.strip()
+        if not face_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "face_identity_id: required")
+        erased = await engine.forget(face_id)
+        return vision_pb2.ForgetVisitorResponse(embeddings_erased=erased)
+
+
+def _frame_time(frame: vision_pb2.Frame) -> float:
+    """Capture time in seconds (the arrival time when the camera gives none)."""
+    if frame.HasField("captured_at"):
+        return frame.captured_at.ToNanoseconds() / 1e9
+    return datetime.now(UTC).timestamp()
