@@ -57,6 +57,9 @@ install_python() {
   # MTCNN face detection: the wheel ships its weights but pins torch<2.3; its real
   # dependencies (numpy, pillow, requests, torchvision, tqdm) are already there.
   pip_install --no-deps "facenet-pytorch==2.6.0"
+  # ByteTrack (Roboflow trackers): it asks for the GUI opencv-python; the headless
+  # build the project installs provides the same cv2, and its other needs are there.
+  pip_install --no-deps "trackers==2.6.1"
   echo "$inputs" >"$stamp"
 }
 
