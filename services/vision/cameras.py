@@ -109,15 +109,15 @@ def _line_of(node: Any, loc: Sequence[int | str]) -> int:
     """The line of the YAML node that a pydantic error location points at."""
     line = int(node.start_mark.line) + 1
     for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == str(part)), None)
+        if isinstance(node, yaml.MappingNode):  # the key's line: "zones:", "polygon: [...]"
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            match = node.value[part] if part < len(node.value) else None
+            pair = (node.value[part], node.value[part]) if part < len(node.value) else None
         else:
-            match = None
-        if match is None:
+            pair = None
+        if pair is None:
             break
-        node, line = match, int(match.start_mark.line) + 1
+        line, node = int(pair[0].start_mark.line) + 1, pair[1]
     return line
 
 

@@ -1,0 +1,115 @@
+"""The shared micro-batcher and the latest-wins slot, on a recording model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from percept.runtime.batching import MicroBatcher
+from percept.vision.latest import LatestSlot
+
+
+class Recorder:
+    def __init__(self, seconds: float = 0.0, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+        self.seconds, self.fail_on = seconds, fail_on
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.threads.add(threading.current_thread().name)
+        if self.fail_on in items:
+            raise ValueError(f"bad item {self.fail_on}")
+        time.sleep(self.seconds)
+        return [i * 10 for i in items]
+
+
+async def test_calls_waiting_together_run_as_one_batch_on_one_thread() -> None:
+    model = Recorder(seconds=0.05)
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.02)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    await batcher.close()
+    assert results == [i * 10 for i in range(10)]
+    assert all(len(b) <= 4 for b in model.batches)
+    assert len(model.batches) == 3  # 4 + 4 + 2
+    assert len(model.threads) == 1
+
+
+async def test_a_lone_call_waits_at_most_max_wait() -> None:
+    model = Recorder()
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.05)
+    started = time.perf_counter()
+    assert await batcher.submit(3) == 30
+    waited = time.perf_counter() - started
+    await batcher.close()
+    assert model.batches == [[3]]
+    assert waited < 1.0  # bounded: a lone frame is not held for company forever
+
+
+async def test_calls_arriving_while_a_batch_runs_form_the_next_batch() -> None:
+    model = Recorder(seconds=0.2)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.0)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.05)  # the first batch is running
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 6)]
+    await asyncio.gather(first, *rest)
+    await batcher.close()
+    assert model.batches == [[0], [1, 2, 3, 4, 5]]
+
+
+async def test_an_error_reaches_every_caller_of_its_batch_and_the_worker_goes_on() -> None:
+    model = Recorder(fail_on=2)
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.02)
+    outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    assert all(isinstance(o, ValueError) for o in outcomes)
+    assert await batcher.submit(7) == 70
+    await batcher.close()
+
+
+async def test_a_cancelled_call_is_left_out() -> None:
+    model = Recorder(seconds=0.1)
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.0)
+    busy = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.02)
+    gone = asyncio.ensure_future(batcher.submit(1))
+    kept = asyncio.ensure_future(batcher.submit(2))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert await kept == 20
+    await busy
+    await batcher.close()
+    assert model.batches == [[0], [2]]
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        MicroBatcher(Recorder(), max_batch=0)
+
+
+async def test_latest_wins_and_counts_what_it_replaced() -> None:
+    slot: LatestSlot[int] = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert await slot.take() == (4, 4)
+    slot.put(5)
+    slot.drop()
+    slot.close()
+    assert await slot.take() == (5, 1)  # what was waiting is still handed out after close
+    assert await slot.take() == (None, 0)
+
+
+async def test_take_waits_for_a_frame() -> None:
+    slot: LatestSlot[str] = LatestSlot()
+    waiting = asyncio.ensure_future(slot.take())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    slot.put("frame")
+    assert await waiting == ("frame", 0)
+    error = ValueError("bad camera")
+    slot.close(error)
+    assert await slot.take() == (None, 0)
+    assert slot.error is error

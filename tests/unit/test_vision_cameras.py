@@ -1,0 +1,92 @@
+"""The cameras file: the packaged demo loads; each mistake is named with its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from percept.vision.cameras import CameraConfigError, load_cameras, parse_cameras
+
+PRODUCTS = ["phone", "laptop"]
+GOOD = """\
+cameras:
+  cam-1:
+    zones:
+      - name: phones
+        kind: product
+        product: phone
+        polygon: [[0.1, 0.1], [0.5, 0.1], [0.5, 0.9], [0.1, 0.9]]
+      - name: checkout
+        kind: queue
+        polygon: [[0.6, 0.1], [0.9, 0.1], [0.9, 0.9]]
+"""
+
+
+def test_the_packaged_demo_cameras_load() -> None:
+    cameras = load_cameras(None, PRODUCTS)
+    zones = {z.name: z for z in cameras["store-front"].zones}
+    assert set(zones) == {"entrance", "phones", "laptops", "checkout"}
+    assert zones["phones"].product == "phone" and zones["checkout"].kind == "queue"
+
+
+def test_a_valid_file(tmp_path: Path) -> None:
+    path = tmp_path / "cameras.yaml"
+    path.write_text(GOOD)
+    camera = load_cameras(path, PRODUCTS)["cam-1"]
+    assert [z.name for z in camera.zones] == ["phones", "checkout"]
+    assert camera.density_grid == (4, 6)  # the default
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("[[0.6, 0.1], [0.9, 0.1], [0.9, 0.9]]", "[[0, 0], [1, 1], [1, 0], [0, 1]]"),
+            "line 10: cameras.cam-1.zones.1.polygon: not a simple polygon "
+            "(Self-intersection[0.5 0.5])",
+        ),
+        (
+            ("[[0.6, 0.1], [0.9, 0.1], [0.9, 0.9]]", "[[0.6, 0.1], [1.2, 0.1], [0.9, 0.9]]"),
+            "line 10: cameras.cam-1.zones.1.polygon: point #2 [1.2, 0.1] is outside the frame",
+        ),
+        (
+            ("[[0.6, 0.1], [0.9, 0.1], [0.9, 0.9]]", "[[0.6, 0.1], [0.9, 0.1]]"),
+            "a zone needs at least 3 points, got 2",
+        ),
+        (
+            ("[[0.6, 0.1], [0.9, 0.1], [0.9, 0.9]]", "[[0.1, 0.1], [0.1001, 0.1], [0.1, 0.1001]]"),
+            "the polygon has no area",
+        ),
+        (
+            ("kind: queue", "kind: queue\n        colour: red"),
+            "line 10: cameras.cam-1.zones.1.colour",
+        ),
+        (("product: phone", "product: fridge"), "line 4: zone 'phones': unknown product 'fridge'"),
+        (("name: checkout", "name: phones"), "line 3: cameras.cam-1.zones: zone name 'phones' is"),
+        (("cam-1:", "cam 1:"), "line 2: camera id 'cam 1' must be"),
+        (("kind: queue", "kind: counter"), "line 9: cameras.cam-1.zones.1.kind"),
+        (("cameras:", "cameras: ["), "not valid YAML"),
+    ],
+)
+def test_mistakes_are_named_with_their_line(change: tuple[str, str], message: str) -> None:
+    text = GOOD.replace(*change)
+    with pytest.raises(CameraConfigError) as error:
+        parse_cameras(text, "cameras.yaml", PRODUCTS)
+    assert message in str(error.value)
+    assert str(error.value).startswith("cameras.yaml")
+
+
+def test_duplicate_zone_names_are_refused() -> None:
+    with pytest.raises(CameraConfigError, match="zone name 'phones' is used twice"):
+        parse_cameras(GOOD.replace("name: checkout", "name: phones"), "c.yaml", PRODUCTS)
+
+
+def test_a_product_zone_must_name_its_product() -> None:
+    with pytest.raises(CameraConfigError, match="a product zone names its product"):
+        parse_cameras(GOOD.replace("        product: phone\n", ""), "c.yaml", PRODUCTS)
+
+
+def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CameraConfigError, match=r"missing.yaml: cannot read"):
+        load_cameras(tmp_path / "missing.yaml")

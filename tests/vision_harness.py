@@ -1,0 +1,83 @@
+"""Vision services on loopback with the real models, and camera clients for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from percept.models import model_store
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.v1 import vision_pb2, vision_pb2_grpc
+from percept.vision.images import encode_jpeg
+from percept.vision.service import VisionService
+
+# Read before any test isolates the environment: where `percept models pull nanodet`
+# (scripts/setup.sh) put NanoDet.
+MODEL_DIR = Settings().resolved_model_dir
+T0 = 1_764_670_000.0  # capture times of the test cameras (seconds since the epoch)
+
+
+def vision_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        f"{n}_{k}": 0 for n in SERVICE_NAMES for k in ("port", "metrics_port")
+    }
+    values.update(
+        data_dir=data_dir,
+        model_dir=MODEL_DIR,
+        log_format="text",
+        vision_device="cpu",
+        leads_address="127.0.0.1:9",  # no leads: the outbox keeps signals (unless a test sets one)
+    )
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if model_store(settings).find("nanodet") is None:
+        raise RuntimeError(f"NanoDet is not in {MODEL_DIR}: run `percept models pull nanodet`")
+    return settings
+
+
+async def start_vision(settings: Settings) -> tuple[VisionService, ServiceHost]:
+    service = VisionService(settings)
+    host = ServiceHost(service, settings)
+    await host.start()
+    await asyncio.wait_for(host.ready.wait(), 240)
+    assert service.servicer.engine is not None, "the vision service failed to load"
+    return service, host
+
+
+def frame(
+    image: npt.NDArray[np.uint8], sequence: int, t: float, camera: str = "store-front"
+) -> vision_pb2.Frame:
+    message = vision_pb2.Frame(
+        camera_id=camera, sequence=sequence, image=vision_pb2.Image(encoded=encode_jpeg(image))
+    )
+    message.captured_at.FromNanoseconds(round(t * 1e9))
+    return message
+
+
+def frames_of(
+    images: Sequence[npt.NDArray[np.uint8]], step_s: float, camera: str = "store-front"
+) -> list[vision_pb2.Frame]:
+    return [frame(image, i, T0 + i * step_s, camera) for i, image in enumerate(images)]
+
+
+async def lockstep(
+    stub: vision_pb2_grpc.VisionAsyncStub, frames: Sequence[vision_pb2.Frame]
+) -> list[vision_pb2.FrameResult]:
+    """A camera that sends its next frame when the last result is back: nothing dropped."""
+    turn: asyncio.Queue[None] = asyncio.Queue()
+
+    async def send() -> AsyncIterator[vision_pb2.Frame]:
+        for f in frames:
+            yield f
+            await turn.get()
+
+    results = []
+    async for result in stub.StreamFrames(send()):
+        results.append(result)
+        turn.put_nowait(None)
+    return results
