@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from percept.vision.service import VisionService
 # Read before any test isolates the environment: where `percept models pull nanodet`
 # (scripts/setup.sh) put NanoDet.
 MODEL_DIR = Settings().resolved_model_dir
-T0 = 1_764_670_000.0  # capture times of the test cameras (seconds since the epoch)
+T0 = float(int(time.time()) - 3600)  # the test cameras started capturing an hour ago
 
 
 def vision_settings(data_dir: Path, **overrides: object) -> Settings:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -40,6 +41,12 @@ Publish = Callable[[common_pb2.Signal], None]
 MIN_ENROL_FACE_PX = 60  # smaller faces give unreliable embeddings
 MAX_FACE_CHECKS_PER_FRAME = 4
 T = TypeVar("T")
+
+
+def _signal_time(t: float) -> datetime:
+    """When it was seen: the capture time, but never later than now (a camera clock that
+    runs ahead would otherwise have its signals refused by leads as from the future)."""
+    return datetime.fromtimestamp(min(t, time.time()), UTC)
 
 
 class EnrolmentError(ValueError):
@@ -240,7 +247,7 @@ class CameraStream:
         update = self.scene.update(objects, image.shape[1], image.shape[0], t)
         faces = await self._faces(image, update.people, t)
         self.last_t = t
-        self._report(update, faces)
+        self._report(update, faces, t)
         metrics = engine.metrics
         metrics.frames.labels(self.camera_id).inc()
         metrics.people.labels(self.camera_id).set(len(update.people))
@@ -295,8 +302,9 @@ class CameraStream:
             seen.append((track, FaceSeen(box, score, visitor, match)))
         return seen
 
-    def _report(self, update: SceneUpdate, faces: list[tuple[Track, FaceSeen]]) -> None:
+    def _report(self, update: SceneUpdate, faces: list[tuple[Track, FaceSeen]], t: float) -> None:
         engine, camera_id = self.engine, self.camera_id
+        at = _signal_time(t)
         signals = []
         for track, face in faces:
             match = face.match
@@ -307,19 +315,21 @@ class CameraStream:
             returning = gap is not None and gap >= engine.options.visit_gap_s
             threshold = engine.gallery.threshold if engine.gallery else 1.0
             confidence = max(0.0, min(1.0, 1.0 - match.distance / threshold))
-            signals += face_signals(camera_id, track, round(confidence, 3), returning)
+            signals += face_signals(camera_id, track, round(confidence, 3), returning, at)
             track.reported = True
-        signals += self._dwell_signals(update.changes)
+        signals += self._dwell_signals(update.changes, at)
         for zone, people in update.crowded:
             engine.metrics.crowding.labels(camera_id, zone).inc()
             inside = [t for t in update.people if zone == CROWD_ZONE or zone in t.entered]
-            signals += crowding_signals(camera_id, zone, people, inside)
+            signals += crowding_signals(camera_id, zone, people, inside, at)
         engine.send(signals)
 
-    def _dwell_signals(self, changes: Sequence[ZoneChange]) -> list[common_pb2.Signal]:
+    def _dwell_signals(
+        self, changes: Sequence[ZoneChange], at: datetime
+    ) -> list[common_pb2.Signal]:
         signals = []
         for change in changes:
-            signal = dwell_signal(self.camera_id, change)
+            signal = dwell_signal(self.camera_id, change, at)
             if signal is not None:
                 signals.append(signal)
                 change.track.reported = True
@@ -327,5 +337,6 @@ class CameraStream:
 
     def close(self) -> None:
         """The stream ended: people still in zones leave them (their dwell is reported)."""
-        self.engine.send(self._dwell_signals(self.scene.close()))
+        at = _signal_time(self.last_t if self.last_t is not None else time.time())
+        self.engine.send(self._dwell_signals(self.scene.close(), at))
         self.engine.metrics.streams.dec()

@@ -9,6 +9,7 @@ visitor, which is what links a visit to a lead.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 
 from percept.runtime.signals import new_signal
@@ -25,16 +26,20 @@ def visitor_keys(track: Track) -> common_pb2.IdentityKeys:
     )
 
 
-def _signal(camera_id: str, **attributes: str) -> partial[common_pb2.Signal]:
-    return partial(new_signal, VISION, attributes={"camera_id": camera_id, **attributes})
+def _signal(
+    camera_id: str, at: datetime | None = None, **attributes: str
+) -> partial[common_pb2.Signal]:
+    return partial(
+        new_signal, VISION, attributes={"camera_id": camera_id, **attributes}, occurred_at=at
+    )
 
 
-def dwell_signal(camera_id: str, change: ZoneChange) -> common_pb2.Signal | None:
+def dwell_signal(camera_id: str, change: ZoneChange, at: datetime) -> common_pb2.Signal | None:
     """A product-zone exit after at least the zone's dwell threshold, else None."""
     zone = change.zone
     if change.entered or zone.kind != "product" or change.dwell_s < zone.dwell_signal_s:
         return None
-    return _signal(camera_id, zone_kind=zone.kind)(
+    return _signal(camera_id, at, zone_kind=zone.kind)(
         K.SIGNAL_KIND_DWELL,
         visitor_keys(change.track),
         name=zone.name,
@@ -45,9 +50,9 @@ def dwell_signal(camera_id: str, change: ZoneChange) -> common_pb2.Signal | None
 
 
 def face_signals(
-    camera_id: str, track: Track, confidence: float, returning: bool
+    camera_id: str, track: Track, confidence: float, returning: bool, at: datetime
 ) -> list[common_pb2.Signal]:
-    signal = _signal(camera_id)
+    signal = _signal(camera_id, at)
     keys = visitor_keys(track)
     found = [
         signal(
@@ -70,9 +75,9 @@ def face_signals(
 
 
 def crowding_signals(
-    camera_id: str, zone: str, people: int, tracks: list[Track]
+    camera_id: str, zone: str, people: int, tracks: list[Track], at: datetime
 ) -> list[common_pb2.Signal]:
-    signal = _signal(camera_id)
+    signal = _signal(camera_id, at)
     return [
         signal(
             K.SIGNAL_KIND_CROWDING,
