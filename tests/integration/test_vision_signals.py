@@ -55,7 +55,7 @@ async def store(
 async def test_a_consenting_visitors_store_visit_joins_their_lead(
     store: tuple[ServiceHost, ServiceHost, VisionService],
 ) -> None:
-    leads, vision, service = store
+    leads, vision, _ = store
     async with (
         grpc.aio.insecure_channel(leads.address) as to_leads,
         grpc.aio.insecure_channel(vision.address) as to_vision,
