@@ -36,7 +36,7 @@ def vision_settings(data_dir: Path, **overrides: object) -> Settings:
     )
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
-    if model_store(settings).find("nanodet") is None:
+    if "model_dir" not in overrides and model_store(settings).find("nanodet") is None:
         raise RuntimeError(f"NanoDet is not in {MODEL_DIR}: run `percept models pull nanodet`")
     return settings
 

@@ -62,6 +62,19 @@ def test_short_api_key_is_rejected_without_echoing_secrets(monkeypatch: pytest.M
     assert KEY_A not in message
 
 
+def test_face_gallery_key_must_be_32_bytes_and_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PERCEPT_VISION_GALLERY_KEY", "dG9vLXNob3J0LXNlY3JldA==")  # 16 bytes
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings()
+    message = str(excinfo.value)
+    assert "PERCEPT_VISION_GALLERY_KEY: Value error, must be 32 random bytes in base64" in message
+    assert "dG9vLXNob3J0LXNlY3JldA" not in message
+    monkeypatch.setenv("PERCEPT_VISION_GALLERY_KEY", "A" * 43 + "=")
+    assert len(load_settings().vision_gallery_key) == 44
+
+
 def test_keepalive_timeout_must_be_shorter_than_interval() -> None:
     with pytest.raises(SettingsError, match="keepalive_timeout_s must be shorter"):
         load_settings(keepalive_time_s=5, keepalive_timeout_s=5)
