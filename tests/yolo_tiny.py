@@ -43,7 +43,7 @@ def square_image(
 ) -> tuple[RGB, list[tuple[int, int, int, int]]]:
     """A dark background with 1-2 red squares; their boxes as (x0, y0, x1, y1)."""
     background = tuple(int(v) for v in rng.integers(0, 80, 3))
-    image = Image.new("RGB", (size, size), background)  # type: ignore[arg-type]
+    image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
     boxes = []
     for _ in range(count if count is not None else int(rng.integers(1, 3))):
