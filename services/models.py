@@ -86,6 +86,7 @@ CATALOG: tuple[ModelSpec, ...] = (
             files=(f"{name}.pt",),
             license="AGPL-3.0 (ultralytics)",
             puller=download(f"{YOLO_ASSETS}/{name}.pt", f"{name}.pt"),
+            optional=True,
         )
         for name in YOLO_MODELS
     ),
@@ -102,6 +103,7 @@ CATALOG: tuple[ModelSpec, ...] = (
         files=(FACENET_WEIGHTS,),
         license="MIT (facenet-pytorch); VGGFace2 terms for the weights",
         puller=download(f"{FACENET_RELEASE}/{FACENET_WEIGHTS}", FACENET_WEIGHTS),
+        optional=True,
     ),
     ModelSpec(
         name="dlib-face-resnet",

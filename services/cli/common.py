@@ -48,9 +48,3 @@ async def served(
         yield host.address
     finally:
         await host.stop(grace=1)
-
-
-def bearer(settings: Settings) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata carrying the first configured API key, if any."""
-    key = settings.api_keys[0] if settings.api_keys else ""
-    return (("authorization", f"Bearer {key}"),) if key else ()

@@ -21,6 +21,7 @@ from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.service import scoring_policy
 from percept.leads.store import LeadStore, class_name, stage_name
 from percept.leads.training import OutcomesError, read_outcomes, train
+from percept.runtime.clients import bearer
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
 app = typer.Typer(help="List, inspect, explain and erase leads (talks to the leads service).")
@@ -45,7 +46,7 @@ COLOURS = {"hot": "bold red", "warm": "yellow", "cold": "blue"}
 def leads_stub(
     server: str, api_key: str | None
 ) -> Iterator[tuple[leads_pb2_grpc.LeadsStub, tuple[tuple[str, str], ...]]]:
-    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    metadata = bearer(api_key)
     with grpc.insecure_channel(server) as channel:
         try:
             yield leads_pb2_grpc.LeadsStub(channel), metadata

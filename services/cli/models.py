@@ -38,38 +38,36 @@ def list_models() -> None:
 
 @app.command("pull")
 def pull(
-    name: Annotated[
-        str | None, typer.Argument(help="model name, as `percept models list` shows it")
+    names: Annotated[
+        list[str] | None, typer.Argument(help="model names, as `percept models list` shows them")
     ] = None,
     all_models: Annotated[
-        bool, typer.Option("--all", help="every model that has an installed source")
+        bool,
+        typer.Option(
+            "--all", help="every model the default configuration uses (optional ones by name)"
+        ),
     ] = False,
+    skip: Annotated[
+        list[str] | None, typer.Option(help="with --all: leave this model out (repeatable)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="replace a copy already in the model dir")] = False,
 ) -> None:
-    """Copy or convert models into the model dir (e.g. a Kubernetes volume), with checksums."""
-    if (name is None) == (not all_models):
-        fail("give a model name or --all", 2)
+    """Copy, convert or download models into the model dir (e.g. a Kubernetes volume),
+    with checksums."""
+    if bool(names) == all_models:
+        fail("give model names or --all", 2)
     store = model_store(settings_or_exit())
-    if name is not None:
+    skipped = set(skip or ())
+    unknown = sorted(skipped - {spec.name for spec in store.specs})
+    if unknown:
+        fail(f"--skip: unknown model {unknown[0]!r}", 2)
+    wanted = names or [s.name for s in store.specs if not s.optional and s.name not in skipped]
+    for name in wanted:
         try:
             resolved = store.pull(name, force=force)
         except ModelNotFoundError as exc:
             fail(str(exc))
         console.print(f"[green]{name}[/] is in {resolved.path}")
-        return
-    pulled, skipped = 0, []
-    for status in store.status():
-        spec = status.spec
-        if status.resolved is None and spec.puller is None:
-            skipped.append(spec.name)
-            continue
-        try:
-            resolved = store.pull(spec.name, force=force)
-        except ModelNotFoundError as exc:
-            fail(str(exc))
-        pulled += 1
-        console.print(f"[green]{spec.name}[/] is in {resolved.path}")
-    if skipped:
-        console.print(f"[yellow]no installed source for:[/] {', '.join(skipped)}")
-    if not pulled:
-        fail("no model could be pulled")
+    optional = [s.name for s in store.specs if s.optional]
+    if all_models and optional:
+        console.print(f"[dim]optional, pulled by name: {', '.join(optional)}[/]")

@@ -11,7 +11,8 @@ import typer
 from google.protobuf.json_format import MessageToDict
 from rich.table import Table
 
-from percept.cli.common import bearer, console, fail, served, settings_or_exit
+from percept.cli.common import console, fail, served, settings_or_exit
+from percept.runtime.clients import bearer_of
 from percept.v1 import nlp_pb2, nlp_pb2_grpc
 
 SERVER_HELP = "nlp server host:port; without it a server runs in this process"
@@ -38,7 +39,7 @@ def translate_command(
                 texts=texts, source_language=source, target_language=to
             )
             reply: nlp_pb2.TranslateResponse = await nlp_pb2_grpc.NlpStub(channel).Translate(
-                request, metadata=bearer(settings)
+                request, metadata=bearer_of(settings.api_keys)
             )
             return reply
 
@@ -93,7 +94,7 @@ def chat_command(
                 turn = nlp_pb2.ChatTurn(
                     session_id=session, text=text, language_code=language, campaign_id=campaign
                 )
-                reply = await stub.Chat(turn, metadata=bearer(settings))
+                reply = await stub.Chat(turn, metadata=bearer_of(settings.api_keys))
                 session = reply.session_id
                 console.print(f"[bold cyan]assistant>[/] {reply.text}", highlight=False)
                 if reply.handoff:

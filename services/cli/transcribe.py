@@ -13,7 +13,8 @@ import grpc
 import typer
 from google.protobuf.json_format import MessageToDict
 
-from percept.cli.common import bearer, console, fail, served, settings_or_exit
+from percept.cli.common import console, fail, served, settings_or_exit
+from percept.runtime.clients import bearer_of
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 
@@ -63,7 +64,7 @@ async def _stream(
     async with grpc.aio.insecure_channel(address) as channel:
         stub = speech_pb2_grpc.SpeechStub(channel)
         call = stub.StreamingRecognize(
-            _requests(config, pcm, kw["fast"]), metadata=bearer(settings)
+            _requests(config, pcm, kw["fast"]), metadata=bearer_of(settings.api_keys)
         )
         async for event in call:
             if kw["as_json"]:

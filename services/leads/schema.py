@@ -148,6 +148,17 @@ webhook_events = Table(
     Index("ix_webhook_events_due", "delivered_at", "failed", "next_attempt_at"),
 )
 
+# Face identities of erased leads, until the vision service confirms their embeddings are gone.
+face_erasures = Table(
+    "face_erasures",
+    metadata,
+    Column("face_identity_id", String(64), primary_key=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("last_error", Text, nullable=True),
+)
+
 settings_table = Table(
     "store_settings",
     metadata,

@@ -9,11 +9,14 @@ from datetime import timedelta
 
 import grpc
 
+from percept.leads.face_erasure import FaceErasure
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.servicer import LeadsServicer
 from percept.leads.store import LeadStore
 from percept.leads.webhooks import WebhookDelivery
+from percept.runtime.clients import bearer_of, service_channel
 from percept.runtime.settings import Settings
+from percept.runtime.tls import channel_credentials
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
 SERVICE = leads_pb2.DESCRIPTOR.services_by_name["Leads"].full_name
@@ -44,19 +47,33 @@ class LeadsService:
             if settings.leads_webhook_urls
             else None
         )
+        self.settings = settings
+        self.faces: FaceErasure | None = None  # opened on load (a channel needs the loop)
         self._delivery: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._erasure: asyncio.Task[None] | None = None
         self.retention_days = settings.leads_retention_days
         self.retention_by_kind = settings.leads_retention_by_kind
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        leads_pb2_grpc.add_LeadsServicer_to_server(LeadsServicer(self.store), server)
+        servicer = LeadsServicer(self.store, erase_faces=self._erase_faces)
+        leads_pb2_grpc.add_LeadsServicer_to_server(servicer, server)
+
+    async def _erase_faces(self, faces: Sequence[str]) -> int:
+        return await self.faces.erase(faces) if self.faces is not None else 0
 
     async def load(self) -> None:
         await asyncio.to_thread(self.store.migrate)
         if self.webhooks is not None:
             self._delivery = asyncio.create_task(self.webhooks.run(), name="leads-webhooks")
         self._retention = asyncio.create_task(self._purge_forever(), name="leads-retention")
+        settings = self.settings
+        self.faces = FaceErasure(
+            self.store,
+            service_channel(settings.vision_address, channel_credentials(settings)),
+            bearer_of(settings.api_keys),
+        )
+        self._erasure = asyncio.create_task(self.faces.run(), name="leads-face-erasure")
 
     async def _purge_forever(self) -> None:
         while True:
@@ -66,9 +83,11 @@ class LeadsService:
             await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def close(self) -> None:
-        for task in (self._delivery, self._retention):
+        for task in (self._delivery, self._retention, self._erasure):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.faces is not None:
+            await self.faces.channel.close()
         await asyncio.to_thread(self.store.close)

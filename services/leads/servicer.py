@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -117,9 +117,15 @@ def filter_from_proto(f: leads_pb2.LeadFilter) -> LeadFilter:
 
 
 class LeadsServicer(leads_pb2_grpc.LeadsServicer):
-    def __init__(self, store: LeadStore, feed: ChangeFeed | None = None) -> None:
+    def __init__(
+        self,
+        store: LeadStore,
+        feed: ChangeFeed | None = None,
+        erase_faces: Callable[[Sequence[str]], Awaitable[int]] | None = None,
+    ) -> None:
         self.store = store
         self.feed = feed or ChangeFeed()
+        self.erase_faces = erase_faces  # in the vision service; queued until it confirms
 
     async def _announce(self, changes: list[Change]) -> None:
         """Tells watchers about changed leads (skipped when nobody watches)."""
@@ -304,11 +310,15 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         )
         forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
         await self._announce([Change(request.lead_id.strip(), forgotten)])
+        # Face embeddings live in the vision service: erased there now if it answers, else
+        # by the retrying task (the erasure itself queued them with the lead's deletion).
+        embeddings = 0
+        if erasure.face_identity_ids and self.erase_faces is not None:
+            embeddings = await self.erase_faces(erasure.face_identity_ids)
         return leads_pb2.ForgetLeadResponse(
             audit_id=erasure.audit_id,
             signals_erased=erasure.signals,
-            # Face embeddings live in the vision service; erasing them there is its part.
-            embeddings_erased=0,
+            embeddings_erased=embeddings,
         )
 
     async def _lifecycle(self, context: Context, action: Any, *args: Any) -> list[Change]:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     insert,
     or_,
     select,
@@ -592,6 +593,48 @@ class LeadStore:
         if events:
             conn.execute(insert(schema.webhook_events), events)
 
+    def _queue_face_erasures(self, conn: Connection, faces: Sequence[str], now: datetime) -> None:
+        """In the erasure's own transaction: no erased lead leaves a face behind unrecorded."""
+        f = schema.face_erasures.c
+        queued = set(conn.scalars(select(f.face_identity_id).where(f.face_identity_id.in_(faces))))
+        rows = [
+            {"face_identity_id": face, "requested_at": now, "attempts": 0, "next_attempt_at": now}
+            for face in sorted(set(faces) - queued)
+        ]
+        if rows:
+            conn.execute(insert(schema.face_erasures), rows)
+
+    def due_face_erasures(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+        f = schema.face_erasures.c
+        query = (
+            select(f.face_identity_id, f.attempts)
+            .where(f.next_attempt_at <= now)
+            .order_by(f.next_attempt_at, f.face_identity_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(row.face_identity_id, row.attempts) for row in conn.execute(query)]
+
+    def face_erasure_attempted(
+        self, face_identity_id: str, *, done: bool, retry_at: datetime, error: str | None
+    ) -> None:
+        """Done: the row goes (vision holds nothing more). Else retried at `retry_at`."""
+        f = schema.face_erasures.c
+        row = schema.face_erasures.c.face_identity_id == face_identity_id
+        with self.engine.begin() as conn:
+            if done:
+                conn.execute(schema.face_erasures.delete().where(row))
+            else:
+                conn.execute(
+                    update(schema.face_erasures)
+                    .where(row)
+                    .values(attempts=f.attempts + 1, next_attempt_at=retry_at, last_error=error)
+                )
+
+    def pending_face_erasures(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(schema.face_erasures)) or 0)
+
     def due_webhooks(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         w = schema.webhook_events.c
         query = (
@@ -764,6 +807,7 @@ class LeadStore:
                 update(schema.leads).where(leads.lead_id.in_(ids)).values(merged_into=None)
             )
             erased = conn.execute(schema.leads.delete().where(leads.lead_id.in_(ids))).rowcount
+            self._queue_face_erasures(conn, faces, now)
             audit_id = uuid.uuid4().hex
             conn.execute(
                 insert(schema.erasures).values(

@@ -31,6 +31,19 @@ SERVICE_CONFIG = json.dumps(
 )
 
 
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer(api_key: str | None) -> Metadata:
+    """gRPC metadata carrying an API key (none when there is no key)."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def bearer_of(api_keys: list[str]) -> Metadata:
+    """A service calling another presents the first configured key."""
+    return bearer(api_keys[0] if api_keys else None)
+
+
 def channel_target(address: str) -> str:
     """`host:port` -> `dns:///host:port`, so that every resolved address is used."""
     return address if "://" in address or address.startswith("dns:") else f"dns:///{address}"

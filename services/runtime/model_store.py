@@ -70,6 +70,7 @@ class ModelSpec:
     # Fills a directory with the files (download or conversion); None copies `packaged`.
     puller: Puller | None = field(default=None, compare=False)
     hint: str = ""  # how to get it when neither source has it
+    optional: bool = False  # only for a non-default backend: `pull --all` leaves it out
 
 
 class Origin(StrEnum):

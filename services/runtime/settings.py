@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="where perception services send signals; in Kubernetes the headless Service",
     )
 
+    vision_address: str = Field(
+        "127.0.0.1:50052",
+        description="where leads asks vision to erase an erased lead's face embeddings",
+    )
+
     data_dir: Path = Field(default_factory=_default_data_dir)
     model_dir: Path | None = Field(
         None, description="model cache directory; defaults to <data_dir>/models"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import grpc
 from prometheus_client import CollectorRegistry
 
-from percept.runtime.clients import service_channel
+from percept.runtime.clients import bearer_of, service_channel
 from percept.runtime.outbox import Outbox, leads_sender
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
@@ -69,8 +69,7 @@ class SignalPublisher:
         """Opens the outbox and starts delivery (call on the event loop)."""
         settings = self.settings
         self.channel = service_channel(settings.leads_address, channel_credentials(settings))
-        key = settings.api_keys[0] if settings.api_keys else ""
-        metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        metadata = bearer_of(settings.api_keys)
         self.outbox = Outbox(
             settings.data_dir / "outbox" / f"{self.service}.db",
             leads_sender(self.channel, metadata=metadata),

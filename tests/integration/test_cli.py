@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from vision_harness import MODEL_DIR
 
 from percept.cli import app
+from percept.models import CATALOG
 from percept.runtime.settings import SERVICE_NAMES
 
 runner = CliRunner()
@@ -96,6 +98,7 @@ def test_serve_all_becomes_healthy_and_stops_cleanly_on_ctrl_c(
 ) -> None:
     env = _serve_env(free_port)
     env["PERCEPT_DATA_DIR"] = str(tmp_path)
+    env["PERCEPT_MODEL_DIR"] = str(MODEL_DIR)  # NanoDet, converted there by scripts/setup.sh
     proc = subprocess.Popen(
         [PERCEPT, "serve", "all"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -146,15 +149,29 @@ def test_serve_on_a_taken_port_exits_1_naming_the_setting(
 
 def test_models_pull_all_fills_the_model_dir_with_every_available_model(tmp_path: Path) -> None:
     env = {"PERCEPT_MODEL_DIR": str(tmp_path / "pvc"), "COLUMNS": "250"}
-    result = runner.invoke(app, ["models", "pull", "--all"], env=env)
+    # NanoDet's conversion (npm + TensorFlow) is what scripts/setup.sh itself runs.
+    result = runner.invoke(app, ["models", "pull", "--all", "--skip", "nanodet"], env=env)
     assert result.exit_code == 0, result.output
     pulled = sorted(p.name for p in (tmp_path / "pvc").iterdir())
-    assert {"whisper-tiny.en", "all-minilm-l6-v2"} <= set(pulled)
+    required = {s.name for s in CATALOG if not s.optional} - {"nanodet"}
+    assert set(pulled) == required
+    assert {"whisper-tiny.en", "all-minilm-l6-v2", "mtcnn", "dlib-face-resnet"} <= required
     for name in pulled:
         assert (tmp_path / "pvc" / name / "percept-model.json").is_file()
+    assert "optional, pulled by name: yolo11n" in result.output
+
+
+def test_models_pull_of_an_unreachable_download_names_the_offline_way(tmp_path: Path) -> None:
+    env = {"PERCEPT_MODEL_DIR": str(tmp_path / "pvc"), "COLUMNS": "250"}
+    result = runner.invoke(app, ["models", "pull", "yolo11n"], env=env)
+    assert result.exit_code == 1
+    assert "cannot pull 'yolo11n' from https://github.com/ultralytics/assets" in result.output
+    assert "without internet, put yolo11n.pt in" in result.output
+    bad = runner.invoke(app, ["models", "pull", "--all", "--skip", "nope"], env=env)
+    assert bad.exit_code == 2 and "--skip: unknown model 'nope'" in bad.output
 
 
 def test_models_pull_needs_a_name_or_all() -> None:
     result = runner.invoke(app, ["models", "pull"])
     assert result.exit_code == 2
-    assert "give a model name or --all" in result.output
+    assert "give model names or --all" in result.output

@@ -1,0 +1,123 @@
+"""ForgetLead erases the lead's face embeddings in vision: at once when vision answers,
+and later, without loss, when it was down at the time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import HostFactory
+from vision_harness import start_vision, vision_settings
+from vision_media import astronaut
+
+from percept.leads.service import LeadsService
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings
+from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc, vision_pb2, vision_pb2_grpc
+from percept.vision.images import encode_jpeg
+
+pytestmark = pytest.mark.slow
+PHONE = "+14155550177"
+
+
+async def enrol_and_find_lead(vision: ServiceHost, leads: ServiceHost) -> str:
+    """Enrols the astronaut with her phone; returns the lead that got her face identity."""
+    async with (
+        grpc.aio.insecure_channel(vision.address) as to_vision,
+        grpc.aio.insecure_channel(leads.address) as to_leads,
+    ):
+        enrolled = await vision_pb2_grpc.VisionStub(to_vision).Enroll(
+            vision_pb2.EnrollRequest(
+                image=vision_pb2.Image(encoded=encode_jpeg(astronaut())),
+                consent_reference="signed at the desk",
+                identity=common_pb2.IdentityKeys(phone=PHONE),
+            )
+        )
+        stub = leads_pb2_grpc.LeadsStub(to_leads)
+        for _ in range(100):
+            page = await stub.ListLeads(leads_pb2.ListLeadsRequest())
+            lead = next((x for x in page.leads if x.identity.phone == PHONE), None)
+            if lead is not None and lead.identity.face_identity_id:
+                assert lead.identity.face_identity_id == enrolled.face_identity_id
+                return lead.lead_id
+            await asyncio.sleep(0.1)
+    raise AssertionError("the enrolment never reached leads")
+
+
+async def forget(leads: ServiceHost, lead_id: str) -> leads_pb2.ForgetLeadResponse:
+    async with grpc.aio.insecure_channel(leads.address) as channel:
+        return await leads_pb2_grpc.LeadsStub(channel).ForgetLead(
+            leads_pb2.ForgetLeadRequest(lead_id=lead_id, reason="visitor asked to be forgotten")
+        )
+
+
+async def test_forget_lead_erases_the_face_in_vision(
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    free_port: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    vision_port = free_port()
+    leads_settings = make_settings(vision_address=f"127.0.0.1:{vision_port}")
+    leads = await start_host(LeadsService(leads_settings), leads_settings)
+    await asyncio.wait_for(leads.ready.wait(), 60)
+    service, vision = await start_vision(
+        vision_settings(tmp_path / "vision", leads_address=leads.address, vision_port=vision_port)
+    )
+    try:
+        lead_id = await enrol_and_find_lead(vision, leads)
+        erased = await forget(leads, lead_id)
+        assert erased.embeddings_erased == 1
+        engine = service.servicer.engine
+        assert engine is not None and engine.gallery is not None
+        assert engine.gallery.size() == 0
+        assert isinstance(leads.service, LeadsService)
+        assert leads.service.store.pending_face_erasures() == 0
+    finally:
+        await vision.stop(grace=1)
+
+
+async def test_an_erasure_made_while_vision_is_down_completes_later(
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    free_port: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    vision_port = free_port()
+    leads_settings = make_settings(vision_address=f"127.0.0.1:{vision_port}")
+    leads_service = LeadsService(leads_settings)
+    leads = await start_host(leads_service, leads_settings)
+    await asyncio.wait_for(leads.ready.wait(), 60)
+    settings = vision_settings(
+        tmp_path / "vision", leads_address=leads.address, vision_port=vision_port
+    )
+    _, vision = await start_vision(settings)
+    lead_id = await enrol_and_find_lead(vision, leads)
+    await vision.stop(grace=1)  # vision goes down, with her embedding in its gallery
+
+    erased = await forget(leads, lead_id)
+    assert erased.embeddings_erased == 0  # not confirmed yet...
+    assert leads_service.store.pending_face_erasures() == 1  # ...but queued, durably
+
+    service, vision = await start_vision(settings)  # back, on the same port and gallery
+    try:
+        engine = service.servicer.engine
+        assert engine is not None and engine.gallery is not None
+        for _ in range(200):
+            if leads_service.store.pending_face_erasures() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert leads_service.store.pending_face_erasures() == 0
+        assert engine.gallery.size() == 0
+        async with grpc.aio.insecure_channel(vision.address) as channel:
+            seen = await vision_pb2_grpc.VisionStub(channel).Detect(
+                vision_pb2.DetectRequest(
+                    image=vision_pb2.Image(encoded=encode_jpeg(astronaut())), detect_faces=True
+                )
+            )
+        assert [f.enrolled for f in seen.faces] == [False]
+    finally:
+        await vision.stop(grace=1)
