@@ -12,6 +12,7 @@ from percept.cli.health import health_command
 from percept.cli.nlp import chat_command, translate_command
 from percept.cli.serve import demo_command, serve_command
 from percept.cli.transcribe import transcribe_command
+from percept.cli.vision import detect_command, watch_command
 
 app = typer.Typer(
     name="percept",
@@ -25,6 +26,8 @@ app.command("health")(health_command)
 app.command("transcribe")(transcribe_command)
 app.command("translate")(translate_command)
 app.command("chat")(chat_command)
+app.command("detect")(detect_command)
+app.command("watch")(watch_command)
 app.add_typer(models.app, name="models")
 app.add_typer(leads.app, name="leads")
 app.add_typer(intents.app, name="intents")

@@ -18,7 +18,7 @@ from percept.runtime.pending import PendingService
 from percept.runtime.server import Service, ServiceHost
 from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.suite import build_service
-from percept.v1 import speech_pb2, speech_pb2_grpc, vision_pb2, vision_pb2_grpc
+from percept.v1 import speech_pb2, speech_pb2_grpc
 
 API_KEY = "k" * 32
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -232,15 +232,15 @@ async def test_every_call_is_logged_with_method_status_and_duration(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings()
-    host = await start_host(build_service("vision", settings), settings)
+    host = await start_host(pending_speech(), settings)
     caplog.set_level(logging.INFO, logger="percept.calls")
-    stub = vision_pb2_grpc.VisionStub(channel_to(host))
+    stub = speech_pb2_grpc.SpeechStub(channel_to(host))
     with pytest.raises(grpc.aio.AioRpcError):
-        await stub.Detect(vision_pb2.DetectRequest(), timeout=5)
+        await stub.Recognize(speech_pb2.RecognizeRequest(), timeout=5)
     records = [r for r in caplog.records if r.name == "percept.calls"]
     assert len(records) == 1
     record = records[0]
-    assert record.__dict__["method"] == "percept.v1.Vision/Detect"
+    assert record.__dict__["method"] == "percept.v1.Speech/Recognize"
     assert record.__dict__["code"] == "UNIMPLEMENTED"
     assert record.__dict__["duration_ms"] >= 0
     assert "127.0.0.1" in record.__dict__["peer"]

@@ -222,6 +222,27 @@ async def test_bad_streams_end_with_a_precise_status(
     assert message in (error.value.details() or "")
 
 
+async def test_a_flooding_camera_that_is_refused_still_gets_the_reason(
+    stub: vision_pb2_grpc.VisionAsyncStub,
+) -> None:
+    """Frames in flight when the call ends made grpcio report its own INTERNAL."""
+    images = walk(astronaut_person(), list(range(0, 300, 10)))
+    unknown = frames_of(images, 0.1, camera="loading-dock")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        async for _ in stub.StreamFrames(iter(unknown)):
+            pass
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    broken = frames_of(images, 0.1)
+    broken[-1] = bad(broken[-1], image=vision_pb2.Image(encoded=b"GIF89a" + bytes(64)))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        async for _ in stub.StreamFrames(iter(broken)):
+            pass
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "frame 29: image.encoded: not a JPEG or PNG image (it looks like a GIF)" in (
+        error.value.details() or ""
+    )
+
+
 async def test_an_empty_stream_ends_quietly(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
     assert [r async for r in stub.StreamFrames(iter([]))] == []
 
