@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import numpy as np
@@ -94,39 +94,53 @@ def detect_command(
 
 
 def frames_from(source: Path, fps: float) -> Iterator[tuple[np.ndarray, float]]:
-    """(RGB frame, seconds from the start) from a video file, or a folder of images at `fps`."""
+    """(RGB frame, seconds from the start) from a video file, or a folder of images at `fps`.
+
+    The source is checked here, before any streaming starts (an error inside the
+    request stream would only cancel the call)."""
     if source.is_dir():
         paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             fail(f"{source}: no .jpg or .png images", 2)
-        from PIL import Image
-
-        for i, path in enumerate(paths):
-            yield np.asarray(Image.open(path).convert("RGB")), i / fps
-        return
+        return _images(paths, fps)
     import av
 
     try:
         container = av.open(str(source))
     except av.FFmpegError as exc:
         fail(f"{source}: not a readable video ({exc})", 2)
+    if not container.streams.video:
+        fail(f"{source}: no video stream", 2)
+    return _video(container)
+
+
+def _images(paths: list[Path], fps: float) -> Iterator[tuple[np.ndarray, float]]:
+    from PIL import Image
+
+    for i, path in enumerate(paths):
+        yield np.asarray(Image.open(path).convert("RGB")), i / fps
+
+
+def _video(container: Any) -> Iterator[tuple[np.ndarray, float]]:
     with container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
+        for frame in container.decode(container.streams.video[0]):
             seconds = float(frame.time) if frame.time is not None else 0.0
             yield frame.to_ndarray(format="rgb24"), seconds
 
 
 async def _frames(
-    source: Path, camera: str, fps: float, fast: bool
+    frames: Iterator[tuple[np.ndarray, float]], camera: str, answered: asyncio.Queue[None] | None
 ) -> AsyncIterator[vision_pb2.Frame]:
-    """Frames at the pace they were filmed (a live camera), or as fast as possible."""
+    """Frames at the pace they were filmed (a live camera: the service may skip some),
+    or, given `answered`, each after the result of the one before (every frame analysed)."""
     from percept.vision.images import encode_jpeg
 
     start, origin = time.perf_counter(), time.time()
-    for sequence, (rgb, at) in enumerate(frames_from(source, fps)):
-        if not fast:
+    for sequence, (rgb, at) in enumerate(frames):
+        if answered is None:
             await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
+        elif sequence:
+            await answered.get()
         frame = vision_pb2.Frame(
             camera_id=camera, sequence=sequence, image=vision_pb2.Image(encoded=encode_jpeg(rgb))
         )
@@ -171,7 +185,9 @@ def watch_command(
         typer.Option(help="vision server host:port; without it a server runs in this process"),
     ] = None,
     fps: Annotated[float, typer.Option(help="frame rate of a folder of images")] = 5.0,
-    fast: Annotated[bool, typer.Option("--fast", help="send frames as fast as possible")] = False,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="analyse every frame, as fast as the service goes")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per result")] = False,
 ) -> None:
     """Stream a video (or frames) as a live camera and print tracks, zone events and counts."""
@@ -180,6 +196,7 @@ def watch_command(
     if fps <= 0:
         fail("--fps must be more than 0", 2)
     settings = settings_or_exit(vision_cameras_file=zones)
+    frames = frames_from(source, fps)
 
     async def run() -> None:
         async with (
@@ -187,10 +204,13 @@ def watch_command(
             grpc.aio.insecure_channel(address) as channel,
         ):
             stub = vision_pb2_grpc.VisionStub(channel)
+            answered: asyncio.Queue[None] | None = asyncio.Queue() if fast else None
             call = stub.StreamFrames(
-                _frames(source, camera, fps, fast), metadata=bearer_of(settings.api_keys)
+                _frames(frames, camera, answered), metadata=bearer_of(settings.api_keys)
             )
             async for result in call:
+                if answered is not None:
+                    answered.put_nowait(None)
                 if as_json:
                     typer.echo(json.dumps(MessageToDict(result), ensure_ascii=False))
                 else:
