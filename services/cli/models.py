@@ -44,7 +44,7 @@ def pull(
     all_models: Annotated[
         bool,
         typer.Option(
-            "--all", help="every model the default configuration uses (optional ones by name)"
+            "--all", help="every model the default configuration uses; name optional ones too"
         ),
     ] = False,
     skip: Annotated[
@@ -54,20 +54,21 @@ def pull(
 ) -> None:
     """Copy, convert or download models into the model dir (e.g. a Kubernetes volume),
     with checksums."""
-    if bool(names) == all_models:
+    if not names and not all_models:
         fail("give model names or --all", 2)
     store = model_store(settings_or_exit())
     skipped = set(skip or ())
     unknown = sorted(skipped - {spec.name for spec in store.specs})
     if unknown:
         fail(f"--skip: unknown model {unknown[0]!r}", 2)
-    wanted = names or [s.name for s in store.specs if not s.optional and s.name not in skipped]
+    required = [s.name for s in store.specs if not s.optional and s.name not in skipped]
+    wanted = list(dict.fromkeys([*(required if all_models else []), *(names or [])]))
     for name in wanted:
         try:
             resolved = store.pull(name, force=force)
         except ModelNotFoundError as exc:
             fail(str(exc))
         console.print(f"[green]{name}[/] is in {resolved.path}")
-    optional = [s.name for s in store.specs if s.optional]
+    optional = [s.name for s in store.specs if s.optional and s.name not in wanted]
     if all_models and optional:
         console.print(f"[dim]optional, pulled by name: {', '.join(optional)}[/]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -239,11 +240,13 @@ def test_network_policies_wall_off_leads_and_the_database() -> None:
         return {c for c, labels in by_component.items() if any(selects(s, labels) for s in peers)}
 
     assert allowed_from("percept-leads-ingress") == GPU_SERVICES
-    assert allowed_from("percept-postgres-ingress") == {"leads", "nlp"}  # nlp: chat sessions
+    # nlp: chat sessions; vision: the gallery of enrolled faces.
+    assert allowed_from("percept-postgres-ingress") == {"leads", "nlp", "vision"}
     database_users = policies["percept-database-egress"]["podSelector"]
     assert {c for c, pod in by_component.items() if selects(database_users, pod)} == {
         "leads",
         "nlp",
+        "vision",
     }
     egress_selector = policies["percept-perception-egress"]["podSelector"]
     callers = {c for c, pod in by_component.items() if selects(egress_selector, pod)}
@@ -256,6 +259,39 @@ def test_network_policies_wall_off_leads_and_the_database() -> None:
     ]
 
 
+def test_only_the_model_job_reaches_out_and_only_over_https() -> None:
+    objs = overlay("cpu")
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "NetworkPolicy")}
+    outside = [
+        (name, rule)
+        for name, spec in policies.items()
+        for rule in spec.get("egress", [])
+        if any("ipBlock" in peer for peer in rule.get("to", []))
+    ]
+    assert [name for name, _ in outside] == ["percept-models-egress"]
+    (_, rule), (job,) = outside[0], of_kind(objs, "Job")
+    assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert set(rule["to"][0]["ipBlock"]["except"]) == {
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    }
+    assert selects(
+        policies["percept-models-egress"]["podSelector"],
+        job["spec"]["template"]["metadata"]["labels"],
+    )
+
+
+def test_leads_finds_vision_to_erase_faces() -> None:
+    objs = overlay("cpu")
+    (config,) = [o for o in of_kind(objs, "ConfigMap") if o["metadata"]["name"] == "percept-config"]
+    host, port = config["data"]["PERCEPT_VISION_ADDRESS"].split(":")
+    services = {s["metadata"]["name"]: s for s in of_kind(objs, "Service")}
+    assert services[host]["spec"]["clusterIP"] == "None"  # headless: every vision pod
+    assert services[host]["spec"]["ports"][0]["port"] == int(port)
+    Settings(vision_address=config["data"]["PERCEPT_VISION_ADDRESS"])
+
+
 def test_model_cache_is_filled_by_a_job_and_mounted_read_only() -> None:
     objs = overlay("cpu")
     (job,) = of_kind(objs, "Job")
@@ -266,12 +302,12 @@ def test_model_cache_is_filled_by_a_job_and_mounted_read_only() -> None:
                 assert volume["persistentVolumeClaim"]["readOnly"] is True
 
 
-def test_speech_and_nlp_read_the_understanding_configmap_where_settings_point() -> None:
+def test_speech_vision_and_nlp_read_the_understanding_configmap_where_settings_point() -> None:
     objs = overlay("cpu")
     (config,) = [o for o in of_kind(objs, "ConfigMap") if o["metadata"]["name"] == "percept-config"]
     where = config["data"]["PERCEPT_UNDERSTANDING_DIR"]
     for deployment in of_kind(objs, "Deployment"):
-        if component(deployment) not in ("speech", "nlp"):
+        if component(deployment) not in ("speech", "vision", "nlp"):
             continue
         spec = pod_spec(deployment)
         volumes = {v["name"]: v for v in spec["volumes"]}
@@ -354,3 +390,38 @@ def test_nlp_replicas_share_chat_sessions_through_the_database() -> None:
     env = {e["name"]: e for e in pod_spec(nlp)["containers"][0]["env"]}
     ref = env["PERCEPT_NLP_SESSION_STORE"]["valueFrom"]["secretKeyRef"]
     assert (ref["name"], ref["key"]) == ("percept-secrets", "database-url")
+
+
+def test_vision_replicas_share_the_encrypted_face_gallery() -> None:
+    for name in OVERLAYS:
+        objs = overlay(name)
+        (vision,) = [d for d in of_kind(objs, "Deployment") if component(d) == "vision"]
+        env = {e["name"]: e for e in pod_spec(vision)["containers"][0]["env"]}
+        store = env["PERCEPT_VISION_GALLERY_STORE"]["valueFrom"]["secretKeyRef"]
+        key = env["PERCEPT_VISION_GALLERY_KEY"]["valueFrom"]["secretKeyRef"]
+        assert (store["name"], store["key"]) == ("percept-secrets", "database-url")
+        assert (key["name"], key["key"], key.get("optional", False)) == (
+            "percept-secrets",
+            "vision-gallery-key",
+            False,  # a shared gallery without a shared key would not start
+        )
+    dev = {s["metadata"]["name"]: s for s in of_kind(overlay("dev"), "Secret")}
+    Settings(
+        vision_gallery_key=base64.b64decode(
+            dev["percept-secrets"]["data"]["vision-gallery-key"]
+        ).decode()
+    )
+
+
+def test_the_gpu_overlay_runs_yolo_for_vision_and_pulls_its_weights() -> None:
+    objs = overlay("gpu")
+    (vision,) = [d for d in of_kind(objs, "Deployment") if component(d) == "vision"]
+    env = {e["name"]: e.get("value") for e in pod_spec(vision)["containers"][0]["env"]}
+    assert (env["PERCEPT_VISION_DETECTOR"], env["PERCEPT_VISION_YOLO_MODEL"]) == ("yolo", "yolo11n")
+    (job,) = of_kind(objs, "Job")
+    assert pod_spec(job)["containers"][0]["args"] == ["models", "pull", "--all", "yolo11n"]
+    assert all(
+        "PERCEPT_VISION_DETECTOR"
+        not in {e["name"] for e in pod_spec(d)["containers"][0].get("env", [])}
+        for d in of_kind(overlay("cpu"), "Deployment")
+    )
