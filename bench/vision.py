@@ -42,7 +42,7 @@ from percept.vision.gallery import Gallery
 from percept.vision.images import decode_image
 from percept.vision.nanodet import NanoDet
 from percept.vision.service import VisionService
-from percept.vision.yolo import Yolo
+from percept.vision.yolo import Yolo, import_yolo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from vision_harness import MODEL_DIR, frames_of, lockstep
@@ -192,7 +192,7 @@ async def main(n_frames: int, rounds: int) -> None:
         exported = folder / "yolo-onnx" / weights.name
         exported.parent.mkdir()
         exported.write_bytes(weights.read_bytes())
-        from ultralytics.models import YOLO
+        YOLO = import_yolo(folder / "cfg")
 
         onnx_path = Path(YOLO(str(exported)).export(format="onnx", imgsz=416, simplify=False))
         detectors: dict[str, Detector] = {"NanoDet-m 416, onnxruntime": nanodet}

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
 
-from percept.vision.yolo import configure_ultralytics
+from percept.vision.yolo import import_yolo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = 128  # training images and the model's input size
@@ -85,8 +85,7 @@ def tiny_yolo() -> Path:
         return target
     with tempfile.TemporaryDirectory(prefix="tiny-yolo-") as tmp:
         work = Path(tmp)
-        configure_ultralytics(work / "config")
-        from ultralytics.models import YOLO
+        YOLO = import_yolo(work / "config")
 
         data = _dataset(work / "data")
         model = YOLO(str(RECIPE["model"]))

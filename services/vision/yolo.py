@@ -22,13 +22,27 @@ from percept.vision.images import RGB
 SUFFIXES = (".pt", ".onnx")
 
 
-def configure_ultralytics(config_dir: Path) -> None:
-    """Offline, quiet, and writing its settings under our data dir (the root FS is read-only)."""
+def import_yolo(config_dir: Path) -> Any:
+    """Ultralytics' YOLO class, imported offline and quiet, its settings under our data dir
+    (the root filesystem is read-only), and without its global patch of PIL.Image.open.
+
+    That patch makes the first image Pillow cannot identify, anywhere in the process,
+    try to install pi-heif (the network at run time) or fail with ModuleNotFoundError:
+    a camera's garbage frame would then be an INTERNAL error, not INVALID_ARGUMENT.
+    """
     config_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_VERBOSE", "false")
+    from PIL import Image
+    from ultralytics.models import YOLO
+    from ultralytics.utils import patches
+
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original
+    return YOLO
 
 
 class Yolo:
@@ -37,9 +51,7 @@ class Yolo:
     ) -> None:
         if path.suffix not in SUFFIXES:
             raise ValueError(f"{path}: a YOLO model is a .pt or .onnx file")
-        configure_ultralytics(config_dir)
-        from ultralytics.models import YOLO
-
+        YOLO = import_yolo(config_dir)
         self.device = "cuda:0" if resolve_device(device) == "cuda" else "cpu"
         self.model: Any = YOLO(str(path), task="detect")
         self.image_size = image_size

@@ -19,7 +19,7 @@ from percept.runtime.model_store import ModelNotFoundError
 from percept.v1 import vision_pb2, vision_pb2_grpc
 from percept.vision.images import encode_jpeg
 from percept.vision.models import yolo_weights
-from percept.vision.yolo import Yolo
+from percept.vision.yolo import Yolo, import_yolo
 
 pytestmark = pytest.mark.slow
 CAMERAS = """\
@@ -57,8 +57,7 @@ def test_the_trained_model_finds_squares(weights: Path, tmp_path: Path) -> None:
 
 
 def test_the_onnx_export_gives_the_same_boxes(weights: Path, tmp_path: Path) -> None:
-    from ultralytics.models import YOLO
-
+    YOLO = import_yolo(tmp_path / "config")
     source = tmp_path / weights.name
     source.write_bytes(weights.read_bytes())
     exported = Path(YOLO(str(source)).export(format="onnx", imgsz=SIZE, simplify=False))
@@ -125,6 +124,14 @@ async def test_the_service_tracks_with_yolo(weights: Path, tmp_path: Path) -> No
             )
             assert detected.model == "tiny-squares (ultralytics pytorch, cpu)"
             assert [d.label for d in detected.detections] == ["square"]
+            # Ultralytics patches PIL.Image.open globally (its HEIF plugin install); with it
+            # loaded, a file that is no image must still be a precise INVALID_ARGUMENT.
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.Detect(
+                    vision_pb2.DetectRequest(image=vision_pb2.Image(encoded=b"not an image"))
+                )
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "image.encoded: not a JPEG or PNG image" in (error.value.details() or "")
             results = await lockstep(stub, frames_of(frames, 0.2, camera="test-bench"))
         ids = {o.track_id for r in results for o in r.objects if o.track_id}
         assert ids == {1}
