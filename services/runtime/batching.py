@@ -3,7 +3,9 @@
 Calls wait at most `max_wait_s` for company, and a batch holds at most
 `max_batch` items. While a batch runs, new calls queue; the next batch takes
 them at once, so under load batches fill without any added wait. This is how
-one accelerator serves many cameras (DESIGN.md §4).
+one accelerator serves many cameras (DESIGN.md §4). Given `callers` (how many
+clients are active now), a batch waits only while more of them could still
+join it: a lone camera is never held back for company that cannot come.
 """
 
 from __future__ import annotations
@@ -60,12 +62,14 @@ class MicroBatcher(Generic[T, R]):
         max_wait_s: float = 0.005,
         metrics: BatchMetrics | None = None,
         thread_name: str = "model",
+        callers: Callable[[], int] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._run = run
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.metrics = metrics
+        self._callers = callers
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
         self._queue: asyncio.Queue[_Item[T, R]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -89,7 +93,7 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(queue.get_nowait())
                 continue
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 or (self._callers is not None and self._callers() <= len(batch)):
                 break
             try:
                 batch.append(await asyncio.wait_for(queue.get(), remaining))

@@ -40,6 +40,8 @@ log = logging.getLogger("percept.vision")
 Publish = Callable[[common_pb2.Signal], None]
 MIN_ENROL_FACE_PX = 60  # smaller faces give unreliable embeddings
 MAX_FACE_CHECKS_PER_FRAME = 4
+CROP_SIDE = 320  # a face fills much of a person's upper body: no need for more pixels
+MAX_BACKOFF = 8  # an unmatched person is looked at again after 1, 2, 4, then 8 intervals
 T = TypeVar("T")
 
 
@@ -103,7 +105,9 @@ class VisionEngine:
             max_wait_s=max_wait_s,
             metrics=self.metrics.detector,
             thread_name="vision-detector",
+            callers=lambda: self.callers,
         )
+        self.callers = 0  # open camera streams and Detect calls: who could share a batch
         self._face_thread = ThreadPoolExecutor(1, thread_name_prefix="vision-faces")
 
     @property
@@ -119,6 +123,14 @@ class VisionEngine:
 
     async def detect(self, image: RGB, min_confidence: float = 0.0) -> Objects:
         return await self.batcher.submit((image, min_confidence or self.options.min_confidence))
+
+    async def detect_once(self, image: RGB, min_confidence: float = 0.0) -> Objects:
+        """Detect's call: counted among the callers while it waits for its batch."""
+        self.callers += 1
+        try:
+            return await self.detect(image, min_confidence)
+        finally:
+            self.callers -= 1
 
     # -- faces --------------------------------------------------------------------------
 
@@ -240,6 +252,7 @@ class CameraStream:
         self.scene = Scene(camera, engine.track_class, engine.options.tuning)
         self.last_t: float | None = None
         engine.metrics.streams.inc()
+        engine.callers += 1
 
     async def analyse(self, image: RGB, t: float) -> FrameOutcome:
         engine = self.engine
@@ -267,8 +280,10 @@ class CameraStream:
         )[:MAX_FACE_CHECKS_PER_FRAME]
         if not due:
             return []
-        for track in due:
-            track.next_face_check = t + engine.options.face_interval_s
+        for track in due:  # again later, less often while they match nobody
+            wait = engine.options.face_interval_s * min(2**track.face_checks, MAX_BACKOFF)
+            track.next_face_check = t + wait
+            track.face_checks += 1
         return await engine.on_face_thread(lambda: self._look_at_faces(image, due))
 
     def _look_at_faces(self, image: RGB, tracks: list[Track]) -> list[tuple[Track, FaceSeen]]:
@@ -284,7 +299,7 @@ class CameraStream:
             cx1, cy1 = int(min(width, x1 + margin)), int(min(height, y0 + 0.6 * (y1 - y0)))
             if cx1 - cx0 < 24 or cy1 - cy0 < 24:
                 continue
-            faces: FacesFound = engine.face_detector.detect(image[cy0:cy1, cx0:cx1])
+            faces: FacesFound = engine.face_detector.detect(image[cy0:cy1, cx0:cx1], CROP_SIDE)
             best = largest(faces)
             if best is None:
                 continue
@@ -340,3 +355,4 @@ class CameraStream:
         at = _signal_time(self.last_t if self.last_t is not None else time.time())
         self.engine.send(self._dwell_signals(self.scene.close(), at))
         self.engine.metrics.streams.dec()
+        self.engine.callers -= 1

@@ -40,7 +40,7 @@ class FacesFound:
 class FaceDetector(Protocol):
     name: str
 
-    def detect(self, image: RGB) -> FacesFound: ...
+    def detect(self, image: RGB, max_side: int | None = None) -> FacesFound: ...
 
 
 class FaceEmbedder(Protocol):
@@ -67,9 +67,10 @@ class Mtcnn:
             state = torch.load(weights / f"{net}.pt", map_location=device, weights_only=True)
             getattr(self.model, net).load_state_dict(state)
 
-    def detect(self, image: RGB) -> FacesFound:
+    def detect(self, image: RGB, max_side: int | None = None) -> FacesFound:
+        """Faces in `image`, shrunk first to `max_side` (a person's crop needs far less)."""
         height, width = image.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
+        scale = min(1.0, (max_side or self.max_side) / max(height, width))
         small: npt.NDArray[np.uint8] = image
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -48,6 +48,7 @@ class Track:
     face_identity_id: str = ""  # set when the face matched an enrolled, consenting visitor
     face_distance: float = 0.0
     next_face_check: float = 0.0
+    face_checks: int = 0  # how often the face was looked at without a match
     reported: bool = False  # leads has had a signal about this visitor
 
 

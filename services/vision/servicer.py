@@ -151,7 +151,7 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
             )
         image = await self._image(request.image, context)
         started = time.perf_counter()
-        objects = await engine.detect(image, threshold)
+        objects = await engine.detect_once(image, threshold)
         if request.classes:
             wanted = [labels.index(c) for c in request.classes]
             objects = objects.select(np.isin(objects.class_ids, wanted))

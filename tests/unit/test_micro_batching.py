@@ -50,6 +50,19 @@ async def test_a_lone_call_waits_at_most_max_wait() -> None:
     assert waited < 1.0  # bounded: a lone frame is not held for company forever
 
 
+async def test_a_batch_waits_only_while_other_callers_could_join() -> None:
+    alone = MicroBatcher(Recorder(), max_batch=8, max_wait_s=0.5, callers=lambda: 1)
+    started = time.perf_counter()
+    assert await alone.submit(1) == 10
+    assert time.perf_counter() - started < 0.25  # nobody else could come: no wait
+    await alone.close()
+    crowd = MicroBatcher(Recorder(), max_batch=8, max_wait_s=0.3, callers=lambda: 3)
+    started = time.perf_counter()
+    assert await crowd.submit(1) == 10
+    assert time.perf_counter() - started >= 0.3  # two more might: it waited for them
+    await crowd.close()
+
+
 async def test_calls_arriving_while_a_batch_runs_form_the_next_batch() -> None:
     model = Recorder(seconds=0.2)
     batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.0)
