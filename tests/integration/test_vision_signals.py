@@ -124,3 +124,72 @@ async def test_a_passer_by_creates_no_lead(
         assert outbox.metrics.delivered._value.get() == 0  # nothing was ever sent
         page = await leads_pb2_grpc.LeadsStub(to_leads).ListLeads(leads_pb2.ListLeadsRequest())
         assert list(page.leads) == []
+
+
+CROWDED_PHONES = """\
+cameras:
+  store-front:
+    crowd_hold_s: 0
+    zones:
+      - name: phones
+        kind: product
+        product: phone
+        polygon: [[0.2, 0.3], [0.6, 0.3], [0.6, 1.0], [0.2, 1.0]]
+        crowd_alert: 1
+"""
+
+
+async def test_a_returning_visitor_and_crowding_reach_her_lead(
+    make_settings: Callable[..., Settings], start_host: HostFactory, tmp_path: Path
+) -> None:
+    leads_settings = make_settings()
+    leads = await start_host(LeadsService(leads_settings), leads_settings)
+    await asyncio.wait_for(leads.ready.wait(), 60)
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(CROWDED_PHONES)
+    _, vision = await start_vision(
+        vision_settings(
+            tmp_path / "vision",
+            leads_address=leads.address,
+            vision_cameras_file=cameras,
+            vision_visit_gap_s=2.0,  # a new visit after 2 s away (4 h by default)
+        )
+    )
+    try:
+        async with (
+            grpc.aio.insecure_channel(leads.address) as to_leads,
+            grpc.aio.insecure_channel(vision.address) as to_vision,
+        ):
+            camera = vision_pb2_grpc.VisionStub(to_vision)
+            await camera.Enroll(
+                vision_pb2.EnrollRequest(
+                    image=vision_pb2.Image(encoded=encode_jpeg(astronaut())),
+                    consent_reference="loyalty sign-up",
+                    identity=K.IdentityKeys(phone=PHONE),
+                )
+            )
+            visit = walk(astronaut_person(), list(range(60, 300, 30)), height=440)
+            await lockstep(camera, frames_of(visit, 0.5))  # right after enrolling
+            await asyncio.sleep(2.5)
+            await lockstep(camera, frames_of(visit, 0.5))  # back after the gap
+            stub = leads_pb2_grpc.LeadsStub(to_leads)
+
+            def kinds(lead: leads_pb2.Lead) -> list[int]:
+                return [t.kind for t in lead.timeline]
+
+            lead = None
+            for _ in range(100):
+                found = await leads_with(stub, lambda x: x.identity.phone == PHONE)
+                lead = await stub.GetLead(
+                    leads_pb2.GetLeadRequest(lead_id=found[0].lead_id, include_timeline=True)
+                )
+                if K.SIGNAL_KIND_RETURNING_VISIT in kinds(lead):
+                    break
+                await asyncio.sleep(0.1)
+            assert lead is not None
+            seen = kinds(lead)
+            assert seen.count(K.SIGNAL_KIND_RETURNING_VISIT) == 1  # the first visit was not
+            assert seen.count(K.SIGNAL_KIND_FACE_SEEN) == 3  # enrolment and two visits
+            assert K.SIGNAL_KIND_CROWDING in seen
+    finally:
+        await vision.stop(grace=5)
