@@ -5,13 +5,22 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+import pytest_asyncio
 from pg_cluster import ThrowawayCluster
 
 from percept.runtime.server import Service, ServiceHost
 from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.v1 import vision_pb2_grpc
+
+if TYPE_CHECKING:
+    from percept.vision.service import VisionService
+
+# Imported lazily: most tests never load the vision stack.
+VisionHost = tuple["VisionService", ServiceHost]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +97,22 @@ async def channel_to() -> AsyncIterator[Callable[[ServiceHost], grpc.aio.Channel
     yield open_channel
     for channel in channels:
         await channel.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def vision(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[VisionHost]:
+    """One vision service per test module, on the real models (NanoDet, MTCNN, dlib)."""
+    from vision_harness import start_vision, vision_settings
+
+    started = await start_vision(vision_settings(tmp_path_factory.mktemp("vision")))
+    yield started
+    await started[1].stop(grace=1)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def vision_stub(vision: VisionHost) -> AsyncIterator[vision_pb2_grpc.VisionAsyncStub]:
+    async with grpc.aio.insecure_channel(vision[1].address) as channel:
+        yield vision_pb2_grpc.VisionStub(channel)
 
 
 @pytest.fixture(scope="session")

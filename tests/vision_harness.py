@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from percept.models import model_store
-from percept.runtime.server import ServiceHost
+from percept.runtime.server import Service, ServiceHost
 from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.v1 import vision_pb2, vision_pb2_grpc
 from percept.vision.images import encode_jpeg
@@ -48,6 +48,25 @@ async def start_vision(settings: Settings) -> tuple[VisionService, ServiceHost]:
     await asyncio.wait_for(host.ready.wait(), 240)
     assert service.servicer.engine is not None, "the vision service failed to load"
     return service, host
+
+
+async def leads_then_vision(
+    start_host: Callable[[Service, Settings], Awaitable[ServiceHost]],
+    leads_settings: Settings,
+    data_dir: Path,
+    **vision_overrides: object,
+) -> tuple[ServiceHost, Settings, VisionService, ServiceHost]:
+    """A leads server (stopped by `start_host`'s fixture), then vision sending it signals.
+
+    Returns (leads host, vision settings, vision service, vision host); the caller
+    stops the vision host (it may restart vision on the same settings)."""
+    from percept.leads.service import LeadsService
+
+    leads = await start_host(LeadsService(leads_settings), leads_settings)
+    await asyncio.wait_for(leads.ready.wait(), 60)
+    settings = vision_settings(data_dir, leads_address=leads.address, **vision_overrides)
+    service, vision = await start_vision(settings)
+    return leads, settings, service, vision
 
 
 def frame(

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import HostFactory
-from vision_harness import start_vision, vision_settings
+from vision_harness import leads_then_vision, start_vision
 from vision_media import astronaut
 
 from percept.leads.service import LeadsService
@@ -60,12 +60,12 @@ async def test_forget_lead_erases_the_face_in_vision(
     free_port: Callable[[], int],
     tmp_path: Path,
 ) -> None:
-    vision_port = free_port()
-    leads_settings = make_settings(vision_address=f"127.0.0.1:{vision_port}")
-    leads = await start_host(LeadsService(leads_settings), leads_settings)
-    await asyncio.wait_for(leads.ready.wait(), 60)
-    service, vision = await start_vision(
-        vision_settings(tmp_path / "vision", leads_address=leads.address, vision_port=vision_port)
+    port = free_port()
+    leads, _, service, vision = await leads_then_vision(
+        start_host,
+        make_settings(vision_address=f"127.0.0.1:{port}"),
+        tmp_path / "vision",
+        vision_port=port,
     )
     try:
         lead_id = await enrol_and_find_lead(vision, leads)
@@ -86,15 +86,15 @@ async def test_an_erasure_made_while_vision_is_down_completes_later(
     free_port: Callable[[], int],
     tmp_path: Path,
 ) -> None:
-    vision_port = free_port()
-    leads_settings = make_settings(vision_address=f"127.0.0.1:{vision_port}")
-    leads_service = LeadsService(leads_settings)
-    leads = await start_host(leads_service, leads_settings)
-    await asyncio.wait_for(leads.ready.wait(), 60)
-    settings = vision_settings(
-        tmp_path / "vision", leads_address=leads.address, vision_port=vision_port
+    port = free_port()
+    leads, settings, _, vision = await leads_then_vision(
+        start_host,
+        make_settings(vision_address=f"127.0.0.1:{port}"),
+        tmp_path / "vision",
+        vision_port=port,
     )
-    _, vision = await start_vision(settings)
+    assert isinstance(leads.service, LeadsService)
+    leads_service = leads.service
     lead_id = await enrol_and_find_lead(vision, leads)
     await vision.stop(grace=1)  # vision goes down, with her embedding in its gallery
 

@@ -4,33 +4,16 @@ and every kind of bad image answered with a precise status."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
 import pytest
-import pytest_asyncio
-from vision_harness import start_vision, vision_settings
 from vision_media import FACES, PEOPLE, astronaut, group_photo, group_photo_bytes
 
-from percept.runtime.server import ServiceHost
 from percept.v1 import common_pb2, vision_pb2, vision_pb2_grpc
 from percept.vision.images import encode_jpeg
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def host(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceHost]:
-    _, started = await start_vision(vision_settings(tmp_path_factory.mktemp("vision")))
-    yield started
-    await started.stop(grace=1)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def stub(host: ServiceHost) -> AsyncIterator[vision_pb2_grpc.VisionAsyncStub]:
-    async with grpc.aio.insecure_channel(host.address) as channel:
-        yield vision_pb2_grpc.VisionStub(channel)
 
 
 def jpeg(image: np.ndarray) -> vision_pb2.Image:
@@ -45,10 +28,12 @@ def inside(x: float, y: float, box: common_pb2.BoundingBox) -> bool:
     return box.x_min <= x <= box.x_max and box.y_min <= y <= box.y_max
 
 
-async def test_people_are_found_in_real_group_photos(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+async def test_people_are_found_in_real_group_photos(
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
+) -> None:
     found = {}
     for n in PEOPLE:
-        result = await stub.Detect(
+        result = await vision_stub.Detect(
             vision_pb2.DetectRequest(image=vision_pb2.Image(encoded=group_photo_bytes(n)))
         )
         assert result.model.startswith("nanodet-m-416 (onnxruntime")
@@ -61,10 +46,10 @@ async def test_people_are_found_in_real_group_photos(stub: vision_pb2_grpc.Visio
 
 
 async def test_faces_are_counted_and_sit_inside_person_boxes(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
     for n, faces in FACES.items():
-        result = await stub.Detect(
+        result = await vision_stub.Detect(
             vision_pb2.DetectRequest(
                 image=vision_pb2.Image(encoded=group_photo_bytes(n)), detect_faces=True
             )
@@ -80,9 +65,11 @@ async def test_faces_are_counted_and_sit_inside_person_boxes(
         assert len({f.visitor_id for f in result.faces}) == faces  # ephemeral, one each
 
 
-async def test_the_astronaut_portrait(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+async def test_the_astronaut_portrait(vision_stub: vision_pb2_grpc.VisionAsyncStub) -> None:
     image = astronaut()
-    result = await stub.Detect(vision_pb2.DetectRequest(image=jpeg(image), detect_faces=True))
+    result = await vision_stub.Detect(
+        vision_pb2.DetectRequest(image=jpeg(image), detect_faces=True)
+    )
     person = max(people(result), key=lambda d: d.confidence)
     assert person.confidence > 0.6
     area = (person.box.x_max - person.box.x_min) * (person.box.y_max - person.box.y_min)
@@ -92,23 +79,27 @@ async def test_the_astronaut_portrait(stub: vision_pb2_grpc.VisionAsyncStub) -> 
     assert 150 < (face.x_min + face.x_max) / 2 < 300 and 50 < (face.y_min + face.y_max) / 2 < 200
 
 
-async def test_raw_frames_give_what_the_jpeg_gives(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+async def test_raw_frames_give_what_the_jpeg_gives(
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
+) -> None:
     image = group_photo(3)[::2, ::2].copy()
     raw = vision_pb2.RawImage(width=image.shape[1], height=image.shape[0], rgb=image.tobytes())
-    from_raw = await stub.Detect(vision_pb2.DetectRequest(image=vision_pb2.Image(raw=raw)))
-    from_png_quality = await stub.Detect(vision_pb2.DetectRequest(image=jpeg(image)))
+    from_raw = await vision_stub.Detect(vision_pb2.DetectRequest(image=vision_pb2.Image(raw=raw)))
+    from_png_quality = await vision_stub.Detect(vision_pb2.DetectRequest(image=jpeg(image)))
     assert len(people(from_raw)) == len(people(from_png_quality)) >= 2
 
 
-async def test_classes_and_min_confidence_filter(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+async def test_classes_and_min_confidence_filter(
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
+) -> None:
     image = vision_pb2.Image(encoded=group_photo_bytes(3))
-    everything = await stub.Detect(vision_pb2.DetectRequest(image=image, min_confidence=0.3))
+    everything = await vision_stub.Detect(vision_pb2.DetectRequest(image=image, min_confidence=0.3))
     assert {"person", "cup"} <= {d.label for d in everything.detections}
-    cups = await stub.Detect(
+    cups = await vision_stub.Detect(
         vision_pb2.DetectRequest(image=image, min_confidence=0.3, classes=["cup"])
     )
     assert {d.label for d in cups.detections} == {"cup"}
-    sure = await stub.Detect(vision_pb2.DetectRequest(image=image, min_confidence=0.65))
+    sure = await vision_stub.Detect(vision_pb2.DetectRequest(image=image, min_confidence=0.65))
     assert 0 < len(sure.detections) < len(everything.detections)
     assert all(d.confidence >= 0.65 for d in sure.detections)
 
@@ -185,28 +176,28 @@ def png_claiming(width: int, height: int) -> bytes:
     ],
 )
 async def test_bad_requests_get_precise_statuses(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
     request_: vision_pb2.DetectRequest,
     code: grpc.StatusCode,
     message: str,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.Detect(request_)
+        await vision_stub.Detect(request_)
     assert error.value.code() == code
     assert message in (error.value.details() or "")
 
 
 async def test_messages_over_the_size_limit_are_refused(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
     huge = vision_pb2.Image(encoded=b"\xff\xd8" + bytes(9 * 1024 * 1024))
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.Detect(vision_pb2.DetectRequest(image=huge))
+        await vision_stub.Detect(vision_pb2.DetectRequest(image=huge))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_the_service_still_answers_after_bad_input(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
-    result = await stub.Detect(vision_pb2.DetectRequest(image=jpeg(astronaut())))
+    result = await vision_stub.Detect(vision_pb2.DetectRequest(image=jpeg(astronaut())))
     assert people(result)

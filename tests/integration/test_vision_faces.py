@@ -6,43 +6,23 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
 import pytest
-import pytest_asyncio
+from conftest import VisionHost
 from vision_harness import frames_of, lockstep, start_vision, vision_settings
 from vision_media import astronaut, astronaut_person, background, group_photo, walk
 
-from percept.runtime.server import ServiceHost
 from percept.v1 import common_pb2, vision_pb2, vision_pb2_grpc
 from percept.vision.engine import VisionEngine
 from percept.vision.images import encode_jpeg
-from percept.vision.service import VisionService
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 CONSENT = "in-store kiosk 2, signed 2026-12-02 10:14"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def vision(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[VisionService, ServiceHost]]:
-    started = await start_vision(vision_settings(tmp_path_factory.mktemp("vision")))
-    yield started
-    await started[1].stop(grace=1)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def stub(
-    vision: tuple[VisionService, ServiceHost],
-) -> AsyncIterator[vision_pb2_grpc.VisionAsyncStub]:
-    async with grpc.aio.insecure_channel(vision[1].address) as channel:
-        yield vision_pb2_grpc.VisionStub(channel)
-
-
-def engine_of(vision: tuple[VisionService, ServiceHost]) -> VisionEngine:
+def engine_of(vision: VisionHost) -> VisionEngine:
     engine = vision[0].servicer.engine
     assert engine is not None and engine.face_detector and engine.embedder
     return engine
@@ -59,7 +39,7 @@ def jpeg(image: np.ndarray) -> vision_pb2.Image:
 
 
 async def test_same_person_is_close_and_different_people_are_far(
-    vision: tuple[VisionService, ServiceHost],
+    vision: VisionHost,
 ) -> None:
     engine = engine_of(vision)
     portrait = astronaut()
@@ -121,22 +101,22 @@ async def test_same_person_is_close_and_different_people_are_far(
     ],
 )
 async def test_enrolment_needs_consent_and_one_clear_face(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
     request_: vision_pb2.EnrollRequest,
     code: grpc.StatusCode,
     message: str,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.Enroll(request_)
+        await vision_stub.Enroll(request_)
     assert error.value.code() == code
     assert message in (error.value.details() or "")
 
 
 async def test_an_enrolled_visitor_is_recognised_until_erased(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
     identity = common_pb2.IdentityKeys(phone="+14155550123")
-    enrolled = await stub.Enroll(
+    enrolled = await vision_stub.Enroll(
         vision_pb2.EnrollRequest(
             image=jpeg(astronaut()),
             consent_reference=CONSENT,
@@ -149,46 +129,54 @@ async def test_an_enrolled_visitor_is_recognised_until_erased(
     days = (enrolled.expires_at.ToSeconds() - time.time()) / 86400
     assert days == pytest.approx(180, abs=0.01)
     # The same person again (mirrored photo): renewed, not a second identity.
-    again = await stub.Enroll(
+    again = await vision_stub.Enroll(
         vision_pb2.EnrollRequest(
             image=jpeg(astronaut()[:, ::-1].copy()), consent_reference=CONSENT + " (renewed)"
         )
     )
     assert again.face_identity_id == face_id
 
-    seen = await stub.Detect(vision_pb2.DetectRequest(image=jpeg(astronaut()), detect_faces=True))
+    seen = await vision_stub.Detect(
+        vision_pb2.DetectRequest(image=jpeg(astronaut()), detect_faces=True)
+    )
     assert [(f.visitor_id, f.enrolled) for f in seen.faces] == [(face_id, True)]
     assert seen.faces[0].match_distance < 0.3  # 0 here: the very photo that was enrolled
-    strangers = await stub.Detect(
+    strangers = await vision_stub.Detect(
         vision_pb2.DetectRequest(image=jpeg(group_photo(1)), detect_faces=True)
     )
     assert not any(f.enrolled for f in strangers.faces)
 
     # On camera: her face is looked at once a second and matched; others stay ephemeral.
     results = await lockstep(
-        stub, frames_of(walk(astronaut_person(), list(range(100, 400, 30)), height=440), 0.5)
+        vision_stub, frames_of(walk(astronaut_person(), list(range(100, 400, 30)), height=440), 0.5)
     )
     faces = [f for r in results for f in r.faces]
     assert faces and all(f.enrolled and f.visitor_id == face_id for f in faces)
 
-    erased = await stub.ForgetVisitor(vision_pb2.ForgetVisitorRequest(face_identity_id=face_id))
+    erased = await vision_stub.ForgetVisitor(
+        vision_pb2.ForgetVisitorRequest(face_identity_id=face_id)
+    )
     assert erased.embeddings_erased == 1
-    after = await stub.Detect(vision_pb2.DetectRequest(image=jpeg(astronaut()), detect_faces=True))
+    after = await vision_stub.Detect(
+        vision_pb2.DetectRequest(image=jpeg(astronaut()), detect_faces=True)
+    )
     assert [f.enrolled for f in after.faces] == [False]
     assert after.faces[0].visitor_id.startswith("visit-")
-    twice = await stub.ForgetVisitor(vision_pb2.ForgetVisitorRequest(face_identity_id=face_id))
+    twice = await vision_stub.ForgetVisitor(
+        vision_pb2.ForgetVisitorRequest(face_identity_id=face_id)
+    )
     assert twice.embeddings_erased == 0  # erasure can be retried safely
 
 
-async def test_forget_needs_an_id(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+async def test_forget_needs_an_id(vision_stub: vision_pb2_grpc.VisionAsyncStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.ForgetVisitor(vision_pb2.ForgetVisitorRequest(face_identity_id=" "))
+        await vision_stub.ForgetVisitor(vision_pb2.ForgetVisitorRequest(face_identity_id=" "))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details() == "face_identity_id: required"
 
 
 async def test_no_face_data_is_kept_for_visitors_who_did_not_enrol(
-    vision: tuple[VisionService, ServiceHost],
+    vision: VisionHost,
 ) -> None:
     engine = engine_of(vision)
     assert engine.gallery is not None

@@ -10,10 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import HostFactory
-from vision_harness import frames_of, lockstep, start_vision, vision_settings
+from vision_harness import frames_of, leads_then_vision, lockstep
 from vision_media import astronaut, astronaut_person, group_photo, walk
 
-from percept.leads.service import LeadsService
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc, vision_pb2, vision_pb2_grpc
@@ -42,11 +41,8 @@ async def leads_with(
 async def store(
     make_settings: Callable[..., Settings], start_host: HostFactory, tmp_path: Path
 ) -> AsyncIterator[tuple[ServiceHost, ServiceHost, VisionService]]:
-    leads_settings = make_settings()
-    leads = await start_host(LeadsService(leads_settings), leads_settings)
-    await asyncio.wait_for(leads.ready.wait(), 60)
-    service, vision = await start_vision(
-        vision_settings(tmp_path / "vision", leads_address=leads.address)
+    leads, _, service, vision = await leads_then_vision(
+        start_host, make_settings(), tmp_path / "vision"
     )
     yield leads, vision, service
     await vision.stop(grace=5)
@@ -142,18 +138,14 @@ cameras:
 async def test_a_returning_visitor_and_crowding_reach_her_lead(
     make_settings: Callable[..., Settings], start_host: HostFactory, tmp_path: Path
 ) -> None:
-    leads_settings = make_settings()
-    leads = await start_host(LeadsService(leads_settings), leads_settings)
-    await asyncio.wait_for(leads.ready.wait(), 60)
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text(CROWDED_PHONES)
-    _, vision = await start_vision(
-        vision_settings(
-            tmp_path / "vision",
-            leads_address=leads.address,
-            vision_cameras_file=cameras,
-            vision_visit_gap_s=2.0,  # a new visit after 2 s away (4 h by default)
-        )
+    leads, _, _, vision = await leads_then_vision(
+        start_host,
+        make_settings(),
+        tmp_path / "vision",
+        vision_cameras_file=cameras,
+        vision_visit_gap_s=2.0,  # a new visit after 2 s away (4 h by default)
     )
     try:
         async with (

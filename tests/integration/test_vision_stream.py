@@ -8,30 +8,16 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 import numpy as np
 import pytest
-import pytest_asyncio
-from vision_harness import T0, frame, frames_of, lockstep, start_vision, vision_settings
+from conftest import VisionHost
+from vision_harness import T0, frame, frames_of, lockstep
 from vision_media import astronaut_person, background, group_photo, paste, walk
 
-from percept.runtime.server import ServiceHost
 from percept.v1 import vision_pb2, vision_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 ENTER = vision_pb2.ZoneEvent.EVENT_TYPE_ENTER
 WIDTH = 854  # the test camera's frames; the astronaut is 211 px wide at 300 px tall
 HALF_WIDTH = 105
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def host(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceHost]:
-    _, started = await start_vision(vision_settings(tmp_path_factory.mktemp("vision")))
-    yield started
-    await started.stop(grace=1)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def stub(host: ServiceHost) -> AsyncIterator[vision_pb2_grpc.VisionAsyncStub]:
-    async with grpc.aio.insecure_channel(host.address) as channel:
-        yield vision_pb2_grpc.VisionStub(channel)
 
 
 def person_tracks(result: vision_pb2.FrameResult) -> list[int]:
@@ -51,12 +37,12 @@ def zone_events(results: Sequence[vision_pb2.FrameResult]) -> list[tuple[str, st
 
 
 async def test_a_visitor_walking_through_the_store_keeps_one_id(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
     # Feet from x=65 to x=685 of 854 (entrance 0-0.2, phones 0.2-0.6, laptops 0.6-0.85),
     # 20 px a frame, a frame every 0.5 s of capture time.
     xs = list(range(-40, 600, 20))
-    results = await lockstep(stub, frames_of(walk(astronaut_person(), xs), step_s=0.5))
+    results = await lockstep(vision_stub, frames_of(walk(astronaut_person(), xs), step_s=0.5))
     assert [r.sequence for r in results] == list(range(len(xs)))
     assert sum(r.frames_dropped for r in results) == 0
     tracked = [person_tracks(r) for r in results]
@@ -84,24 +70,24 @@ async def test_a_visitor_walking_through_the_store_keeps_one_id(
     assert last.captured_at.ToNanoseconds() == round((T0 + (len(xs) - 1) * 0.5) * 1e9)
 
 
-async def test_an_occlusion_keeps_the_id(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+async def test_an_occlusion_keeps_the_id(vision_stub: vision_pb2_grpc.VisionAsyncStub) -> None:
     xs = list(range(100, 400, 12))
     hidden = range(10, 13)  # 3 frames of 0.4 s: 1.2 s behind a pillar (the tracker keeps 2 s)
     results = await lockstep(
-        stub, frames_of(walk(astronaut_person(), xs, hidden=hidden), step_s=0.4)
+        vision_stub, frames_of(walk(astronaut_person(), xs, hidden=hidden), step_s=0.4)
     )
     assert all(not person_tracks(results[i]) for i in hidden)
     assert {t for r in results for t in person_tracks(r)} == {1}
     assert person_tracks(results[-1]) == [1]
 
 
-async def test_two_visitors_get_two_ids(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+async def test_two_visitors_get_two_ids(vision_stub: vision_pb2_grpc.VisionAsyncStub) -> None:
     second = group_photo(3)[150:1350, 0:960]  # the first woman of photo 3, seated
     images = []
     for i in range(16):
         image = paste(background(), astronaut_person(), 20 + 10 * i, 470, 300)
         images.append(paste(image, second, 600 - 8 * i, 470, 300))
-    results = await lockstep(stub, frames_of(images, step_s=0.5))
+    results = await lockstep(vision_stub, frames_of(images, step_s=0.5))
     ids = {t for r in results for t in person_tracks(r)}
     assert len(ids) == 2
     assert sum(1 for r in results if len(person_tracks(r)) == 2) >= 12
@@ -109,11 +95,11 @@ async def test_two_visitors_get_two_ids(stub: vision_pb2_grpc.VisionAsyncStub) -
 
 
 async def test_a_camera_faster_than_the_model_loses_frames_not_memory(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
     images = walk(astronaut_person(), list(range(0, 300, 10)))
     sent = frames_of(images, step_s=0.1)
-    results = [r async for r in stub.StreamFrames(iter(sent))]  # no waiting: a flood
+    results = [r async for r in vision_stub.StreamFrames(iter(sent))]  # no waiting: a flood
     assert len(results) < len(sent)
     assert len(results) + sum(r.frames_dropped for r in results) == len(sent)
     assert results[-1].sequence == len(sent) - 1  # the newest frame is always analysed
@@ -121,17 +107,17 @@ async def test_a_camera_faster_than_the_model_loses_frames_not_memory(
 
 
 async def test_frames_older_than_the_last_one_are_skipped(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
     image = walk(astronaut_person(), [300])[0]
     sent = [frame(image, 0, T0 + 10), frame(image, 1, T0 + 5), frame(image, 2, T0 + 11)]
-    results = await lockstep_skipping(stub, sent)
+    results = await lockstep_skipping(vision_stub, sent)
     assert [r.sequence for r in results] == [0, 2]
     assert results[1].frames_dropped == 1
 
 
 async def lockstep_skipping(
-    stub: vision_pb2_grpc.VisionAsyncStub, frames: list[vision_pb2.Frame]
+    vision_stub: vision_pb2_grpc.VisionAsyncStub, frames: list[vision_pb2.Frame]
 ) -> list[vision_pb2.FrameResult]:
     """Sends each frame after the previous result, or after a moment when none comes."""
     import asyncio
@@ -147,7 +133,7 @@ async def lockstep_skipping(
                     break
                 await asyncio.sleep(0.05)
 
-    async for result in stub.StreamFrames(send()):
+    async for result in vision_stub.StreamFrames(send()):
         results.append(result)
     return results
 
@@ -210,32 +196,32 @@ GOOD = frame(walk(astronaut_person(), [300])[0], 0, T0)
     ],
 )
 async def test_bad_streams_end_with_a_precise_status(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
     frames: list[vision_pb2.Frame],
     code: grpc.StatusCode,
     message: str,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        async for _ in stub.StreamFrames(iter(frames)):
+        async for _ in vision_stub.StreamFrames(iter(frames)):
             pass
     assert error.value.code() == code
     assert message in (error.value.details() or "")
 
 
 async def test_a_flooding_camera_that_is_refused_still_gets_the_reason(
-    stub: vision_pb2_grpc.VisionAsyncStub,
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
 ) -> None:
     """Frames in flight when the call ends made grpcio report its own INTERNAL."""
     images = walk(astronaut_person(), list(range(0, 300, 10)))
     unknown = frames_of(images, 0.1, camera="loading-dock")
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        async for _ in stub.StreamFrames(iter(unknown)):
+        async for _ in vision_stub.StreamFrames(iter(unknown)):
             pass
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     broken = frames_of(images, 0.1)
     broken[-1] = bad(broken[-1], image=vision_pb2.Image(encoded=b"GIF89a" + bytes(64)))
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        async for _ in stub.StreamFrames(iter(broken)):
+        async for _ in vision_stub.StreamFrames(iter(broken)):
             pass
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "frame 29: image.encoded: not a JPEG or PNG image (it looks like a GIF)" in (
@@ -243,12 +229,12 @@ async def test_a_flooding_camera_that_is_refused_still_gets_the_reason(
     )
 
 
-async def test_an_empty_stream_ends_quietly(stub: vision_pb2_grpc.VisionAsyncStub) -> None:
-    assert [r async for r in stub.StreamFrames(iter([]))] == []
+async def test_an_empty_stream_ends_quietly(vision_stub: vision_pb2_grpc.VisionAsyncStub) -> None:
+    assert [r async for r in vision_stub.StreamFrames(iter([]))] == []
 
 
-async def test_metrics_count_frames_and_drops(host: ServiceHost) -> None:
-    registry = host.metrics.registry
+async def test_metrics_count_frames_and_drops(vision: VisionHost) -> None:
+    registry = vision[1].metrics.registry
     frames = registry.get_sample_value("percept_vision_frames_total", {"camera": "store-front"})
     dropped = registry.get_sample_value(
         "percept_vision_frames_dropped_total", {"camera": "store-front"}
