@@ -14,10 +14,12 @@ from vision_harness import leads_then_vision, start_vision
 from vision_media import astronaut
 
 from percept.leads.service import LeadsService
+from percept.leads.store import LeadStore
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc, vision_pb2, vision_pb2_grpc
 from percept.vision.images import encode_jpeg
+from percept.vision.service import VisionService
 
 pytestmark = pytest.mark.slow
 PHONE = "+14155550177"
@@ -54,19 +56,33 @@ async def forget(leads: ServiceHost, lead_id: str) -> leads_pb2.ForgetLeadRespon
         )
 
 
-async def test_forget_lead_erases_the_face_in_vision(
+Pair = tuple[ServiceHost, Settings, VisionService, ServiceHost]
+
+
+@pytest.fixture
+async def pair(
     make_settings: Callable[..., Settings],
     start_host: HostFactory,
     free_port: Callable[[], int],
     tmp_path: Path,
-) -> None:
+) -> Pair:
+    """Leads told where vision listens, and vision on that port (tests stop it themselves)."""
     port = free_port()
-    leads, _, service, vision = await leads_then_vision(
+    return await leads_then_vision(
         start_host,
         make_settings(vision_address=f"127.0.0.1:{port}"),
         tmp_path / "vision",
         vision_port=port,
     )
+
+
+def leads_store(leads: ServiceHost) -> LeadStore:
+    assert isinstance(leads.service, LeadsService)
+    return leads.service.store
+
+
+async def test_forget_lead_erases_the_face_in_vision(pair: Pair) -> None:
+    leads, _, service, vision = pair
     try:
         lead_id = await enrol_and_find_lead(vision, leads)
         erased = await forget(leads, lead_id)
@@ -74,43 +90,30 @@ async def test_forget_lead_erases_the_face_in_vision(
         engine = service.servicer.engine
         assert engine is not None and engine.gallery is not None
         assert engine.gallery.size() == 0
-        assert isinstance(leads.service, LeadsService)
-        assert leads.service.store.pending_face_erasures() == 0
+        assert leads_store(leads).pending_face_erasures() == 0
     finally:
         await vision.stop(grace=1)
 
 
-async def test_an_erasure_made_while_vision_is_down_completes_later(
-    make_settings: Callable[..., Settings],
-    start_host: HostFactory,
-    free_port: Callable[[], int],
-    tmp_path: Path,
-) -> None:
-    port = free_port()
-    leads, settings, _, vision = await leads_then_vision(
-        start_host,
-        make_settings(vision_address=f"127.0.0.1:{port}"),
-        tmp_path / "vision",
-        vision_port=port,
-    )
-    assert isinstance(leads.service, LeadsService)
-    leads_service = leads.service
+async def test_an_erasure_made_while_vision_is_down_completes_later(pair: Pair) -> None:
+    leads, settings, _, vision = pair
+    store = leads_store(leads)
     lead_id = await enrol_and_find_lead(vision, leads)
     await vision.stop(grace=1)  # vision goes down, with her embedding in its gallery
 
     erased = await forget(leads, lead_id)
     assert erased.embeddings_erased == 0  # not confirmed yet...
-    assert leads_service.store.pending_face_erasures() == 1  # ...but queued, durably
+    assert store.pending_face_erasures() == 1  # ...but queued, durably
 
     service, vision = await start_vision(settings)  # back, on the same port and gallery
     try:
         engine = service.servicer.engine
         assert engine is not None and engine.gallery is not None
         for _ in range(200):
-            if leads_service.store.pending_face_erasures() == 0:
+            if store.pending_face_erasures() == 0:
                 break
             await asyncio.sleep(0.1)
-        assert leads_service.store.pending_face_erasures() == 0
+        assert store.pending_face_erasures() == 0
         assert engine.gallery.size() == 0
         async with grpc.aio.insecure_channel(vision.address) as channel:
             seen = await vision_pb2_grpc.VisionStub(channel).Detect(
