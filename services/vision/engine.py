@@ -322,14 +322,14 @@ class CameraStream:
         at = _signal_time(t)
         signals = []
         for track, face in faces:
-            match = face.match
-            if match is None:
+            match, gallery = face.match, engine.gallery
+            if match is None or gallery is None:  # matches come from the gallery
                 continue
-            now = engine.gallery.now() if engine.gallery else datetime.now().astimezone()
-            gap = (now - match.last_seen_at).total_seconds() if match.last_seen_at else None
-            returning = gap is not None and gap >= engine.options.visit_gap_s
-            threshold = engine.gallery.threshold if engine.gallery else 1.0
-            confidence = max(0.0, min(1.0, 1.0 - match.distance / threshold))
+            last = match.last_seen_at
+            returning = last is not None and (gallery.now() - last).total_seconds() >= (
+                engine.options.visit_gap_s
+            )
+            confidence = max(0.0, min(1.0, 1.0 - match.distance / gallery.threshold))
             signals += face_signals(camera_id, track, round(confidence, 3), returning, at)
             track.reported = True
         signals += self._dwell_signals(update.changes, at)

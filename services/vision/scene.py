@@ -42,7 +42,6 @@ class Track:
     first_seen: float
     last_seen: float
     box: Floats
-    score: float
     entered: dict[str, float] = field(default_factory=dict)  # zone -> time of entry
     last_inside: dict[str, float] = field(default_factory=dict)
     face_identity_id: str = ""  # set when the face matched an enrolled, consenting visitor
@@ -113,9 +112,8 @@ class Scene:
         tracked = self.tracker.update(detections, timestamp=t)
         object_tracks = np.zeros(len(objects), np.int64)
         seen: list[Track] = []
-        for box, score, tid, index in zip(
+        for box, tid, index in zip(
             tracked.xyxy,
-            tracked.confidence if tracked.confidence is not None else [],
             tracked.tracker_id if tracked.tracker_id is not None else [],
             tracked.data.get("index", []),
             strict=True,
@@ -126,9 +124,9 @@ class Scene:
             track = self.tracks.get(tid)
             if track is None:
                 track = self.tracks[tid] = Track(
-                    tid, f"visit-{uuid.uuid4().hex[:16]}", t, t, box.astype(np.float32), 0.0
+                    tid, f"visit-{uuid.uuid4().hex[:16]}", t, t, box.astype(np.float32)
                 )
-            track.last_seen, track.box, track.score = t, box.astype(np.float32), float(score)
+            track.last_seen, track.box = t, box.astype(np.float32)
             object_tracks[int(index)] = tid
             seen.append(track)
         changes = self._zones(seen, width, height, t)
