@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from percept.runtime.streams import refuse
 from percept.speech.audio import SAMPLE_RATE, AudioError, decode
 from percept.speech.backends import Utterance
 from percept.speech.engine import SpeechEngine
@@ -143,7 +144,9 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         first = await anext(requests, None)
         if first is None or first.WhichOneof("request") != "config":
             got = "nothing" if first is None else "audio_content"
-            await context.abort(
+            await refuse(
+                context,
+                requests,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the first message must carry config (got {got}); audio follows it",
             )
@@ -153,7 +156,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             self._check_model(config, engine)
             decoder = stream_decoder(config)
         except AudioError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         options = StreamOptions(
             interim_results=config.interim_results,
             language=_language(config),
@@ -166,20 +169,26 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             async for request in requests:
                 chunks += 1
                 if request.WhichOneof("request") != "audio_content":
-                    await context.abort(
+                    await refuse(
+                        context,
+                        requests,
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"message {chunks + 1}: config may only be sent once, as the first "
                         "message; later messages carry audio_content",
                     )
                 if len(request.audio_content) > self.limits.max_chunk_bytes:
-                    await context.abort(
+                    await refuse(
+                        context,
+                        requests,
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"message {chunks + 1}: audio_content of {len(request.audio_content)} "
                         f"bytes is over the {self.limits.max_chunk_bytes}-byte chunk limit; "
                         "send smaller chunks",
                     )
                 if session.received_s > self.limits.max_stream_s:
-                    await context.abort(
+                    await refuse(
+                        context,
+                        requests,
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"the stream is over {self.limits.max_stream_s:.0f} s of audio; "
                         "start a new stream",
@@ -193,7 +202,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                 self._report(config, event)
                 yield event
         except AudioError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             session.close()
 

@@ -15,6 +15,7 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from percept.runtime.streams import DRAIN_S, drain
 from percept.v1 import common_pb2, vision_pb2, vision_pb2_grpc
 from percept.vision.detection import Floats, Objects
 from percept.vision.engine import CameraStream, EnrolmentError, FaceSeen, FrameOutcome, VisionEngine
@@ -25,7 +26,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 ENTER = vision_pb2.ZoneEvent.EVENT_TYPE_ENTER
 EXIT = vision_pb2.ZoneEvent.EVENT_TYPE_EXIT
 MAX_CONSENT_REFERENCE = 500
-DRAIN_S = 2.0  # how long a refused stream is still read before its status is sent
 
 
 class StreamError(Exception):
@@ -241,7 +241,7 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                     )
                 slot.put(frame)
         except StreamError as exc:
-            await _drain(requests, DRAIN_S)
+            await drain(requests)
             slot.close(exc)
             return
         slot.close()
@@ -290,22 +290,6 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "face_identity_id: required")
         erased = await engine.forget(face_id)
         return vision_pb2.ForgetVisitorResponse(embeddings_erased=erased)
-
-
-async def _drain(requests: AsyncIterator[vision_pb2.Frame], seconds: float) -> None:
-    """Reads what the camera is still sending, for a moment, before the call ends.
-
-    Ending a stream while the client's frames are in flight makes grpcio's client
-    report its own INTERNAL error instead of our status; a client that sends its
-    last frames (or stops) in the meantime gets the real reason.
-    """
-
-    async def consume() -> None:
-        async for _ in requests:
-            pass
-
-    with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError):
-        await asyncio.wait_for(consume(), seconds)
 
 
 def _frame_time(frame: vision_pb2.Frame) -> float:

@@ -274,14 +274,19 @@ async def test_bad_streams_get_a_precise_invalid_argument(
             "message 3: audio_content of 8192 bytes is over the 4096-byte chunk limit",
         ),
         (
-            # 17 chunks are 2.125 s, over a 2 s limit: the 18th, the last, is refused.
-            # (Had the client still been writing, grpcio would report its own failed
-            # write as INTERNAL instead of the server's status: a client-side race.)
+            # 17 chunks are 2.125 s, over a 2 s limit: the 18th is refused.
             requests(linear16(), [b"\x00\x00" * 2000] * 18),
             "the stream is over 2 s of audio; start a new stream",
         ),
+        (
+            # The client goes on sending after the refused chunk. Ending the call with
+            # those chunks in flight made grpcio's client report its own INTERNAL;
+            # the server now reads them (briefly) before it answers.
+            requests(linear16(), [b"\x00\x00" * 2000] * 200),
+            "the stream is over 2 s of audio; start a new stream",
+        ),
     ],
-    ids=["chunk-too-big", "stream-too-long"],
+    ids=["chunk-too-big", "stream-too-long", "stream-too-long-client-still-sending"],
 )
 async def test_streams_over_a_limit_get_resource_exhausted(
     serve: Callable[..., ServiceHost],
