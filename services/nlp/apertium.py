@@ -8,10 +8,13 @@ it NUL-separated texts. The service either talks to an APY server it is given
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+from percept.nlp.apy_child import PARENT
 from percept.nlp.language import iso_639_1
 
 log = logging.getLogger(__name__)
@@ -107,7 +111,7 @@ class ApyProcess:
             [
                 sys.executable,
                 "-m",
-                "apertium_apy.apy",
+                "percept.nlp.apy_child",
                 str(modes_dir),
                 "-p",
                 str(port),
@@ -123,6 +127,9 @@ class ApyProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its own process group (APY and its pipelines), ended together by close().
+            process_group=0,
+            env={**os.environ, PARENT: str(os.getpid())},
         )
         assert self._proc.stderr is not None
         client = ApyClient(self.url)
@@ -142,16 +149,28 @@ class ApyProcess:
                     ) from None
                 time.sleep(0.1)
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def close(self) -> None:
+        """Ends APY and every pipeline it started (its process group)."""
+        group = self._proc.pid
         if self._proc.poll() is None:
-            self._proc.terminate()
+            _signal_group(group, signal.SIGTERM)
             try:
                 self._proc.wait(5)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                _signal_group(group, signal.SIGKILL)
                 self._proc.wait()
+        _signal_group(group, signal.SIGKILL)  # pipelines that outlived APY
         if self._proc.stderr:
             self._proc.stderr.close()
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
 
 
 def _tidy(text: str) -> str:

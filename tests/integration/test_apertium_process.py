@@ -1,0 +1,64 @@
+"""apertium-apy and its pipelines end with the nlp service, even when it is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from percept.nlp.apertium import ApyClient, ApyProcess
+
+pytestmark = pytest.mark.slow
+MODES = Path("/usr/share/apertium/modes")
+
+
+def group_members(group: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == group:
+                    members.append(int(entry.name))
+            except ProcessLookupError:
+                pass
+    return members
+
+
+def wait_gone(group: int, seconds: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while group_members(group) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return group_members(group)
+
+
+def test_close_ends_apy_and_every_pipeline() -> None:
+    apy = ApyProcess(MODES)
+    group = apy.pid
+    assert "teléfono" in ApyClient(apy.url).translate("the phone", "eng|spa").lower()
+    assert len(group_members(group)) > 5  # APY and the pipeline it started
+    apy.close()
+    assert wait_gone(group) == []
+
+
+def test_a_killed_service_leaves_no_apertium_behind() -> None:
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from percept.nlp.apertium import ApyClient, ApyProcess\n"
+        f"apy = ApyProcess(Path({str(MODES)!r}))\n"
+        "ApyClient(apy.url).translate('the phone', 'eng|spa')\n"
+        "print(apy.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert service.stdout is not None
+    group = int(service.stdout.readline())
+    assert len(group_members(group)) > 5
+    service.send_signal(signal.SIGKILL)  # no close(), no cleanup: as the OOM killer does
+    service.wait()
+    assert wait_gone(group) == []
