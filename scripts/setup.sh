@@ -50,8 +50,8 @@ install_python() {
   fi
   log "installing ${TORCH[*]}"
   pip_install "${TORCH[@]}"
-  log "installing percept[dev,models,openai]"
-  pip_install -e ".[dev,models,openai]"
+  log "installing percept[dev,models,openai,demo]"
+  pip_install -e ".[dev,models,openai,demo]"
   # the openai-whisper reference backend, without triton (see pyproject.toml)
   pip_install --no-deps "openai-whisper==20250625"
   # MTCNN face detection: the wheel ships its weights but pins torch<2.3; its real

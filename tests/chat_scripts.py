@@ -1,6 +1,9 @@
-"""Scripted visitor chats that qualify a lead, shared by the chat tests and bench/nlp.py."""
+"""Scripted visitor chats that qualify a lead, shared by the chat tests, bench/nlp.py and
+`percept demo`."""
 
 from __future__ import annotations
+
+from percept.demo.story import CHAT
 
 ENGLISH_CHAT = [
     "Hi",
@@ -12,12 +15,5 @@ ENGLISH_CHAT = [
     "My name is John Miller",
     "john.miller@acme.example or +1 415 555 0134",
 ]
-SPANISH_CHAT = [
-    "¿Cuánto cuesta el portátil?",
-    "Necesitamos diez portátiles.",
-    "Los necesitamos el mes que viene.",
-    "Tenemos un presupuesto de 15000 euros.",
-    "Soy la directora de compras y yo tomo la decisión.",
-    "Me llamo Ana García.",
-    "Mi correo es ana.garcia@empresa.example y mi teléfono es +34 612 34 56 78",
-]
+# The demo's own chat (percept.demo.story.CHAT): the tests check what newcomers see.
+SPANISH_CHAT = list(CHAT)

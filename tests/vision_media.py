@@ -3,7 +3,8 @@
 Photos come from packages: skimage's astronaut portrait (one person, one face)
 and the group photos in the npm package @vladmandic/face-api (3 to 4 people
 each), fetched once with `npm pack` into .cache/ and checked by sha256. A
-"camera" is made by moving a real person across a background frame by frame.
+"camera" is made by moving a real person across a background frame by frame
+(percept.demo.media, shared with `percept demo`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import hashlib
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+
+from percept.demo.media import astronaut as _astronaut
+from percept.demo.media import astronaut_person, background, paste, walk
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache" / "photos"
@@ -69,52 +72,8 @@ def group_photo_bytes(n: int) -> bytes:
     return (CACHE / f"group{n}.jpg").read_bytes()
 
 
-@cache
-def astronaut() -> RGB:
-    """Eileen Collins' NASA portrait, shipped in scikit-image."""
-    from skimage import data
-
-    return np.asarray(data.astronaut(), np.uint8)  # type: ignore[no-untyped-call]
+# The camera sequences are the demo's own (percept.demo.media); the tests use the same.
+astronaut = cache(_astronaut)
 
 
-def astronaut_person() -> RGB:
-    """The astronaut cut out to her upper body (detected as a person, face included)."""
-    return astronaut()[:, 20:380]
-
-
-def background(width: int = 854, height: int = 480, seed: int = 0) -> RGB:
-    """A plain, slightly noisy store floor: nothing a detector would call an object."""
-    rng = np.random.default_rng(seed)
-    base = np.full((height, width, 3), 118, np.int16) + rng.integers(-6, 7, (height, width, 1))
-    return np.asarray(np.clip(base, 0, 255), np.uint8)
-
-
-def paste(frame: RGB, person: RGB, x: int, bottom: int, height: int) -> RGB:
-    """`person` scaled to `height` px with its bottom at `bottom`, left edge at `x` (clipped)."""
-    width = round(person.shape[1] * height / person.shape[0])
-    scaled = np.asarray(Image.fromarray(person).resize((width, height), Image.Resampling.BILINEAR))
-    out = frame.copy()
-    top = bottom - height
-    x0, x1 = max(0, x), min(out.shape[1], x + width)
-    if x1 > x0:
-        out[top:bottom, x0:x1] = scaled[:, x0 - x : x1 - x]
-    return out
-
-
-def walk(
-    person: RGB,
-    xs: Sequence[int],
-    *,
-    bottom: int = 470,
-    height: int = 300,
-    hidden: Sequence[int] = (),
-    size: tuple[int, int] = (854, 480),
-) -> list[RGB]:
-    """One frame per x: the person walking; in frames listed in `hidden` a pillar hides them."""
-    frames = []
-    for i, x in enumerate(xs):
-        frame = background(*size)
-        if i not in hidden:
-            frame = paste(frame, person, x, bottom, height)
-        frames.append(frame)
-    return frames
+__all__ = ["astronaut", "astronaut_person", "background", "paste", "walk"]

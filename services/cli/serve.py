@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated
 
+import grpc
 import typer
 from rich.table import Table
 
 from percept.cli.common import console, fail, settings_or_exit
+from percept.runtime.clients import bearer_of
 from percept.runtime.logs import configure_logging
 from percept.runtime.server import ServiceHost, serve
 from percept.runtime.settings import SERVICE_NAMES, Settings
@@ -72,15 +75,32 @@ def serve_command(
     _run(_hosts(names, settings, port), settings, announce)
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """A fresh data dir for each demo (its leads start empty); models from the usual place."""
+    data = settings.data_dir / "demo"
+    if data.exists():
+        shutil.rmtree(data)
+    return settings.model_copy(
+        update={"data_dir": data, "model_dir": settings.resolved_model_dir, "database_url": None}
+    )
+
+
 def demo_command(
     check_only: Annotated[
         bool, typer.Option("--check-only", help="exit once every service reports SERVING")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for SERVING")] = 120.0,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="play the story as fast as possible (no real-time call)")
+    ] = False,
+    no_console: Annotated[
+        bool, typer.Option("--no-console", help="exit when the story is over")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for SERVING")] = 180.0,
 ) -> None:
-    """Start the four services on embedded defaults and check that each is healthy."""
-    settings = settings_or_exit()
-    configure_logging(settings.log_level, settings.log_format)
+    """Start the four services on embedded defaults and play the demo story through them:
+    a call, a Spanish chat and a store visit become one hot lead."""
+    settings = demo_settings(settings_or_exit())
+    configure_logging("WARNING" if not check_only else settings.log_level, settings.log_format)
     hosts = _hosts(SERVICE_NAMES, settings, None)
     outcome: dict[str, bool] = {}
 
@@ -99,9 +119,27 @@ def demo_command(
         console.print(
             _status_table(started, f"all services SERVING ({took:.2f} s after listening)")
         )
-        if not check_only:
-            console.print("Press Ctrl-C to stop.")
-        return check_only
+        if check_only:
+            return True
+        from percept.demo.story import Addresses, Story
+
+        by_name = {h.service.name: h.address for h in started}
+        story = Story(
+            Addresses(**by_name), console, fast=fast, metadata=bearer_of(settings.api_keys)
+        )
+        try:
+            await story.play()
+        except (grpc.aio.AioRpcError, RuntimeError) as exc:
+            outcome["healthy"] = False
+            console.print(f"[bold red]the demo story failed:[/] {exc}")
+            return True
+        if no_console:
+            return True
+        console.print(
+            f"\nThe services keep running (leads at {by_name['leads']}: try "
+            f"`percept leads list --server {by_name['leads']}`). Press Ctrl-C to stop."
+        )
+        return False
 
     _run(hosts, settings, check)
     if not outcome.get("healthy", False):
