@@ -185,9 +185,9 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                 if stream.last_t is not None and t <= stream.last_t:
                     skipped += 1  # older than what was analysed: stale
                     continue
-                image = await self._decode(frame.image, f"frame {frame.sequence}: image")
+                image = await self._decode(frame.image, f"sequence {frame.sequence}: image")
                 outcome = await stream.analyse(image, t)
-                engine.metrics.dropped.labels(frame.camera_id).inc(skipped)
+                engine.metrics.dropped.labels(stream.camera_id).inc(skipped)
                 yield frame_result(frame, outcome, engine.detector.labels, t, skipped)
                 skipped = 0
             if slot.error is not None:

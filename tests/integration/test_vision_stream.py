@@ -179,7 +179,7 @@ GOOD = frame(walk(astronaut_person(), [300])[0], 0, T0)
         (
             [bad(GOOD, image=vision_pb2.Image(encoded=b"not a jpeg at all"))],
             grpc.StatusCode.INVALID_ARGUMENT,
-            "frame 0: image.encoded: not a JPEG or PNG image",
+            "sequence 0: image.encoded: not a JPEG or PNG image",
         ),
         (
             [
@@ -191,7 +191,7 @@ GOOD = frame(walk(astronaut_person(), [300])[0], 0, T0)
                 )
             ],
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "frame 0: image.raw: 20000x20000 is 400,000,000 pixels",
+            "sequence 0: image.raw: 20000x20000 is 400,000,000 pixels",
         ),
     ],
 )
@@ -224,7 +224,7 @@ async def test_a_flooding_camera_that_is_refused_still_gets_the_reason(
         async for _ in vision_stub.StreamFrames(iter(broken)):
             pass
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "frame 29: image.encoded: not a JPEG or PNG image (it looks like a GIF)" in (
+    assert "sequence 29: image.encoded: not a JPEG or PNG image (it looks like a GIF)" in (
         error.value.details() or ""
     )
 
