@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -16,10 +14,9 @@ from google.protobuf.json_format import MessageToDict
 from percept.cli.common import console, fail, served, settings_or_exit
 from percept.runtime.clients import bearer_of
 from percept.runtime.settings import Settings
+from percept.speech.client import RATE, call_requests
 from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 
-RATE = 16_000
-CHUNK_S = 0.1  # a call-center system sends 20-100 ms frames
 Event = speech_pb2.RecognitionEvent
 
 
@@ -31,18 +28,6 @@ def read_audio(path: Path) -> bytes:
         return pcm16(decode_file(str(path), path.name)).astype("<i2").tobytes()
     except AudioError as exc:
         fail(f"{path}: not a readable audio file ({exc})", 2)
-
-
-async def _requests(
-    config: speech_pb2.RecognitionConfig, pcm: bytes, fast: bool
-) -> AsyncIterator[speech_pb2.StreamingRecognizeRequest]:
-    yield speech_pb2.StreamingRecognizeRequest(config=config)
-    step = int(RATE * CHUNK_S) * 2
-    start = time.perf_counter()
-    for n, offset in enumerate(range(0, len(pcm), step)):
-        if not fast:  # the chunk is sent once its audio "has been spoken"
-            await asyncio.sleep(max(0.0, start + (n + 1) * CHUNK_S - time.perf_counter()))
-        yield speech_pb2.StreamingRecognizeRequest(audio_content=pcm[offset : offset + step])
 
 
 def _print(event: Event) -> None:
@@ -64,7 +49,7 @@ async def _stream(
     async with grpc.aio.insecure_channel(address) as channel:
         stub = speech_pb2_grpc.SpeechStub(channel)
         call = stub.StreamingRecognize(
-            _requests(config, pcm, kw["fast"]), metadata=bearer_of(settings.api_keys)
+            call_requests(config, pcm, kw["fast"]), metadata=bearer_of(settings.api_keys)
         )
         async for event in call:
             if kw["as_json"]:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from percept.demo import media
+from percept.speech.client import RATE, call_requests
 from percept.v1 import (
     common_pb2,
     leads_pb2,
@@ -56,7 +57,6 @@ CHAT = (
     "Mi correo es ana.garcia@empresa.example y mi teléfono es +34 612 34 56 78",
 )
 CAMERA = "store-front"
-RATE, CHUNK_S = 16_000, 0.1
 COLOURS = {"hot": "bold red", "warm": "yellow", "cold": "blue"}
 
 
@@ -91,18 +91,6 @@ def synthesise(sentences: Sequence[str], folder: Path) -> np.ndarray:
         subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
         parts += [pcm16(decode_file(io.BytesIO(wav.read_bytes()), "WAV")), gap]
     return np.concatenate([*parts, gap])
-
-
-async def _call_audio(
-    config: sp.RecognitionConfig, pcm: bytes, fast: bool
-) -> AsyncIterator[sp.StreamingRecognizeRequest]:
-    yield sp.StreamingRecognizeRequest(config=config)
-    step = int(RATE * CHUNK_S) * 2
-    start = time.perf_counter()
-    for n, offset in enumerate(range(0, len(pcm), step)):
-        if not fast:  # a chunk goes once its audio "has been spoken"
-            await asyncio.sleep(max(0.0, start + (n + 1) * CHUNK_S - time.perf_counter()))
-        yield sp.StreamingRecognizeRequest(audio_content=pcm[offset : offset + step])
 
 
 class Story:
@@ -145,7 +133,7 @@ class Story:
         async with grpc.aio.insecure_channel(self.addresses.speech) as channel:
             stub = speech_pb2_grpc.SpeechStub(channel)
             call = stub.StreamingRecognize(
-                _call_audio(config, pcm.astype("<i2").tobytes(), self.fast),
+                call_requests(config, pcm.astype("<i2").tobytes(), self.fast),
                 metadata=self.metadata,
             )
             async for event in call:
