@@ -138,23 +138,24 @@ class VisionEngine:
         return await asyncio.get_running_loop().run_in_executor(self._face_thread, work)
 
     def recognise(self, image: RGB, boxes: Floats) -> list[Match | None]:
+        """The enrolled visitor each face is, if any; every face looked at is counted here."""
+        self.metrics.faces.labels("detected").inc(len(boxes))
         if not self.recognizing or self.gallery is None or not len(boxes):
             return [None] * len(boxes)
         if self.gallery.size() == 0:  # nobody enrolled: no embedding is even computed
             return [None] * len(boxes)
         assert self.embedder is not None
-        return [self.gallery.match(e) for e in self.embedder.embed(image, boxes)]
+        matches = [self.gallery.match(e) for e in self.embedder.embed(image, boxes)]
+        self.metrics.faces.labels("matched").inc(sum(m is not None for m in matches))
+        return matches
 
     def _faces_of_image(self, image: RGB) -> list[FaceSeen]:
         assert self.face_detector is not None
         found = self.face_detector.detect(image)
         matches = self.recognise(image, found.boxes)
-        self.metrics.faces.labels("detected").inc(len(found))
         seen = []
         for box, score, match in zip(found.boxes, found.scores, matches, strict=True):
             visitor = match.face_identity_id if match else f"visit-{uuid.uuid4().hex[:16]}"
-            if match:
-                self.metrics.faces.labels("matched").inc()
             seen.append(FaceSeen(box, float(score), visitor, match))
         return seen
 
@@ -305,14 +306,12 @@ class CameraStream:
                 continue
             box = faces.boxes[best] + np.array([cx0, cy0, cx0, cy0], np.float32)
             found.append((track, box, float(faces.scores[best])))
-        engine.metrics.faces.labels("detected").inc(len(found))
         boxes = np.stack([box for _, box, _ in found]) if found else np.zeros((0, 4), np.float32)
         matches = engine.recognise(image, boxes)
         seen = []
         for (track, box, score), match in zip(found, matches, strict=True):
             if match is not None:
-                track.face_identity_id, track.face_distance = match.face_identity_id, match.distance
-                engine.metrics.faces.labels("matched").inc()
+                track.face_identity_id = match.face_identity_id
             visitor = track.face_identity_id or track.visitor_id
             seen.append((track, FaceSeen(box, score, visitor, match)))
         return seen
@@ -335,7 +334,7 @@ class CameraStream:
         signals += self._dwell_signals(update.changes, at)
         for zone, people in update.crowded:
             engine.metrics.crowding.labels(camera_id, zone).inc()
-            inside = [t for t in update.people if zone == CROWD_ZONE or zone in t.entered]
+            inside = [p for p in update.people if zone == CROWD_ZONE or zone in p.entered]
             signals += crowding_signals(camera_id, zone, people, inside, at)
         engine.send(signals)
 

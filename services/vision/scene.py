@@ -45,7 +45,6 @@ class Track:
     entered: dict[str, float] = field(default_factory=dict)  # zone -> time of entry
     last_inside: dict[str, float] = field(default_factory=dict)
     face_identity_id: str = ""  # set when the face matched an enrolled, consenting visitor
-    face_distance: float = 0.0
     next_face_check: float = 0.0
     face_checks: int = 0  # how often the face was looked at without a match
     reported: bool = False  # leads has had a signal about this visitor
