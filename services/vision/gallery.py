@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
@@ -126,6 +127,7 @@ class Gallery:
         self._lock = threading.Lock()
         self._ids: list[str] = []
         self._matrix: Floats = np.zeros((0, 0), np.float32)
+        self._expires: npt.NDArray[np.float64] = np.zeros(0, np.float64)
         self._loaded_at = -float("inf")
         self._check_key()
 
@@ -211,8 +213,16 @@ class Gallery:
     # -- matching ---------------------------------------------------------------------
 
     def size(self) -> int:
+        """Unexpired enrolments (what matching can find)."""
         self._refresh()
-        return len(self._ids)
+        return int(np.count_nonzero(self._live()))
+
+    def _live(self) -> npt.NDArray[np.bool_]:
+        """Which cached enrolments are unexpired now: the cache is reloaded only every
+        `refresh_s`, and an enrolment must stop matching the moment its retention ends."""
+        now = self.now().timestamp()
+        with self._lock:
+            return self._expires > now
 
     def _refresh(self) -> None:
         if time.monotonic() - self._loaded_at < self.refresh_s:
@@ -220,27 +230,32 @@ class Gallery:
         now = self.now()
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(identities.c.face_identity_id, identities.c.embedding).where(
-                    identities.c.embedder == self.embedder, identities.c.expires_at > now
-                )
+                select(
+                    identities.c.face_identity_id,
+                    identities.c.embedding,
+                    identities.c.expires_at,
+                ).where(identities.c.embedder == self.embedder, identities.c.expires_at > now)
             ).all()
         ids = [row.face_identity_id for row in rows]
+        expires = np.array([_utc(row.expires_at).timestamp() for row in rows], np.float64)
         vectors = [
             np.frombuffer(self._open(row.embedding, row.face_identity_id), "<f4") for row in rows
         ]
         with self._lock:
             self._ids = ids
             self._matrix = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+            self._expires = expires
             self._loaded_at = time.monotonic()
 
     def match(self, embedding: Floats) -> Match | None:
         """The closest enrolled face within the threshold; records the sighting."""
         self._refresh()
+        live = self._live()
         with self._lock:
             ids, matrix = self._ids, self._matrix
-        if not ids:
+        if not live.any():
             return None
-        found = distances(embedding, matrix)
+        found = np.where(live, distances(embedding, matrix), np.inf)
         best = int(np.argmin(found))
         if found[best] >= self.threshold:
             return None
@@ -254,9 +269,12 @@ class Gallery:
                 .where(identities.c.face_identity_id == face_id)
                 .values(last_seen_at=self.now())
             )
-        if last is not None and last.tzinfo is None:  # SQLite gives naive times back
-            last = last.replace(tzinfo=UTC)
-        return Match(face_id, float(found[best]), last)
+        return Match(face_id, float(found[best]), _utc(last) if last is not None else None)
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives naive times back; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -82,13 +82,14 @@ def test_another_key_cannot_read_the_gallery(tmp_path: Path) -> None:
 
 
 def test_enrolments_expire_and_are_purged(tmp_path: Path) -> None:
-    g = gallery(tmp_path / "g.db")
+    g = gallery(tmp_path / "g.db", refresh_s=3600.0)  # a cache loaded before the expiry
     person = unit(6)
     g.enroll(person, {"reference": "r"})
+    assert g.size() == 1 and g.match(person) is not None  # cached while unexpired
     Clock.current += timedelta(days=31)
-    assert g.match(person) is None  # expired: never matched, even before the purge
-    assert g.purge_expired() == 1
+    assert g.match(person) is None  # expired: never matched, even from the cache
     assert g.size() == 0
+    assert g.purge_expired() == 1
 
 
 def test_renewal_extends_retention_and_forget_erases(tmp_path: Path) -> None:
