@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from percept.models import model_store
 from percept.runtime.server import Service, ServiceHost
 from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.v1 import vision_pb2, vision_pb2_grpc
+from percept.vision.client import lockstep as stream_lockstep
 from percept.vision.images import encode_jpeg
 from percept.vision.service import VisionService
 
@@ -89,15 +90,4 @@ async def lockstep(
     stub: vision_pb2_grpc.VisionAsyncStub, frames: Sequence[vision_pb2.Frame]
 ) -> list[vision_pb2.FrameResult]:
     """A camera that sends its next frame when the last result is back: nothing dropped."""
-    turn: asyncio.Queue[None] = asyncio.Queue()
-
-    async def send() -> AsyncIterator[vision_pb2.Frame]:
-        for f in frames:
-            yield f
-            await turn.get()
-
-    results = []
-    async for result in stub.StreamFrames(send()):
-        results.append(result)
-        turn.put_nowait(None)
-    return results
+    return [result async for result in stream_lockstep(stub, frames)]

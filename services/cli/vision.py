@@ -18,6 +18,7 @@ from rich.table import Table
 from percept.cli.common import console, fail, served, settings_or_exit
 from percept.runtime.clients import bearer_of
 from percept.v1 import vision_pb2, vision_pb2_grpc
+from percept.vision.client import lockstep
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ENTER = vision_pb2.ZoneEvent.EVENT_TYPE_ENTER
@@ -129,18 +130,15 @@ def _video(container: Any) -> Iterator[tuple[np.ndarray, float]]:
 
 
 async def _frames(
-    frames: Iterator[tuple[np.ndarray, float]], camera: str, answered: asyncio.Queue[None] | None
+    frames: Iterator[tuple[np.ndarray, float]], camera: str, live: bool
 ) -> AsyncIterator[vision_pb2.Frame]:
-    """Frames at the pace they were filmed (a live camera: the service may skip some),
-    or, given `answered`, each after the result of the one before (every frame analysed)."""
+    """Frames as messages; `live`: at the pace they were filmed (the service may skip some)."""
     from percept.vision.images import encode_jpeg
 
     start, origin = time.perf_counter(), time.time()
     for sequence, (rgb, at) in enumerate(frames):
-        if answered is None:
+        if live:
             await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
-        elif sequence:
-            await answered.get()
         frame = vision_pb2.Frame(
             camera_id=camera, sequence=sequence, image=vision_pb2.Image(encoded=encode_jpeg(rgb))
         )
@@ -204,13 +202,13 @@ def watch_command(
             grpc.aio.insecure_channel(address) as channel,
         ):
             stub = vision_pb2_grpc.VisionStub(channel)
-            answered: asyncio.Queue[None] | None = asyncio.Queue() if fast else None
-            call = stub.StreamFrames(
-                _frames(frames, camera, answered), metadata=bearer_of(settings.api_keys)
+            messages, metadata = _frames(frames, camera, not fast), bearer_of(settings.api_keys)
+            results = (
+                lockstep(stub, messages, metadata)  # every frame analysed
+                if fast
+                else stub.StreamFrames(messages, metadata=metadata)
             )
-            async for result in call:
-                if answered is not None:
-                    answered.put_nowait(None)
+            async for result in results:
                 if as_json:
                     typer.echo(json.dumps(MessageToDict(result), ensure_ascii=False))
                 else:

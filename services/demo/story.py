@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from percept.v1 import (
     vision_pb2_grpc,
 )
 from percept.v1 import speech_pb2 as sp
+from percept.vision.client import lockstep
 
 PHONE, EMAIL = "+34612345678", "ana.garcia@empresa.example"
 CAMPAIGN = "spring-laptops"
@@ -185,22 +186,16 @@ class Story:
                 f"   at the desk she joins the loyalty programme and consents to be recognised "
                 f"([dim]{enrolled.face_identity_id}[/])"
             )
-            turn: asyncio.Queue[None] = asyncio.Queue()
 
-            async def camera() -> AsyncIterator[vision_pb2.Frame]:
+            def camera() -> Iterator[vision_pb2.Frame]:
                 for i, image in enumerate(frames):
-                    frame = vision_pb2.Frame(
-                        camera_id=CAMERA,
-                        sequence=i,
-                        image=vision_pb2.Image(encoded=encode_jpeg(image)),
-                    )
+                    jpeg = vision_pb2.Image(encoded=encode_jpeg(image))
+                    frame = vision_pb2.Frame(camera_id=CAMERA, sequence=i, image=jpeg)
                     frame.captured_at.FromNanoseconds(round((start + 2.0 * i) * 1e9))
                     yield frame
-                    await turn.get()  # the next frame once this one is analysed
 
             recognised = False
-            async for result in stub.StreamFrames(camera(), metadata=self.metadata):
-                turn.put_nowait(None)
+            async for result in lockstep(stub, camera(), self.metadata):  # every frame
                 if not recognised and any(f.enrolled for f in result.faces):
                     recognised = True
                     self.say("   camera: [green]a consenting visitor recognised[/]")
