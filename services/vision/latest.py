@@ -27,10 +27,6 @@ class LatestSlot(Generic[T]):
         self._item = item
         self._ready.set()
 
-    def drop(self) -> None:
-        """Counts a frame skipped without taking the slot (a stale one)."""
-        self._replaced += 1
-
     def close(self, error: Exception | None = None) -> None:
         """No more input; a waiting item is still handed out."""
         self._closed = True
