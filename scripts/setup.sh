@@ -9,6 +9,8 @@ PYTHON=${PYTHON:-python3.11}
 VENV=.venv
 # Debian packages the services and tests need (the service issues add theirs here).
 APT_PACKAGES=(ca-certificates postgresql espeak-ng)
+# The console's browser tests drive Debian's Chromium with Playwright (no browser download).
+APT_PACKAGES+=(chromium fonts-dejavu-core)
 # Apertium's rule-based translation pairs (the nlp service's offline default).
 APT_PACKAGES+=(apertium apertium-eng-spa apertium-eng-cat apertium-spa-cat apertium-spa-ita
   apertium-es-pt apertium-fr-es)

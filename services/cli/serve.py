@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from percept.cli.common import console, fail, settings_or_exit
+from percept.console.gateway import ConsoleGateway
 from percept.runtime.clients import bearer_of
 from percept.runtime.logs import configure_logging
 from percept.runtime.server import ServiceHost, serve
@@ -27,15 +28,24 @@ class Target(StrEnum):
     nlp = "nlp"
     leads = "leads"
     all = "all"
+    console = "console"
 
 
 def _hosts(names: Sequence[str], settings: Settings, port: int | None) -> list[ServiceHost]:
     return [ServiceHost(build_service(n, settings), settings, port=port) for n in names]
 
 
-def _run(hosts: list[ServiceHost], settings: Settings, on_started: object = None) -> None:
+def _run(
+    hosts: list[ServiceHost],
+    settings: Settings,
+    on_started: object = None,
+    gateway: ConsoleGateway | None = None,
+) -> None:
+    companions = [gateway] if gateway is not None else []
     try:
-        asyncio.run(serve(hosts, settings.grace_period_s, on_started))  # type: ignore[arg-type]
+        asyncio.run(
+            serve(hosts, settings.grace_period_s, on_started, companions)  # type: ignore[arg-type]
+        )
     except OSError as exc:
         fail(str(exc))
 
@@ -52,27 +62,40 @@ def _status_table(hosts: Sequence[ServiceHost], title: str) -> Table:
 
 
 def serve_command(
-    service: Annotated[Target, typer.Argument(help="which service to run; 'all' runs the four")],
+    service: Annotated[
+        Target,
+        typer.Argument(help="which service to run; 'all' runs the four; 'console' the web console"),
+    ],
     host: Annotated[str | None, typer.Option(help="bind address [env: PERCEPT_HOST]")] = None,
     port: Annotated[
         int | None, typer.Option(help="gRPC port (single service only) [env: PERCEPT_<NAME>_PORT]")
     ] = None,
 ) -> None:
-    """Serve one service, or all four in one process (the embedded default)."""
+    """Serve one service, or all four in one process (the embedded default), or the console."""
     if service is Target.all and port is not None:
         fail("--port needs a single service; with 'all' set PERCEPT_<NAME>_PORT per service", 2)
     settings = settings_or_exit(host=host)
     configure_logging(settings.log_level, settings.log_format)
-    names = SERVICE_NAMES if service is Target.all else (service.value,)
+    gateway = None
+    if service is Target.console:
+        if port is not None:
+            settings = settings.model_copy(update={"console_port": port})
+        gateway = ConsoleGateway(settings)
+        names: Sequence[str] = ()
+    else:
+        names = SERVICE_NAMES if service is Target.all else (service.value,)
     started_at = time.perf_counter()
 
     async def announce(hosts: Sequence[ServiceHost]) -> bool:
         elapsed = time.perf_counter() - started_at
-        console.print(_status_table(hosts, f"percept listening after {elapsed:.2f} s"))
+        if hosts:
+            console.print(_status_table(hosts, f"percept listening after {elapsed:.2f} s"))
+        if gateway is not None:
+            console.print(f"percept console at {gateway.url}")
         console.print("Press Ctrl-C to stop (in-flight calls drain first).")
         return False
 
-    _run(_hosts(names, settings, port), settings, announce)
+    _run(_hosts(names, settings, port), settings, announce, gateway)
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -102,6 +125,7 @@ def demo_command(
     settings = demo_settings(settings_or_exit())
     configure_logging("WARNING" if not check_only else settings.log_level, settings.log_format)
     hosts = _hosts(SERVICE_NAMES, settings, None)
+    gateway = None if check_only or no_console else ConsoleGateway(settings)
     outcome: dict[str, bool] = {}
 
     async def check(started: Sequence[ServiceHost]) -> bool:
@@ -133,14 +157,15 @@ def demo_command(
             outcome["healthy"] = False
             console.print(f"[bold red]the demo story failed:[/] {exc}")
             return True
-        if no_console:
+        if gateway is None:
             return True
         console.print(
-            f"\nThe services keep running (leads at {by_name['leads']}: try "
+            f"\n[bold]The console is at {gateway.url}[/] (leads board, lead pages, cameras, "
+            f"chat widget). The services keep running (leads at {by_name['leads']}: try "
             f"`percept leads list --server {by_name['leads']}`). Press Ctrl-C to stop."
         )
         return False
 
-    _run(hosts, settings, check)
+    _run(hosts, settings, check, gateway)
     if not outcome.get("healthy", False):
         raise typer.Exit(1)

@@ -80,6 +80,13 @@ def status_of(context: ServicerContext[Any, Any]) -> grpc.StatusCode:
     return _CODES_BY_VALUE.get(int(code), grpc.StatusCode.UNKNOWN)
 
 
+def key_matches(given: bytes, keys: Sequence[bytes]) -> bool:
+    """Whether `given` is one of `keys`, compared with every key without early exit, so
+    the time taken reveals nothing about them."""
+    matches = [hmac.compare_digest(given, key) for key in keys]
+    return any(matches)
+
+
 class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without `authorization: Bearer <key>` naming a configured key."""
 
@@ -94,10 +101,7 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
             scheme, _, token = text.partition(" ")
             if scheme.lower() != "bearer":
                 return False
-            given = token.strip().encode()
-            # Compare with every key, without early exit, so timing reveals nothing.
-            matches = [hmac.compare_digest(given, key) for key in self._keys]
-            return any(matches)
+            return key_matches(token.strip().encode(), self._keys)
         return False
 
     async def intercept_service(

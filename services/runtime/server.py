@@ -191,15 +191,24 @@ class ServiceHost:
         log.info("service stopped", extra={"service": self.service.name})
 
 
+class Companion(Protocol):
+    """Something served beside the gRPC hosts on their loop (the web console)."""
+
+    async def start(self, hosts: Sequence[ServiceHost]) -> None: ...
+    async def stop(self) -> None: ...
+
+
 async def serve(
     hosts: Sequence[ServiceHost],
     grace_period_s: float,
     on_started: Callable[[Sequence[ServiceHost]], Awaitable[bool]] | None = None,
+    companions: Sequence[Companion] = (),
 ) -> None:
     """Runs the hosts until SIGTERM or SIGINT, then stops them gracefully.
 
-    `on_started` runs once every host listens; when it returns True the hosts
-    stop as if signalled (used by one-shot commands such as `demo --check-only`).
+    `on_started` runs once every host (and companion) listens; when it returns
+    True the hosts stop as if signalled (used by one-shot commands such as
+    `demo --check-only`). Companions start after the hosts and stop before them.
     """
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
@@ -214,15 +223,21 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     started: list[ServiceHost] = []
+    running: list[Companion] = []
     try:
         for host in hosts:
             await host.start()
             started.append(host)
+        for companion in companions:
+            await companion.start(started)
+            running.append(companion)
         if on_started is not None and await _until_stopped(on_started(started), stop_requested):
             stop_requested.set()
         await stop_requested.wait()
         log.info("stopping: draining in-flight calls", extra={"grace_s": grace_period_s})
     finally:
+        for companion in reversed(running):
+            await companion.stop()
         await _stop_all(started, grace_period_s, force)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

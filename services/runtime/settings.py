@@ -81,6 +81,26 @@ class Settings(BaseSettings):
         "127.0.0.1:50052",
         description="where leads asks vision to erase an erased lead's face embeddings",
     )
+    nlp_address: str = Field("127.0.0.1:50053", description="where the console's chat goes")
+
+    # The web console (gateway): leads board, lead pages, cameras, the chat widget.
+    console_host: str = Field("127.0.0.1", description="address the console's HTTP server binds")
+    console_port: Port = 8080
+    console_chat_per_minute: float = Field(
+        20.0, gt=0, description="chat messages a minute per chat session (public widget)"
+    )
+    console_chat_burst: int = Field(5, ge=1, description="chat messages a session may send at once")
+    console_chat_per_address_per_minute: float = Field(
+        60.0, gt=0, description="chat messages a minute per client address"
+    )
+    console_chat_address_burst: int = Field(20, ge=1)
+    console_chat_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="comma-separated origins whose pages may embed the chat widget ('*': any)",
+    )
+    console_trust_forwarded_for: bool = Field(
+        False, description="rate-limit by X-Forwarded-For (behind a trusted proxy only)"
+    )
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     model_dir: Path | None = Field(
@@ -231,6 +251,7 @@ class Settings(BaseSettings):
         "nlp_languages",
         "nlp_translation_backends",
         "nlp_translation_models",
+        "console_chat_origins",
         mode="before",
     )
     @classmethod

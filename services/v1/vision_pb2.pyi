@@ -502,3 +502,176 @@ class ForgetVisitorResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForgetVisitorResponse: _TypeAlias = ForgetVisitorResponse  # noqa: Y015
+
+@_typing.final
+class ListCamerasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCamerasRequest: _TypeAlias = ListCamerasRequest  # noqa: Y015
+
+@_typing.final
+class Point(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    x: _builtins.float
+    """fraction of the frame's width, 0..1"""
+    y: _builtins.float
+    """fraction of the frame's height, 0..1"""
+    def __init__(
+        self,
+        *,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Point: _TypeAlias = Point  # noqa: Y015
+
+@_typing.final
+class Zone(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    POLYGON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: _builtins.str
+    """product, queue, entrance or area"""
+    product: _builtins.str
+    """product zones: the product id"""
+    @_builtins.property
+    def polygon(self) -> _containers.RepeatedCompositeFieldContainer[Global___Point]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        product: _builtins.str = ...,
+        polygon: _abc.Iterable[Global___Point] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "name", b"name", "polygon", b"polygon", "product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Zone: _TypeAlias = Zone  # noqa: Y015
+
+@_typing.final
+class Camera(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    ZONES_FIELD_NUMBER: _builtins.int
+    STREAMING_FIELD_NUMBER: _builtins.int
+    camera_id: _builtins.str
+    streaming: _builtins.bool
+    """a stream is open for it now"""
+    @_builtins.property
+    def zones(self) -> _containers.RepeatedCompositeFieldContainer[Global___Zone]: ...
+    def __init__(
+        self,
+        *,
+        camera_id: _builtins.str = ...,
+        zones: _abc.Iterable[Global___Zone] | None = ...,
+        streaming: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id", "streaming", b"streaming", "zones", b"zones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Camera: _TypeAlias = Camera  # noqa: Y015
+
+@_typing.final
+class ListCamerasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___Camera]: ...
+    def __init__(
+        self,
+        *,
+        cameras: _abc.Iterable[Global___Camera] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCamerasResponse: _TypeAlias = ListCamerasResponse  # noqa: Y015
+
+@_typing.final
+class GetCameraViewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    camera_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        camera_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCameraViewRequest: _TypeAlias = GetCameraViewRequest  # noqa: Y015
+
+@_typing.final
+class CameraView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_FIELD_NUMBER: _builtins.int
+    JPEG_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FRAME_WIDTH_FIELD_NUMBER: _builtins.int
+    FRAME_HEIGHT_FIELD_NUMBER: _builtins.int
+    jpeg: _builtins.bytes
+    """the latest analysed frame, every person's head blurred; empty before one"""
+    frame_width: _builtins.int
+    """the analysed frame's size: boxes in result are in its pixels"""
+    frame_height: _builtins.int
+    @_builtins.property
+    def camera(self) -> Global___Camera: ...
+    @_builtins.property
+    def result(self) -> Global___FrameResult:
+        """what was found in it"""
+
+    def __init__(
+        self,
+        *,
+        camera: Global___Camera | None = ...,
+        jpeg: _builtins.bytes = ...,
+        result: Global___FrameResult | None = ...,
+        frame_width: _builtins.int = ...,
+        frame_height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["camera", b"camera", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera", b"camera", "frame_height", b"frame_height", "frame_width", b"frame_width", "jpeg", b"jpeg", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CameraView: _TypeAlias = CameraView  # noqa: Y015

@@ -54,6 +54,16 @@ class VisionStub:
                 request_serializer=percept_dot_v1_dot_vision__pb2.ForgetVisitorRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_vision__pb2.ForgetVisitorResponse.FromString,
                 _registered_method=True)
+        self.ListCameras = channel.unary_unary(
+                '/percept.v1.Vision/ListCameras',
+                request_serializer=percept_dot_v1_dot_vision__pb2.ListCamerasRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_vision__pb2.ListCamerasResponse.FromString,
+                _registered_method=True)
+        self.GetCameraView = channel.unary_unary(
+                '/percept.v1.Vision/GetCameraView',
+                request_serializer=percept_dot_v1_dot_vision__pb2.GetCameraViewRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_vision__pb2.CameraView.FromString,
+                _registered_method=True)
 
 
 class VisionServicer:
@@ -87,6 +97,20 @@ class VisionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCameras(self, request, context):
+        """The configured cameras and their zones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCameraView(self, request, context):
+        """A camera's latest analysed frame (heads blurred, held in memory only) and its result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VisionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +133,16 @@ def add_VisionServicer_to_server(servicer, server):
                     servicer.ForgetVisitor,
                     request_deserializer=percept_dot_v1_dot_vision__pb2.ForgetVisitorRequest.FromString,
                     response_serializer=percept_dot_v1_dot_vision__pb2.ForgetVisitorResponse.SerializeToString,
+            ),
+            'ListCameras': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCameras,
+                    request_deserializer=percept_dot_v1_dot_vision__pb2.ListCamerasRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_vision__pb2.ListCamerasResponse.SerializeToString,
+            ),
+            'GetCameraView': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCameraView,
+                    request_deserializer=percept_dot_v1_dot_vision__pb2.GetCameraViewRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_vision__pb2.CameraView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +253,60 @@ class Vision:
             '/percept.v1.Vision/ForgetVisitor',
             percept_dot_v1_dot_vision__pb2.ForgetVisitorRequest.SerializeToString,
             percept_dot_v1_dot_vision__pb2.ForgetVisitorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCameras(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Vision/ListCameras',
+            percept_dot_v1_dot_vision__pb2.ListCamerasRequest.SerializeToString,
+            percept_dot_v1_dot_vision__pb2.ListCamerasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCameraView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Vision/GetCameraView',
+            percept_dot_v1_dot_vision__pb2.GetCameraViewRequest.SerializeToString,
+            percept_dot_v1_dot_vision__pb2.CameraView.FromString,
             options,
             channel_credentials,
             insecure,

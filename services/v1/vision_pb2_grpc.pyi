@@ -41,6 +41,10 @@ class VisionStub:
     """Enrols a consenting visitor's face so that later visits are recognised."""
     ForgetVisitor: _grpc.UnaryUnaryMultiCallable[_vision_pb2.ForgetVisitorRequest, _vision_pb2.ForgetVisitorResponse]
     """Erases a visitor's face embeddings (called by the leads erasure flow)."""
+    ListCameras: _grpc.UnaryUnaryMultiCallable[_vision_pb2.ListCamerasRequest, _vision_pb2.ListCamerasResponse]
+    """The configured cameras and their zones."""
+    GetCameraView: _grpc.UnaryUnaryMultiCallable[_vision_pb2.GetCameraViewRequest, _vision_pb2.CameraView]
+    """A camera's latest analysed frame (heads blurred, held in memory only) and its result."""
 
 @_typing.type_check_only
 class VisionAsyncStub(VisionStub):
@@ -53,6 +57,10 @@ class VisionAsyncStub(VisionStub):
     """Enrols a consenting visitor's face so that later visits are recognised."""
     ForgetVisitor: _aio.UnaryUnaryMultiCallable[_vision_pb2.ForgetVisitorRequest, _vision_pb2.ForgetVisitorResponse]  # type: ignore[assignment]
     """Erases a visitor's face embeddings (called by the leads erasure flow)."""
+    ListCameras: _aio.UnaryUnaryMultiCallable[_vision_pb2.ListCamerasRequest, _vision_pb2.ListCamerasResponse]  # type: ignore[assignment]
+    """The configured cameras and their zones."""
+    GetCameraView: _aio.UnaryUnaryMultiCallable[_vision_pb2.GetCameraViewRequest, _vision_pb2.CameraView]  # type: ignore[assignment]
+    """A camera's latest analysed frame (heads blurred, held in memory only) and its result."""
 
 class VisionServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -86,5 +94,21 @@ class VisionServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vision_pb2.ForgetVisitorResponse, _abc.Awaitable[_vision_pb2.ForgetVisitorResponse]]:
         """Erases a visitor's face embeddings (called by the leads erasure flow)."""
+
+    @_abc_1.abstractmethod
+    def ListCameras(
+        self,
+        request: _vision_pb2.ListCamerasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vision_pb2.ListCamerasResponse, _abc.Awaitable[_vision_pb2.ListCamerasResponse]]:
+        """The configured cameras and their zones."""
+
+    @_abc_1.abstractmethod
+    def GetCameraView(
+        self,
+        request: _vision_pb2.GetCameraViewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vision_pb2.CameraView, _abc.Awaitable[_vision_pb2.CameraView]]:
+        """A camera's latest analysed frame (heads blurred, held in memory only) and its result."""
 
 def add_VisionServicer_to_server(servicer: VisionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -35,6 +35,7 @@ from percept.vision.signals import (
     enrolment_signal,
     face_signals,
 )
+from percept.vision.views import CameraViews
 
 log = logging.getLogger("percept.vision")
 Publish = Callable[[common_pb2.Signal], None]
@@ -108,6 +109,7 @@ class VisionEngine:
             callers=lambda: self.callers,
         )
         self.callers = 0  # open camera streams and Detect calls: who could share a batch
+        self.views = CameraViews(cameras, options.track_label)
         self._face_thread = ThreadPoolExecutor(1, thread_name_prefix="vision-faces")
 
     @property
@@ -235,6 +237,7 @@ class VisionEngine:
             log.exception("could not queue vision signals")
 
     async def close(self) -> None:
+        self.views.forget()
         await self.batcher.close()
         self._face_thread.shutdown(wait=True, cancel_futures=True)
         if self.gallery is not None:
@@ -254,6 +257,7 @@ class CameraStream:
         self.last_t: float | None = None
         engine.metrics.streams.inc()
         engine.callers += 1
+        engine.views.opened(camera_id)
 
     async def analyse(self, image: RGB, t: float) -> FrameOutcome:
         engine = self.engine
@@ -355,3 +359,4 @@ class CameraStream:
         self.engine.send(self._dwell_signals(self.scene.close(), at))
         self.engine.metrics.streams.dec()
         self.engine.callers -= 1
+        self.engine.views.closed(self.camera_id)

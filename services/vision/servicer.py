@@ -188,7 +188,9 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                 image = await self._decode(frame.image, f"sequence {frame.sequence}: image")
                 outcome = await stream.analyse(image, t)
                 engine.metrics.dropped.labels(stream.camera_id).inc(skipped)
-                yield frame_result(frame, outcome, engine.detector.labels, t, skipped)
+                result = frame_result(frame, outcome, engine.detector.labels, t, skipped)
+                engine.views.record(stream.camera_id, image, result)
+                yield result
                 skipped = 0
             if slot.error is not None:
                 raise slot.error
@@ -222,11 +224,8 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                             grpc.StatusCode.INVALID_ARGUMENT, "frame 1: camera_id: required"
                         )
                     if camera_id not in engine.cameras:
-                        known = ", ".join(sorted(engine.cameras)) or "none"
                         raise StreamError(
-                            grpc.StatusCode.NOT_FOUND,
-                            f"camera_id: {camera_id!r} has no configuration in the cameras "
-                            f"file (PERCEPT_VISION_CAMERAS_FILE); configured: {known}",
+                            grpc.StatusCode.NOT_FOUND, _unknown_camera(camera_id, engine)
                         )
                     camera = camera_id
                 elif camera_id != camera:
@@ -290,6 +289,31 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "face_identity_id: required")
         erased = await engine.forget(face_id)
         return vision_pb2.ForgetVisitorResponse(embeddings_erased=erased)
+
+    async def ListCameras(
+        self, request: vision_pb2.ListCamerasRequest, context: Context
+    ) -> vision_pb2.ListCamerasResponse:
+        engine = await self._engine(context)
+        return vision_pb2.ListCamerasResponse(cameras=engine.views.list())
+
+    async def GetCameraView(
+        self, request: vision_pb2.GetCameraViewRequest, context: Context
+    ) -> vision_pb2.CameraView:
+        engine = await self._engine(context)
+        camera_id = request.camera_id.strip()
+        if not camera_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "camera_id: required")
+        if camera_id not in engine.cameras:
+            await context.abort(grpc.StatusCode.NOT_FOUND, _unknown_camera(camera_id, engine))
+        return await asyncio.to_thread(engine.views.view, camera_id)
+
+
+def _unknown_camera(camera_id: str, engine: VisionEngine) -> str:
+    known = ", ".join(sorted(engine.cameras)) or "none"
+    return (
+        f"camera_id: {camera_id!r} has no configuration in the cameras "
+        f"file (PERCEPT_VISION_CAMERAS_FILE); configured: {known}"
+    )
 
 
 def _frame_time(frame: vision_pb2.Frame) -> float:

@@ -1,0 +1,476 @@
+"""The web console's gateway: pages, a JSON API over the gRPC services, the chat widget.
+
+One small ASGI app (Starlette, served by uvicorn). The leads board follows
+`WatchLeads` through server-sent events, so it updates without a reload; the
+camera page polls `GetCameraView`; the embeddable widget talks to nlp's `Chat`.
+With API keys configured, every data call needs one (a bearer header, or the
+cookie the key form sets); the public chat is open but rate-limited per chat
+session and per client address, and is the only path other origins may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import grpc
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from percept.console.messages import (
+    camera_json,
+    change_json,
+    explanation_json,
+    lead_json,
+    reply_json,
+    view_json,
+)
+from percept.console.ratelimit import RateLimiter
+from percept.runtime.clients import Metadata, bearer_of, service_channel
+from percept.runtime.interceptors import key_matches
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import Settings
+from percept.runtime.tls import channel_credentials
+from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc, vision_pb2, vision_pb2_grpc
+
+log = logging.getLogger("percept.console")
+
+COOKIE = "percept_key"
+MAX_CHAT_TEXT = 2000
+MAX_BODY_BYTES = 16 * 1024
+CALL_TIMEOUT_S = 30.0
+KEEPALIVE_S = 15.0  # a comment line on idle event streams keeps proxies from closing them
+PAGES = {
+    "/": "board.html",
+    "/leads/{lead_id}": "lead.html",
+    "/cameras": "cameras.html",
+    "/chat": "chat.html",
+}
+ASSETS = {
+    "/static/console.css": ("console.css", "text/css"),
+    "/static/console.js": ("console.js", "text/javascript"),
+    "/widget.js": ("widget.js", "text/javascript"),
+}
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+CLASSES = {"hot": 3, "warm": 2, "cold": 1}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _asset(name: str) -> bytes:
+    return (resources.files("percept.console") / "static" / name).read_bytes()
+
+
+@dataclass(frozen=True)
+class Addresses:
+    leads: str
+    nlp: str
+    vision: str
+
+    @classmethod
+    def of(cls, settings: Settings, hosts: Sequence[ServiceHost] = ()) -> Addresses:
+        """Services hosted in this process by their address; the others from settings."""
+        here = {h.service.name: h.address for h in hosts}
+        return cls(
+            here.get("leads", settings.leads_address),
+            here.get("nlp", settings.nlp_address),
+            here.get("vision", settings.vision_address),
+        )
+
+
+class Backends:
+    """gRPC stubs of the services the console shows, with this process's credentials."""
+
+    def __init__(self, settings: Settings, addresses: Addresses) -> None:
+        credentials = channel_credentials(settings)
+        self._channels = [
+            service_channel(address, credentials)
+            for address in (addresses.leads, addresses.nlp, addresses.vision)
+        ]
+        self.leads = leads_pb2_grpc.LeadsStub(self._channels[0])
+        self.nlp = nlp_pb2_grpc.NlpStub(self._channels[1])
+        self.vision = vision_pb2_grpc.VisionStub(self._channels[2])
+        self.metadata: Metadata = bearer_of(settings.api_keys)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+async def _call(call: Callable[..., Awaitable[Any]], request: Any, backends: Backends) -> Any:
+    try:
+        return await call(request, metadata=backends.metadata, timeout=CALL_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        status = HTTP_STATUS.get(exc.code(), 502)
+        if status == 502:
+            log.warning("console call failed", extra={"code": exc.code().name})
+        raise ApiError(status, exc.details() or exc.code().name) from exc
+
+
+def _client_address(request: Request, trust_forwarded: bool) -> str:
+    if trust_forwarded:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return request.client.host if request.client else "unknown"
+
+
+class _Auth(BaseHTTPMiddleware):
+    """With keys configured, `/api/` calls (but the public chat) need one."""
+
+    def __init__(self, app: Any, keys: Sequence[str]) -> None:
+        super().__init__(app)
+        self.keys = [k.encode() for k in keys]
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        open_path = path in ("/api/chat", "/api/login") or not path.startswith("/api/")
+        if not self.keys or open_path or self.authorized(request):
+            return await call_next(request)
+        return JSONResponse(
+            {"error": "an API key is required: send 'Authorization: Bearer <key>' or sign in"},
+            status_code=401,
+        )
+
+    def authorized(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE, "")
+        return bool(given) and key_matches(given.encode(), self.keys)
+
+
+class Api:
+    """The console's HTTP handlers."""
+
+    def __init__(self, settings: Settings, backends: Backends) -> None:
+        self.settings, self.backends = settings, backends
+        self.keys = [k.encode() for k in settings.api_keys]
+        self.per_session = RateLimiter(
+            settings.console_chat_per_minute, settings.console_chat_burst
+        )
+        self.per_address = RateLimiter(
+            settings.console_chat_per_address_per_minute, settings.console_chat_address_burst
+        )
+
+    # -- leads ----------------------------------------------------------------------
+
+    async def list_leads(self, request: Request) -> Response:
+        where = leads_pb2.LeadFilter()
+        wanted = request.query_params.get("class", "")
+        if wanted:
+            if wanted not in CLASSES:
+                raise ApiError(400, f"class: {wanted!r} is not one of hot, warm, cold")
+            where.classes.append(CLASSES[wanted])  # type: ignore[arg-type]
+        where.product_interest = request.query_params.get("product", "")
+        size = request.query_params.get("page_size", "100")
+        if not size.isdigit() or not 1 <= int(size) <= 500:
+            raise ApiError(400, f"page_size: {size!r} is not a number from 1 to 500")
+        call = leads_pb2.ListLeadsRequest(
+            filter=where, page_size=int(size), page_token=request.query_params.get("page", "")
+        )
+        page = await _call(self.backends.leads.ListLeads, call, self.backends)
+        return JSONResponse(
+            {"leads": [lead_json(x) for x in page.leads], "next_page": page.next_page_token}
+        )
+
+    async def get_lead(self, request: Request) -> Response:
+        lead_id = request.path_params["lead_id"]
+        lead, explanation = await asyncio.gather(
+            _call(
+                self.backends.leads.GetLead,
+                leads_pb2.GetLeadRequest(lead_id=lead_id, include_timeline=True),
+                self.backends,
+            ),
+            _call(
+                self.backends.leads.ExplainScore,
+                leads_pb2.ExplainScoreRequest(lead_id=lead_id),
+                self.backends,
+            ),
+        )
+        return JSONResponse(lead_json(lead) | {"explanation": explanation_json(explanation)})
+
+    async def forget_lead(self, request: Request) -> Response:
+        body = await _json_body(request)
+        reason = str(body.get("reason", "")).strip()
+        if not reason:
+            raise ApiError(400, "reason: required (it is kept in the audit record)")
+        done = await _call(
+            self.backends.leads.ForgetLead,
+            leads_pb2.ForgetLeadRequest(lead_id=request.path_params["lead_id"], reason=reason),
+            self.backends,
+        )
+        return JSONResponse(
+            {
+                "audit_id": done.audit_id,
+                "signals_erased": done.signals_erased,
+                "embeddings_erased": done.embeddings_erased,
+            }
+        )
+
+    async def lead_events(self, request: Request) -> Response:
+        """Server-sent events: one `change` event per LeadChange from WatchLeads."""
+        stream = self.backends.leads.WatchLeads(
+            leads_pb2.WatchLeadsRequest(), metadata=self.backends.metadata
+        )
+
+        async def events() -> AsyncIterator[str]:
+            yield "retry: 2000\n: watching leads\n\n"
+            changes = stream.__aiter__()
+            try:
+                while True:
+                    try:
+                        change = await asyncio.wait_for(changes.__anext__(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    except StopAsyncIteration:
+                        return
+                    yield f"event: change\ndata: {json.dumps(change_json(change))}\n\n"
+            except grpc.aio.AioRpcError as exc:
+                # The browser reconnects (retry above) and reloads the list.
+                yield f"event: gone\ndata: {json.dumps({'error': exc.details()})}\n\n"
+            finally:
+                stream.cancel()
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    # -- cameras --------------------------------------------------------------------
+
+    async def list_cameras(self, request: Request) -> Response:
+        found = await _call(
+            self.backends.vision.ListCameras, vision_pb2.ListCamerasRequest(), self.backends
+        )
+        return JSONResponse({"cameras": [camera_json(c) for c in found.cameras]})
+
+    async def camera_view(self, request: Request) -> Response:
+        view = await _call(
+            self.backends.vision.GetCameraView,
+            vision_pb2.GetCameraViewRequest(camera_id=request.path_params["camera_id"]),
+            self.backends,
+        )
+        return JSONResponse(view_json(view), headers={"Cache-Control": "no-store"})
+
+    # -- chat (public) ----------------------------------------------------------------
+
+    async def chat(self, request: Request) -> Response:
+        body = await _json_body(request)
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "text: required, a non-empty string")
+        if len(text) > MAX_CHAT_TEXT:
+            raise ApiError(400, f"text: {len(text)} characters, at most {MAX_CHAT_TEXT}")
+        session = body.get("session_id", "")
+        if not isinstance(session, str) or len(session) > 128:
+            raise ApiError(400, "session_id: a string of at most 128 characters")
+        address = _client_address(request, self.settings.console_trust_forwarded_for)
+        wait = max(
+            self.per_address.allow(address), self.per_session.allow(session) if session else 0.0
+        )
+        if wait > 0:
+            raise ApiError(429, f"too many chat messages: try again in {wait:.0f} s")
+        turn = nlp_pb2.ChatTurn(
+            session_id=session,
+            text=text,
+            language_code=str(body.get("language_code", ""))[:16],
+            page_url=str(body.get("page_url", ""))[:2000],
+            campaign_id=str(body.get("campaign_id", ""))[:128],
+        )
+        reply = await _call(self.backends.nlp.Chat, turn, self.backends)
+        if not session:  # the first message counts against the session it opened
+            self.per_session.allow(reply.session_id)
+        return JSONResponse(reply_json(reply))
+
+    async def login(self, request: Request) -> Response:
+        """Checks a key and keeps it in an HttpOnly cookie for the pages' calls."""
+        body = await _json_body(request)
+        key = str(body.get("key", ""))
+        if not self.keys:
+            return JSONResponse({"ok": True, "auth": "off"})
+        if not key or not key_matches(key.encode(), self.keys):
+            raise ApiError(401, "that API key is not valid")
+        response = JSONResponse({"ok": True})
+        response.set_cookie(
+            COOKIE,
+            key,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=12 * 3600,
+        )
+        return response
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"request body: {len(raw)} bytes, at most {MAX_BODY_BYTES}")
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body: not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body: a JSON object is expected")
+    return body
+
+
+def _handle(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    return run
+
+
+class _ChatCors(BaseHTTPMiddleware):
+    """Only the chat endpoint answers other origins (the widget lives on the shop's pages)."""
+
+    def __init__(self, app: Any, origins: Sequence[str]) -> None:
+        super().__init__(app)
+        self.origins = set(origins)
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        origin = request.headers.get("origin", "")
+        allowed = request.url.path == "/api/chat" and (
+            "*" in self.origins or origin in self.origins
+        )
+        if request.method == "OPTIONS" and request.url.path == "/api/chat":
+            response: Response = Response(status_code=204 if allowed else 403)
+        else:
+            response = await call_next(request)
+        if allowed and origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        return response
+
+
+def create_app(settings: Settings, backends: Backends) -> Starlette:
+    api = Api(settings, backends)
+
+    def page(name: str) -> Callable[[Request], Awaitable[Response]]:
+        body = _asset(name)
+
+        async def serve(_request: Request) -> Response:
+            return Response(body, media_type="text/html", headers={"Cache-Control": "no-store"})
+
+        return serve
+
+    def asset(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+        body = _asset(name)
+
+        async def serve(_request: Request) -> Response:
+            return Response(body, media_type=media_type)
+
+        return serve
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    routes = [Route(path, page(name)) for path, name in PAGES.items()]
+    routes += [Route(path, asset(name, kind)) for path, (name, kind) in ASSETS.items()]
+    routes += [
+        Route("/healthz", healthz),
+        Route("/api/leads", _handle(api.list_leads)),
+        Route("/api/leads/events", api.lead_events),
+        Route("/api/leads/{lead_id}", _handle(api.get_lead)),
+        Route("/api/leads/{lead_id}/forget", _handle(api.forget_lead), methods=["POST"]),
+        Route("/api/cameras", _handle(api.list_cameras)),
+        Route("/api/cameras/{camera_id}", _handle(api.camera_view)),
+        Route("/api/chat", _handle(api.chat), methods=["POST", "OPTIONS"]),
+        Route("/api/login", _handle(api.login), methods=["POST"]),
+    ]
+    middleware = [
+        Middleware(_ChatCors, origins=settings.console_chat_origins),
+        Middleware(_Auth, keys=settings.api_keys),
+    ]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn on a loop that is not its own: the services' runner handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ConsoleGateway:
+    """Runs the console on the current event loop, beside the gRPC services."""
+
+    name = "console"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.backends: Backends | None = None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.console_host}:{self.port}/"
+
+    async def start(self, hosts: Sequence[ServiceHost] = ()) -> None:
+        self.backends = Backends(self.settings, Addresses.of(self.settings, hosts))
+        config = uvicorn.Config(
+            create_app(self.settings, self.backends),
+            host=self.settings.console_host,
+            port=self.settings.console_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        # Bound here, so a busy port is a plain OSError (uvicorn itself would exit the process).
+        sock = socket.create_server(
+            (self.settings.console_host, self.settings.console_port), reuse_port=False
+        )
+        self.port = sock.getsockname()[1]
+        server = _Server(config)
+        self._server = server
+        self._task = asyncio.create_task(server.serve(sockets=[sock]), name="console")
+        while not server.started:
+            if self._task.done():
+                await self._task  # raises what stopped it
+                raise OSError(f"the console could not start on port {self.port}")
+            await asyncio.sleep(0.02)
+        log.info("console listening", extra={"url": self.url})
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 5.0)
+        if self.backends is not None:
+            await self.backends.close()

@@ -1,0 +1,151 @@
+"""Protobuf messages as the JSON the console's pages read: names, not enum numbers."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from percept.leads.scoring import CHANNEL_NAMES
+from percept.v1 import common_pb2, leads_pb2, nlp_pb2, vision_pb2
+
+IDENTITY_FIELDS = (
+    "phone",
+    "email",
+    "chat_session_id",
+    "call_id",
+    "visitor_id",
+    "face_identity_id",
+    "crm_id",
+)
+
+
+def _enum_name(enum: Any, value: int, prefix: str) -> str:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix).lower()
+    except ValueError:
+        return "unknown"
+
+
+def class_name(value: int) -> str:
+    return _enum_name(leads_pb2.LeadClass, value, "LEAD_CLASS_")
+
+
+def stage_name(value: int) -> str:
+    return _enum_name(leads_pb2.LeadStage, value, "LEAD_STAGE_")
+
+
+def _time(stamp: Timestamp) -> str | None:
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return str(stamp.ToJsonString())
+
+
+def lead_json(lead: leads_pb2.Lead) -> dict[str, Any]:
+    return {
+        "lead_id": lead.lead_id,
+        "identity": {
+            f: getattr(lead.identity, f) for f in IDENTITY_FIELDS if getattr(lead.identity, f)
+        },
+        "score": round(lead.score, 4),
+        "class": class_name(lead.lead_class),
+        "stage": stage_name(lead.stage),
+        "product_interest": lead.product_interest,
+        "channels": [CHANNEL_NAMES.get(c, "other") for c in lead.channels],
+        "qualification": dict(sorted(lead.qualification.items())),
+        "signal_count": lead.signal_count,
+        "created_at": _time(lead.created_at),
+        "updated_at": _time(lead.updated_at),
+        "last_signal_at": _time(lead.last_signal_at),
+        "next_follow_up_at": _time(lead.next_follow_up_at),
+        "timeline": [
+            {
+                "occurred_at": _time(entry.occurred_at),
+                "channel": CHANNEL_NAMES.get(entry.source, "other"),
+                "kind": _enum_name(common_pb2.SignalKind, entry.kind, "SIGNAL_KIND_"),
+                "summary": entry.summary,
+            }
+            for entry in lead.timeline
+        ],
+    }
+
+
+def change_json(change: leads_pb2.LeadChange) -> dict[str, Any]:
+    return {
+        "type": _enum_name(leads_pb2.LeadChange.ChangeType, change.type, "CHANGE_TYPE_"),
+        "lead": lead_json(change.lead),
+        "changed_at": _time(change.changed_at),
+        "previous_class": class_name(change.previous_class),
+        "previous_stage": stage_name(change.previous_stage),
+    }
+
+
+def explanation_json(explanation: leads_pb2.ScoreExplanation) -> dict[str, Any]:
+    return {
+        "score": round(explanation.score, 4),
+        "class": class_name(explanation.lead_class),
+        "model": explanation.model,
+        "contributions": [
+            {
+                "feature": c.feature,
+                "description": c.description,
+                "value": c.value,
+                "contribution": round(c.contribution, 4),
+            }
+            for c in explanation.contributions
+        ],
+    }
+
+
+def reply_json(reply: nlp_pb2.ChatReply) -> dict[str, Any]:
+    """What the widget shows: the reply, and whether a person takes over (no slot values)."""
+    return {
+        "session_id": reply.session_id,
+        "text": reply.text,
+        "language_code": reply.language_code,
+        "handoff": reply.handoff,
+    }
+
+
+def camera_json(camera: vision_pb2.Camera) -> dict[str, Any]:
+    return {
+        "camera_id": camera.camera_id,
+        "streaming": camera.streaming,
+        "zones": [
+            {
+                "name": z.name,
+                "kind": z.kind,
+                "product": z.product,
+                "polygon": [[round(p.x, 4), round(p.y, 4)] for p in z.polygon],
+            }
+            for z in camera.zones
+        ],
+    }
+
+
+def view_json(view: vision_pb2.CameraView) -> dict[str, Any]:
+    out = camera_json(view.camera)
+    if not view.jpeg:
+        return out | {"frame": None}
+    r = view.result
+    out["frame"] = {
+        "image": "data:image/jpeg;base64," + base64.b64encode(view.jpeg).decode(),
+        "width": view.frame_width,
+        "height": view.frame_height,
+        "sequence": r.sequence,
+        "captured_at": _time(r.captured_at),
+        "people_count": r.people_count,
+        "zones": {z.zone: {"people": z.people, "queue_length": z.queue_length} for z in r.zones},
+        "density": {"rows": r.density.rows, "cols": r.density.cols, "cells": list(r.density.cells)},
+        "objects": [
+            {
+                "label": o.label,
+                "track_id": o.track_id,
+                "confidence": round(o.confidence, 3),
+                "box": [o.box.x_min, o.box.y_min, o.box.x_max, o.box.y_max],
+            }
+            for o in r.objects
+        ],
+    }
+    return out

@@ -1,0 +1,412 @@
+"""The web console over the real services (leads on SQLite, nlp on MiniLM and Apertium,
+vision on NanoDet, MTCNN and dlib), with API keys on everywhere: its JSON API and live
+event stream over HTTP, then its pages in Debian's Chromium driven by Playwright.
+
+Screenshots are kept in test-artifacts/console/ and checked by their pixels."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image
+from playwright.async_api import Browser, FloatRect
+from vision_harness import start_vision, vision_settings
+
+from percept.console.gateway import ConsoleGateway
+from percept.demo import media
+from percept.leads.service import LeadsService
+from percept.nlp.service import NlpService
+from percept.runtime.clients import bearer
+from percept.runtime.server import ServiceHost
+from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.v1 import common_pb2 as c
+from percept.v1 import leads_pb2, leads_pb2_grpc, vision_pb2, vision_pb2_grpc
+from percept.vision.client import lockstep
+from percept.vision.images import decode_image, encode_jpeg
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+KEY = "console-test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+META = bearer(KEY)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HOT_RED = (0xD9, 0x2D, 0x20)  # .badge.hot in console.css
+ZONE_GREEN = (0x32, 0xD5, 0x83)  # product zones on the camera page
+
+
+@dataclass
+class Stack:
+    url: str
+    leads: leads_pb2_grpc.LeadsAsyncStub
+    vision: vision_pb2_grpc.VisionAsyncStub
+    gateway: ConsoleGateway
+
+
+def _settings(data: Path, **overrides: object) -> Settings:
+    ports = {f"{n}_{kind}": 0 for n in SERVICE_NAMES for kind in ("port", "metrics_port")}
+    values = {**ports, "data_dir": data, "log_format": "text", "api_keys": [KEY], **overrides}
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    root = tmp_path_factory.mktemp("console")
+    leads_settings = _settings(root / "leads")
+    leads = ServiceHost(LeadsService(leads_settings), leads_settings)
+    await leads.start()
+    await asyncio.wait_for(leads.ready.wait(), 60)
+    nlp_settings = _settings(root / "nlp", leads_address=leads.address)
+    nlp = ServiceHost(NlpService(nlp_settings), nlp_settings)
+    await nlp.start()
+    _, vision = await start_vision(
+        vision_settings(root / "vision", api_keys=[KEY], leads_address=leads.address)
+    )
+    await asyncio.wait_for(nlp.ready.wait(), 180)
+    gateway_settings = _settings(
+        root / "console", console_port=0, console_chat_burst=3, console_chat_per_minute=2
+    )
+    gateway = ConsoleGateway(gateway_settings)
+    await gateway.start([leads, nlp, vision])
+    async with (
+        grpc.aio.insecure_channel(leads.address) as leads_channel,
+        grpc.aio.insecure_channel(vision.address) as vision_channel,
+    ):
+        yield Stack(
+            gateway.url.rstrip("/"),
+            leads_pb2_grpc.LeadsStub(leads_channel),
+            vision_pb2_grpc.VisionStub(vision_channel),
+            gateway,
+        )
+    await gateway.stop()
+    await vision.stop(grace=1)
+    await nlp.stop(grace=1)
+    await leads.stop(grace=1)
+
+
+def _signal(email: str, name: str, kind: int = c.SIGNAL_KIND_INTENT, **extra: object) -> c.Signal:
+    signal = c.Signal(
+        signal_id=uuid.uuid4().hex,
+        source=c.SOURCE_CHAT,
+        kind=kind,  # type: ignore[arg-type]
+        name=name,
+        confidence=0.95,
+        identity=c.IdentityKeys(email=email),
+        **extra,  # type: ignore[arg-type]
+    )
+    signal.occurred_at.FromDatetime(datetime.now(UTC))
+    return signal
+
+
+async def _ingest(stack: Stack, *signals: c.Signal) -> None:
+    ack = await stack.leads.IngestBatch(
+        leads_pb2.IngestBatchRequest(signals=signals), metadata=META
+    )
+    assert ack.accepted == len(signals), ack
+
+
+def _hot_signals(email: str) -> list[c.Signal]:
+    slot = c.SIGNAL_KIND_QUALIFICATION_SLOT
+    return [
+        _signal(email, "purchase_intent"),
+        _signal(email, "demo_or_meeting_request"),
+        _signal(email, "price_inquiry"),
+        _signal(email, "budget", slot, value="5000 EUR"),
+        _signal(email, "timeline", slot, value="next week"),
+        _signal(email, "product", slot, value="laptop"),
+    ]
+
+
+# -- the JSON API ---------------------------------------------------------------------
+
+
+async def test_every_data_call_needs_the_key_but_the_chat_does_not(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        for path in ("/api/leads", "/api/leads/x", "/api/cameras", "/api/leads/events"):
+            refused = await client.get(path)
+            assert refused.status_code == 401, path
+            assert "API key is required" in refused.json()["error"]
+        wrong = await client.get("/api/leads", headers={"Authorization": "Bearer wrong-key-wrong"})
+        assert wrong.status_code == 401
+        assert (await client.get("/api/leads", headers=AUTH)).status_code == 200
+        bad_login = await client.post("/api/login", json={"key": "not-the-key-at-all"})
+        assert bad_login.status_code == 401 and "not valid" in bad_login.json()["error"]
+        login = await client.post("/api/login", json={"key": KEY})
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert (await client.get("/api/leads")).status_code == 200  # the cookie now
+        page = await httpx.AsyncClient(base_url=stack.url).get("/")  # pages hold no data
+        assert page.status_code == 200 and "percept" in page.text
+
+
+async def test_leads_list_filter_and_lead_page_data(stack: Stack) -> None:
+    email = "list-filter@example.com"
+    await _ingest(stack, *_hot_signals(email))
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        hot = (await client.get("/api/leads", params={"class": "hot"})).json()["leads"]
+        mine = [x for x in hot if x["identity"].get("email") == email]
+        assert len(mine) == 1 and mine[0]["class"] == "hot"
+        assert mine[0]["product_interest"] == "laptop" and mine[0]["channels"] == ["website chat"]
+        cold = (await client.get("/api/leads", params={"class": "cold"})).json()["leads"]
+        assert all(x["class"] == "cold" for x in cold)
+        lead = (await client.get(f"/api/leads/{mine[0]['lead_id']}")).json()
+        assert len(lead["timeline"]) == 6
+        said = [x["description"] for x in lead["explanation"]["contributions"]]
+        assert "wants to buy (95% strength, by website chat)" in said
+        assert lead["qualification"]["budget"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/api/leads?class=lukewarm", 400, "class: 'lukewarm' is not one of hot, warm, cold"),
+        ("/api/leads?page_size=0", 400, "page_size: '0' is not a number from 1 to 500"),
+        ("/api/leads?page=forged-token", 400, "page_token"),
+        ("/api/leads/no-such-lead", 404, "not found"),
+        ("/api/cameras/no-such-camera", 404, "configured: store-front"),
+    ],
+)
+async def test_bad_requests_get_a_status_and_a_message(
+    stack: Stack, path: str, status: int, message: str
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        answer = await client.get(path)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+
+
+async def test_forget_needs_a_reason_and_erases(stack: Stack) -> None:
+    email = "forget-me@example.com"
+    await _ingest(stack, _signal(email, "price_inquiry"))
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        leads = (await client.get("/api/leads")).json()["leads"]
+        lead_id = next(x["lead_id"] for x in leads if x["identity"].get("email") == email)
+        path = f"/api/leads/{lead_id}/forget"
+        assert (await client.post(path, json={})).status_code == 400
+        not_json = await client.post(path, content=b"{nope")
+        assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
+        huge = await client.post(path, content=b" " * 20_000)
+        assert huge.status_code == 413
+        done = await client.post(path, json={"reason": "asked to be forgotten"})
+        assert done.status_code == 200 and done.json()["signals_erased"] == 1
+        assert (await client.get(f"/api/leads/{lead_id}")).status_code == 404
+
+
+async def test_the_event_stream_carries_lead_changes_as_they_happen(stack: Stack) -> None:
+    email = "live-events@example.com"
+    async with (
+        httpx.AsyncClient(base_url=stack.url, headers=AUTH, timeout=30) as client,
+        client.stream("GET", "/api/leads/events") as events,
+    ):
+        assert events.headers["content-type"].startswith("text/event-stream")
+        lines = events.aiter_lines()
+        assert await anext(lines) == "retry: 2000"
+        await _ingest(stack, _signal(email, "product_question"))
+        while True:
+            line = await asyncio.wait_for(anext(lines), 20)
+            if line.startswith("data: ") and email in line:
+                change = json.loads(line.removeprefix("data: "))
+                break
+    assert change["type"] == "created"
+    assert change["lead"]["identity"]["email"] == email
+
+
+async def test_chat_is_answered_validated_and_rate_limited_per_session(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
+        first = await client.post("/api/chat", json={"text": "How much is the laptop?"})
+        assert first.status_code == 200, first.text
+        reply = first.json()
+        assert "1,299" in reply["text"] and reply["session_id"]
+        assert set(reply) == {"session_id", "text", "language_code", "handoff"}  # no slot values
+        session = reply["session_id"]
+        for _ in range(2):  # the burst is 3
+            more = await client.post("/api/chat", json={"text": "Thanks", "session_id": session})
+            assert more.status_code == 200, more.text
+        refused = await client.post("/api/chat", json={"text": "Hello?", "session_id": session})
+        assert refused.status_code == 429
+        assert refused.json()["error"].startswith("too many chat messages: try again in")
+        for body, message in [
+            ({"text": ""}, "text: required"),
+            ({"text": "x" * 2001}, "at most 2000"),
+            ({"text": "hi", "session_id": 5}, "session_id"),
+        ]:
+            answer = await client.post("/api/chat", json=body)
+            assert answer.status_code == 400 and message in answer.json()["error"]
+
+
+async def test_only_the_chat_answers_other_origins(stack: Stack) -> None:
+    shop = {"Origin": "https://shop.example"}
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        preflight = await client.options(
+            "/api/chat", headers=shop | {"Access-Control-Request-Method": "POST"}
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+        leads = await client.get("/api/leads", headers=shop | AUTH)
+        assert "access-control-allow-origin" not in leads.headers
+
+
+async def test_camera_views_show_zones_counts_and_no_face(stack: Stack) -> None:
+    person = media.astronaut_person()
+    frames = media.walk(person, [430, 436, 430, 436, 430], height=440)  # at the laptops
+
+    def camera() -> list[vision_pb2.Frame]:
+        out = []
+        for i, image in enumerate(frames):
+            frame = vision_pb2.Frame(
+                camera_id="store-front",
+                sequence=i,
+                image=vision_pb2.Image(encoded=encode_jpeg(image)),
+            )
+            frame.captured_at.FromNanoseconds(round((time.time() - 10 + i) * 1e9))
+            out.append(frame)
+        return out
+
+    results = [r async for r in lockstep(stack.vision, camera(), META)]
+    assert results[-1].people_count == 1
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        cameras = (await client.get("/api/cameras")).json()["cameras"]
+        view = (await client.get("/api/cameras/store-front")).json()
+    assert [x["camera_id"] for x in cameras] == ["store-front"]
+    assert {z["name"] for z in view["zones"]} == {"entrance", "phones", "laptops", "checkout"}
+    shown = view["frame"]
+    assert shown["people_count"] == 1 and shown["zones"]["laptops"]["people"] == 1
+    assert (shown["width"], shown["height"]) == (frames[-1].shape[1], frames[-1].shape[0])
+    assert sum(shown["density"]["cells"]) > 0
+    # The frame itself shows a face to MTCNN; the console's copy of it does not.
+    console_jpeg = base64.b64decode(shown["image"].split(",", 1)[1])
+    seen = await stack.vision.Detect(
+        vision_pb2.DetectRequest(
+            image=vision_pb2.Image(encoded=encode_jpeg(frames[-1])), detect_faces=True
+        ),
+        metadata=META,
+    )
+    blurred = await stack.vision.Detect(
+        vision_pb2.DetectRequest(image=vision_pb2.Image(encoded=console_jpeg), detect_faces=True),
+        metadata=META,
+    )
+    assert len(seen.faces) == 1 and len(blurred.faces) == 0
+    assert decode_image(vision_pb2.Image(encoded=console_jpeg), 10**7).shape == frames[-1].shape
+
+
+# -- the pages in Chromium ------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser() -> AsyncIterator[object]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: scripts/setup.sh installs it")
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        await chromium.close()
+
+
+def _share(path: Path, box: FloatRect, colour: tuple[int, int, int], tol: int = 40) -> float:
+    """The share of pixels within `box` (CSS pixels, device scale 1) close to `colour`."""
+    with Image.open(path) as image:
+        crop = np.asarray(image.convert("RGB"))[
+            int(box["y"]) : int(box["y"] + box["height"]),
+            int(box["x"]) : int(box["x"] + box["width"]),
+        ].astype(int)
+    near = np.all(np.abs(crop - np.array(colour)) <= tol, axis=2)
+    return float(near.mean())
+
+
+async def test_the_board_signs_in_shows_leads_and_updates_live(
+    stack: Stack, browser: object
+) -> None:
+    assert isinstance(browser, Browser)
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await page.goto(stack.url + "/")
+    await page.wait_for_selector("#key-dialog[open]")  # no key yet: the sign-in form
+    await page.fill("#key-input", KEY)
+    await page.click("#key-dialog button[type=submit]")
+    await page.wait_for_selector("#live.on")  # reloaded, signed in, watching
+    email = "board-live@example.com"
+    await _ingest(stack, _signal(email, "product_question"))  # a new lead, after the page loaded
+    row = page.locator("tr", has_text=email)
+    await row.wait_for(timeout=15_000)
+    assert await row.get_attribute("data-class") == "cold"
+    await _ingest(stack, *_hot_signals(email))  # she becomes hot: the same row, now red
+    await page.wait_for_selector(f"tr[data-class=hot]:has-text('{email}')", timeout=15_000)
+    assert await page.locator("tr", has_text=email).count() == 1
+    shot = ARTIFACTS / "board.png"
+    await page.screenshot(path=str(shot))
+    badge = await page.locator("tr", has_text=email).locator(".badge").bounding_box()
+    assert badge is not None
+    assert _share(shot, badge, HOT_RED) > 0.5  # the badge is drawn, and drawn red
+    await page.locator("tr", has_text=email).locator("a").click()
+    await page.wait_for_selector(".contrib")
+    assert "wants to buy" in await page.inner_text("#explanation")
+    assert await page.locator("#timeline li").count() == 7
+    await page.screenshot(path=str(ARTIFACTS / "lead.png"), full_page=True)
+    await page.close()
+
+
+async def test_the_chat_widget_sends_a_message_and_shows_the_reply(
+    stack: Stack, browser: object
+) -> None:
+    assert isinstance(browser, Browser)
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await page.goto(stack.url + "/chat")  # a page embedding the widget with one script tag
+    widget = page.locator("#percept-chat")
+    await widget.locator(".open").click()
+    await widget.locator("input").fill("Do you sell phones? What do they cost?")
+    await widget.locator("input").press("Enter")
+    reply = widget.locator(".msg.bot")
+    await page.wait_for_function(
+        "() => { const r = document.querySelector('#percept-chat').shadowRoot"
+        ".querySelectorAll('.msg.bot'); return r.length && r[0].textContent !== '…'; }",
+        timeout=30_000,
+    )
+    text = await reply.first.inner_text()
+    assert "Phone" in text and "$" in text, text
+    session = await page.evaluate("() => sessionStorage.getItem('percept-chat-session')")
+    assert session
+    shot = ARTIFACTS / "chat-widget.png"
+    await page.screenshot(path=str(shot))
+    mine = await widget.locator(".msg.me").bounding_box()
+    assert mine is not None and _share(shot, mine, (0x4E, 0x5B, 0xA6)) > 0.4
+    await page.close()
+
+
+async def test_the_camera_page_draws_zones_and_counts_over_the_frame(
+    stack: Stack, browser: object
+) -> None:
+    assert isinstance(browser, Browser)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await context.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])
+    page = await context.new_page()
+    await page.goto(stack.url + "/cameras")
+    card = page.locator("section.camera[data-camera=store-front]")
+    await page.wait_for_selector("section.camera[data-sequence]", timeout=15_000)
+    assert await card.get_attribute("data-people") == "1"
+    assert await card.locator("[data-zone=laptops]").inner_text() == "laptops: 1"
+    shot = ARTIFACTS / "cameras.png"
+    await page.screenshot(path=str(shot))
+    canvas = await card.locator("canvas").bounding_box()
+    assert canvas is not None
+    assert _share(shot, canvas, ZONE_GREEN, tol=30) > 0.002  # the product zones' outlines
+    await context.close()
