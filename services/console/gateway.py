@@ -453,9 +453,14 @@ class ConsoleGateway:
             lifespan="off",
         )
         # Bound here, so a busy port is a plain OSError (uvicorn itself would exit the process).
-        sock = socket.create_server(
-            (self.settings.console_host, self.settings.console_port), reuse_port=False
-        )
+        host, port = self.settings.console_host, self.settings.console_port
+        try:
+            sock = socket.create_server((host, port))
+        except OSError as exc:
+            raise OSError(
+                f"the console cannot listen on {host}:{port} (PERCEPT_CONSOLE_HOST/"
+                f"PERCEPT_CONSOLE_PORT): {exc.strerror}"
+            ) from exc
         self.port = sock.getsockname()[1]
         server = _Server(config)
         self._server = server

@@ -6,9 +6,11 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 from vision_harness import MODEL_DIR
@@ -145,6 +147,46 @@ def test_serve_on_a_taken_port_exits_1_naming_the_setting(
         first.wait(timeout=30)
     assert second.returncode == 1
     assert "PERCEPT_LEADS_PORT" in second.stderr
+
+
+@pytest.mark.slow
+def test_serve_console_answers_and_says_when_leads_is_down(
+    free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = _serve_env(free_port) | {
+        "PERCEPT_DATA_DIR": str(tmp_path),
+        "PERCEPT_CONSOLE_PORT": str(port),
+        "PERCEPT_LEADS_ADDRESS": f"127.0.0.1:{free_port()}",  # nobody there
+    }
+    proc = subprocess.Popen(
+        [PERCEPT, "serve", "console"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(url + "/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the console never answered"
+                time.sleep(0.2)
+        assert health.json() == {"ok": True}
+        leads = httpx.get(url + "/api/leads", timeout=60)
+        assert leads.status_code == 503 and leads.json()["error"]
+        taken = subprocess.run(
+            [PERCEPT, "serve", "console"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert taken.returncode == 1 and "PERCEPT_CONSOLE_PORT" in taken.stderr
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert f"percept console at http://127.0.0.1:{port}/" in out.decode()
 
 
 def test_models_pull_all_fills_the_model_dir_with_every_available_model(tmp_path: Path) -> None:
