@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
@@ -36,7 +37,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -188,11 +188,13 @@ class LeadStore:
         self._model_checked = -math.inf
 
     def _create_engine(self) -> Engine:
+        # Every signal and lead row carries JSON columns: orjson codes them ~5x faster.
+        codec = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
         if self.url.get_backend_name() != "sqlite":
-            return create_engine(self.url, pool_pre_ping=True)
+            return create_engine(self.url, pool_pre_ping=True, **codec)
         if self.url.database and self.url.database != ":memory:":
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(self.url, connect_args={"check_same_thread": False})
+        engine = create_engine(self.url, connect_args={"check_same_thread": False}, **codec)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -301,7 +303,7 @@ class LeadStore:
         for chunk in _chunks([s.signal_id for s in signals]):
             rows = conn.execute(
                 select(sig.signal_id, sig.content_hash).where(sig.signal_id.in_(chunk))
-            )
+            ).all()
             known.update({r.signal_id: r.content_hash for r in rows})
         fresh = []
         for s in signals:
@@ -320,26 +322,26 @@ class LeadStore:
     def _store(
         self, conn: Connection, signals: list[ValidSignal], now: datetime, result: IngestResult
     ) -> None:
-        ident = schema.identities.c
-        all_keys = sorted({k for s in signals for k in s.keys})
+        ident, lead_c = schema.identities.c, schema.leads.c
+        by_type: dict[str, set[str]] = {}
+        for s in signals:
+            for k in s.keys:
+                by_type.setdefault(k.key_type, set()).add(k.value)
         owner: dict[IdentityKey, str] = {}
-        for chunk in _chunks(all_keys):
-            pairs = [(k.key_type, k.value) for k in chunk]
-            rows = conn.execute(
-                select(ident.key_type, ident.key_value, ident.lead_id).where(
-                    tuple_(ident.key_type, ident.key_value).in_(pairs)
-                )
-            )
-            owner.update({IdentityKey(r.key_type, r.key_value): r.lead_id for r in rows})
         leads = _Leads()
-        existing = sorted(set(owner.values()))
-        for chunk in _chunks(existing):
-            for r in conn.execute(
-                select(schema.leads.c.lead_id, schema.leads.c.created_at).where(
-                    schema.leads.c.lead_id.in_(chunk)
-                )
-            ):
-                leads.created[r.lead_id] = utc(r.created_at)
+        # One query per key type: `key_type = ? AND key_value IN (...)` walks the primary key,
+        # and the join brings each owner's creation time (the oldest lead survives a merge).
+        query = select(ident.key_value, ident.lead_id, lead_c.created_at).join(
+            schema.leads, lead_c.lead_id == ident.lead_id
+        )
+        for key_type, values in sorted(by_type.items()):
+            for chunk in _chunks(sorted(values)):
+                rows = conn.execute(
+                    query.where(ident.key_type == key_type, ident.key_value.in_(chunk))
+                ).all()  # fetchall: row-by-row fetching cost as much as the query
+                for r in rows:
+                    owner[IdentityKey(key_type, r.key_value)] = r.lead_id
+                    leads.created[r.lead_id] = utc(r.created_at)
 
         new_leads: list[str] = []
         new_keys: list[dict[str, Any]] = []
@@ -469,7 +471,8 @@ class LeadStore:
         now: datetime,
     ) -> dict[str, tuple[int, int]]:
         """Folds a batch into the stored aggregates: O(batch), not O(lead history)."""
-        stored = self._stored_features(conn, [*roots, *absorbed])
+        before: dict[str, tuple[int, int]] = {}
+        stored = self._stored_features(conn, [*roots, *absorbed], before)
         features: dict[str, Features] = {}
         stale: set[str] = set()
         for lead in [*roots, *absorbed]:
@@ -483,18 +486,29 @@ class LeadStore:
         for signal, row in zip(signals, signal_rows, strict=True):
             if row["lead_id"] not in stale:
                 features[row["lead_id"]].add(_facts_of(signal))
-        before = self._write_states(conn, {r: features[r] for r in roots if r not in stale}, now)
+        states = {r: features[r] for r in roots if r not in stale}
+        known = {r: before[r] for r in states if r in before}
+        before = self._write_states(conn, states, now, known)
         if stale:
             before |= self._refresh(conn, sorted(stale), now)
         return before
 
-    def _stored_features(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, Features]:
-        """Stored aggregates that are still valid for the current half-life."""
+    def _stored_features(
+        self,
+        conn: Connection,
+        lead_ids: Sequence[str],
+        before: dict[str, tuple[int, int]] | None = None,
+    ) -> dict[str, Features]:
+        """Stored aggregates that are still valid for the current half-life; `before`, when
+        given, gets each lead's (class, stage) from the same read."""
         c = schema.leads.c
         found: dict[str, Features] = {}
         half_life = self.policy.half_life.total_seconds()
+        query = select(c.lead_id, c.features, c.lead_class, c.stage)
         for chunk in _chunks(sorted(set(lead_ids))):
-            for r in conn.execute(select(c.lead_id, c.features).where(c.lead_id.in_(chunk))):
+            for r in conn.execute(query.where(c.lead_id.in_(chunk))).all():
+                if before is not None:
+                    before[r.lead_id] = (r.lead_class, r.stage)
                 if r.features and r.features.get("half_life_s") == half_life:
                     found[r.lead_id] = Features.from_json(r.features)
         return found
@@ -515,21 +529,26 @@ class LeadStore:
         )
 
     def _write_states(
-        self, conn: Connection, states: dict[str, Features], now: datetime
+        self,
+        conn: Connection,
+        states: dict[str, Features],
+        now: datetime,
+        before: dict[str, tuple[int, int]] | None = None,
     ) -> dict[str, tuple[int, int]]:
-        """Stores aggregates and what they imply; returns each lead's (class, stage) before."""
+        """Stores aggregates and what they imply; returns each lead's (class, stage) before
+        (read here unless the caller read them already)."""
         c = schema.leads.c
-        before: dict[str, tuple[int, int]] = {}
-        for chunk in _chunks(sorted(states)):
-            rows = conn.execute(
-                select(c.lead_id, c.lead_class, c.stage).where(c.lead_id.in_(chunk))
-            )
-            before.update({r.lead_id: (r.lead_class, r.stage) for r in rows})
+        if before is None:
+            before = {}
+            for chunk in _chunks(sorted(states)):
+                rows = conn.execute(
+                    select(c.lead_id, c.lead_class, c.stage).where(c.lead_id.in_(chunk))
+                ).all()
+                before.update({r.lead_id: (r.lead_class, r.stage) for r in rows})
         updates: list[dict[str, Any]] = []
+        model = self.active_model()
         for lead, features in states.items():
-            a = assess_features(
-                features, now, self.policy, explain=False, model=self.active_model()
-            )
+            a = assess_features(features, now, self.policy, explain=False, model=model)
             updates.append(
                 {
                     "target": lead,
@@ -1115,6 +1134,10 @@ _REFRESH = (
         }
     )
 )
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def class_name(value: int) -> str:
