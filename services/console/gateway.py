@@ -38,8 +38,8 @@ from percept.console.messages import (
     view_json,
 )
 from percept.console.ratelimit import RateLimiter
+from percept.runtime.auth import KeyRing
 from percept.runtime.clients import Metadata, bearer_of, service_channel
-from percept.runtime.interceptors import key_matches
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
@@ -140,26 +140,32 @@ def _client_address(request: Request, trust_forwarded: bool) -> str:
 
 
 class _Auth(BaseHTTPMiddleware):
-    """With keys configured, `/api/` calls (but the public chat) need one."""
+    """With keys configured, `/api/` calls (but the public chat) need one: with the `read`
+    scope to look, `admin` to change (erase)."""
 
-    def __init__(self, app: Any, keys: Sequence[str]) -> None:
+    def __init__(self, app: Any, keys: KeyRing) -> None:
         super().__init__(app)
-        self.keys = [k.encode() for k in keys]
+        self.keys = keys
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
         open_path = path in ("/api/chat", "/api/login") or not path.startswith("/api/")
-        if not self.keys or open_path or self.authorized(request):
+        if not self.keys or open_path:
             return await call_next(request)
-        return JSONResponse(
-            {"error": "an API key is required: send 'Authorization: Bearer <key>' or sign in"},
-            status_code=401,
-        )
-
-    def authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE, "")
-        return bool(given) and key_matches(given.encode(), self.keys)
+        key = self.keys.find(given) if given else None
+        if key is None:
+            return JSONResponse(
+                {"error": "an API key is required: send 'Authorization: Bearer <key>' or sign in"},
+                status_code=401,
+            )
+        scope = "read" if request.method in ("GET", "HEAD") else "admin"
+        if scope not in key.scopes:
+            return JSONResponse(
+                {"error": f"this API key lacks the {scope!r} scope this needs"}, status_code=403
+            )
+        return await call_next(request)
 
 
 class Api:
@@ -167,7 +173,7 @@ class Api:
 
     def __init__(self, settings: Settings, backends: Backends) -> None:
         self.settings, self.backends = settings, backends
-        self.keys = [k.encode() for k in settings.api_keys]
+        self.keys = KeyRing(settings.api_keys)
         self.per_session = RateLimiter(
             settings.console_chat_per_minute, settings.console_chat_burst
         )
@@ -313,8 +319,11 @@ class Api:
         key = str(body.get("key", ""))
         if not self.keys:
             return JSONResponse({"ok": True, "auth": "off"})
-        if not key or not key_matches(key.encode(), self.keys):
+        found = self.keys.find(key) if key else None
+        if found is None:
             raise ApiError(401, "that API key is not valid")
+        if "read" not in found.scopes:
+            raise ApiError(403, "that API key lacks the 'read' scope the console needs")
         response = JSONResponse({"ok": True})
         response.set_cookie(
             COOKIE,
@@ -413,7 +422,7 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
     ]
     middleware = [
         Middleware(_ChatCors, origins=settings.console_chat_origins),
-        Middleware(_Auth, keys=settings.api_keys),
+        Middleware(_Auth, keys=KeyRing(settings.api_keys)),
     ]
     return Starlette(routes=routes, middleware=middleware)
 

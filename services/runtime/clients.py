@@ -12,6 +12,8 @@ import json
 
 import grpc
 
+from percept.runtime.auth import own_key
+
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -40,8 +42,8 @@ def bearer(api_key: str | None) -> Metadata:
 
 
 def bearer_of(api_keys: list[str]) -> Metadata:
-    """A service calling another presents the first configured key."""
-    return bearer(api_keys[0] if api_keys else None)
+    """A service calling another presents the first configured key (without its scopes)."""
+    return bearer(own_key(api_keys))
 
 
 def channel_target(address: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -13,12 +12,10 @@ from typing import Any, TypeAlias
 import grpc
 from grpc.aio import ServicerContext
 
+from percept.runtime.auth import ApiKey, KeyRing, required_scope
 from percept.runtime.metrics import GrpcMetrics
 
 log = logging.getLogger("percept.calls")
-
-# Health checks stay open so that load balancers and kubelets need no key.
-OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 
 Behavior = Callable[[Any, Any], Any]
 # RpcMethodHandler is generic only in the type stubs.
@@ -80,45 +77,45 @@ def status_of(context: ServicerContext[Any, Any]) -> grpc.StatusCode:
     return _CODES_BY_VALUE.get(int(code), grpc.StatusCode.UNKNOWN)
 
 
-def key_matches(given: bytes, keys: Sequence[bytes]) -> bool:
-    """Whether `given` is one of `keys`, compared with every key without early exit, so
-    the time taken reveals nothing about them."""
-    matches = [hmac.compare_digest(given, key) for key in keys]
-    return any(matches)
-
-
 class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without `authorization: Bearer <key>` naming a configured key."""
+    """Refuses calls without `authorization: Bearer <key>` naming a configured key
+    (UNAUTHENTICATED), or whose key lacks the method's scope (PERMISSION_DENIED)."""
 
-    def __init__(self, keys: Sequence[str]) -> None:
-        self._keys = [k.encode() for k in keys]
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
 
-    def _authorized(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
+    def _key(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> ApiKey | None:
         for name, value in metadata or ():
             if name != "authorization":
                 continue
             text = value.decode() if isinstance(value, bytes) else value
             scheme, _, token = text.partition(" ")
-            if scheme.lower() != "bearer":
-                return False
-            return key_matches(token.strip().encode(), self._keys)
-        return False
+            return self._keys.find(token.strip()) if scheme.lower() == "bearer" else None
+        return None
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+        scope = required_scope(method)
+        if handler is None or scope is None:
             return handler
-        if self._authorized(handler_call_details.invocation_metadata):
+        key = self._key(handler_call_details.invocation_metadata)
+        if key is not None and scope in key.scopes:
             return handler
+        if key is None:
+            code = grpc.StatusCode.UNAUTHENTICATED
+            message = "missing or invalid API key: send metadata 'authorization: Bearer <key>'"
+        else:
+            code = grpc.StatusCode.PERMISSION_DENIED
+            message = (
+                f"this API key may not call {method.lstrip('/')}: it needs the {scope!r} scope "
+                f"and has {', '.join(sorted(key.scopes))}"
+            )
 
         async def deny(_request: Any, context: ServicerContext[Any, Any]) -> None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or invalid API key: send metadata 'authorization: Bearer <key>'",
-            )
+            await context.abort(code, message)
 
         return replace_behavior(handler, deny)
 

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from percept.runtime.auth import KeyRing
 from percept.runtime.interceptors import ApiKeyAuthInterceptor, ObservabilityInterceptor
 from percept.runtime.metrics import GrpcMetrics, MetricsEndpoint
 from percept.runtime.settings import Settings
@@ -103,7 +104,7 @@ class ServiceHost:
             ObservabilityInterceptor(self.metrics, self.service.name)
         ]
         if self.settings.api_keys:
-            interceptors.append(ApiKeyAuthInterceptor(self.settings.api_keys))
+            interceptors.append(ApiKeyAuthInterceptor(KeyRing(self.settings.api_keys)))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=server_options(self.settings),

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from percept.runtime.auth import parse_api_key
+
 SERVICE_NAMES: tuple[str, ...] = ("speech", "vision", "nlp", "leads")
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -69,7 +71,9 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="comma-separated API keys; when set, every call but health needs one",
+        description="comma-separated API keys, each KEY or KEY:scope+scope (perceive, ingest, "
+        "read, admin); when set, every call but health needs one with the method's scope; "
+        "the first is the one this process presents to other services",
     )
 
     leads_address: str = Field(
@@ -262,12 +266,9 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys")
     @classmethod
-    def _keys_long_enough(cls, keys: list[str]) -> list[str]:
-        short = [i for i, k in enumerate(keys) if len(k) < 16]
-        if short:
-            raise ValueError(
-                f"API keys must be at least 16 characters (key #{short[0] + 1} is not)"
-            )
+    def _keys_well_formed(cls, keys: list[str]) -> list[str]:
+        for number, key in enumerate(keys, 1):
+            parse_api_key(key, number)  # length and scopes; the message never shows a key
         return keys
 
     @field_validator("vision_gallery_key")

@@ -41,6 +41,7 @@ from percept.vision.images import decode_image, encode_jpeg
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 KEY = "console-test-key-0123456789"
+READER = "console-reader-key-0123456789"  # the console accepts it with the read scope only
 AUTH = {"Authorization": f"Bearer {KEY}"}
 META = bearer(KEY)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
@@ -78,7 +79,11 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     )
     await asyncio.wait_for(nlp.ready.wait(), 180)
     gateway_settings = _settings(
-        root / "console", console_port=0, console_chat_burst=3, console_chat_per_minute=2
+        root / "console",
+        console_port=0,
+        console_chat_burst=3,
+        console_chat_per_minute=2,
+        api_keys=[KEY, f"{READER}:read"],
     )
     gateway = ConsoleGateway(gateway_settings)
     await gateway.start([leads, nlp, vision])
@@ -201,6 +206,10 @@ async def test_forget_needs_a_reason_and_erases(stack: Stack) -> None:
         assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
         huge = await client.post(path, content=b" " * 20_000)
         assert huge.status_code == 413
+        reader = {"Authorization": f"Bearer {READER}"}
+        assert (await client.get(f"/api/leads/{lead_id}", headers=reader)).status_code == 200
+        looker = await client.post(path, json={"reason": "x"}, headers=reader)
+        assert looker.status_code == 403 and "'admin' scope" in looker.json()["error"]
         done = await client.post(path, json={"reason": "asked to be forgotten"})
         assert done.status_code == 200 and done.json()["signals_erased"] == 1
         assert (await client.get(f"/api/leads/{lead_id}")).status_code == 404
