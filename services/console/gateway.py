@@ -37,9 +37,9 @@ from percept.console.messages import (
     reply_json,
     view_json,
 )
-from percept.console.ratelimit import RateLimiter
 from percept.runtime.auth import KeyRing
 from percept.runtime.clients import Metadata, bearer_of, service_channel
+from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials

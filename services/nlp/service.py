@@ -13,6 +13,7 @@ from percept.nlp.language import LanguageDetector
 from percept.nlp.metrics import NlpMetrics
 from percept.nlp.servicer import NlpServicer
 from percept.nlp.translation import load_translator
+from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.settings import Settings
 from percept.runtime.signals import SignalPublisher
 from percept.understanding.loading import load_understanding
@@ -29,7 +30,10 @@ class NlpService:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.signals = SignalPublisher(settings, self.name, self.registry)
-        self.servicer = NlpServicer(NlpMetrics(self.registry, lambda: self.servicer.translator))
+        self.servicer = NlpServicer(
+            NlpMetrics(self.registry, lambda: self.servicer.translator),
+            RateLimiter(settings.nlp_chat_per_minute, settings.nlp_chat_burst),
+        )
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         nlp_pb2_grpc.add_NlpServicer_to_server(self.servicer, server)

@@ -16,6 +16,7 @@ from percept.nlp.metrics import NlpMetrics
 from percept.nlp.sessions import SessionExpiredError, SessionNotFoundError
 from percept.nlp.signals import chat_signals
 from percept.nlp.translation import Translated, Translator, UnsupportedPairError
+from percept.runtime.ratelimit import RateLimiter
 from percept.understanding.messages import entity_messages, intent_messages
 from percept.v1 import common_pb2, nlp_pb2, nlp_pb2_grpc
 
@@ -59,8 +60,10 @@ def language_code(code: str, field: str, known: set[str]) -> tuple[str, str | No
 
 
 class NlpServicer(nlp_pb2_grpc.NlpServicer):
-    def __init__(self, metrics: NlpMetrics) -> None:
+    def __init__(self, metrics: NlpMetrics, per_session: RateLimiter | None = None) -> None:
         self.metrics = metrics
+        # A chat session may not flood the assistant (each turn costs model time).
+        self.per_session = per_session or RateLimiter(per_minute=30, burst=10)
         self.detector: LanguageDetector | None = None  # set when loaded
         self.translator: Translator | None = None
         self.assistant: Assistant | None = None
@@ -162,6 +165,14 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
             language, problem = language_code(request.language_code, "language_code", known)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        wait = self.per_session.allow(request.session_id) if request.session_id else 0.0
+        if wait > 0:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"session_id: {request.session_id!r} sends more than "
+                f"{self.per_session.per_minute:g} messages a minute "
+                f"(PERCEPT_NLP_CHAT_PER_MINUTE); try again in {wait:.0f} s",
+            )
         visitor = {f.name: v for f, v in request.visitor.ListFields() if isinstance(v, str)}
         turn = Turn(request.session_id, request.text, language, visitor, request.campaign_id)
         try:
@@ -181,6 +192,8 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
             )
         except ApertiumError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if not request.session_id:  # the opening message counts against its session
+            self.per_session.allow(reply.session.id)
         self.metrics.chat_turns.labels(reply.outcome).inc()
         if reply.outcome == "handoff":
             self.metrics.handoffs.labels(reply.handoff_reason).inc()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeAlias
 
 import grpc
@@ -79,10 +79,14 @@ def status_of(context: ServicerContext[Any, Any]) -> grpc.StatusCode:
 
 class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without `authorization: Bearer <key>` naming a configured key
-    (UNAUTHENTICATED), or whose key lacks the method's scope (PERMISSION_DENIED)."""
+    (UNAUTHENTICATED), whose key lacks the method's scope (PERMISSION_DENIED), or that
+    would open more than `max_streams` streams at once with one key (RESOURCE_EXHAUSTED):
+    one leaked or buggy client cannot take every stream a server has."""
 
-    def __init__(self, keys: KeyRing) -> None:
+    def __init__(self, keys: KeyRing, max_streams: int | None = None) -> None:
         self._keys = keys
+        self._max_streams = max_streams
+        self._streams: dict[str, int] = {}
 
     def _key(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> ApiKey | None:
         for name, value in metadata or ():
@@ -103,6 +107,9 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         key = self._key(handler_call_details.invocation_metadata)
         if key is not None and scope in key.scopes:
+            streaming = handler.request_streaming or handler.response_streaming
+            if streaming and self._max_streams is not None:
+                return self._counted(handler, key.secret)
             return handler
         if key is None:
             code = grpc.StatusCode.UNAUTHENTICATED
@@ -118,6 +125,53 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(code, message)
 
         return replace_behavior(handler, deny)
+
+    def _counted(self, handler: Handler, secret: str) -> Handler:
+        """The stream's behaviour, refused when its key has max_streams open already."""
+        behavior, limit, open_streams = _behavior_of(handler), self._max_streams, self._streams
+
+        async def refuse(context: ServicerContext[Any, Any]) -> None:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this API key has {limit} streams open, the most PERCEPT_MAX_STREAMS_PER_KEY "
+                "allows; close one or use another key",
+            )
+
+        @contextmanager
+        def held() -> Iterator[None]:
+            open_streams[secret] = open_streams.get(secret, 0) + 1
+            try:
+                yield
+            finally:
+                open_streams[secret] -= 1
+                if not open_streams[secret]:
+                    del open_streams[secret]
+
+        def full() -> bool:
+            return limit is not None and open_streams.get(secret, 0) >= limit
+
+        if handler.response_streaming:
+
+            async def streaming(request: Any, context: ServicerContext[Any, Any]) -> Any:
+                if full():
+                    await refuse(context)
+                with held():
+                    result = behavior(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:  # a handler writing with context.write()
+                        await result
+
+            return replace_behavior(handler, streaming)
+
+        async def client_stream(request: Any, context: ServicerContext[Any, Any]) -> Any:
+            if full():
+                await refuse(context)
+            with held():
+                return await behavior(request, context)
+
+        return replace_behavior(handler, client_stream)
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):

@@ -104,7 +104,11 @@ class ServiceHost:
             ObservabilityInterceptor(self.metrics, self.service.name)
         ]
         if self.settings.api_keys:
-            interceptors.append(ApiKeyAuthInterceptor(KeyRing(self.settings.api_keys)))
+            interceptors.append(
+                ApiKeyAuthInterceptor(
+                    KeyRing(self.settings.api_keys), self.settings.max_streams_per_key
+                )
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=server_options(self.settings),

@@ -161,6 +161,12 @@ class Settings(BaseSettings):
         description="a causal LM folder in the model dir that rewords knowledge answers "
         "(only grounded text is used); empty sends the answers as written",
     )
+    nlp_chat_per_minute: float = Field(
+        30.0,
+        gt=0,
+        description="chat messages a minute one session may send (then RESOURCE_EXHAUSTED)",
+    )
+    nlp_chat_burst: int = Field(10, ge=1, description="chat messages a session may send at once")
     nlp_session_ttl_s: float = Field(1800.0, gt=0, description="idle time that ends a chat")
     nlp_answer_threshold: float = Field(
         0.45, ge=0, le=1, description="knowledge match (cosine) below which the assistant asks"
@@ -185,6 +191,9 @@ class Settings(BaseSettings):
     vision_min_confidence: float = Field(0.35, gt=0, lt=1, description="detections kept")
     vision_max_pixels: int = Field(
         36_000_000, ge=1, le=170_000_000, description="largest image accepted (width * height)"
+    )
+    vision_max_fps: float = Field(
+        60.0, gt=0, le=1000, description="frames a second one camera stream may send"
     )
     vision_max_batch: int = Field(8, ge=1, le=256, description="frames per detector call")
     vision_batch_wait_ms: float = Field(
@@ -245,6 +254,9 @@ class Settings(BaseSettings):
     keepalive_time_s: float = Field(30.0, gt=0)
     keepalive_timeout_s: float = Field(10.0, gt=0)
     max_concurrent_rpcs: int | None = Field(None, ge=1)
+    max_streams_per_key: int | None = Field(
+        100, ge=1, description="streams one API key may hold open at once (with API keys)"
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -71,7 +71,9 @@ class VisionService:
         self.registry = CollectorRegistry()
         self.metrics = VisionMetrics(self.registry)
         self.signals = SignalPublisher(settings, self.name, self.registry)
-        self.servicer = VisionServicer(max_pixels=settings.vision_max_pixels)
+        self.servicer = VisionServicer(
+            max_pixels=settings.vision_max_pixels, max_fps=settings.vision_max_fps
+        )
         self._purge: asyncio.Task[None] | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.streams import DRAIN_S, drain
 from percept.v1 import common_pb2, vision_pb2, vision_pb2_grpc
 from percept.vision.detection import Floats, Objects
@@ -106,9 +107,10 @@ def frame_result(
 
 
 class VisionServicer(vision_pb2_grpc.VisionServicer):
-    def __init__(self, max_pixels: int = 36_000_000) -> None:
+    def __init__(self, max_pixels: int = 36_000_000, max_fps: float = 60.0) -> None:
         self.engine: VisionEngine | None = None  # set when the models have loaded
         self.max_pixels = max_pixels
+        self.max_fps = max_fps
 
     async def _engine(self, context: Context) -> VisionEngine:
         if self.engine is None:
@@ -214,9 +216,18 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
         """Checks each frame's camera as it arrives; the slot keeps only the newest frame."""
         camera = None
         count = 0
+        # Latest-wins absorbs a camera somewhat faster than the model; a flood past this
+        # (every message is still parsed) is refused.
+        pace = RateLimiter(self.max_fps * 60, burst=max(1, round(self.max_fps)))
         try:
             async for frame in requests:
                 count += 1
+                if pace.allow("frames") > 0:
+                    raise StreamError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"frame {count}: more than {self.max_fps:g} frames a second on one "
+                        "stream (PERCEPT_VISION_MAX_FPS); send at the camera's frame rate",
+                    )
                 camera_id = frame.camera_id.strip()
                 if camera is None:
                     if not camera_id:

@@ -18,6 +18,7 @@ from percept.runtime.server import Service, ServiceHost
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2, leads_pb2_grpc
+from percept.v1 import leads_pb2 as lp
 
 INGEST, READ, ADMIN = "i" * 24, "r" * 24, "a" * 24
 HostFactory = Callable[[Service, Settings], Awaitable[ServiceHost]]
@@ -92,3 +93,41 @@ async def test_each_key_reaches_the_methods_of_its_scopes_only(
 
         assert await reflect(READ) is grpc.StatusCode.OK
         assert await reflect(INGEST) is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_one_key_may_hold_only_so_many_streams(
+    start_host: HostFactory, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(api_keys=[READ, ADMIN], max_streams_per_key=2)
+    host = await start_host(LeadsService(settings), settings)
+    await asyncio.wait_for(host.ready.wait(), 30)
+    async with grpc.aio.insecure_channel(host.address) as channel:
+        stub = leads_pb2_grpc.LeadsStub(channel)
+
+        def watch(key: str) -> grpc.aio.UnaryStreamCall[lp.WatchLeadsRequest, lp.LeadChange]:
+            return stub.WatchLeads(leads_pb2.WatchLeadsRequest(), metadata=bearer(key))
+
+        held = [watch(READ), watch(READ)]
+        await asyncio.sleep(0.5)  # both are open on the server
+        third = watch(READ)
+        with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+            await third.read()
+        assert excinfo.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "this API key has 2 streams open" in (excinfo.value.details() or "")
+        other = watch(ADMIN)  # another key is not affected
+        held[0].cancel()
+        await asyncio.sleep(0.5)
+        again = watch(READ)  # a slot is free again
+        await _ingest_one(stub)
+        for call in (again, other):
+            change = await asyncio.wait_for(call.read(), 10)
+            assert isinstance(change, lp.LeadChange) and change.lead.lead_id
+        for call in (held[1], other, again):
+            call.cancel()
+
+
+async def _ingest_one(stub: leads_pb2_grpc.LeadsAsyncStub) -> None:
+    ack = await stub.IngestBatch(
+        leads_pb2.IngestBatchRequest(signals=[_signal()]), metadata=bearer(ADMIN), timeout=10
+    )
+    assert ack.accepted == 1

@@ -17,6 +17,7 @@ from chat_scripts import ENGLISH_CHAT, SPANISH_CHAT
 from percept.leads.service import LeadsService
 from percept.nlp.qualification import QUESTIONS
 from percept.nlp.service import NlpService
+from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
@@ -347,3 +348,24 @@ async def test_random_text_never_breaks_chat_or_translate(suite: Suite) -> None:
                 await call
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() in allowed, (text[:80], exc.code(), exc.details())
+
+
+async def test_a_session_that_floods_the_assistant_is_told_to_wait(suite: Suite) -> None:
+    service = suite.nlp_host.service
+    assert isinstance(service, NlpService)
+    servicer = service.servicer
+    usual, servicer.per_session = servicer.per_session, RateLimiter(per_minute=1, burst=2)
+    try:
+        first = await suite.nlp.Chat(nlp_pb2.ChatTurn(text="Do you sell laptops?"))
+        session = first.session_id  # the opening message counted against it: one token left
+        await suite.nlp.Chat(nlp_pb2.ChatTurn(session_id=session, text="How much?"))
+        with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+            await suite.nlp.Chat(nlp_pb2.ChatTurn(session_id=session, text="And now?"))
+        assert excinfo.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "sends more than 1 messages a minute (PERCEPT_NLP_CHAT_PER_MINUTE)" in (
+            excinfo.value.details() or ""
+        )
+        other = await suite.nlp.Chat(nlp_pb2.ChatTurn(text="Hello"))  # others are not slowed
+        assert other.text
+    finally:
+        servicer.per_session = usual

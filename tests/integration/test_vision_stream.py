@@ -244,3 +244,17 @@ async def test_metrics_count_frames_and_drops(vision: VisionHost) -> None:
     batches = registry.get_sample_value("percept_vision_detector_batch_size_count")
     assert batches is not None and batches > 0
     assert np.isfinite(frames)
+
+
+async def test_a_camera_flooding_past_the_frame_rate_limit_is_refused(
+    vision_stub: vision_pb2_grpc.VisionAsyncStub,
+) -> None:
+    tiny = np.full((48, 64, 3), 120, dtype=np.uint8)
+    sent = frames_of([tiny] * 100, step_s=0.01)  # 100 frames at once: over 60 a second
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        async for _ in vision_stub.StreamFrames(iter(sent)):
+            pass
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "frame 61: more than 60 frames a second on one stream (PERCEPT_VISION_MAX_FPS)" in (
+        error.value.details() or ""
+    )

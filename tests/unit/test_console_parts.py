@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from percept.console.ratelimit import RateLimiter
+from percept.runtime.ratelimit import RateLimiter
 from percept.v1 import common_pb2, vision_pb2
 from percept.vision.cameras import Camera, Zone
 from percept.vision.images import decode_image

@@ -1,8 +1,8 @@
-"""Token buckets for the public chat endpoint, per chat session and per client address.
+"""Token buckets: requests per key (a chat session, a client address, an API key).
 
-A widget on a public page can be scripted by anyone, so the gateway bounds what
-one session and one address may ask of nlp. Buckets are kept for the keys seen
-recently only (least recently used go first), so memory stays bounded too.
+A public chat widget can be scripted by anyone: the console bounds each session and
+client address, and nlp each session. Buckets are kept for the keys seen recently
+only (least recently used go first), so memory stays bounded too.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class RateLimiter:
         max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.per_minute = per_minute
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self.max_keys = max_keys
