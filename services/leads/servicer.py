@@ -26,6 +26,7 @@ from percept.leads.store import (
     utc,
 )
 from percept.leads.watch import ChangeFeed, WatcherOverflowError
+from percept.runtime.streams import MalformedMessageError, refuse
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
 
 log = logging.getLogger("percept.leads")
@@ -194,10 +195,13 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             total.errors += part.errors
             chunk.clear()
 
-        async for signal in request_iterator:
-            chunk.append(signal)
-            if len(chunk) >= STREAM_CHUNK:
-                await flush()
+        try:
+            async for signal in request_iterator:
+                chunk.append(signal)
+                if len(chunk) >= STREAM_CHUNK:
+                    await flush()
+        except MalformedMessageError as exc:  # what came before it is stored (idempotently)
+            await refuse(context, request_iterator, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if chunk:
             await flush()
         if not (total.accepted or total.duplicates or total.rejected):

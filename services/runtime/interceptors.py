@@ -7,13 +7,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext
 
 from percept.runtime.auth import ApiKey, KeyRing, required_scope
 from percept.runtime.metrics import GrpcMetrics
+from percept.runtime.streams import MalformedMessageError
 
 log = logging.getLogger("percept.calls")
 
@@ -52,7 +55,11 @@ def _behavior_of(handler: Handler) -> Behavior:
     return behavior
 
 
-def replace_behavior(handler: Handler, behavior: Behavior) -> Handler:
+def replace_behavior(
+    handler: Handler,
+    behavior: Behavior,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> Handler:
     """A handler of the same streaming kind and serializers that runs `behavior`."""
     factory = {
         "unary": grpc.unary_unary_rpc_method_handler,
@@ -62,7 +69,7 @@ def replace_behavior(handler: Handler, behavior: Behavior) -> Handler:
     }[rpc_type(handler)]
     return factory(
         behavior,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=request_deserializer or handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
@@ -75,6 +82,76 @@ def status_of(context: ServicerContext[Any, Any]) -> grpc.StatusCode:
     if isinstance(code, grpc.StatusCode):
         return code
     return _CODES_BY_VALUE.get(int(code), grpc.StatusCode.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """What the guarded deserializer returns for bytes that are no message of the type."""
+
+    error: str
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Bytes that are no message of the method's request type get INVALID_ARGUMENT naming
+    the type (a client stream: MalformedMessageError naming the message's position, which
+    the handler answers with INVALID_ARGUMENT). grpcio itself would answer UNKNOWN."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        kind = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+        name = getattr(kind, "name", "request")
+
+        def guarded(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError as exc:
+                return _Malformed(f"not a {name} message ({exc})")
+
+        behavior = _behavior_of(handler)
+        if handler.request_streaming:
+
+            async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+                number = 0
+                async for request in requests:
+                    number += 1
+                    if isinstance(request, _Malformed):
+                        raise MalformedMessageError(f"message {number}: {request.error}")
+                    yield request
+
+            def streamed(requests: Any, context: ServicerContext[Any, Any]) -> Any:
+                return behavior(checked(requests), context)
+
+            return replace_behavior(handler, streamed, guarded)
+
+        async def refuse(error: _Malformed, context: ServicerContext[Any, Any]) -> None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {error.error}")
+
+        if handler.response_streaming:
+
+            async def server_stream(request: Any, context: ServicerContext[Any, Any]) -> Any:
+                if isinstance(request, _Malformed):
+                    await refuse(request, context)
+                result = behavior(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+
+            return replace_behavior(handler, server_stream, guarded)
+
+        async def unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, _Malformed):
+                await refuse(request, context)
+            result = behavior(request, context)
+            return await result if asyncio.iscoroutine(result) else result
+
+        return replace_behavior(handler, unary, guarded)
 
 
 class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):

@@ -20,7 +20,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from percept.runtime.auth import KeyRing
-from percept.runtime.interceptors import ApiKeyAuthInterceptor, ObservabilityInterceptor
+from percept.runtime.interceptors import (
+    ApiKeyAuthInterceptor,
+    MalformedRequestInterceptor,
+    ObservabilityInterceptor,
+)
 from percept.runtime.metrics import GrpcMetrics, MetricsEndpoint
 from percept.runtime.settings import Settings
 from percept.runtime.tls import server_credentials
@@ -109,6 +113,7 @@ class ServiceHost:
                     KeyRing(self.settings.api_keys), self.settings.max_streams_per_key
                 )
             )
+        interceptors.append(MalformedRequestInterceptor())  # innermost: next to the handler
         server = grpc.aio.server(
             interceptors=interceptors,
             options=server_options(self.settings),

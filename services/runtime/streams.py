@@ -26,8 +26,15 @@ async def drain(requests: AsyncIterator[Any], seconds: float = DRAIN_S) -> None:
         async for _ in requests:
             pass
 
-    with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError):
+    with contextlib.suppress(
+        TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError, MalformedMessageError
+    ):
         await asyncio.wait_for(consume(), seconds)
+
+
+class MalformedMessageError(ValueError):
+    """A streamed message whose bytes are not a message of its type (raised by the
+    runtime's request stream, naming the message's position; answer INVALID_ARGUMENT)."""
 
 
 async def refuse(

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from percept.runtime.streams import refuse
+from percept.runtime.streams import MalformedMessageError, refuse
 from percept.speech.audio import SAMPLE_RATE, AudioError, decode
 from percept.speech.backends import Utterance
 from percept.speech.engine import SpeechEngine
@@ -141,7 +141,10 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
     ) -> AsyncIterator[speech_pb2.RecognitionEvent]:
         engine = await self._engine(context)
         requests = aiter(request_iterator)
-        first = await anext(requests, None)
+        try:
+            first = await anext(requests, None)
+        except MalformedMessageError as exc:
+            await refuse(context, request_iterator, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if first is None or first.WhichOneof("request") != "config":
             got = "nothing" if first is None else "audio_content"
             await refuse(
@@ -203,6 +206,8 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                 yield event
         except AudioError as exc:
             await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except MalformedMessageError as exc:
+            await refuse(context, request_iterator, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             session.close()
 

@@ -16,7 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.runtime.ratelimit import RateLimiter
-from percept.runtime.streams import DRAIN_S, drain
+from percept.runtime.streams import DRAIN_S, MalformedMessageError, drain
 from percept.v1 import common_pb2, vision_pb2, vision_pb2_grpc
 from percept.vision.detection import Floats, Objects
 from percept.vision.engine import CameraStream, EnrolmentError, FaceSeen, FrameOutcome, VisionEngine
@@ -250,6 +250,10 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                         grpc.StatusCode.INVALID_ARGUMENT, f"frame {count}: image: required"
                     )
                 slot.put(frame)
+        except MalformedMessageError as exc:
+            await drain(requests)
+            slot.close(StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)))
+            return
         except StreamError as exc:
             await drain(requests)
             slot.close(exc)

@@ -101,7 +101,8 @@ async def test_reflection_lists_every_service(
             reflection_pb2.ServerReflectionRequest(list_services=""),
             reflection_pb2.ServerReflectionRequest(file_containing_symbol=expected[name]),
         ]
-        replies = [r async for r in stub.ServerReflectionInfo(iter(requests), timeout=5)]
+        # Generous: the hosts started before load their models meanwhile, on 2 cores.
+        replies = [r async for r in stub.ServerReflectionInfo(iter(requests), timeout=30)]
         listed = {s.name for s in replies[0].list_services_response.service}
         assert listed == {
             expected[name],

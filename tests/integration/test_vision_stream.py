@@ -3,6 +3,7 @@ store's zones, an occlusion, two people, latest-wins dropping, and bad streams."
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -255,6 +256,9 @@ async def test_a_camera_flooding_past_the_frame_rate_limit_is_refused(
         async for _ in vision_stub.StreamFrames(iter(sent)):
             pass
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "frame 61: more than 60 frames a second on one stream (PERCEPT_VISION_MAX_FPS)" in (
-        error.value.details() or ""
+    # The bucket holds 60 and refills while the frames arrive: the refusal comes soon after.
+    refused = re.search(
+        r"frame (\d+): more than 60 frames a second on one stream \(PERCEPT_VISION_MAX_FPS\)",
+        error.value.details() or "",
     )
+    assert refused is not None and 61 <= int(refused.group(1)) <= 80, error.value.details()
