@@ -56,6 +56,11 @@ class OutboxMetrics:
             "Delivery attempts that failed and will be retried.",
             registry=registry,
         )
+        self.lost = Counter(
+            "percept_outbox_lost_total",
+            "Signals that could not be stored (the outbox's disk is full or failing).",
+            registry=registry,
+        )
 
 
 class Outbox:
@@ -102,9 +107,14 @@ class Outbox:
         """
         body = signal.SerializeToString()
         with self._lock:
-            self._db.execute(
-                "INSERT INTO outbox (signal_id, body) VALUES (?, ?)", (signal.signal_id, body)
-            )
+            try:
+                self._db.execute(
+                    "INSERT INTO outbox (signal_id, body) VALUES (?, ?)", (signal.signal_id, body)
+                )
+            except sqlite3.Error as exc:  # disk full or failing: the caller must not feel it
+                self.metrics.lost.inc()
+                log.error("outbox cannot store a signal; lost", extra={"reason": str(exc)})
+                return
             self._count += 1
             excess = self._count - self.max_items
             if excess > 0:
@@ -159,6 +169,16 @@ class Outbox:
         self.metrics.pending.set(count)
 
     async def _deliver_forever(self) -> None:
+        """Delivers until cancelled; a failing disk pauses it (and is logged), never ends it."""
+        while True:
+            try:
+                await self._deliver()
+            except sqlite3.Error as exc:
+                # Unremoved rows are sent again later: leads ignores the replays.
+                log.error("outbox storage failed; retrying", extra={"reason": str(exc)})
+                await asyncio.sleep(self.max_backoff_s)
+
+    async def _deliver(self) -> None:
         backoff = self.min_backoff_s
         while True:
             self._wake.clear()  # before reading: a publish from now on wakes us again

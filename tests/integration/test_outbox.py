@@ -182,3 +182,25 @@ async def _eq(value: Awaitable[int], expected: int) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_full_disk_loses_new_signals_counted_and_never_fails_the_caller(
+    world: World,
+) -> None:
+    box = world.outbox()  # leads is down: everything stays queued
+    for i in range(5):
+        box.publish(recent(crm_id=f"before-{i}"))
+    # The database may not grow from now on: SQLite answers SQLITE_FULL ("database or disk
+    # is full"), as it does when the disk itself is full.
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count={pages}")
+    for i in range(300):
+        box.publish(recent(crm_id=f"full-{i}", email=f"someone{i}@example.com"))  # no raise
+    lost = world.metric("percept_outbox_lost_total")
+    assert lost > 0
+    assert box.pending() == 5 + 300 - lost
+    box._db.execute("PRAGMA max_page_count=1073741823")  # space is freed
+    box.publish(recent(crm_id="after"))
+    await world.leads_up()
+    await until(lambda: _true(box.pending() == 0))
+    assert await world.stored() == 5 + 300 - lost + 1  # all that was stored was delivered
