@@ -214,9 +214,11 @@ async def run(args: argparse.Namespace, addresses: dict[str, str], pid: int) -> 
     print(f"  errors: {errors or 'none'}" + (f" ({', '.join(codes)})" if codes else ""))
     print(f"  leads: {len(page.leads)} leads from the load's signals")
     peak = max(samples, default=rss_after)
+    warm = samples[len(samples) // 3] if len(samples) >= 3 else rss_before
     print(
-        f"  server memory (RSS, with APY): {rss_before:.0f} MB before, peak {peak:.0f} MB, "
-        f"{rss_after:.0f} MB after ({rss_after - rss_before:+.0f} MB)"
+        f"  server memory (RSS, with APY): {rss_before:.0f} MB idle, {warm:.0f} MB a third in "
+        f"(warmed up), peak {peak:.0f} MB, {rss_after:.0f} MB at the end "
+        f"({rss_after - warm:+.0f} MB since warm)"
     )
 
 
