@@ -56,6 +56,10 @@ class ThrowawayCluster:
             "UTF8",
             "--no-sync",
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Starts the server on its data directory (again, after `pause`)."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off"
@@ -71,6 +75,10 @@ class ThrowawayCluster:
             "-w",
             "start",
         )
+
+    def pause(self) -> None:
+        """Stops the server as a crash would, keeping its data (see `resume`)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
     def stop(self) -> None:
         try:

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from percept.runtime.auth import ApiKey, KeyRing, required_scope
 from percept.runtime.metrics import GrpcMetrics
@@ -251,6 +252,13 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
         return replace_behavior(handler, client_stream)
 
 
+def _transient(exc: BaseException) -> bool:
+    """A lost or refused database connection (not bad SQL, not a constraint)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Counts, times and logs every call with its final status code."""
 
@@ -318,9 +326,16 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                error = exc
-                context.set_code(grpc.StatusCode.UNKNOWN)
-                raise
+                if not _transient(exc):
+                    error = exc
+                    context.set_code(grpc.StatusCode.UNKNOWN)
+                    raise
+                # A database outage passes: the caller (an outbox, a console) retries.
+                log.warning("database unreachable", extra={"error": type(exc).__name__})
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the database is unreachable or busy ({type(exc).__name__}); retry",
+                )
             finally:
                 in_flight.dec()
                 elapsed = time.perf_counter() - start
