@@ -4,6 +4,7 @@ become one hot lead whose explanation names the three channels."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -24,17 +25,33 @@ pytestmark = pytest.mark.slow
 K = common_pb2
 
 
+# What the story tells the services about Ana, in the forms it appears in.
+PERSONAL = (PHONE, PHONE[1:], "612 34 56 78", EMAIL, "empresa.example", "García", "Garcia")
+STANDARD_RECORD = set(vars(logging.makeLogRecord({})))
+
+
+def _logged(record: logging.LogRecord) -> str:
+    """A record as the JSON formatter writes it: the message and every extra field."""
+    extras = {k: v for k, v in vars(record).items() if k not in STANDARD_RECORD}
+    return f"{record.getMessage()} {extras} {record.exc_text or ''}"
+
+
 async def test_the_story_fuses_three_channels_into_one_hot_lead(
-    make_settings: Callable[..., Settings], start_host: HostFactory
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # every record any service writes, DEBUG included
     settings = make_settings(model_dir=MODEL_DIR)
     addresses: dict[str, str] = {}
+    hosts = []
     for name in ("leads", "speech", "vision", "nlp"):  # leads first: the others call it
         if name != "leads":
             settings = settings.model_copy(update={"leads_address": addresses["leads"]})
         host = await start_host(build_service(name, settings), settings)
         await asyncio.wait_for(host.ready.wait(), 240)
         addresses[name] = host.address
+        hosts.append(host)
     assert set(addresses) == set(SERVICE_NAMES)
     printed = Console(record=True, width=200)
     outcome = await Story(Addresses(**addresses), printed, fast=True).play()
@@ -55,6 +72,17 @@ async def test_the_story_fuses_three_channels_into_one_hot_lead(
     assert "laptops for our new office." in text  # Whisper writes "ten" or "10"
     assert "camera: a consenting visitor recognised" in text
     assert "visitor left laptops after" in text
+
+    # Privacy: what she said and gave reached leads, and no log line or metric label.
+    assert len(caplog.records) > 50  # the calls were logged: the scan had something to scan
+    for record in caplog.records:
+        line = _logged(record)
+        assert not [p for p in PERSONAL if p in line], (record.name, line[:300])
+    for host in hosts:
+        for metric in host.metrics.registry.collect():
+            for sample in metric.samples:
+                labels = " ".join(sample.labels.values())
+                assert not [p for p in PERSONAL if p in labels], (sample.name, labels)
 
 
 def test_percept_demo_plays_the_story_and_exits(
