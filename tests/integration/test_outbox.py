@@ -204,3 +204,27 @@ async def test_a_full_disk_loses_new_signals_counted_and_never_fails_the_caller(
     await world.leads_up()
     await until(lambda: _true(box.pending() == 0))
     assert await world.stored() == 5 + 300 - lost + 1  # all that was stored was delivered
+
+
+@pytest.mark.slow
+async def test_a_minute_long_leads_outage_loses_nothing_with_production_backoff(
+    world: World,
+) -> None:
+    registry = CollectorRegistry()
+    box = Outbox(  # the services' own back-off: 0.5 s doubling to 30 s
+        world.outbox_path, leads_sender(world.channel, timeout_s=2), registry=registry
+    )
+    box.start()
+    world.outboxes.append(box)
+    began = asyncio.get_running_loop().time()
+    for i in range(60):  # a signal a second while leads is down
+        box.publish(recent(call_id=f"outage-call-{i % 6}"))
+        await asyncio.sleep(1.0)
+    assert box.pending() == 60
+    failures = registry.get_sample_value("percept_outbox_send_failures_total") or 0
+    assert 5 <= failures <= 15  # backed off: a handful of attempts, not a busy loop
+    await world.leads_up()
+    back = asyncio.get_running_loop().time()
+    await until(lambda: _eq(world.stored(), 60), limit_s=45)  # within one capped back-off
+    assert asyncio.get_running_loop().time() - began >= 60
+    print(f"delivered {asyncio.get_running_loop().time() - back:.1f} s after leads came back")
