@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -43,3 +44,10 @@ def signal(
         identity=common_pb2.IdentityKeys(**identity),
         evidence=evidence,
     )
+
+
+def recent(**fields: Any) -> common_pb2.Signal:
+    """`signal(...)` that occurred just now (scores decay: a fresh signal counts in full)."""
+    message = signal(**fields)
+    message.occurred_at.FromDatetime(datetime.now(UTC))
+    return message

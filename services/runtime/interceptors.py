@@ -56,6 +56,16 @@ def _behavior_of(handler: Handler) -> Behavior:
     return behavior
 
 
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """A response-streaming behaviour's messages: it is an async generator, or a coroutine
+    that writes them itself with context.write()."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    else:
+        await result
+
+
 def replace_behavior(
     handler: Handler,
     behavior: Behavior,
@@ -137,12 +147,8 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
             async def server_stream(request: Any, context: ServicerContext[Any, Any]) -> Any:
                 if isinstance(request, _Malformed):
                     await refuse(request, context)
-                result = behavior(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in _responses(behavior(request, context)):
+                    yield item
 
             return replace_behavior(handler, server_stream, guarded)
 
@@ -234,12 +240,8 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
                 if full():
                     await refuse(context)
                 with held():
-                    result = behavior(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:  # a handler writing with context.write()
-                        await result
+                    async for item in _responses(behavior(request, context)):
+                        yield item
 
             return replace_behavior(handler, streaming)
 
@@ -281,12 +283,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
             async def streaming(request: Any, context: ServicerContext[Any, Any]) -> Any:
                 async with observe(context):
-                    result = behavior(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
+                    async for item in _responses(behavior(request, context)):
+                        yield item
 
             return replace_behavior(handler, streaming)
 

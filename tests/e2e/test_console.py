@@ -12,10 +12,8 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -23,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
+from leads_signals import recent
 from PIL import Image
 from playwright.async_api import Browser, FloatRect
 from vision_harness import start_vision, vision_settings
@@ -103,18 +102,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     await leads.stop(grace=1)
 
 
-def _signal(email: str, name: str, kind: int = c.SIGNAL_KIND_INTENT, **extra: object) -> c.Signal:
-    signal = c.Signal(
-        signal_id=uuid.uuid4().hex,
-        source=c.SOURCE_CHAT,
-        kind=kind,  # type: ignore[arg-type]
-        name=name,
-        confidence=0.95,
-        identity=c.IdentityKeys(email=email),
-        **extra,  # type: ignore[arg-type]
+def _signal(email: str, name: str, kind: int = c.SIGNAL_KIND_INTENT, value: str = "") -> c.Signal:
+    return recent(
+        source=c.SOURCE_CHAT, kind=kind, name=name, value=value, confidence=0.95, email=email
     )
-    signal.occurred_at.FromDatetime(datetime.now(UTC))
-    return signal
 
 
 async def _ingest(stack: Stack, *signals: c.Signal) -> None:
@@ -316,7 +307,7 @@ async def test_camera_views_show_zones_counts_and_no_face(stack: Stack) -> None:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def browser() -> AsyncIterator[object]:
+async def browser() -> AsyncIterator[Browser]:
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: scripts/setup.sh installs it")
@@ -344,9 +335,8 @@ def _share(path: Path, box: FloatRect, colour: tuple[int, int, int], tol: int = 
 
 
 async def test_the_board_signs_in_shows_leads_and_updates_live(
-    stack: Stack, browser: object
+    stack: Stack, browser: Browser
 ) -> None:
-    assert isinstance(browser, Browser)
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     await page.goto(stack.url + "/")
     await page.wait_for_selector("#key-dialog[open]")  # no key yet: the sign-in form
@@ -375,9 +365,8 @@ async def test_the_board_signs_in_shows_leads_and_updates_live(
 
 
 async def test_the_chat_widget_sends_a_message_and_shows_the_reply(
-    stack: Stack, browser: object
+    stack: Stack, browser: Browser
 ) -> None:
-    assert isinstance(browser, Browser)
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     await page.goto(stack.url + "/chat")  # a page embedding the widget with one script tag
     widget = page.locator("#percept-chat")
@@ -402,9 +391,8 @@ async def test_the_chat_widget_sends_a_message_and_shows_the_reply(
 
 
 async def test_the_camera_page_draws_zones_and_counts_over_the_frame(
-    stack: Stack, browser: object
+    stack: Stack, browser: Browser
 ) -> None:
-    assert isinstance(browser, Browser)
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     await context.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])
     page = await context.new_page()

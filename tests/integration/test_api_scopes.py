@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from leads_signals import recent
 
 from percept.leads.service import LeadsService
 from percept.runtime.clients import bearer
@@ -25,16 +24,7 @@ HostFactory = Callable[[Service, Settings], Awaitable[ServiceHost]]
 
 
 def _signal() -> c.Signal:
-    signal = c.Signal(
-        signal_id=uuid.uuid4().hex,
-        source=c.SOURCE_CHAT,
-        kind=c.SIGNAL_KIND_INTENT,
-        name="price_inquiry",
-        confidence=0.9,
-        identity=c.IdentityKeys(email="scoped@example.com"),
-    )
-    signal.occurred_at.FromDatetime(datetime.now(UTC))
-    return signal
+    return recent(source=c.SOURCE_CHAT, name="price_inquiry", email="scoped@example.com")
 
 
 async def _code(call: Awaitable[object]) -> grpc.StatusCode:
@@ -128,6 +118,8 @@ async def test_one_key_may_hold_only_so_many_streams(
 
 async def _ingest_one(stub: leads_pb2_grpc.LeadsAsyncStub) -> None:
     ack = await stub.IngestBatch(
-        leads_pb2.IngestBatchRequest(signals=[_signal()]), metadata=bearer(ADMIN), timeout=10
+        leads_pb2.IngestBatchRequest(signals=[_signal()]),
+        metadata=bearer(ADMIN),
+        timeout=10,
     )
     assert ack.accepted == 1

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
-from leads_signals import signal
+from leads_signals import recent
 from prometheus_client import CollectorRegistry
 
 from percept.leads.service import LeadsService
@@ -19,13 +18,6 @@ from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2
-
-
-def recent(**identity: str) -> c.Signal:
-    message = signal()
-    message.identity.CopyFrom(c.IdentityKeys(**identity))
-    message.occurred_at.FromDatetime(datetime.now(UTC))
-    return message
 
 
 async def until(check: Callable[[], Awaitable[bool]], limit_s: float = 20) -> None:

@@ -5,13 +5,12 @@ publish meanwhile, and everything arrives exactly once after the restart."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
+from leads_signals import recent
 from pg_cluster import ThrowawayCluster
 from prometheus_client import CollectorRegistry
 
@@ -27,16 +26,7 @@ HostFactory = Callable[[Service, Settings], Awaitable[ServiceHost]]
 
 
 def _signal(n: int) -> c.Signal:
-    signal = c.Signal(
-        signal_id=uuid.uuid4().hex,
-        source=c.SOURCE_CHAT,
-        kind=c.SIGNAL_KIND_INTENT,
-        name="price_inquiry",
-        confidence=0.8,
-        identity=c.IdentityKeys(chat_session_id=f"restart-{n % 10}"),
-    )
-    signal.occurred_at.FromDatetime(datetime.now(UTC))
-    return signal
+    return recent(source=c.SOURCE_CHAT, confidence=0.8, chat_session_id=f"restart-{n % 10}")
 
 
 async def _stored(stub: leads_pb2_grpc.LeadsAsyncStub) -> int:
