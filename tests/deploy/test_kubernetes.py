@@ -117,6 +117,8 @@ def test_percept_containers_serve_their_component_with_grpc_probes(name: str) ->
         (container,) = pod_spec(workload)["containers"]
         service = component(workload)
         assert container["args"] == ["serve", service]
+        if service == "console":  # HTTP, not gRPC: see the console's own test
+            continue
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["grpc"] == defaults.port_for(service)
         assert ports["metrics"] == defaults.metrics_port_for(service)
@@ -239,7 +241,7 @@ def test_network_policies_wall_off_leads_and_the_database() -> None:
         peers = [p["podSelector"] for rule in policies[policy]["ingress"] for p in rule["from"]]
         return {c for c, labels in by_component.items() if any(selects(s, labels) for s in peers)}
 
-    assert allowed_from("percept-leads-ingress") == GPU_SERVICES
+    assert allowed_from("percept-leads-ingress") == GPU_SERVICES | {"console"}
     # nlp: chat sessions; vision: the gallery of enrolled faces.
     assert allowed_from("percept-postgres-ingress") == {"leads", "nlp", "vision"}
     database_users = policies["percept-database-egress"]["podSelector"]
@@ -374,9 +376,10 @@ def test_mtls_component_mounts_certificates_and_probes_the_plain_health_port(
         service = component(deployment)
         (container,) = pod_spec(deployment)["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports["health"] == int(data[f"PERCEPT_{service.upper()}_HEALTH_PORT"])
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"]["port"] == ports["health"]
+        if service != "console":  # the console serves HTTP; it calls the services over mTLS
+            assert ports["health"] == int(data[f"PERCEPT_{service.upper()}_HEALTH_PORT"])
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["grpc"]["port"] == ports["health"]
         mounts = {m["name"]: m for m in container["volumeMounts"]}
         assert mounts["tls"]["readOnly"] is True
         assert data["PERCEPT_TLS_CERT_FILE"].startswith(mounts["tls"]["mountPath"])
@@ -425,3 +428,32 @@ def test_the_gpu_overlay_runs_yolo_for_vision_and_pulls_its_weights() -> None:
         not in {e["name"] for e in pod_spec(d)["containers"][0].get("env", [])}
         for d in of_kind(overlay("cpu"), "Deployment")
     )
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_console_serves_http_and_reaches_only_leads_nlp_and_vision(name: str) -> None:
+    objs = overlay(name)
+    (console,) = [d for d in of_kind(objs, "Deployment") if component(d) == "console"]
+    (container,) = pod_spec(console)["containers"]
+    assert container["args"] == ["serve", "console"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": Settings().console_port}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PERCEPT_CONSOLE_HOST"] == "0.0.0.0"
+    (config,) = [o for o in of_kind(objs, "ConfigMap") if o["metadata"]["name"] == "percept-config"]
+    assert config["data"]["PERCEPT_NLP_ADDRESS"] == "percept-nlp-headless:50053"
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "NetworkPolicy")}
+    egress = policies["percept-console-egress"]["egress"]
+    reached = {
+        (peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"], port["port"])
+        for rule in egress
+        for peer in rule["to"]
+        for port in rule["ports"]
+    }
+    assert reached == {("leads", 50054), ("nlp", 50053), ("vision", 50052)}
+    labels = console["spec"]["template"]["metadata"]["labels"]
+    assert "percept.io/uses-database" not in labels  # no database for the console
+    (service,) = [s for s in of_kind(objs, "Service") if s["metadata"]["name"] == "percept-console"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
