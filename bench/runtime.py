@@ -64,6 +64,8 @@ def time_serve_all(data_dir: str) -> float:
         env[f"PERCEPT_{name.upper()}_PORT"] = str(ports[-1])
         env[f"PERCEPT_{name.upper()}_METRICS_PORT"] = str(free_port())
     env["PERCEPT_DATA_DIR"] = data_dir
+    # The usual model dir: vision never turns SERVING without NanoDet (setup converts it there).
+    env["PERCEPT_MODEL_DIR"] = str(Settings().resolved_model_dir)
     began = time.perf_counter()
     proc = subprocess.Popen(
         [PERCEPT, "serve", "all"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -72,6 +74,8 @@ def time_serve_all(data_dir: str) -> float:
         while not all_serving(ports):
             if proc.poll() is not None:
                 raise RuntimeError("percept serve all exited early")
+            if time.perf_counter() - began > 300:
+                raise RuntimeError("percept serve all was not SERVING after 300 s")
             time.sleep(0.02)
         return time.perf_counter() - began
     finally:
