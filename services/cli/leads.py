@@ -17,9 +17,9 @@ from rich.table import Table
 
 from percept.cli.common import console, fail, settings_or_exit
 from percept.leads.analytics import segment
-from percept.leads.scoring import CHANNEL_NAMES
+from percept.leads.scoring import CHANNEL_NAMES, class_name, stage_name
 from percept.leads.service import scoring_policy
-from percept.leads.store import LeadStore, class_name, stage_name
+from percept.leads.store import LeadStore
 from percept.leads.training import OutcomesError, read_outcomes, train
 from percept.runtime.clients import bearer
 from percept.v1 import leads_pb2, leads_pb2_grpc

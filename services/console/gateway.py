@@ -422,7 +422,7 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
     ]
     middleware = [
         Middleware(_ChatCors, origins=settings.console_chat_origins),
-        Middleware(_Auth, keys=KeyRing(settings.api_keys)),
+        Middleware(_Auth, keys=api.keys),
     ]
     return Starlette(routes=routes, middleware=middleware)
 

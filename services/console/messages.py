@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from percept.leads.scoring import CHANNEL_NAMES
+from percept.leads.scoring import CHANNEL_NAMES, class_name, stage_name
 from percept.v1 import common_pb2, leads_pb2, nlp_pb2, vision_pb2
 
 IDENTITY_FIELDS = (
@@ -26,14 +26,6 @@ def _enum_name(enum: Any, value: int, prefix: str) -> str:
         return str(enum.Name(value)).removeprefix(prefix).lower()
     except ValueError:
         return "unknown"
-
-
-def class_name(value: int) -> str:
-    return _enum_name(leads_pb2.LeadClass, value, "LEAD_CLASS_")
-
-
-def stage_name(value: int) -> str:
-    return _enum_name(leads_pb2.LeadStage, value, "LEAD_STAGE_")
 
 
 def _time(stamp: Timestamp) -> str | None:

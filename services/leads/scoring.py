@@ -322,6 +322,15 @@ def assess_features(
     )
 
 
+def class_name(value: int) -> str:
+    """'hot', 'warm', 'cold' (and 'unspecified' for 0), as people and JSON say it."""
+    return leads_pb2.LeadClass.Name(value).removeprefix("LEAD_CLASS_").lower()  # type: ignore[arg-type]
+
+
+def stage_name(value: int) -> str:
+    return leads_pb2.LeadStage.Name(value).removeprefix("LEAD_STAGE_").lower()  # type: ignore[arg-type]
+
+
 def _classify(score: float, policy: ScoringPolicy) -> leads_pb2.LeadClass.ValueType:
     if score >= policy.hot_threshold:
         return leads_pb2.LEAD_CLASS_HOT

@@ -51,6 +51,8 @@ from percept.leads.scoring import (
     ScoringPolicy,
     SignalFacts,
     assess_features,
+    class_name,
+    stage_name,
 )
 from percept.leads.validation import InvalidSignalError, ValidSignal, validate
 from percept.v1 import common_pb2, leads_pb2
@@ -1138,14 +1140,6 @@ _REFRESH = (
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def class_name(value: int) -> str:
-    return leads_pb2.LeadClass.Name(value).removeprefix("LEAD_CLASS_").lower()  # type: ignore[arg-type]
-
-
-def stage_name(value: int) -> str:
-    return leads_pb2.LeadStage.Name(value).removeprefix("LEAD_STAGE_").lower()  # type: ignore[arg-type]
 
 
 def _facts_of(s: ValidSignal) -> SignalFacts:

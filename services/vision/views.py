@@ -60,9 +60,8 @@ def blur_heads(image: RGB, result: vision_pb2.FrameResult, person_label: str) ->
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue
         head = out[y0:y1, x0:x1]
-        across = max(1, PIXELS_ACROSS)
-        down = max(1, round(across * (y1 - y0) / (x1 - x0)))
-        small = cv2.resize(head, (across, down), interpolation=cv2.INTER_AREA)
+        down = max(1, round(PIXELS_ACROSS * (y1 - y0) / (x1 - x0)))
+        small = cv2.resize(head, (PIXELS_ACROSS, down), interpolation=cv2.INTER_AREA)
         out[y0:y1, x0:x1] = cv2.resize(
             small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST
         ).astype(out.dtype)
