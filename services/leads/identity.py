@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -27,8 +27,7 @@ class InvalidIdentityError(ValueError):
     """A key that cannot be normalised; the message names the field."""
 
 
-@dataclass(frozen=True, order=True)
-class IdentityKey:
+class IdentityKey(NamedTuple):  # a tuple: hashed and compared in C, on every signal
     key_type: str
     value: str
 

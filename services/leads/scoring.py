@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from percept.v1 import common_pb2, leads_pb2
 
@@ -61,9 +61,8 @@ class ScoringPolicy:
     bias: float = -2.5
 
 
-@dataclass(frozen=True)
-class SignalFacts:
-    """What scoring needs of a stored signal."""
+class SignalFacts(NamedTuple):
+    """What scoring needs of a stored signal (a tuple: built once per ingested signal)."""
 
     source: int
     kind: int

@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql.elements import ColumnElement
 
 from percept.leads import schema
+from percept.leads.bulk import BulkWrite
 from percept.leads.identity import IdentityKey
 from percept.leads.scoring import (
     Assessment,
@@ -402,9 +403,8 @@ class LeadStore:
             row["lead_id"] = leads.find(row["lead_id"])
         for row in signal_rows:
             row["lead_id"] = leads.find(row["lead_id"])
-        if new_keys:
-            conn.execute(insert(schema.identities), new_keys)
-        conn.execute(insert(schema.signals), signal_rows)
+        _INSERT_IDENTITIES(conn, new_keys)
+        _INSERT_SIGNALS(conn, signal_rows)
         for survivor, absorbed, evidence in merges:
             self._merge(conn, leads.find(survivor), absorbed, now, evidence=evidence)
         touched = sorted({row["lead_id"] for row in signal_rows})
@@ -567,7 +567,7 @@ class LeadStore:
                 }
             )
         if updates:
-            conn.execute(_REFRESH, updates)  # one executemany for the whole batch
+            _REFRESH(conn, updates)  # one executemany for the whole batch
             self._queue_webhooks(conn, updates, before, now)
         return before
 
@@ -1116,7 +1116,7 @@ class LeadStore:
         return datetime.fromisoformat(body["c"]), str(body["i"])
 
 
-_REFRESH = (
+_REFRESH = BulkWrite(
     update(schema.leads)
     .where(schema.leads.c.lead_id == bindparam("target"))
     .values(
@@ -1136,6 +1136,8 @@ _REFRESH = (
         }
     )
 )
+_INSERT_SIGNALS = BulkWrite(insert(schema.signals))
+_INSERT_IDENTITIES = BulkWrite(insert(schema.identities))
 
 
 def _json_dumps(value: Any) -> str:

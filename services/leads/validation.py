@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from percept.leads.identity import IdentityKey, InvalidIdentityError, keys_of
 from percept.v1 import common_pb2
@@ -30,8 +30,7 @@ class InvalidSignalError(ValueError):
     """The signal cannot be stored; the message names the field and the reason."""
 
 
-@dataclass(frozen=True)
-class ValidSignal:
+class ValidSignal(NamedTuple):  # a tuple: a frozen dataclass's __init__ cost 5 % of ingest
     signal_id: str
     content_hash: str
     source: int
