@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from percept.v1 import common_pb2, leads_pb2
@@ -213,6 +214,7 @@ def assess(
     return assess_features(Features.of(signals, policy.half_life), now, policy)
 
 
+@lru_cache(maxsize=4096)  # asked for every feature of every lead an ingest batch touches
 def prior_weight(feature: str) -> float:
     """The day-one weight of a feature (see the tables above)."""
     kind, _, name = feature.partition(":")
@@ -242,17 +244,15 @@ class LinearModel:
 def feature_values(f: Features, now: datetime) -> dict[str, float]:
     """Each feature's value for a lead at `now` (signals decayed), before any weighting."""
     now_anchor = now.timestamp() / f.half_life_s
-
-    def decayed(anchored: float | None) -> float:
-        return 0.0 if anchored is None else float(2.0 ** (anchored - now_anchor))
-
-    values = {f"intent:{name}": decayed(a) for name, a in f.intents.items()}
-    values |= {f"slot:{name}": decayed(weight) for name, (_, weight, _) in f.slots.items()}
-    values |= {f"contact:{key}": float(key in f.key_types) for key in CONTACT}
-    values |= {
-        f"dwell:{zone}": min(decayed(a) / DWELL_FULL_SECONDS, 1.5) for zone, a in f.dwell.items()
-    }
-    values["returning_visits"] = min(decayed(f.returns), RETURN_CAP)
+    values = {f"intent:{name}": 2.0 ** (a - now_anchor) for name, a in f.intents.items()}
+    for name, (_, weight, _) in f.slots.items():
+        values[f"slot:{name}"] = 2.0 ** (weight - now_anchor)
+    for key in CONTACT:
+        values[f"contact:{key}"] = float(key in f.key_types)
+    for zone, a in f.dwell.items():
+        values[f"dwell:{zone}"] = min(2.0 ** (a - now_anchor) / DWELL_FULL_SECONDS, 1.5)
+    returns = 0.0 if f.returns is None else 2.0 ** (f.returns - now_anchor)
+    values["returning_visits"] = min(returns, RETURN_CAP)
     values["channels"] = float(max(len(f.channels) - 1, 0))
     return values
 
@@ -288,24 +288,26 @@ def assess_features(
 ) -> Assessment:
     """Score, class, stage and product interest from a lead's aggregates, decayed to `now`.
 
-    With a trained `model` its weights replace the prior's; with explain=False the
-    contributions carry no descriptions (ingest needs only the numbers).
+    With a trained `model` its weights replace the prior's; with explain=False no
+    contributions are listed (ingest needs only the score).
     """
     values = feature_values(f, now)
     weight = model.weight if model else prior_weight
     contributions = []
+    total = 0.0
     for feature, value in values.items():
         coef = weight(feature)
         if value > 0 and coef != 0:
-            words = describe(feature, value, f) if explain else ""
-            contributions.append(Contribution(feature, words, value, value * coef))
-    logit = (model.intercept if model else policy.bias) + sum(c.contribution for c in contributions)
+            total += value * coef
+            if explain:
+                words = describe(feature, value, f)
+                contributions.append(Contribution(feature, words, value, value * coef))
+    logit = (model.intercept if model else policy.bias) + total
     score = 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
     contributions.sort(key=lambda c: abs(c.contribution), reverse=True)
-    interest = {
-        k: float(2.0 ** (a - now.timestamp() / f.half_life_s)) for k, a in f.interest.items()
-    }
-    intents = {k[len("intent:") :]: v for k, v in values.items() if k.startswith("intent:")}
+    now_anchor = now.timestamp() / f.half_life_s
+    interest = {k: 2.0 ** (a - now_anchor) for k, a in f.interest.items()}
+    intents = {name: values[f"intent:{name}"] for name in f.intents}
     slots = {name: str(value) for name, (value, _, _) in f.slots.items()}
     return Assessment(
         score=score,
