@@ -61,7 +61,7 @@ from percept.v1 import common_pb2, leads_pb2
 log = logging.getLogger("percept.leads.store")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-CHUNK = 400  # rows per IN (...) query; below SQLite's variable limit
+CHUNK = 1000  # values per IN (...): one query per 500-signal batch; SQLite allows 32,766
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 
 

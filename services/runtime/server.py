@@ -10,6 +10,7 @@ in-flight calls for the grace period; a second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -181,6 +182,10 @@ class ServiceHost:
                 extra={"service": self.service.name},
             )
             return
+        # Models, stores and modules live as long as the process: moved out of the cyclic
+        # collector's reach, so its full passes stop re-scanning them (they cost leads' ingest
+        # ~10 % even without the perception models beside it).
+        gc.freeze()
         for name in ("", *self.service.grpc_service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ready.set()
@@ -196,6 +201,7 @@ class ServiceHost:
         if self.health_server is not None:
             await self.health_server.stop(None)
         await self.service.close()
+        gc.unfreeze()  # what the service held can be collected again (tests start many hosts)
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         log.info("service stopped", extra={"service": self.service.name})
