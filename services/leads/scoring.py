@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -204,7 +204,14 @@ class Features:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Features:
-        return cls(**data)
+        if data.keys() != _FEATURE_FIELDS:  # stored by another version: defaults, or an error
+            return cls(**data)
+        features = cls.__new__(cls)  # read for every lead of every ingest batch
+        features.__dict__.update(data)
+        return features
+
+
+_FEATURE_FIELDS = {f.name for f in fields(Features)}
 
 
 def assess(

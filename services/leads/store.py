@@ -508,11 +508,13 @@ class LeadStore:
         half_life = self.policy.half_life.total_seconds()
         query = select(c.lead_id, c.features, c.lead_class, c.stage)
         for chunk in _chunks(sorted(set(lead_ids))):
-            for r in conn.execute(query.where(c.lead_id.in_(chunk))).all():
+            for lead_id, features, lead_class, stage in conn.execute(
+                query.where(c.lead_id.in_(chunk))
+            ).all():
                 if before is not None:
-                    before[r.lead_id] = (r.lead_class, r.stage)
-                if r.features and r.features.get("half_life_s") == half_life:
-                    found[r.lead_id] = Features.from_json(r.features)
+                    before[lead_id] = (lead_class, stage)
+                if features and features.get("half_life_s") == half_life:
+                    found[lead_id] = Features.from_json(features)
         return found
 
     def _refresh(

@@ -173,3 +173,18 @@ def test_incremental_merged_and_batch_aggregates_agree() -> None:
         assert [(x.feature, round(x.contribution, 9)) for x in again.contributions] == [
             (x.feature, round(x.contribution, 9)) for x in batch.contributions
         ]
+
+
+def test_stored_aggregates_read_back_equal_and_older_ones_take_defaults() -> None:
+    policy = ScoringPolicy()
+    stored = Features.of(journey(), policy.half_life).to_json()
+    assert Features.from_json(json.loads(json.dumps(stored))) == Features.of(
+        journey(), policy.half_life
+    )
+    older = json.loads(json.dumps(stored))
+    del older["outcome"], older["dwell_seconds"]  # written before these fields existed
+    restored = Features.from_json(older)
+    assert restored.outcome is None and restored.dwell_seconds == {}
+    assert restored.intents == stored["intents"]
+    with pytest.raises(TypeError, match="colour"):
+        Features.from_json({**stored, "colour": "blue"})
