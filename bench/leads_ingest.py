@@ -4,9 +4,11 @@ Baseline: inserting the same number of rows into the signals table with one
 `executemany` per batch (the floor: no validation, no identity resolution, no
 scoring). Measured: `LeadStore.ingest` on batches of realistic signals, where
 each batch touches many leads (several signals per lead, some leads merging),
-and the same through gRPC `IngestBatch` on loopback.
+and the same through gRPC `IngestBatch` on loopback: from one client, and
+from four at once (as several services' outboxes deliver), where batches that
+arrive during a write share the next commit.
 
-The same three measurements run on a throwaway PostgreSQL cluster too (the
+The same measurements run on a throwaway PostgreSQL cluster too (the
 production store), with its own raw-insert baseline.
 
 Run: .venv/bin/python bench/leads_ingest.py [--signals N] [--batch N] [--no-postgres]
@@ -42,6 +44,7 @@ from pg_cluster import ThrowawayCluster
 
 INTENTS = ("purchase_intent", "price_inquiry", "product_question", "demo_or_meeting_request")
 START = datetime.now(UTC) - timedelta(days=1)
+CLIENTS = 4  # concurrent senders in the group-commit measurement
 
 
 def make_signals(count: int, people: int, seed: int = 7) -> list[c.Signal]:
@@ -132,7 +135,9 @@ def bench_store(url: str, signals: list[c.Signal], batch: int) -> float:
     return len(signals) / elapsed
 
 
-async def bench_grpc(url: str, signals: list[c.Signal], batch: int) -> float:
+async def bench_grpc(url: str, signals: list[c.Signal], batch: int, clients: int = 1) -> float:
+    """IngestBatch over loopback; with several clients (as several services' outboxes
+    deliver at once) the batches are split among them round-robin."""
     settings = Settings(leads_port=0, leads_metrics_port=0, database_url=url, log_level="WARNING")
     host = ServiceHost(LeadsService(settings), settings)
     await host.start()
@@ -140,10 +145,15 @@ async def bench_grpc(url: str, signals: list[c.Signal], batch: int) -> float:
     try:
         async with grpc.aio.insecure_channel(host.address) as channel:
             stub = leads_pb2_grpc.LeadsStub(channel)
+            batches = [signals[i : i + batch] for i in range(0, len(signals), batch)]
+
+            async def client(first: int) -> None:
+                for part in batches[first::clients]:
+                    request = leads_pb2.IngestBatchRequest(signals=part)
+                    await stub.IngestBatch(request, timeout=120)
+
             began = time.perf_counter()
-            for start in range(0, len(signals), batch):
-                request = leads_pb2.IngestBatchRequest(signals=signals[start : start + batch])
-                await stub.IngestBatch(request, timeout=120)
+            await asyncio.gather(*(client(k) for k in range(clients)))
             return len(signals) / (time.perf_counter() - began)
     finally:
         await host.stop(None)
@@ -177,12 +187,17 @@ def report(name: str, urls: list[str], signals: list[c.Signal], batch: int) -> N
     base = bench_baseline(urls[0], signals, batch)
     store = bench_store(urls[1], signals, batch)
     over_grpc = asyncio.run(bench_grpc(urls[2], signals, batch))
+    together = asyncio.run(bench_grpc(urls[3], signals, batch, clients=CLIENTS))
     print(f"  {name}:")
     print(f"    baseline raw executemany:   {base:8.0f} signals/s")
     print(f"    LeadStore.ingest:           {store:8.0f} signals/s  ({store / base:.2f}x baseline)")
     print(
         f"    gRPC IngestBatch, loopback: {over_grpc:8.0f} signals/s  "
         f"({over_grpc / base:.2f}x baseline)"
+    )
+    print(
+        f"    gRPC, {CLIENTS} clients at once:    {together:8.0f} signals/s  "
+        f"({together / base:.2f}x baseline; group commit)"
     )
 
 
@@ -198,14 +213,15 @@ def main() -> None:
         f"leads ingest: {args.signals} signals over {args.people} people, batches of {args.batch}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        urls = [f"sqlite:///{Path(tmp) / name}.db" for name in ("base", "store", "grpc")]
+        names = ("base", "store", "grpc", "clients")
+        urls = [f"sqlite:///{Path(tmp) / name}.db" for name in names]
         report("SQLite (WAL, synchronous=FULL)", urls, signals, args.batch)
         report_history(Path(tmp))
     if not args.no_postgres:
         cluster = ThrowawayCluster()
         cluster.start()
         try:
-            urls = [cluster.new_database() for _ in range(3)]
+            urls = [cluster.new_database() for _ in range(4)]
             report("PostgreSQL 15 (throwaway cluster, fsync off)", urls, signals, args.batch)
         finally:
             cluster.stop()

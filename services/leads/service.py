@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from percept.leads.face_erasure import FaceErasure
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.servicer import LeadsServicer
 from percept.leads.store import LeadStore
 from percept.leads.webhooks import WebhookDelivery
+from percept.runtime.batching import BatchMetrics
 from percept.runtime.clients import bearer_of, service_channel
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
@@ -54,10 +56,16 @@ class LeadsService:
         self._erasure: asyncio.Task[None] | None = None
         self.retention_days = settings.leads_retention_days
         self.retention_by_kind = settings.leads_retention_by_kind
+        self.registry = CollectorRegistry()  # served on the metrics port with the RPC metrics
+        # percept_leads_write_batch_size: callers' batches per transaction (group commit).
+        self.write_metrics = BatchMetrics(self.registry, "percept_leads_write")
+        self.servicer: LeadsServicer | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        servicer = LeadsServicer(self.store, erase_faces=self._erase_faces)
-        leads_pb2_grpc.add_LeadsServicer_to_server(servicer, server)
+        self.servicer = LeadsServicer(
+            self.store, erase_faces=self._erase_faces, metrics=self.write_metrics
+        )
+        leads_pb2_grpc.add_LeadsServicer_to_server(self.servicer, server)
 
     async def _erase_faces(self, faces: Sequence[str]) -> int:
         return await self.faces.erase(faces) if self.faces is not None else 0
@@ -88,6 +96,8 @@ class LeadsService:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.servicer is not None:
+            await self.servicer.writes.close()
         if self.faces is not None:
             await self.faces.channel.close()
         await asyncio.to_thread(self.store.close)

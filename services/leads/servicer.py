@@ -26,6 +26,7 @@ from percept.leads.store import (
     utc,
 )
 from percept.leads.watch import ChangeFeed, WatcherOverflowError
+from percept.runtime.batching import BatchMetrics, MicroBatcher
 from percept.runtime.streams import MalformedMessageError, refuse
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
 
@@ -34,6 +35,7 @@ log = logging.getLogger("percept.leads")
 Context = grpc.aio.ServicerContext[Any, Any]
 STREAM_CHUNK = 500  # signals committed together from a client stream
 MAX_BATCH = 10_000
+MAX_GROUP_SIGNALS = 10_000  # signals of several callers written in one transaction at most
 SHOWN_ERRORS = 5
 
 
@@ -123,10 +125,23 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         store: LeadStore,
         feed: ChangeFeed | None = None,
         erase_faces: Callable[[Sequence[str]], Awaitable[int]] | None = None,
+        metrics: BatchMetrics | None = None,
     ) -> None:
         self.store = store
         self.feed = feed or ChangeFeed()
         self.erase_faces = erase_faces  # in the vision service; queued until it confirms
+        # Group commit: batches that arrive while one is written share the next transaction
+        # (one fsync, each lead written once); a lone batch is written at once.
+        self.writes: MicroBatcher[list[common_pb2.Signal], IngestResult] = MicroBatcher(
+            self._write_together,
+            max_batch=64,
+            max_wait_s=0.0,
+            size_of=len,
+            max_size=MAX_GROUP_SIGNALS,
+            alone_on_failure=True,  # one caller's failing batch does not fail the others
+            metrics=metrics,
+            thread_name="leads-writer",
+        )
 
     async def _announce(self, changes: list[Change]) -> None:
         """Tells watchers about changed leads (skipped when nobody watches)."""
@@ -155,8 +170,13 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             )
         self.feed.publish(events)
 
+    def _write_together(self, batches: Sequence[list[common_pb2.Signal]]) -> list[IngestResult]:
+        written = self.store.ingest_together(batches)
+        written.results[0].changes = written.changes  # announced once, by the first caller
+        return written.results
+
     async def _ingest(self, signals: list[common_pb2.Signal]) -> IngestResult:
-        result = await asyncio.to_thread(self.store.ingest, signals)
+        result = await self.writes.submit(signals)
         await self._announce(result.changes)
         return result
 

@@ -101,6 +101,15 @@ class IngestResult:
         return len(self.errors)
 
 
+@dataclass
+class GroupResult:
+    """Several callers' batches written in one transaction: a result for each, and every
+    lead change once."""
+
+    results: list[IngestResult]
+    changes: list[Change] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class LeadView:
     row: dict[str, Any]
@@ -274,32 +283,46 @@ class LeadStore:
 
     def ingest(self, messages: Sequence[common_pb2.Signal]) -> IngestResult:
         """Stores new signals, skips exact replays, rejects bad or conflicting ones; one commit."""
-        now = self.clock()
-        result = IngestResult()
-        valid: dict[str, ValidSignal] = {}
-        for message in messages:
-            try:
-                signal = validate(message, now=now, default_region=self.default_region)
-            except InvalidSignalError as exc:
-                result.errors.append((message.signal_id, str(exc)))
-                continue
-            earlier = valid.get(signal.signal_id)
-            if earlier is None:
-                valid[signal.signal_id] = signal
-            elif earlier.content_hash == signal.content_hash:
-                result.duplicates += 1
-            else:
-                result.errors.append((signal.signal_id, _conflict(signal.signal_id)))
-        if not valid:
-            return result
-        with self._write_lock, self.engine.begin() as conn:
-            fresh = self._drop_known(conn, list(valid.values()), result)
-            if fresh:
-                self._store(conn, fresh, now, result)
+        group = self.ingest_together([messages])
+        result = group.results[0]
+        result.changes = group.changes
         return result
 
+    def ingest_together(self, batches: Sequence[Sequence[common_pb2.Signal]]) -> GroupResult:
+        """`ingest` for several batches in one transaction (one fsync, one write per lead);
+        each batch gets its own counts and errors. A signal id sent twice is stored once and
+        counted as a duplicate where it came second."""
+        now = self.clock()
+        group = GroupResult([IngestResult() for _ in batches])
+        valid: dict[str, ValidSignal] = {}
+        came_in: dict[str, IngestResult] = {}  # signal id -> the result of its batch
+        for messages, result in zip(batches, group.results, strict=True):
+            for message in messages:
+                try:
+                    signal = validate(message, now=now, default_region=self.default_region)
+                except InvalidSignalError as exc:
+                    result.errors.append((message.signal_id, str(exc)))
+                    continue
+                earlier = valid.get(signal.signal_id)
+                if earlier is None:
+                    valid[signal.signal_id] = signal
+                    came_in[signal.signal_id] = result
+                elif earlier.content_hash == signal.content_hash:
+                    result.duplicates += 1
+                else:
+                    result.errors.append((signal.signal_id, _conflict(signal.signal_id)))
+        if not valid:
+            return group
+        with self._write_lock, self.engine.begin() as conn:
+            fresh = self._drop_known(conn, list(valid.values()), came_in)
+            if fresh:
+                group.changes = self._store(conn, fresh, now)
+        for s in fresh:
+            came_in[s.signal_id].accepted += 1
+        return group
+
     def _drop_known(
-        self, conn: Connection, signals: list[ValidSignal], result: IngestResult
+        self, conn: Connection, signals: list[ValidSignal], came_in: dict[str, IngestResult]
     ) -> list[ValidSignal]:
         known: dict[str, str] = {}
         sig = schema.signals.c
@@ -314,17 +337,16 @@ class LeadStore:
             if stored is None:
                 fresh.append(s)
             elif stored == s.content_hash:
-                result.duplicates += 1
+                came_in[s.signal_id].duplicates += 1
             else:
                 log.warning(
                     "conflicting replay rejected; original kept", extra={"signal_id": s.signal_id}
                 )
-                result.errors.append((s.signal_id, _conflict(s.signal_id)))
+                came_in[s.signal_id].errors.append((s.signal_id, _conflict(s.signal_id)))
         return fresh
 
-    def _store(
-        self, conn: Connection, signals: list[ValidSignal], now: datetime, result: IngestResult
-    ) -> None:
+    def _store(self, conn: Connection, signals: list[ValidSignal], now: datetime) -> list[Change]:
+        """Writes fresh signals, their keys and new leads, merges, and the leads' new state."""
         ident, lead_c = schema.identities.c, schema.leads.c
         by_type: dict[str, set[str]] = {}
         for s in signals:
@@ -420,6 +442,7 @@ class LeadStore:
         )
         merged_into = {leads.find(s) for s, _, _ in merges}
         fresh = set(new_leads)
+        changes = []
         for lead in touched:
             kind = (
                 leads_pb2.LeadChange.CHANGE_TYPE_CREATED
@@ -429,8 +452,8 @@ class LeadStore:
                 else leads_pb2.LeadChange.CHANGE_TYPE_UPDATED
             )
             previous = before.get(lead, (0, 0)) if lead not in fresh else (0, 0)
-            result.changes.append(Change(lead, kind, *previous))
-        result.accepted += len(signal_rows)
+            changes.append(Change(lead, kind, *previous))
+        return changes
 
     def _merge(
         self,

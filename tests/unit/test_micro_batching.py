@@ -101,6 +101,42 @@ async def test_a_cancelled_call_is_left_out() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(Recorder(), max_batch=0)
+    with pytest.raises(ValueError, match="max_size"):
+        MicroBatcher(Recorder(), size_of=abs)
+
+
+async def test_sizes_cap_a_batch_but_its_first_item_always_runs() -> None:
+    model = Recorder(seconds=0.05)
+    # Each item is its own size (as a batch of signals is to the leads writer).
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.0, size_of=abs, max_size=5)
+    results = await asyncio.gather(*(batcher.submit(i) for i in (9, 3, 2, 4, 1)))
+    await batcher.close()
+    assert results == [90, 30, 20, 40, 10]
+    assert model.batches == [[9], [3, 2], [4, 1]]  # 9 alone is over the cap: it runs anyway
+
+
+async def test_alone_on_failure_keeps_a_bad_item_from_failing_the_others() -> None:
+    model = Recorder(fail_on=7)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.02, alone_on_failure=True)
+    outcomes = await asyncio.gather(*(batcher.submit(i) for i in (1, 7, 3)), return_exceptions=True)
+    await batcher.close()
+    assert outcomes[0] == 10 and outcomes[2] == 30
+    assert isinstance(outcomes[1], ValueError) and "bad item 7" in str(outcomes[1])
+    assert model.batches == [[1, 7, 3], [1], [7], [3]]  # together, then each alone
+
+
+async def test_an_item_held_back_by_the_cap_fails_cleanly_at_close() -> None:
+    model = Recorder(seconds=0.2)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.0, size_of=abs, max_size=5)
+    running = asyncio.ensure_future(batcher.submit(4))
+    await asyncio.sleep(0.05)  # 4 runs; 3 then 2 arrive: 3 + 2 fits, 6 is held for later
+    waiting = [asyncio.ensure_future(batcher.submit(i)) for i in (3, 2, 6)]
+    await asyncio.sleep(0.3)  # [3, 2] runs now; 6 was taken from the queue and held
+    await batcher.close()
+    assert await running == 40
+    outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    # Nobody is left waiting: the batch that was running and the held item both hear of it.
+    assert all(isinstance(o, RuntimeError) and "shutting down" in str(o) for o in outcomes)
 
 
 async def test_latest_wins_and_counts_what_it_replaced() -> None:
