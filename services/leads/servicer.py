@@ -27,6 +27,7 @@ from percept.leads.store import (
 )
 from percept.leads.watch import ChangeFeed, WatcherOverflowError
 from percept.runtime.batching import BatchMetrics, MicroBatcher
+from percept.runtime.interceptors import database_unreachable
 from percept.runtime.streams import MalformedMessageError, refuse
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
 
@@ -130,6 +131,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         self.store = store
         self.feed = feed or ChangeFeed()
         self.erase_faces = erase_faces  # in the vision service; queued until it confirms
+        self._loop: asyncio.AbstractEventLoop | None = None  # the gRPC loop, for the writer
         # Group commit: batches that arrive while one is written share the next transaction
         # (one fsync, each lead written once); a lone batch is written at once.
         self.writes: MicroBatcher[list[common_pb2.Signal], IngestResult] = MicroBatcher(
@@ -138,19 +140,20 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             max_wait_s=0.0,
             size_of=len,
             max_size=MAX_GROUP_SIGNALS,
-            alone_on_failure=True,  # one caller's failing batch does not fail the others
+            # One caller's failing batch does not fail the others; an outage fails them all.
+            alone_on_failure=lambda exc: not database_unreachable(exc),
             metrics=metrics,
             thread_name="leads-writer",
         )
 
     async def _announce(self, changes: list[Change]) -> None:
         """Tells watchers about changed leads (skipped when nobody watches)."""
-        if not changes or not self.feed.watchers:
-            return
-        rows = {
-            r["lead_id"]: r
-            for r in await asyncio.to_thread(self.store.rows, [c.lead_id for c in changes])
-        }
+        if changes and self.feed.watchers:
+            self.feed.publish(await asyncio.to_thread(self._events, changes))
+
+    def _events(self, changes: list[Change]) -> list[leads_pb2.LeadChange]:
+        """What watchers are told of these changes: each lead as it is now (one read)."""
+        rows = {r["lead_id"]: r for r in self.store.rows([c.lead_id for c in changes])}
         now = Timestamp()
         now.GetCurrentTime()
         events = []
@@ -168,17 +171,24 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
                     previous_stage=change.previous_stage,  # type: ignore[arg-type]
                 )
             )
-        self.feed.publish(events)
+        return events
 
     def _write_together(self, batches: Sequence[list[common_pb2.Signal]]) -> list[IngestResult]:
+        """Runs on the writer thread. Watchers hear of each commit once, in commit order, and
+        before its callers are answered (the loop runs callbacks in the order they come)."""
         written = self.store.ingest_together(batches)
-        written.results[0].changes = written.changes  # announced once, by the first caller
+        if written.changes and self.feed.watchers and self._loop is not None:
+            try:
+                events = self._events(written.changes)
+            except Exception:  # committed all the same: the callers must hear that
+                log.exception("lead changes not announced; watchers resync with ListLeads")
+            else:
+                self._loop.call_soon_threadsafe(self.feed.publish, events)
         return written.results
 
     async def _ingest(self, signals: list[common_pb2.Signal]) -> IngestResult:
-        result = await self.writes.submit(signals)
-        await self._announce(result.changes)
-        return result
+        self._loop = asyncio.get_running_loop()
+        return await self.writes.submit(signals)
 
     async def _answer(self, total: IngestResult, context: Context) -> leads_pb2.IngestAck:
         if total.rejected and not (total.accepted or total.duplicates):

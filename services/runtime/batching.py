@@ -34,12 +34,12 @@ class BatchMetrics:
     def __init__(self, registry: CollectorRegistry | None, prefix: str) -> None:
         self.size = Histogram(
             f"{prefix}_batch_size",
-            "Items run together in one model call.",
+            "Items run together in one batch (a model call, a transaction).",
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
         self.seconds = Histogram(
-            f"{prefix}_batch_seconds", "Model time per batch.", registry=registry
+            f"{prefix}_batch_seconds", "Run time per batch.", registry=registry
         )
         self.waited = Histogram(
             f"{prefix}_queue_seconds",
@@ -70,11 +70,12 @@ class MicroBatcher(Generic[T, R]):
         callers: Callable[[], int] | None = None,
         size_of: Callable[[T], int] | None = None,
         max_size: int = 0,
-        alone_on_failure: bool = False,
+        alone_on_failure: Callable[[Exception], bool] | None = None,
     ) -> None:
         """`size_of` and `max_size`: a batch's items add up to at most max_size (its first
         item always runs, whatever its size). `alone_on_failure`: when a batch of several
-        fails, each item is run again alone, so only the items that fail get the error."""
+        fails with an error it accepts, each item runs again alone, so only the items that
+        fail get the error (an outage would fail them all again: not worth the retries)."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if size_of is not None and max_size < 1:
@@ -146,7 +147,7 @@ class MicroBatcher(Generic[T, R]):
             except Exception as exc:  # every caller in the batch gets the error; the worker goes on
                 if self.metrics is not None:
                     self.metrics.failures.inc()
-                if self._alone_on_failure and len(batch) > 1:
+                if self._alone_on_failure is not None and self._alone_on_failure(exc) and batch[1:]:
                     for item in batch:
                         await self._run_alone(loop, item)
                     continue

@@ -254,7 +254,7 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
         return replace_behavior(handler, client_stream)
 
 
-def _transient(exc: BaseException) -> bool:
+def database_unreachable(exc: BaseException) -> bool:
     """A lost or refused database connection (not bad SQL, not a constraint)."""
     if isinstance(exc, OperationalError | InterfaceError):
         return True
@@ -324,7 +324,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                if not _transient(exc):
+                if not database_unreachable(exc):
                     error = exc
                     context.set_code(grpc.StatusCode.UNKNOWN)
                     raise

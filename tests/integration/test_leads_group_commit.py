@@ -106,6 +106,8 @@ async def test_concurrent_callers_are_each_acknowledged_for_their_own_signals(
     ]
     batches[5].append(batches[2][0])  # one signal sent by two callers
     stub = await leads.start()
+    watch = stub.WatchLeads(lp.WatchLeadsRequest(), timeout=30)
+    await asyncio.sleep(0.2)  # subscribed
     acks = await asyncio.gather(
         *(stub.IngestBatch(lp.IngestBatchRequest(signals=b), timeout=60) for b in batches)
     )
@@ -129,3 +131,19 @@ async def test_concurrent_callers_are_each_acknowledged_for_their_own_signals(
     expected = sorted((s[0][0][1], s[1]) for s in lead_states(reference))
     assert served == expected
     reference.close()
+
+    # The watcher heard of every commit, each once: every
+    # lead was created once, and its last event shows what the lead holds now.
+    heard: list[lp.LeadChange] = []
+    while True:
+        try:
+            change = await asyncio.wait_for(watch.read(), 0.5)
+        except TimeoutError:
+            break
+        assert isinstance(change, lp.LeadChange)
+        heard.append(change)
+    watch.cancel()
+    created = [e.lead.identity.phone for e in heard if e.type == lp.LeadChange.CHANGE_TYPE_CREATED]
+    assert sorted(created) == sorted(lead.identity.phone for lead in listed.leads)
+    latest = {e.lead.lead_id: e.lead.signal_count for e in heard}
+    assert latest == {lead.lead_id: lead.signal_count for lead in listed.leads}

@@ -18,12 +18,13 @@ class Recorder:
         self.batches: list[list[int]] = []
         self.threads: set[str] = set()
         self.seconds, self.fail_on = seconds, fail_on
+        self.message = "bad item"
 
     def __call__(self, items: Sequence[int]) -> list[int]:
         self.batches.append(list(items))
         self.threads.add(threading.current_thread().name)
         if self.fail_on in items:
-            raise ValueError(f"bad item {self.fail_on}")
+            raise ValueError(f"{self.message} {self.fail_on}")
         time.sleep(self.seconds)
         return [i * 10 for i in items]
 
@@ -117,12 +118,20 @@ async def test_sizes_cap_a_batch_but_its_first_item_always_runs() -> None:
 
 async def test_alone_on_failure_keeps_a_bad_item_from_failing_the_others() -> None:
     model = Recorder(fail_on=7)
-    batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.02, alone_on_failure=True)
+    batcher = MicroBatcher(
+        model, max_batch=8, max_wait_s=0.02, alone_on_failure=lambda e: "item" in str(e)
+    )
     outcomes = await asyncio.gather(*(batcher.submit(i) for i in (1, 7, 3)), return_exceptions=True)
-    await batcher.close()
     assert outcomes[0] == 10 and outcomes[2] == 30
     assert isinstance(outcomes[1], ValueError) and "bad item 7" in str(outcomes[1])
     assert model.batches == [[1, 7, 3], [1], [7], [3]]  # together, then each alone
+
+    model.fail_on, model.batches = 5, []
+    model.message = "outage"  # an error it does not accept: everyone hears it, no reruns
+    outcomes = await asyncio.gather(*(batcher.submit(i) for i in (4, 5, 6)), return_exceptions=True)
+    await batcher.close()
+    assert all(isinstance(o, ValueError) and "outage" in str(o) for o in outcomes)
+    assert model.batches == [[4, 5, 6]]
 
 
 async def test_an_item_held_back_by_the_cap_fails_cleanly_at_close() -> None:
