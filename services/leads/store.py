@@ -374,10 +374,9 @@ class LeadStore:
         signal_rows: list[dict[str, Any]] = []
         ordered = sorted(signals, key=lambda s: s.occurred_at)  # signal_rows follow this order
         for s in ordered:
-            found = sorted(
-                {leads.find(owner[k]) for k in s.keys if k in owner},
-                key=lambda lead: (leads.created[lead], lead),
-            )
+            found = list({leads.find(owner[k]) for k in s.keys if k in owner})
+            if len(found) > 1:
+                found.sort(key=lambda lead: (leads.created[lead], lead))
             if not found:
                 lead = uuid.uuid4().hex
                 leads.created[lead] = min(s.occurred_at, now)
@@ -402,8 +401,8 @@ class LeadStore:
             signal_rows.append(_signal_row(s, lead, now))
 
         if new_leads:
-            conn.execute(
-                insert(schema.leads),
+            _INSERT_LEADS(
+                conn,
                 [
                     {
                         "lead_id": lead,
@@ -1161,6 +1160,7 @@ _REFRESH = BulkWrite(
         }
     )
 )
+_INSERT_LEADS = BulkWrite(insert(schema.leads))
 _INSERT_SIGNALS = BulkWrite(insert(schema.signals))
 _INSERT_IDENTITIES = BulkWrite(insert(schema.identities))
 
