@@ -37,7 +37,8 @@ from percept.console.messages import (
     reply_json,
     view_json,
 )
-from percept.runtime.auth import KeyRing
+from percept.leads.scoring import class_name
+from percept.runtime.auth import KeyRing, bearer_token
 from percept.runtime.clients import Metadata, bearer_of, service_channel
 from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.server import ServiceHost
@@ -71,7 +72,10 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-CLASSES = {"hot": 3, "warm": 2, "cold": 1}
+CLASSES = {
+    class_name(c): c
+    for c in (leads_pb2.LEAD_CLASS_HOT, leads_pb2.LEAD_CLASS_WARM, leads_pb2.LEAD_CLASS_COLD)
+}
 
 
 class ApiError(Exception):
@@ -152,8 +156,9 @@ class _Auth(BaseHTTPMiddleware):
         open_path = path in ("/api/chat", "/api/login") or not path.startswith("/api/")
         if not self.keys or open_path:
             return await call_next(request)
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE, "")
+        given = bearer_token(request.headers.get("authorization", ""))
+        if given is None:
+            given = request.cookies.get(COOKIE, "")
         key = self.keys.find(given) if given else None
         if key is None:
             return JSONResponse(
@@ -189,7 +194,7 @@ class Api:
         if wanted:
             if wanted not in CLASSES:
                 raise ApiError(400, f"class: {wanted!r} is not one of hot, warm, cold")
-            where.classes.append(CLASSES[wanted])  # type: ignore[arg-type]
+            where.classes.append(CLASSES[wanted])
         where.product_interest = request.query_params.get("product", "")
         size = request.query_params.get("page_size", "100")
         if not size.isdigit() or not 1 <= int(size) <= 500:

@@ -7,18 +7,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from percept.leads.identity import KEY_FIELDS
 from percept.leads.scoring import CHANNEL_NAMES, class_name, stage_name
 from percept.v1 import common_pb2, leads_pb2, nlp_pb2, vision_pb2
-
-IDENTITY_FIELDS = (
-    "phone",
-    "email",
-    "chat_session_id",
-    "call_id",
-    "visitor_id",
-    "face_identity_id",
-    "crm_id",
-)
 
 
 def _enum_name(enum: Any, value: int, prefix: str) -> str:
@@ -37,9 +28,7 @@ def _time(stamp: Timestamp) -> str | None:
 def lead_json(lead: leads_pb2.Lead) -> dict[str, Any]:
     return {
         "lead_id": lead.lead_id,
-        "identity": {
-            f: getattr(lead.identity, f) for f in IDENTITY_FIELDS if getattr(lead.identity, f)
-        },
+        "identity": {f: getattr(lead.identity, f) for f in KEY_FIELDS if getattr(lead.identity, f)},
         "score": round(lead.score, 4),
         "class": class_name(lead.lead_class),
         "stage": stage_name(lead.stage),

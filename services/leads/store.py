@@ -94,7 +94,6 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (signal_id, message)
-    changes: list[Change] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -283,10 +282,7 @@ class LeadStore:
 
     def ingest(self, messages: Sequence[common_pb2.Signal]) -> IngestResult:
         """Stores new signals, skips exact replays, rejects bad or conflicting ones; one commit."""
-        group = self.ingest_together([messages])
-        result = group.results[0]
-        result.changes = group.changes
-        return result
+        return self.ingest_together([messages]).results[0]
 
     def ingest_together(self, batches: Sequence[Sequence[common_pb2.Signal]]) -> GroupResult:
         """`ingest` for several batches in one transaction (one fsync, one write per lead);

@@ -83,6 +83,12 @@ def parse_api_key(entry: str, number: int = 1) -> ApiKey:
     return ApiKey(secret, scopes)
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The key in an `authorization: Bearer <key>` value; None for any other scheme."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def own_key(entries: Sequence[str]) -> str | None:
     """The key this process presents when it calls another service: the first one."""
     return parse_api_key(entries[0]).secret if entries else None

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from percept.runtime.auth import ApiKey, KeyRing, required_scope
+from percept.runtime.auth import ApiKey, KeyRing, bearer_token, required_scope
 from percept.runtime.metrics import GrpcMetrics
 from percept.runtime.streams import MalformedMessageError
 
@@ -54,6 +54,11 @@ def _behavior_of(handler: Handler) -> Behavior:
     if behavior is None:
         raise TypeError(f"handler of kind {rpc_type(handler)} has no behavior")
     return behavior
+
+
+async def _response(result: Any) -> Any:
+    """A unary or client-streaming behaviour's response: a coroutine's, or returned as is."""
+    return await result if asyncio.iscoroutine(result) else result
 
 
 async def _responses(result: Any) -> AsyncIterator[Any]:
@@ -155,8 +160,7 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
         async def unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
             if isinstance(request, _Malformed):
                 await refuse(request, context)
-            result = behavior(request, context)
-            return await result if asyncio.iscoroutine(result) else result
+            return await _response(behavior(request, context))
 
         return replace_behavior(handler, unary, guarded)
 
@@ -176,9 +180,8 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
         for name, value in metadata or ():
             if name != "authorization":
                 continue
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            return self._keys.find(token.strip()) if scheme.lower() == "bearer" else None
+            token = bearer_token(value.decode() if isinstance(value, bytes) else value)
+            return self._keys.find(token) if token is not None else None
         return None
 
     async def intercept_service(
@@ -249,7 +252,7 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
             if full():
                 await refuse(context)
             with held():
-                return await behavior(request, context)
+                return await _response(behavior(request, context))
 
         return replace_behavior(handler, client_stream)
 
@@ -290,8 +293,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
         async def unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
             async with observe(context):
-                result = behavior(request, context)
-                return await result if asyncio.iscoroutine(result) else result
+                return await _response(behavior(request, context))
 
         return replace_behavior(handler, unary)
 
