@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ import numpy as np
 
 from percept.demo import media
 from percept.demo.story import CALL, synthesise
-from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.runtime.settings import Settings
 from percept.speech.client import RATE, call_requests
 from percept.v1 import (
     leads_pb2,
@@ -49,6 +47,7 @@ from percept.vision.images import encode_jpeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from chat_scripts import ENGLISH_CHAT
+from local_servers import serve_all_env
 
 PERCEPT = str(Path(sys.executable).parent / "percept")
 
@@ -62,12 +61,6 @@ class Tally:
     def error(self, kind: str, exc: BaseException) -> None:
         code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
         self.errors[kind].append(code)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb(pid: int) -> float:
@@ -231,18 +224,10 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=1.0, help="seconds between chat turns")
     parser.add_argument("--duration", type=float, default=60.0)
     args = parser.parse_args()
-    ports = {name: _free_port() for name in SERVICE_NAMES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERCEPT_")}
     with tempfile.TemporaryDirectory() as data:
-        env |= {f"PERCEPT_{n.upper()}_PORT": str(p) for n, p in ports.items()}
-        env |= {f"PERCEPT_{n.upper()}_METRICS_PORT": "0" for n in SERVICE_NAMES}
-        env |= {
-            "PERCEPT_DATA_DIR": data,
-            "PERCEPT_MODEL_DIR": str(Settings().resolved_model_dir),
-            "PERCEPT_LEADS_ADDRESS": f"127.0.0.1:{ports['leads']}",
-            "PERCEPT_LOG_LEVEL": "WARNING",
-        }
-        addresses = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
+        env, addresses = serve_all_env(
+            data, Settings().resolved_model_dir, PERCEPT_LOG_LEVEL="WARNING"
+        )
         server = subprocess.Popen(
             [PERCEPT, "serve", "all"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

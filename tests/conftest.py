@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+import local_servers
 import pytest
 import pytest_asyncio
+from local_servers import local_settings
 from pg_cluster import ThrowawayCluster
 
 from percept.runtime.server import Service, ServiceHost
-from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.runtime.settings import Settings
 from percept.v1 import vision_pb2_grpc
 
 if TYPE_CHECKING:
@@ -36,16 +37,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PERCEPT_DATA_DIR", str(tmp_path / "data"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     """A port free on loopback now (for servers in subprocesses, which must be told one)."""
-    return _free_port
+    return local_servers.free_port
 
 
 SettingsFactory = Callable[..., Settings]
@@ -56,12 +51,7 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
     """Settings for in-process servers: every port chosen by the OS, data in tmp_path."""
 
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {"data_dir": tmp_path / "data", "log_format": "text"}
-        for name in SERVICE_NAMES:
-            values[f"{name}_port"] = 0
-            values[f"{name}_metrics_port"] = 0
-        values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return local_settings(tmp_path / "data", **overrides)
 
     return make
 

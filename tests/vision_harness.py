@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from local_servers import local_settings
 
 from percept.models import model_store
 from percept.runtime.server import Service, ServiceHost
-from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.runtime.settings import Settings
 from percept.v1 import vision_pb2, vision_pb2_grpc
 from percept.vision.client import lockstep as stream_lockstep
 from percept.vision.images import encode_jpeg
@@ -26,17 +27,12 @@ T0 = float(int(time.time()) - 3600)  # the test cameras started capturing an hou
 
 def vision_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
-        f"{n}_{k}": 0 for n in SERVICE_NAMES for k in ("port", "metrics_port")
+        "model_dir": MODEL_DIR,
+        "vision_device": "cpu",
+        # No leads: the outbox keeps signals (unless a test sets one).
+        "leads_address": "127.0.0.1:9",
     }
-    values.update(
-        data_dir=data_dir,
-        model_dir=MODEL_DIR,
-        log_format="text",
-        vision_device="cpu",
-        leads_address="127.0.0.1:9",  # no leads: the outbox keeps signals (unless a test sets one)
-    )
-    values.update(overrides)
-    settings = Settings(**values)  # type: ignore[arg-type]
+    settings = local_settings(data_dir, **{**values, **overrides})
     if "model_dir" not in overrides and model_store(settings).find("nanodet") is None:
         raise RuntimeError(f"NanoDet is not in {MODEL_DIR}: run `percept models pull nanodet`")
     return settings

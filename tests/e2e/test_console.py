@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from leads_signals import recent
+from local_servers import local_settings
 from PIL import Image
 from playwright.async_api import Browser, FloatRect
 from vision_harness import start_vision, vision_settings
@@ -32,7 +33,7 @@ from percept.leads.service import LeadsService
 from percept.nlp.service import NlpService
 from percept.runtime.clients import bearer
 from percept.runtime.server import ServiceHost
-from percept.runtime.settings import SERVICE_NAMES, Settings
+from percept.runtime.settings import Settings
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2, leads_pb2_grpc, vision_pb2, vision_pb2_grpc
 from percept.vision.client import lockstep
@@ -58,9 +59,7 @@ class Stack:
 
 
 def _settings(data: Path, **overrides: object) -> Settings:
-    ports = {f"{n}_{kind}": 0 for n in SERVICE_NAMES for kind in ("port", "metrics_port")}
-    values = {**ports, "data_dir": data, "log_format": "text", "api_keys": [KEY], **overrides}
-    return Settings(**values)  # type: ignore[arg-type]
+    return local_settings(data, **{"api_keys": [KEY], **overrides})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HostFactory
+from local_servers import serve_all_env
 from rich.console import Console
 from vision_harness import MODEL_DIR
 
@@ -85,19 +85,8 @@ async def test_the_story_fuses_three_channels_into_one_hot_lead(
                 assert not [p for p in PERSONAL if p in labels], (sample.name, labels)
 
 
-def test_percept_demo_plays_the_story_and_exits(
-    tmp_path: Path, free_port: Callable[[], int]
-) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERCEPT_")}
-    ports = {n: free_port() for n in SERVICE_NAMES}
-    env.update(
-        PERCEPT_DATA_DIR=str(tmp_path),
-        PERCEPT_MODEL_DIR=str(MODEL_DIR),
-        PERCEPT_LEADS_ADDRESS=f"127.0.0.1:{ports['leads']}",
-        COLUMNS="200",
-        **{f"PERCEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
-        **{f"PERCEPT_{n.upper()}_METRICS_PORT": "0" for n in SERVICE_NAMES},
-    )
+def test_percept_demo_plays_the_story_and_exits(tmp_path: Path) -> None:
+    env, _ = serve_all_env(tmp_path, MODEL_DIR, COLUMNS="200")
     percept = str(Path(sys.executable).parent / "percept")
     done = subprocess.run(
         [percept, "demo", "--fast", "--no-console"],

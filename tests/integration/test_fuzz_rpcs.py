@@ -24,9 +24,9 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from local_servers import serve_all_env
 from vision_harness import MODEL_DIR
 
-from percept.runtime.settings import SERVICE_NAMES
 from percept.v1 import leads_pb2, nlp_pb2, speech_pb2, vision_pb2
 
 pytestmark = pytest.mark.slow
@@ -53,28 +53,12 @@ class Suite:
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    import socket
-
-    def free() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERCEPT_")}
-    ports = {name: free() for name in SERVICE_NAMES}
-    env |= {f"PERCEPT_{n.upper()}_PORT": str(p) for n, p in ports.items()}
-    env |= {f"PERCEPT_{n.upper()}_METRICS_PORT": "0" for n in SERVICE_NAMES}
-    env |= {
-        "PERCEPT_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
-        "PERCEPT_MODEL_DIR": str(MODEL_DIR),
-        "PERCEPT_LEADS_ADDRESS": f"127.0.0.1:{ports['leads']}",
-        "PERCEPT_VISION_ADDRESS": f"127.0.0.1:{ports['vision']}",
-        "PERCEPT_LOG_LEVEL": "WARNING",
-    }
+    env, addresses = serve_all_env(
+        tmp_path_factory.mktemp("fuzz"), MODEL_DIR, PERCEPT_LOG_LEVEL="WARNING"
+    )
     log = tmp_path_factory.mktemp("fuzz-log") / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen([PERCEPT, "serve", "all"], env=env, stdout=out, stderr=out)
-    addresses = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
     health = subprocess.run(
         [PERCEPT, "health", "--wait", "240", *addresses.values()],
         env=env,

@@ -13,23 +13,18 @@ import grpc
 import pytest
 import pytest_asyncio
 from chat_scripts import ENGLISH_CHAT, SPANISH_CHAT
+from local_servers import local_settings
 
 from percept.leads.service import LeadsService
 from percept.nlp.qualification import QUESTIONS
 from percept.nlp.service import NlpService
 from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.server import ServiceHost
-from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 # the slots a lead has once the visitor gave everything but contacts (e-mail, phone)
 ALL_SLOTS = {"need", "product", "quantity", "budget", "timeline", "decision_role", "name"}
-
-
-def settings_for(data: Path, **overrides: object) -> Settings:
-    ports = {f"{n}_{kind}": 0 for n in SERVICE_NAMES for kind in ("port", "metrics_port")}
-    return Settings(data_dir=data, log_format="text", **{**ports, **overrides})  # type: ignore[arg-type]
 
 
 @dataclass
@@ -43,11 +38,11 @@ class Suite:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def suite(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Suite]:
     root = tmp_path_factory.mktemp("chat")
-    leads_settings = settings_for(root / "leads")
+    leads_settings = local_settings(root / "leads")
     leads = ServiceHost(LeadsService(leads_settings), leads_settings)
     await leads.start()
     await asyncio.wait_for(leads.ready.wait(), 60)
-    nlp_settings = settings_for(root / "nlp", leads_address=leads.address)
+    nlp_settings = local_settings(root / "nlp", leads_address=leads.address)
     nlp = ServiceHost(NlpService(nlp_settings), nlp_settings)
     await nlp.start()
     await asyncio.wait_for(nlp.ready.wait(), 180)

@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from local_servers import local_settings
 from nlp_models import build_tiny_m2m100
 
 from percept.nlp.service import NlpService
 from percept.runtime.server import ServiceHost
-from percept.runtime.settings import SERVICE_NAMES, Settings
 from percept.v1 import nlp_pb2, nlp_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -25,14 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 async def nlp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NlpService]:
     data = tmp_path_factory.mktemp("nlp-data")
     build_tiny_m2m100(data / "models" / "tiny-m2m100")
-    ports = {f"{n}_{kind}": 0 for n in SERVICE_NAMES for kind in ("port", "metrics_port")}
-    settings = Settings(
-        data_dir=data,
-        log_format="text",
+    settings = local_settings(
+        data,
         nlp_translation_backends=["apertium", "transformers"],
         nlp_translation_models=["tiny-m2m100"],
         nlp_device="cpu",
-        **ports,  # type: ignore[arg-type]
     )
     service = NlpService(settings)
     host = ServiceHost(service, settings)

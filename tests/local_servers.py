@@ -1,0 +1,46 @@
+"""Settings for the servers tests and benchmarks start on loopback, in or out of process."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from percept.runtime.settings import SERVICE_NAMES, Settings
+
+
+def free_port() -> int:
+    """A port free on loopback now (for servers in subprocesses, which must be told one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def local_settings(data_dir: Path, **overrides: object) -> Settings:
+    """In-process servers: every port chosen by the OS, text logs, data under `data_dir`."""
+    values: dict[str, object] = {
+        f"{name}_{kind}": 0 for name in SERVICE_NAMES for kind in ("port", "metrics_port")
+    }
+    values.update(data_dir=data_dir, log_format="text")
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def serve_all_env(
+    data_dir: Path | str, model_dir: Path | str, **extra: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of a `percept serve all` (or `demo`) subprocess on free loopback ports,
+    without the caller's own PERCEPT_* settings; and each service's address."""
+    ports = {name: free_port() for name in SERVICE_NAMES}
+    addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    env: dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith("PERCEPT_")}
+    env |= {f"PERCEPT_{n.upper()}_PORT": str(p) for n, p in ports.items()}
+    env |= {f"PERCEPT_{n.upper()}_METRICS_PORT": "0" for n in SERVICE_NAMES}
+    env |= {
+        "PERCEPT_DATA_DIR": str(data_dir),
+        "PERCEPT_MODEL_DIR": str(model_dir),
+        "PERCEPT_LEADS_ADDRESS": addresses["leads"],
+        "PERCEPT_VISION_ADDRESS": addresses["vision"],
+        **extra,
+    }
+    return env, addresses
