@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import local_servers
@@ -51,7 +51,8 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
     """Settings for in-process servers: every port chosen by the OS, data in tmp_path."""
 
     def make(**overrides: object) -> Settings:
-        return local_settings(tmp_path / "data", **overrides)
+        data_dir = cast(Path, overrides.pop("data_dir", tmp_path / "data"))
+        return local_settings(data_dir, **overrides)
 
     return make
 
