@@ -60,10 +60,10 @@ def language_code(code: str, field: str, known: set[str]) -> tuple[str, str | No
 
 
 class NlpServicer(nlp_pb2_grpc.NlpServicer):
-    def __init__(self, metrics: NlpMetrics, per_session: RateLimiter | None = None) -> None:
+    def __init__(self, metrics: NlpMetrics, per_session: RateLimiter) -> None:
         self.metrics = metrics
         # A chat session may not flood the assistant (each turn costs model time).
-        self.per_session = per_session or RateLimiter(per_minute=30, burst=10)
+        self.per_session = per_session
         self.detector: LanguageDetector | None = None  # set when loaded
         self.translator: Translator | None = None
         self.assistant: Assistant | None = None
