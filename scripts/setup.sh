@@ -14,6 +14,11 @@ APT_PACKAGES+=(chromium fonts-dejavu-core)
 # Apertium's rule-based translation pairs (the nlp service's offline default).
 APT_PACKAGES+=(apertium apertium-eng-spa apertium-eng-cat apertium-spa-cat apertium-spa-ita
   apertium-es-pt apertium-fr-es)
+# Real test media (DESIGN.md, "Real test media"): read speech and telephone prompts
+# recorded by people, in English, Spanish and French; sox converts them for the tests.
+APT_PACKAGES+=(pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav
+  asterisk-core-sounds-fr-wav asterisk-core-sounds-en asterisk-core-sounds-es
+  asterisk-core-sounds-fr sox)
 # Installed from this machine's local wheel store; pip caps torch at these versions.
 TORCH=("torch==2.14.1" "torchvision==0.29.1")
 

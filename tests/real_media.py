@@ -1,0 +1,163 @@
+"""Real recordings for the speech tests, from Debian packages the set-up script installs.
+
+- `pocketsphinx-testdata`: LibriVox clips read by a person, 16 kHz, with transcripts.
+- `asterisk-core-sounds-{en,es,fr}-wav` with their text packages: real 8 kHz telephone
+  prompts (an IVR's voice), transcripts in `core-sounds-*.txt.gz`.
+
+A test call is a chosen set of prompts joined with pauses of 0.5-1.5 s, the way a
+caller's turns arrive: the audio stays in the packages, nothing is committed. Choices
+are seeded, so a call is the same in every run, and made from every prompt that fits
+(not hand-picked ones). WER uses Whisper's own text normalisers (openai-whisper is
+installed for its reference backend), so "press 1" and "press one" are the same words.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import re
+import wave
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+ASTERISK = Path("/usr/share/asterisk/sounds")
+VOICES = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June"}
+TEXTS = "/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"
+PACKAGES = "pocketsphinx-testdata asterisk-core-sounds-{en,es,fr}-wav asterisk-core-sounds-{en,es,fr}"
+
+Pcm = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    text: str
+    pcm: Pcm  # mono int16
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / self.rate
+
+
+@dataclass(frozen=True)
+class Call:
+    """Prompts joined with pauses: the audio and what is said in it, in order."""
+
+    clips: tuple[Clip, ...]
+    pcm: Pcm
+    rate: int
+    language: str
+
+    @property
+    def text(self) -> str:
+        return " ".join(c.text for c in self.clips)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / self.rate
+
+
+def _missing(what: Path | str) -> None:
+    pytest.fail(f"{what} missing: run scripts/setup.sh (it installs {PACKAGES})")
+
+
+def read_wav(path: Path) -> tuple[Pcm, int]:
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise ValueError(f"{path}: not 16-bit mono")
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2").copy(), w.getframerate()
+
+
+def librivox() -> list[Clip]:
+    """The five LibriVox clips (16 kHz) with their transcripts."""
+    transcription = LIBRIVOX / "transcription"
+    if not transcription.is_file():
+        _missing(transcription)
+    clips = []
+    for line in transcription.read_text().splitlines():
+        match = re.fullmatch(r"<s> (.*) </s> \((\S+)\)", line.strip())
+        if match:
+            pcm, rate = read_wav(LIBRIVOX / f"{match.group(2)}.wav")
+            clips.append(Clip(match.group(2), match.group(1), pcm, rate))
+    return clips
+
+
+@cache
+def prompt_texts(language: str) -> dict[str, str]:
+    path = Path(TEXTS.format(lang=language))
+    if not path.is_file():
+        _missing(path)
+    texts = {}
+    for line in gzip.open(path, "rt", encoding="utf-8", errors="replace"):
+        name, sep, text = line.partition(":")
+        if sep and not line.startswith(";") and "/" not in name:
+            texts[name.strip()] = text.strip()
+    return texts
+
+
+def _speakable(text: str) -> bool:
+    """A prompt that is plain words: no sound effects, no digits or ellipses to guess."""
+    return bool(text) and not re.search(r"[\[\]()\d…<>]|\.\.\.", text) and len(text.split()) >= 3
+
+
+def prompts(language: str, *, min_words: int = 3, max_s: float = 12.0) -> list[Clip]:
+    """Every speakable prompt of a language with its recording, sorted by name."""
+    folder = ASTERISK / VOICES[language]
+    if not folder.is_dir():
+        _missing(folder)
+    clips = []
+    for name, text in sorted(prompt_texts(language).items()):
+        path = folder / f"{name}.wav"
+        if not path.is_file() or not _speakable(text) or len(text.split()) < min_words:
+            continue
+        pcm, rate = read_wav(path)
+        if len(pcm) / rate <= max_s:
+            clips.append(Clip(name, text, pcm, rate))
+    return clips
+
+
+def _line_noise(seconds: float, rate: int, rng: np.random.Generator) -> Pcm:
+    """A quiet line (about -66 dBFS) rather than digital zeros, as a real call's pauses."""
+    return np.clip(rng.normal(0.0, 16.0, int(seconds * rate)), -32768, 32767).astype(np.int16)
+
+
+def join(clips: list[Clip], language: str, *, seed: int = 0, lead_s: float = 0.5) -> Call:
+    """Clips with seeded pauses of 0.5-1.5 s between them (and half a second before)."""
+    rate = clips[0].rate
+    rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    parts: list[Pcm] = [_line_noise(lead_s, rate, noise)]
+    for clip in clips:
+        if clip.rate != rate:
+            raise ValueError("clips of one call share a rate")
+        parts += [clip.pcm, _line_noise(rng.uniform(0.5, 1.5), rate, noise)]
+    return Call(tuple(clips), np.concatenate(parts), rate, language)
+
+
+def telephone_call(language: str, count: int, *, seed: int = 0) -> Call:
+    """`count` prompts drawn (seeded) from all that fit, as one 8 kHz call."""
+    pool = prompts(language)
+    return join(random.Random(seed).sample(pool, min(count, len(pool))), language, seed=seed)
+
+
+def normalise(text: str, language: str) -> str:
+    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
+
+    # the Spanish and French prompt texts are written without accents
+    normaliser = EnglishTextNormalizer() if language == "en" else BasicTextNormalizer(True)
+    return str(normaliser(text))
+
+
+def wer(reference: str, hypothesis: str, language: str) -> float:
+    """Word error rate after Whisper's normalisation."""
+    import jiwer
+
+    ref = normalise(reference, language)
+    return float(jiwer.wer(ref or "-", normalise(hypothesis, language) or ""))
