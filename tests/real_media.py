@@ -29,7 +29,7 @@ LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 ASTERISK = Path("/usr/share/asterisk/sounds")
 VOICES = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June"}
 TEXTS = "/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"
-PACKAGES = "pocketsphinx-testdata asterisk-core-sounds-{en,es,fr}-wav asterisk-core-sounds-{en,es,fr}"
+PACKAGES = "pocketsphinx-testdata and asterisk-core-sounds-{en,es,fr}(-wav)"
 
 Pcm = npt.NDArray[np.int16]
 
@@ -95,10 +95,11 @@ def prompt_texts(language: str) -> dict[str, str]:
     if not path.is_file():
         _missing(path)
     texts = {}
-    for line in gzip.open(path, "rt", encoding="utf-8", errors="replace"):
-        name, sep, text = line.partition(":")
-        if sep and not line.startswith(";") and "/" not in name:
-            texts[name.strip()] = text.strip()
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            name, sep, text = line.partition(":")
+            if sep and not line.startswith(";") and "/" not in name:
+                texts[name.strip()] = text.strip()
     return texts
 
 
