@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import struct
 import subprocess
 import wave
 from pathlib import Path
@@ -58,3 +59,15 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
 def floats16k(wav: bytes) -> npt.NDArray[np.float32]:
     """The samples as the models take them: 16 kHz mono float32 in [-1, 1]."""
     return decode_file(io.BytesIO(wav), "WAV")
+
+
+def wav_file(
+    data: bytes, *, tag: int = 1, channels: int = 1, rate: int = 8000, bits: int = 8
+) -> bytes:
+    """A RIFF/WAVE file of any format code (6 A-law, 7 mu-law, 0x31 GSM...) around
+    `data`: Python's wave module writes PCM only."""
+    align = max(1, channels * bits // 8)
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * align, align, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body

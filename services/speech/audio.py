@@ -1,12 +1,12 @@
-"""Audio in, 16 kHz mono float32 out: every backend gets the same samples.
+"""Audio in, 16 kHz float32 out (mono, or one row per channel): every backend
+gets the same samples.
 
-LINEAR16 is raw little-endian PCM described by the request; containers (WAV,
-FLAC, Ogg-Opus) describe themselves and are decoded with FFmpeg (PyAV).
+LINEAR16, MULAW and ALAW are headerless, described by the request; containers
+(WAV, FLAC, Ogg-Opus) describe themselves and are decoded with FFmpeg (PyAV).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,6 +14,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from percept.speech import g711
 from percept.v1 import speech_pb2
 
 SAMPLE_RATE = 16_000
@@ -25,6 +26,20 @@ CONTAINERS = {
     speech_pb2.AUDIO_ENCODING_OGG_OPUS: "Ogg-Opus",
 }
 
+# Headerless encodings: the G.711 law of each (None: 16-bit little-endian PCM).
+RAW: dict[int, str | None] = {
+    speech_pb2.AUDIO_ENCODING_LINEAR16: None,
+    speech_pb2.AUDIO_ENCODING_MULAW: "mulaw",
+    speech_pb2.AUDIO_ENCODING_ALAW: "alaw",
+}
+ENCODING_NAMES = {
+    speech_pb2.AUDIO_ENCODING_LINEAR16: "LINEAR16",
+    speech_pb2.AUDIO_ENCODING_MULAW: "MULAW",
+    speech_pb2.AUDIO_ENCODING_ALAW: "ALAW",
+    **CONTAINERS,
+}
+CUSTOMER = speech_pb2.CHANNEL_ROLE_CUSTOMER
+
 Samples = npt.NDArray[np.float32]
 
 
@@ -35,19 +50,65 @@ class AudioError(ValueError):
 def check_config(config: speech_pb2.RecognitionConfig) -> None:
     encoding = config.encoding
     if encoding == speech_pb2.AUDIO_ENCODING_UNSPECIFIED:
-        raise AudioError("config.encoding: required (LINEAR16, WAV, FLAC or OGG_OPUS)")
+        names = ", ".join(ENCODING_NAMES.values())
+        raise AudioError(f"config.encoding: required ({names})")
     if encoding not in speech_pb2.AudioEncoding.values():
         raise AudioError(f"config.encoding: unknown value {encoding}")
-    if encoding == speech_pb2.AUDIO_ENCODING_LINEAR16 and not (
-        MIN_RATE <= config.sample_rate_hz <= MAX_RATE
-    ):
+    if encoding in RAW and not MIN_RATE <= config.sample_rate_hz <= MAX_RATE:
         raise AudioError(
             f"config.sample_rate_hz: {config.sample_rate_hz} is not between {MIN_RATE} and "
-            f"{MAX_RATE} (required for LINEAR16)"
+            f"{MAX_RATE} (required for {ENCODING_NAMES[encoding]})"
         )
     if not 0 <= config.audio_channel_count <= MAX_CHANNELS:
         count = config.audio_channel_count
         raise AudioError(f"config.audio_channel_count: {count} is not between 1 and {MAX_CHANNELS}")
+    check_roles(config)
+    if encoding in RAW:
+        check_channels(config, config.audio_channel_count or 1)
+
+
+def check_roles(config: speech_pb2.RecognitionConfig) -> None:
+    """Roles are known values, and one channel at most is the customer's: lead
+    signals follow the customer, so two would be one call's two leads. AGENT may
+    repeat (an agent and an IVR, or a whisper coach), UNSPECIFIED too."""
+    roles = list(config.channel_roles)
+    for i, role in enumerate(roles):
+        if role not in speech_pb2.ChannelRole.values():
+            raise AudioError(f"config.channel_roles[{i}]: unknown value {role}")
+    if roles.count(CUSTOMER) > 1:
+        at = [i for i, r in enumerate(roles) if r == CUSTOMER]
+        raise AudioError(
+            f"config.channel_roles: channels {at} are all CUSTOMER; at most one channel is "
+            "the customer's (AGENT and UNSPECIFIED may repeat)"
+        )
+    compressed = config.encoding in CONTAINERS and config.encoding != speech_pb2.AUDIO_ENCODING_WAV
+    if compressed and (config.separate_channel_recognition or len(roles) > 1):
+        raise AudioError(
+            "config.separate_channel_recognition: per-channel recognition and roles are for "
+            f"LINEAR16, MULAW, ALAW and WAV, not {ENCODING_NAMES[config.encoding]} (its "
+            "channels are mixed into one; one role may name the whole stream)"
+        )
+
+
+def check_channels(config: speech_pb2.RecognitionConfig, channels: int) -> None:
+    """The roles and per-channel recognition against the stream's channel count
+    (from the config, or a WAV header once it has arrived)."""
+    roles = len(config.channel_roles)
+    if config.separate_channel_recognition and channels < 2:
+        raise AudioError(
+            "config.separate_channel_recognition: the stream has 1 channel; per-channel "
+            "recognition needs 2 or more (set audio_channel_count, or send a stereo WAV)"
+        )
+    if roles > channels:
+        raise AudioError(
+            f"config.channel_roles: {roles} roles for a stream of {channels} channel(s); "
+            f"role {channels} and after name channels that do not exist"
+        )
+    if roles and channels > 1 and not config.separate_channel_recognition:
+        raise AudioError(
+            "config.channel_roles: the channels of this stream are mixed into one; set "
+            "separate_channel_recognition to give each channel a role"
+        )
 
 
 def mono_resampler() -> av.AudioResampler:
@@ -60,11 +121,18 @@ def to_samples(frames: list[av.AudioFrame]) -> Samples:
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
-def pcm_frame(data: bytes, rate: int, channels: int) -> av.AudioFrame:
-    """Whole 16-bit little-endian frames as one mono frame (channels averaged)."""
-    pcm = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
-    mono = pcm.astype(np.int32).mean(axis=1).astype(np.int16)
-    frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
+def pcm_samples(data: bytes, law: str | None, channels: int) -> npt.NDArray[np.int16]:
+    """Whole frames of 16-bit little-endian PCM (law None) or G.711 as (frames, channels)."""
+    pcm = np.frombuffer(data, dtype="<i2") if law is None else g711.expand(data, law)
+    return pcm.reshape(-1, channels)
+
+
+def mono_frame(pcm: npt.NDArray[np.int16], rate: int) -> av.AudioFrame:
+    """Samples of one channel, or interleaved channels averaged, as a mono frame."""
+    mono = pcm if pcm.ndim == 1 else pcm.astype(np.int32).mean(axis=1).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(mono).reshape(1, -1), format="s16", layout="mono"
+    )
     frame.sample_rate = rate
     return frame
 
@@ -87,26 +155,21 @@ def decode_file(source: str | Path | BinaryIO, name: str) -> Samples:
     return to_samples([*frames, *resampler.resample(None)])
 
 
-def decode(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
-    """The audio as 16 kHz mono float32 in [-1, 1]."""
-    check_config(config)
-    if config.encoding == speech_pb2.AUDIO_ENCODING_LINEAR16:
-        return decode_linear16(data, config.sample_rate_hz, config.audio_channel_count or 1)
-    if not data:
-        return np.zeros(0, np.float32)
-    return decode_file(io.BytesIO(data), CONTAINERS[config.encoding])
-
-
-def decode_linear16(data: bytes, rate: int, channels: int) -> Samples:
-    width = 2 * channels
+def decode_raw(data: bytes, rate: int, channels: int, law: str | None = None) -> Samples:
+    """Headerless 16-bit PCM or G.711 (`law` "mulaw"/"alaw") as 16 kHz mono."""
+    width = (1 if law else 2) * channels
     if len(data) % width:
+        kind = f"G.711 {law}" if law else "16-bit"
         raise AudioError(
-            f"audio_content: {len(data)} bytes is not a whole number of 16-bit samples "
+            f"audio_content: {len(data)} bytes is not a whole number of {kind} samples "
             f"for {channels} channel(s)"
         )
     if not data:
         return np.zeros(0, np.float32)
     resampler = mono_resampler()
-    return to_samples(
-        [*resampler.resample(pcm_frame(data, rate, channels)), *resampler.resample(None)]
-    )
+    frame = mono_frame(pcm_samples(data, law, channels), rate)
+    return to_samples([*resampler.resample(frame), *resampler.resample(None)])
+
+
+def decode_linear16(data: bytes, rate: int, channels: int) -> Samples:
+    return decode_raw(data, rate, channels)

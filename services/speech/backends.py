@@ -7,17 +7,11 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from percept.speech.audio import SAMPLE_RATE, Samples
-
-PADDED_FRAMES = 3000  # Whisper's 30 s window in mel frames
-# Padding kept past the audio in a short window. With one second, tiny.en now and
-# then repeated a sentence into a window's last frames or misheard a word; with
-# three it gave the full window's words on every test sentence.
-PAD_FRAMES = 300
 
 
 @dataclass(frozen=True)
@@ -48,8 +42,11 @@ class Transcriber(Protocol):
     name: str
     english_only: bool
 
-    def transcribe(self, audio: Samples, language: str | None) -> tuple[list[Utterance], str]:
-        """Utterances (with word times) and the language spoken."""
+    def transcribe(
+        self, audio: Samples, language: str | None, *, prompt: str = ""
+    ) -> tuple[list[Utterance], str]:
+        """Utterances (with word times) and the language spoken; `prompt` is the text
+        said just before (the channel's previous finals), as Whisper's context."""
         ...
 
     def draft(self, requests: list[DraftRequest]) -> list[tuple[str, str]]:
@@ -74,6 +71,30 @@ def drop_loops(text: str) -> str:
     return text
 
 
+def cut_loops(segments: list[Utterance]) -> list[Utterance]:
+    """A final's segments up to the end of the first round of a repetition loop
+    (within a segment or across them), so no final repeats itself."""
+    words = [w for s in segments for w in s.words]
+    text = " ".join(w.text for w in words) if words else " ".join(s.text for s in segments)
+    keep = len(drop_loops(text).split())
+    if keep == len(text.split()):
+        return segments
+    if not words:  # no word times (a backend without them): cut the text only
+        return [Utterance(drop_loops(text), segments[0].start, segments[-1].end, (), 0.0)]
+    kept: list[Utterance] = []
+    for segment in segments:
+        room = keep - sum(len(s.words) for s in kept)
+        if room <= 0:
+            break
+        if room >= len(segment.words):
+            kept.append(segment)
+            continue
+        cut = segment.words[:room]
+        text = " ".join(w.text for w in cut)
+        kept.append(Utterance(text, segment.start, cut[-1].end, cut, segment.confidence))
+    return kept
+
+
 class FasterWhisperTranscriber:
     """Whisper through CTranslate2 (faster-whisper): int8 on CPU, float16 on a GPU."""
 
@@ -85,27 +106,8 @@ class FasterWhisperTranscriber:
         *,
         device: str = "auto",
         cpu_threads: int = 2,
-        short_window: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel  # heavy: only the speech service pays for it
-
-        class ShortWindowWhisper(WhisperModel):  # type: ignore[misc]
-            """Encodes a window only as long as its audio plus three seconds.
-
-            faster-whisper pads every window to 30 s (zeros past the audio) and
-            the encoder's cost is in that length. Measured on 2 cores: a 2.5 s
-            utterance in 0.23 s instead of 0.62 s, with the same words and word
-            times within 0.1 s (the last word's end 0.2 s), as
-            tests/unit/test_speech_parts.py checks.
-            """
-
-            def encode(self, features: Any) -> Any:
-                if short_window and features.shape[-1] == PADDED_FRAMES:
-                    columns = np.any(features != 0, axis=tuple(range(features.ndim - 1)))
-                    used = int(np.flatnonzero(columns)[-1]) + 1 if columns.any() else 0
-                    keep = min(PADDED_FRAMES, used + PAD_FRAMES) // 2 * 2
-                    features = np.ascontiguousarray(features[..., :keep])
-                return super().encode(features)
 
         if device == "auto":  # CTranslate2 would pick the GPU, but int8 is the CPU's choice
             import ctranslate2
@@ -113,20 +115,31 @@ class FasterWhisperTranscriber:
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         self.device = device
         compute_type = "int8" if device == "cpu" else "float16"
-        self.model = ShortWindowWhisper(
+        self.model = WhisperModel(
             str(model_dir), device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
         self.english_only = not self.model.model.is_multilingual
         self._lock = threading.Lock()  # one decode at a time per model instance
 
-    def transcribe(self, audio: Samples, language: str | None) -> tuple[list[Utterance], str]:
+    def transcribe(
+        self, audio: Samples, language: str | None, *, prompt: str = ""
+    ) -> tuple[list[Utterance], str]:
         if self.english_only:
             language = "en"
         if len(audio) < SAMPLE_RATE // 10:  # under 0.1 s: nothing to say
             return [], language or ""
         with self._lock:
+            # Whisper's whole 30 s window, as it was trained: encoding only the audio
+            # and a few seconds of padding was 2-3x faster but looped on real speech.
+            # faster-whisper falls back to higher temperatures when a decode's
+            # compression ratio says it repeats itself; cut_loops catches the rest.
             segments, info = self.model.transcribe(
-                audio, language=language, word_timestamps=True, vad_filter=True, beam_size=5
+                audio,
+                language=language,
+                initial_prompt=prompt or None,
+                word_timestamps=True,
+                vad_filter=True,
+                beam_size=5,
             )
             utterances = [
                 Utterance(
@@ -142,7 +155,7 @@ class FasterWhisperTranscriber:
                 for s in segments
                 if s.text.strip()
             ]
-        return utterances, str(info.language)
+        return cut_loops(utterances), str(info.language)
 
     def draft(self, requests: list[DraftRequest]) -> list[tuple[str, str]]:
         """Encodes only the audio given plus a second of silence, not Whisper's

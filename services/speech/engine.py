@@ -78,7 +78,9 @@ class SpeechEngine:
             self._worker = asyncio.create_task(self._work(self._queue), name="speech-engine")
         return self._queue
 
-    async def transcribe(self, audio: Samples, language: str | None) -> tuple[list[Utterance], str]:
+    async def transcribe(
+        self, audio: Samples, language: str | None, *, prompt: str = ""
+    ) -> tuple[list[Utterance], str]:
         async with self._slots:
             future: asyncio.Future[tuple[list[Utterance], str]] = (
                 asyncio.get_running_loop().create_future()
@@ -89,7 +91,7 @@ class SpeechEngine:
                     FINAL,
                     next(self._seq),
                     future,
-                    run=lambda: self.transcriber.transcribe(audio, language),
+                    run=lambda: self.transcriber.transcribe(audio, language, prompt=prompt),
                 )
             )
             self._waiting[FINAL] += 1

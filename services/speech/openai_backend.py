@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from percept.speech.audio import SAMPLE_RATE, Samples
-from percept.speech.backends import DraftRequest, Utterance, Word, drop_loops
+from percept.speech.backends import DraftRequest, Utterance, Word, cut_loops, drop_loops
 
 
 class OpenAIWhisperTranscriber:
@@ -45,7 +45,9 @@ class OpenAIWhisperTranscriber:
         self.english_only = not model.is_multilingual
         self._lock = threading.Lock()
 
-    def transcribe(self, audio: Samples, language: str | None) -> tuple[list[Utterance], str]:
+    def transcribe(
+        self, audio: Samples, language: str | None, *, prompt: str = ""
+    ) -> tuple[list[Utterance], str]:
         import whisper
 
         if self.english_only:
@@ -59,6 +61,7 @@ class OpenAIWhisperTranscriber:
                 language=language,
                 word_timestamps=True,
                 beam_size=5,
+                initial_prompt=prompt or None,
                 fp16=self.device == "cuda",
                 verbose=None,
             )
@@ -81,7 +84,7 @@ class OpenAIWhisperTranscriber:
             for s in result["segments"]
             if s["text"].strip()
         ]
-        return utterances, str(result.get("language") or language or "")
+        return cut_loops(utterances), str(result.get("language") or language or "")
 
     def draft(self, requests: list[DraftRequest]) -> list[tuple[str, str]]:
         import whisper

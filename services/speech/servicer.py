@@ -13,12 +13,13 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from percept.runtime.streams import MalformedMessageError, refuse
-from percept.speech.audio import SAMPLE_RATE, AudioError, decode
+from percept.speech.audio import SAMPLE_RATE, AudioError
 from percept.speech.backends import Utterance
+from percept.speech.call_session import CallSession
 from percept.speech.engine import SpeechEngine
 from percept.speech.signals import utterance_signals
-from percept.speech.stream_audio import stream_decoder
-from percept.speech.streaming import RecognitionSession, StreamOptions
+from percept.speech.stream_audio import decode_all, stream_decoder
+from percept.speech.streaming import StreamOptions
 from percept.understanding.classifier import Understanding
 from percept.understanding.messages import entity_messages, intent_messages
 from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
@@ -26,6 +27,8 @@ from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("percept.speech")
 FINAL = speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL
+CUSTOMER = speech_pb2.CHANNEL_ROLE_CUSTOMER
+UNSPECIFIED = speech_pb2.CHANNEL_ROLE_UNSPECIFIED
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,14 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
     def _report(
         self, config: speech_pb2.RecognitionConfig, event: speech_pb2.RecognitionEvent
     ) -> None:
-        """Signals to leads; a failure here is logged, never felt by the call."""
+        """Signals to leads, from the customer's words only: what an agent or an IVR
+        says is not the caller's interest. Without a CUSTOMER channel (a mono call)
+        the unnamed channels speak for the caller. A failure here is logged, never
+        felt by the call."""
         if self.publish is None or event.type != FINAL:
+            return
+        named = CUSTOMER in config.channel_roles
+        if event.role != CUSTOMER and (named or event.role != UNSPECIFIED):
             return
         try:
             for signal in utterance_signals(config, event):
@@ -119,7 +128,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         config = request.config
         try:
             self._check_model(config, engine)
-            audio = await asyncio.to_thread(decode, config, request.audio_content)
+            audio = await asyncio.to_thread(decode_all, config, request.audio_content)
         except AudioError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         utterances, detected = await engine.transcribe(audio, _language(config))
@@ -166,7 +175,14 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             partial_interval_s=self.limits.partial_interval_s,
             endpoint_silence_s=self.limits.endpoint_silence_s,
         )
-        session = RecognitionSession(engine, decoder, options, self.final_event)
+        session = CallSession(
+            engine,
+            decoder,
+            options,
+            self.final_event,
+            roles=config.channel_roles,
+            separate_channels=config.separate_channel_recognition,
+        )
         try:
             chunks = 0
             async for request in requests:

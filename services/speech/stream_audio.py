@@ -1,7 +1,8 @@
-"""Incremental decoding of a live audio stream into 16 kHz mono float32.
+"""Incremental decoding of a live audio stream into 16 kHz float32: mono, or one
+row per channel for per-channel recognition.
 
-LINEAR16 chunks are resampled as they arrive (one stateful resampler, so chunk
-boundaries leave no clicks). Containers (WAV, FLAC, Ogg-Opus) need a demuxer
+Headerless chunks (LINEAR16, G.711) are resampled as they arrive (stateful
+resamplers, so chunk boundaries leave no clicks). Containers (WAV, FLAC, Ogg-Opus) need a demuxer
 that reads ahead: FFmpeg runs in a thread of the call's own, fed through a
 blocking pipe, and the samples it has produced so far are taken after each chunk.
 """
@@ -21,11 +22,14 @@ from percept.speech.audio import (
     MAX_CHANNELS,
     MAX_RATE,
     MIN_RATE,
+    RAW,
     AudioError,
     Samples,
+    check_channels,
     check_config,
+    mono_frame,
     mono_resampler,
-    pcm_frame,
+    pcm_samples,
     to_samples,
 )
 from percept.v1 import speech_pb2
@@ -56,22 +60,34 @@ class StreamDecoder(Protocol):
         ...
 
 
-class Linear16StreamDecoder:
-    """Raw PCM. `strict`: each chunk must hold whole frames (what the API promises
-    for LINEAR16); otherwise a split frame waits for the next chunk (WAV data)."""
+class PcmStreamDecoder:
+    """Headerless 16-bit PCM (`law` None) or G.711 ("mulaw", "alaw"). `strict`: each
+    chunk must hold whole frames (what the API promises for raw audio); otherwise a
+    split frame waits for the next chunk (WAV data). `split`: one row of samples per
+    channel, each resampled on its own, instead of the channels' mix."""
 
-    def __init__(self, rate: int, channels: int, *, strict: bool = True) -> None:
-        self.rate, self.channels, self.strict = rate, channels, strict
-        self.resampler = mono_resampler()
+    def __init__(
+        self,
+        rate: int,
+        channels: int,
+        *,
+        law: str | None = None,
+        strict: bool = True,
+        split: bool = False,
+    ) -> None:
+        self.rate, self.channels, self.law = rate, channels, law
+        self.strict, self.split = strict, split
+        self.resamplers = [mono_resampler() for _ in range(channels if split else 1)]
         self.received = 0
         self.carry = b""
 
     def feed(self, data: bytes) -> Samples:
-        width = 2 * self.channels
+        width = (1 if self.law else 2) * self.channels
         if self.strict and len(data) % width:
+            kind = f"G.711 {self.law}" if self.law else "16-bit"
             raise AudioError(
                 f"audio_content: a chunk of {len(data)} bytes (at byte {self.received}) is not "
-                f"a whole number of 16-bit frames for {self.channels} channel(s); "
+                f"a whole number of {kind} frames for {self.channels} channel(s); "
                 "send chunks of whole frames"
             )
         self.received += len(data)
@@ -80,11 +96,29 @@ class Linear16StreamDecoder:
             whole = len(data) - len(data) % width
             data, self.carry = data[:whole], data[whole:]
         if not data:
-            return np.zeros(0, np.float32)
-        return to_samples(self.resampler.resample(pcm_frame(data, self.rate, self.channels)))
+            return self._empty()
+        pcm = pcm_samples(data, self.law, self.channels)
+        if not self.split:
+            return to_samples(self.resamplers[0].resample(mono_frame(pcm, self.rate)))
+        return self._rows(
+            [
+                to_samples(r.resample(mono_frame(pcm[:, c], self.rate)))
+                for c, r in enumerate(self.resamplers)
+            ]
+        )
 
     def finish(self) -> Samples:
-        return to_samples(self.resampler.resample(None))
+        rows = [to_samples(r.resample(None)) for r in self.resamplers]
+        return self._rows(rows) if self.split else rows[0]
+
+    def _empty(self) -> Samples:
+        return np.zeros((self.channels, 0) if self.split else 0, np.float32)
+
+    @staticmethod
+    def _rows(rows: list[Samples]) -> Samples:
+        # identical resamplers fed identical lengths give identical lengths
+        n = min(len(r) for r in rows)
+        return np.stack([r[:n] for r in rows])
 
     def close(self) -> None:
         pass
@@ -189,14 +223,21 @@ class ContainerStreamDecoder:
         self.pipe.end(discard=True)
 
 
+# WAV format codes (RFC 2361) read here: PCM, IEEE float, A-law, mu-law.
+WAV_PCM, WAV_FLOAT, WAV_ALAW, WAV_MULAW, WAV_EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
+WAV_LAWS = {WAV_ALAW: "alaw", WAV_MULAW: "mulaw"}
+
+
 class WavStreamDecoder:
-    """16-bit PCM WAV is read as LINEAR16 once its header has arrived: FFmpeg would
-    buffer about a second and a half before its first sample. Other WAV sample
-    formats (float, 8-bit, mu-law...) go to FFmpeg."""
+    """16-bit PCM and G.711 WAV are read as headerless audio once the header has
+    arrived: FFmpeg would buffer about a second and a half before its first
+    sample. Other PCM sample sizes and float go to FFmpeg; compressed formats
+    (ADPCM, GSM, MP3 in WAV...) are refused with their format code."""
 
     MAX_HEADER = 64 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, config: speech_pb2.RecognitionConfig | None = None) -> None:
+        self.config = config or speech_pb2.RecognitionConfig()
         self.header = b""
         self.inner: StreamDecoder | None = None
 
@@ -211,16 +252,24 @@ class WavStreamDecoder:
                     f"audio_content: no WAV data chunk in the first {self.MAX_HEADER} bytes"
                 )
             return np.zeros(0, np.float32)
-        fmt, offset = parsed
-        if fmt is not None:
-            self.inner = Linear16StreamDecoder(fmt[0], fmt[1], strict=False)
+        (tag, rate, channels, bits), offset = parsed
+        split = self.config.separate_channel_recognition
+        check_channels(self.config, channels)
+        if (tag == WAV_PCM and bits == 16) or (tag in WAV_LAWS and bits == 8):
+            law = WAV_LAWS.get(tag)
+            self.inner = PcmStreamDecoder(rate, channels, law=law, strict=False, split=split)
             return self.inner.feed(self.header[offset:])
+        if split:
+            raise AudioError(
+                f"audio_content: a WAV of {bits}-bit format {tag}: per-channel recognition "
+                "reads 16-bit PCM, mu-law or A-law WAV"
+            )
         self.inner = ContainerStreamDecoder("WAV", "wav")
         return self.inner.feed(self.header)
 
-    def _parse(self) -> tuple[tuple[int, int] | None, int] | None:
-        """((rate, channels) for 16-bit PCM else None, offset of the samples), or
-        None while the header is incomplete."""
+    def _parse(self) -> tuple[tuple[int, int, int, int], int] | None:
+        """((format code, rate, channels, bits), offset of the samples), or None
+        while the header is incomplete."""
         h = self.header
         if len(h) < 12:
             return None
@@ -230,6 +279,8 @@ class WavStreamDecoder:
         while len(h) >= pos + 8:
             chunk, size = h[pos : pos + 4], struct.unpack_from("<I", h, pos + 4)[0]
             if chunk == b"data":
+                if fmt is None:
+                    raise AudioError("audio_content: the WAV data chunk comes before any fmt chunk")
                 return fmt, pos + 8
             if len(h) < pos + 8 + size:
                 return None
@@ -240,7 +291,14 @@ class WavStreamDecoder:
                         f"audio_content: WAV header says {channels} channel(s) at {rate} Hz, "
                         f"outside 1-{MAX_CHANNELS} channels and {MIN_RATE}-{MAX_RATE} Hz"
                     )
-                fmt = (rate, channels) if tag == 1 and bits == 16 else None
+                if tag == WAV_EXTENSIBLE and size >= 26:  # the real code leads the GUID
+                    tag = struct.unpack_from("<H", h, pos + 8 + 24)[0]
+                if tag not in (WAV_PCM, WAV_FLOAT, *WAV_LAWS):
+                    raise AudioError(
+                        f"audio_content: WAV format code {tag:#06x} is not PCM (1), IEEE "
+                        "float (3), A-law (6) or mu-law (7)"
+                    )
+                fmt = (tag, rate, channels, bits)
             pos += 8 + size + (size & 1)
         return None
 
@@ -257,9 +315,32 @@ class WavStreamDecoder:
 
 
 def stream_decoder(config: speech_pb2.RecognitionConfig) -> StreamDecoder:
+    """The decoder for a stream's config: mono samples, or one row per channel when
+    the config asks for separate recognition."""
     check_config(config)
-    if config.encoding == speech_pb2.AUDIO_ENCODING_LINEAR16:
-        return Linear16StreamDecoder(config.sample_rate_hz, config.audio_channel_count or 1)
+    if config.encoding in RAW:
+        return PcmStreamDecoder(
+            config.sample_rate_hz,
+            config.audio_channel_count or 1,
+            law=RAW[config.encoding],
+            split=config.separate_channel_recognition,
+        )
     if config.encoding == speech_pb2.AUDIO_ENCODING_WAV:
-        return WavStreamDecoder()
+        return WavStreamDecoder(config)
     return ContainerStreamDecoder(CONTAINERS[config.encoding], DEMUXERS[config.encoding])
+
+
+def decode_all(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
+    """A whole recording (Recognize) through the stream decoders, so both RPCs read
+    and refuse the same audio the same way."""
+    if config.separate_channel_recognition:
+        raise AudioError(
+            "config.separate_channel_recognition: for StreamingRecognize; Recognize "
+            "transcribes the channels' mix"
+        )
+    decoder = stream_decoder(config)
+    try:
+        parts = [decoder.feed(data), decoder.finish()]
+    finally:
+        decoder.close()
+    return np.concatenate(parts)

@@ -1,6 +1,6 @@
-"""One live call: audio in, partial and final results out.
+"""One channel of a live call: samples in, partial and final results out.
 
-Audio is decoded as it arrives and scored by the VAD. While someone speaks, a
+Samples are scored by the channel's own VAD as they arrive. While someone speaks, a
 draft of the utterance so far is decoded every `partial_interval_s` and passed
 through LocalAgreement for a stable prefix; when the VAD hears enough silence,
 END_OF_UTTERANCE goes out at once, then the utterance is decoded properly
@@ -14,14 +14,19 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from percept.speech.agreement import LocalAgreement
 from percept.speech.audio import SAMPLE_RATE, Samples
-from percept.speech.backends import DraftRequest, Utterance, Word
+from percept.speech.audio_buffer import AudioBuffer
+from percept.speech.backends import DraftRequest, Utterance
 from percept.speech.endpointing import Endpointer
 from percept.speech.engine import SpeechEngine
-from percept.speech.stream_audio import StreamDecoder
+from percept.speech.final_context import (
+    CONTEXT_S,
+    PROMPT_FINALS,
+    SHORT_UTTERANCE_S,
+    FinalJob,
+    merge,
+)
 from percept.v1 import speech_pb2
 
 PARTIAL = speech_pb2.RecognitionEvent.EVENT_TYPE_PARTIAL
@@ -44,6 +49,7 @@ class StreamOptions:
 Decoded = tuple[list[Utterance], str]
 Events = AsyncIterator[speech_pb2.RecognitionEvent]
 FinalBuilder = Callable[[int, Utterance, str], speech_pb2.RecognitionEvent]
+UNSPECIFIED = speech_pb2.CHANNEL_ROLE_UNSPECIFIED
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:
@@ -56,72 +62,23 @@ def _seconds(samples: int) -> float:
     return samples / SAMPLE_RATE
 
 
-def merge(utterances: list[Utterance], offset: float) -> Utterance | None:
-    """Whisper's segments of one VAD utterance as one utterance, in stream time."""
-    if not utterances:
-        return None
-    words = tuple(
-        Word(w.text, w.start + offset, w.end + offset, w.probability)
-        for u in utterances
-        for w in u.words
-    )
-    return Utterance(
-        text=" ".join(u.text for u in utterances),
-        start=utterances[0].start + offset,
-        end=utterances[-1].end + offset,
-        words=words,
-        confidence=float(np.mean([u.confidence for u in utterances])),
-    )
+class ChannelRecognizer:
+    """A channel's voice activity, utterance numbering and decoding context: on a
+    stereo call the agent and the customer each have one, sharing the engine."""
 
-
-class AudioBuffer:
-    """A stream's kept samples, from stream sample `base` on. Appends are amortised
-    O(1) (a call's chunks arrive every 20-100 ms; re-concatenating the utterance for
-    each was quadratic); clips are copies, so the model may read them while the
-    buffer moves on."""
-
-    def __init__(self, capacity: int = 4 * SAMPLE_RATE) -> None:
-        self._data = np.zeros(capacity, np.float32)
-        self._size = 0
-        self.base = 0
-
-    @property
-    def end(self) -> int:
-        return self.base + self._size
-
-    def append(self, samples: Samples) -> None:
-        needed = self._size + len(samples)
-        if needed > len(self._data):
-            grown = np.zeros(max(needed, 2 * len(self._data)), np.float32)
-            grown[: self._size] = self._data[: self._size]
-            self._data = grown
-        self._data[self._size : needed] = samples
-        self._size = needed
-
-    def keep_from(self, sample: int) -> None:
-        """Forgets the samples before `sample`."""
-        drop = min(sample - self.base, self._size)
-        if drop > 0:
-            self._data[: self._size - drop] = self._data[drop : self._size]
-            self._size -= drop
-            self.base += drop
-
-    def clip(self, start: int, end: int) -> Samples:
-        lo, hi = max(0, start - self.base), max(0, min(end, self.end) - self.base)
-        return self._data[lo:hi].copy()
-
-
-class RecognitionSession:
     def __init__(
         self,
         engine: SpeechEngine,
-        decoder: StreamDecoder,
         options: StreamOptions,
         build_final: FinalBuilder,
+        *,
+        channel: int = 0,
+        role: int = UNSPECIFIED,
         endpointer: Endpointer | None = None,
     ) -> None:
-        self.engine, self.decoder, self.options = engine, decoder, options
+        self.engine, self.options = engine, options
         self.build_final = build_final
+        self.channel, self.role = channel, role
         self.endpointer = endpointer or Endpointer(
             min_silence_s=options.endpoint_silence_s, max_utterance_s=options.max_utterance_s
         )
@@ -133,24 +90,47 @@ class RecognitionSession:
         self.last_draft_at = 0
         self.last_partial = ""
         self.speculation: tuple[tuple[int, int], asyncio.Task[Decoded]] | None = None
+        # the finals so far (their audio's start and end, their text): the decoder's context
+        self.history: list[tuple[int, int, str]] = []
+
+    def _job(self, start: int, speech_end: int) -> FinalJob:
+        """What a final is decoded from. Whisper hears a short utterance alone badly
+        ("is set to" came out "is that too"): it gets the audio before it as well,
+        and the earlier finals not in that audio are its prompt."""
+        context_from = start
+        if speech_end - start < int(SHORT_UTTERANCE_S * SAMPLE_RATE):
+            # Measured on a real 8 kHz call: the audio before (even from mid-word)
+            # gave fewer errors than whole earlier utterances or none.
+            context_from = max(self.audio.base, start - int(CONTEXT_S * SAMPLE_RATE))
+        said = [text for _, end, text in self.history if end <= context_from]
+        prompt = " ".join(said[-PROMPT_FINALS:])
+        clip = self.audio.clip(context_from, speech_end + int(TAIL_S * SAMPLE_RATE))
+        # the context's words end before the middle of the pause after them
+        voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
+        last = self.history[-1][1] if self.history else context_from
+        boundary = max(context_from, min(start, (last + voice) // 2))
+        return FinalJob(clip, prompt, context_from, boundary, speech_end)
 
     @property
     def received_s(self) -> float:
         return _seconds(self.audio.end)
 
-    def feed(self, data: bytes) -> Events:
-        return self._process(self.decoder.feed(data))
+    def _stamp(self, event: speech_pb2.RecognitionEvent) -> speech_pb2.RecognitionEvent:
+        event.channel, event.role = self.channel, self.role  # type: ignore[assignment]
+        return event
+
+    async def push(self, samples: Samples) -> Events:
+        async for event in self._process(samples):
+            yield self._stamp(event)
 
     async def finish(self) -> Events:
-        async for event in self._process(self.decoder.finish()):
-            yield event
+        """The stream ended: the utterance in progress becomes a final."""
         for boundary in self.endpointer.flush():
             async for event in self._boundary(boundary.kind, boundary.sample):
-                yield event
+                yield self._stamp(event)
 
     def close(self) -> None:
         self._drop_speculation()
-        self.decoder.close()
 
     async def _process(self, samples: Samples) -> Events:
         self.audio.append(samples)
@@ -158,7 +138,7 @@ class RecognitionSession:
             async for event in self._boundary(boundary.kind, boundary.sample):
                 yield event
         if self.utterance_start is None:
-            self.audio.keep_from(self.audio.end - int(PRE_ROLL_S * SAMPLE_RATE))
+            self.audio.keep_from(self.audio.end - int((PRE_ROLL_S + CONTEXT_S) * SAMPLE_RATE))
             return
         self._speculate()
         if self.options.interim_results and self.endpointer.silent_since is None:
@@ -181,8 +161,7 @@ class RecognitionSession:
         if self.speculation is not None and self.speculation[0] == (start, silent):
             return
         self._drop_speculation()
-        clip = self.audio.clip(start, silent + int(TAIL_S * SAMPLE_RATE))
-        task = asyncio.create_task(self.engine.transcribe(clip, self.language))
+        task = asyncio.create_task(self._decode(self._job(start, silent)))
         task.add_done_callback(_quiet)
         self.speculation = ((start, silent), task)
 
@@ -196,8 +175,13 @@ class RecognitionSession:
             task, self.speculation = self.speculation[1], None
             return await task
         self._drop_speculation()
-        end = min(sample + int(TAIL_S * SAMPLE_RATE), self.audio.end)
-        return await self.engine.transcribe(self.audio.clip(start, end), self.language)
+        return await self._decode(self._job(start, sample))
+
+    async def _decode(self, job: FinalJob) -> Decoded:
+        utterances, language = await self.engine.transcribe(
+            job.clip, self.language, prompt=job.prompt
+        )
+        return job.words_of_utterance(utterances), language
 
     async def _boundary(self, kind: str, sample: int) -> Events:
         if kind == "start":
@@ -216,8 +200,9 @@ class RecognitionSession:
         yield eou  # before decoding: the client learns the caller stopped at once
         utterances, language = await self._final(start, sample)
         self.language = self.language or language or None
-        utterance = merge(utterances, _seconds(start))
+        utterance = merge(utterances, 0.0)
         if utterance is not None and utterance.text.strip():
+            self.history.append((start, sample, utterance.text))
             # intents and entities take milliseconds: not on the event loop
             yield await asyncio.to_thread(self.build_final, index, utterance, language)
 

@@ -35,6 +35,10 @@ class _AudioEncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AudioEn
     AUDIO_ENCODING_FLAC: _AudioEncoding.ValueType  # 3
     AUDIO_ENCODING_OGG_OPUS: _AudioEncoding.ValueType  # 4
     """Opus in an Ogg container"""
+    AUDIO_ENCODING_MULAW: _AudioEncoding.ValueType  # 5
+    """raw G.711 mu-law, one byte a sample (8 kHz typical)"""
+    AUDIO_ENCODING_ALAW: _AudioEncoding.ValueType  # 6
+    """raw G.711 A-law, one byte a sample"""
 
 class AudioEncoding(_AudioEncoding, metaclass=_AudioEncodingEnumTypeWrapper): ...
 
@@ -46,7 +50,35 @@ AUDIO_ENCODING_WAV: AudioEncoding.ValueType  # 2
 AUDIO_ENCODING_FLAC: AudioEncoding.ValueType  # 3
 AUDIO_ENCODING_OGG_OPUS: AudioEncoding.ValueType  # 4
 """Opus in an Ogg container"""
+AUDIO_ENCODING_MULAW: AudioEncoding.ValueType  # 5
+"""raw G.711 mu-law, one byte a sample (8 kHz typical)"""
+AUDIO_ENCODING_ALAW: AudioEncoding.ValueType  # 6
+"""raw G.711 A-law, one byte a sample"""
 Global___AudioEncoding: _TypeAlias = AudioEncoding  # noqa: Y015
+
+class _ChannelRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChannelRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChannelRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANNEL_ROLE_UNSPECIFIED: _ChannelRole.ValueType  # 0
+    """a mono call, or a channel nobody named"""
+    CHANNEL_ROLE_AGENT: _ChannelRole.ValueType  # 1
+    """the call center's side: an agent, an IVR, a bot"""
+    CHANNEL_ROLE_CUSTOMER: _ChannelRole.ValueType  # 2
+    """the caller: the only role whose words become lead signals"""
+
+class ChannelRole(_ChannelRole, metaclass=_ChannelRoleEnumTypeWrapper):
+    """Who speaks on a channel of a call."""
+
+CHANNEL_ROLE_UNSPECIFIED: ChannelRole.ValueType  # 0
+"""a mono call, or a channel nobody named"""
+CHANNEL_ROLE_AGENT: ChannelRole.ValueType  # 1
+"""the call center's side: an agent, an IVR, a bot"""
+CHANNEL_ROLE_CUSTOMER: ChannelRole.ValueType  # 2
+"""the caller: the only role whose words become lead signals"""
+Global___ChannelRole: _TypeAlias = ChannelRole  # noqa: Y015
 
 @_typing.final
 class RecognitionConfig(_message.Message):
@@ -61,11 +93,16 @@ class RecognitionConfig(_message.Message):
     INTERIM_RESULTS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    SEPARATE_CHANNEL_RECOGNITION_FIELD_NUMBER: _builtins.int
+    CHANNEL_ROLES_FIELD_NUMBER: _builtins.int
     encoding: Global___AudioEncoding.ValueType
     sample_rate_hz: _builtins.int
-    """required for LINEAR16; containers carry their own"""
+    """required for LINEAR16, MULAW, ALAW; containers carry their own"""
     audio_channel_count: _builtins.int
-    """0 means 1; channels are mixed down server side"""
+    """0 means 1; channels are interleaved, and mixed down server side unless
+    separate_channel_recognition is set. Required (>= 2) for per-channel recognition
+    of headerless audio; a WAV's header says its own.
+    """
     language_code: _builtins.str
     """BCP-47 such as "en"; empty or "auto" detects it"""
     call_id: _builtins.str
@@ -75,9 +112,19 @@ class RecognitionConfig(_message.Message):
     model: _builtins.str
     """model name; empty selects the server default"""
     campaign_id: _builtins.str
+    separate_channel_recognition: _builtins.bool
+    """Recognize each channel on its own (its own voice activity, utterances and
+    context): a stereo call with the agent on one channel and the customer on the other.
+    """
     @_builtins.property
     def caller(self) -> _common_pb2.IdentityKeys:
         """who is calling (usually the phone number)"""
+
+    @_builtins.property
+    def channel_roles(self) -> _containers.RepeatedScalarFieldContainer[Global___ChannelRole.ValueType]:
+        """The role of each channel, in channel order (fewer than the channels: the rest are
+        UNSPECIFIED). At most one CUSTOMER; AGENT may repeat (an agent and an IVR).
+        """
 
     def __init__(
         self,
@@ -91,10 +138,12 @@ class RecognitionConfig(_message.Message):
         interim_results: _builtins.bool = ...,
         model: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
+        separate_channel_recognition: _builtins.bool = ...,
+        channel_roles: _abc.Iterable[Global___ChannelRole.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_channel_count", b"audio_channel_count", "call_id", b"call_id", "caller", b"caller", "campaign_id", b"campaign_id", "encoding", b"encoding", "interim_results", b"interim_results", "language_code", b"language_code", "model", b"model", "sample_rate_hz", b"sample_rate_hz"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_channel_count", b"audio_channel_count", "call_id", b"call_id", "caller", b"caller", "campaign_id", b"campaign_id", "channel_roles", b"channel_roles", "encoding", b"encoding", "interim_results", b"interim_results", "language_code", b"language_code", "model", b"model", "sample_rate_hz", b"sample_rate_hz", "separate_channel_recognition", b"separate_channel_recognition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,6 +247,8 @@ class RecognitionEvent(_message.Message):
     END_OFFSET_FIELD_NUMBER: _builtins.int
     INTENTS_FIELD_NUMBER: _builtins.int
     ENTITIES_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     type: Global___RecognitionEvent.EventType.ValueType
     utterance_index: _builtins.int
     """0-based, per stream"""
@@ -206,6 +257,10 @@ class RecognitionEvent(_message.Message):
     """PARTIAL only: the part agreed by consecutive hypotheses"""
     confidence: _builtins.float
     language_code: _builtins.str
+    channel: _builtins.int
+    """0-based; 0 for a mixed-down or mono stream"""
+    role: Global___ChannelRole.ValueType
+    """the channel's role from the config"""
     @_builtins.property
     def words(self) -> _containers.RepeatedCompositeFieldContainer[Global___WordInfo]: ...
     @_builtins.property
@@ -234,10 +289,12 @@ class RecognitionEvent(_message.Message):
         end_offset: _duration_pb2.Duration | None = ...,
         intents: _abc.Iterable[_common_pb2.Intent] | None = ...,
         entities: _abc.Iterable[_common_pb2.Entity] | None = ...,
+        channel: _builtins.int = ...,
+        role: Global___ChannelRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "start_offset", b"start_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "end_offset", b"end_offset", "entities", b"entities", "intents", b"intents", "language_code", b"language_code", "stable_prefix", b"stable_prefix", "start_offset", b"start_offset", "transcript", b"transcript", "type", b"type", "utterance_index", b"utterance_index", "words", b"words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "confidence", b"confidence", "end_offset", b"end_offset", "entities", b"entities", "intents", b"intents", "language_code", b"language_code", "role", b"role", "stable_prefix", b"stable_prefix", "start_offset", b"start_offset", "transcript", b"transcript", "type", b"type", "utterance_index", b"utterance_index", "words", b"words"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

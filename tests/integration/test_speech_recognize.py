@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from speech_audio import MAX_WER, speak, wer
+from speech_audio import MAX_WER, speak, wav_file, wer
 
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
@@ -108,7 +108,7 @@ async def test_silence_gives_no_result_and_no_error(stub: speech_pb2_grpc.Speech
         (
             sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000),
             b"\x00\x00\x00",
-            "3 bytes is not a whole number of 16-bit samples for 1 channel",
+            "3 bytes (at byte 0) is not a whole number of 16-bit frames for 1 channel",
         ),
         (
             sp.RecognitionConfig(
@@ -125,6 +125,17 @@ async def test_silence_gives_no_result_and_no_error(stub: speech_pb2_grpc.Speech
             "audio_channel_count: 50",
         ),
         (wav_config(), b"this is not a wav file at all" * 10, "not a readable WAV stream"),
+        (
+            sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_MULAW),
+            b"\xff" * 160,
+            "config.sample_rate_hz: 0 is not between 8000 and 192000 (required for MULAW)",
+        ),
+        (
+            sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_ALAW, sample_rate_hz=1_000_000),
+            b"\xd5" * 160,
+            "config.sample_rate_hz: 1000000 is not between 8000 and 192000 (required for ALAW)",
+        ),
+        (wav_config(), wav_file(b"\x00" * 65, tag=0x0031), "WAV format code 0x0031 is not PCM"),
         (
             sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_FLAC),
             b"\xff\xfe" * 500,

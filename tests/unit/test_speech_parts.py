@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,7 +110,9 @@ class SlowTranscriber:
         self.calls: list[str] = []
         self.running = threading.Lock()
 
-    def transcribe(self, audio: Samples, language: str | None) -> tuple[list[Utterance], str]:
+    def transcribe(
+        self, audio: Samples, language: str | None, *, prompt: str = ""
+    ) -> tuple[list[Utterance], str]:
         assert self.running.acquire(blocking=False), "two model calls at once"
         try:
             time.sleep(self.seconds)
@@ -182,23 +185,52 @@ async def test_a_cancelled_call_does_not_reach_the_model() -> None:
         await engine.close()
 
 
-def test_short_window_gives_the_words_of_the_full_window(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_the_loop_guard_cuts_a_real_repetition_loop_to_its_first_round(tmp_path: Path) -> None:
+    """Real audio that makes tiny.en loop: the Asterisk prompt "Call-Forward on Busy."
+    decoded with the encoder cut to the audio plus 3 s (an old speed-up of ours) repeats
+    it to the end of the window. cut_loops keeps one round, with its word times."""
+    import real_media
+    from faster_whisper import WhisperModel
+
     from percept.models import model_store
     from percept.runtime.settings import Settings
-    from percept.speech.backends import FasterWhisperTranscriber
+    from percept.speech.audio import decode_linear16
+    from percept.speech.backends import FasterWhisperTranscriber, Word, cut_loops
 
-    audio = floats16k(speak("I want to buy two phones for my office.", tmp_path / "s.wav"))
+    class TrimmedWindow(WhisperModel):  # type: ignore[misc]
+        def encode(self, features: Any) -> Any:
+            used = np.any(features != 0, axis=tuple(range(features.ndim - 1)))
+            keep = min(features.shape[-1], int(np.flatnonzero(used)[-1]) + 301) // 2 * 2
+            return super().encode(np.ascontiguousarray(features[..., :keep]))
+
+    (clip,) = [c for c in real_media.prompts("en") if c.name == "call-fwd-on-busy"]
+    audio = decode_linear16(clip.pcm.tobytes(), clip.rate, 1)
     model = model_store(Settings(data_dir=tmp_path)).resolve("whisper-tiny.en").path
-    full = FasterWhisperTranscriber(model, device="cpu", short_window=False)
-    short = FasterWhisperTranscriber(model, device="cpu")
-    (a,), _ = full.transcribe(audio, "en")
-    (b,), _ = short.transcribe(audio, "en")
-    assert a.text == b.text
-    assert [w.text for w in a.words] == [w.text for w in b.words]
-    for x, y in zip(a.words, b.words, strict=True):
-        # Whisper's word times (cross-attention alignment) are good to a tenth or
-        # two of a second; the last word's end moves most
-        assert abs(x.start - y.start) <= 0.1 and abs(x.end - y.end) <= 0.25
+    looping = TrimmedWindow(str(model), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = looping.transcribe(
+        audio, language="en", word_timestamps=True, vad_filter=True, beam_size=5
+    )
+    raw = [
+        Utterance(
+            s.text.strip(),
+            s.start,
+            s.end,
+            tuple(Word(w.word.strip(), w.start, w.end, w.probability) for w in s.words),
+            1.0,
+        )
+        for s in segments
+    ]
+    said = " ".join(u.text for u in raw)
+    assert drop_loops(said) != said and said.lower().count("busy") >= 3, said  # it loops
+
+    guarded = cut_loops(raw)
+    text = " ".join(u.text for u in guarded)
+    assert text.lower().count("busy") == 1 and drop_loops(text) == text, text
+    assert [w.text for u in guarded for w in u.words] == text.split()
+    # and the service's own decoding (Whisper's whole window) does not loop at all
+    (final,), _ = FasterWhisperTranscriber(model, device="cpu").transcribe(audio, "en")
+    assert final.text.lower().count("busy") == 1, final.text
 
 
 def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> None:
@@ -241,7 +273,7 @@ def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> No
 
 
 def test_audio_buffer_keeps_stream_positions_across_growth_and_trimming() -> None:
-    from percept.speech.streaming import AudioBuffer
+    from percept.speech.audio_buffer import AudioBuffer
 
     buffer = AudioBuffer(capacity=4)
     stream = np.arange(100, dtype=np.float32)
