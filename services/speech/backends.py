@@ -7,7 +7,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -31,6 +31,12 @@ class Utterance:
     confidence: float
 
 
+class Transcript(NamedTuple):
+    utterances: list[Utterance]
+    language: str  # spoken (detected, or the one asked for)
+    language_probability: float = 1.0  # the detector's; 1 when the language was given
+
+
 @dataclass(frozen=True)
 class DraftRequest:
     audio: Samples
@@ -42,9 +48,7 @@ class Transcriber(Protocol):
     name: str
     english_only: bool
 
-    def transcribe(
-        self, audio: Samples, language: str | None, *, prompt: str = ""
-    ) -> tuple[list[Utterance], str]:
+    def transcribe(self, audio: Samples, language: str | None, *, prompt: str = "") -> Transcript:
         """Utterances (with word times) and the language spoken; `prompt` is the text
         said just before (the channel's previous finals), as Whisper's context."""
         ...
@@ -121,13 +125,11 @@ class FasterWhisperTranscriber:
         self.english_only = not self.model.model.is_multilingual
         self._lock = threading.Lock()  # one decode at a time per model instance
 
-    def transcribe(
-        self, audio: Samples, language: str | None, *, prompt: str = ""
-    ) -> tuple[list[Utterance], str]:
+    def transcribe(self, audio: Samples, language: str | None, *, prompt: str = "") -> Transcript:
         if self.english_only:
             language = "en"
         if len(audio) < SAMPLE_RATE // 10:  # under 0.1 s: nothing to say
-            return [], language or ""
+            return Transcript([], language or "")
         with self._lock:
             # Whisper's whole 30 s window, as it was trained: encoding only the audio
             # and a few seconds of padding was 2-3x faster but looped on real speech.
@@ -155,7 +157,9 @@ class FasterWhisperTranscriber:
                 for s in segments
                 if s.text.strip()
             ]
-        return cut_loops(utterances), str(info.language)
+        return Transcript(
+            cut_loops(utterances), str(info.language), float(info.language_probability)
+        )
 
     def draft(self, requests: list[DraftRequest]) -> list[tuple[str, str]]:
         """Encodes only the audio given plus a second of silence, not Whisper's

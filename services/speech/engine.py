@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from percept.speech.audio import Samples
-from percept.speech.backends import DraftRequest, Transcriber, Utterance
+from percept.speech.backends import DraftRequest, Transcriber, Transcript
 
 FINAL, DRAFT = 0, 1  # priorities: lower runs first
 
@@ -80,11 +80,9 @@ class SpeechEngine:
 
     async def transcribe(
         self, audio: Samples, language: str | None, *, prompt: str = ""
-    ) -> tuple[list[Utterance], str]:
+    ) -> Transcript:
         async with self._slots:
-            future: asyncio.Future[tuple[list[Utterance], str]] = (
-                asyncio.get_running_loop().create_future()
-            )
+            future: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
             queue = self._ensure_started()
             queue.put_nowait(
                 _Job(

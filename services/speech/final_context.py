@@ -9,7 +9,8 @@ to add after the speech ("Thank you very much.").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,10 +20,11 @@ from percept.speech.backends import Utterance, Word
 SHORT_UTTERANCE_S = 4.0  # a final shorter than this is decoded with the audio before it
 CONTEXT_S = 4.0
 PROMPT_FINALS = 3  # the channel's last finals, Whisper's prompt
-# A trailing segment that starts this close to the speech's end and is unsure or
-# hollow is a hallucination: on a real 8 kHz call every such segment of tiny.en
-# had confidence 0.3-0.56 and words of no duration; real ones 0.69 and more.
-TRAILING_S = 0.25
+# A segment that starts this close to the speech's end and is hollow (its words
+# take no time) or unsure is a hallucination. On real 8 kHz calls every such
+# segment had confidence 0.22-0.56 (tiny.en, base) and words of no duration; real
+# segments had 0.61 and more, and words of 0.1 s and more.
+TRAILING_S = 0.5
 HOLLOW_WORD_S = 0.05
 HALLUCINATION_CONFIDENCE = 0.6
 
@@ -59,17 +61,33 @@ def hallucinated(segment: Utterance, speech_end: float) -> bool:
     return segment.start >= speech_end - TRAILING_S and (unsure or hollow)
 
 
+def _key(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
 @dataclass(frozen=True)
 class FinalJob:
     clip: Samples  # from context_from to the utterance's end and tail
     prompt: str
     context_from: int  # stream samples
-    start: int
+    start: int  # where the context ends: words ending before it are the context's
     speech_end: int
+    voice: int = 0  # where the VAD heard this utterance's voice start
+    said_before: str = ""  # the final whose audio the context holds
 
-    def words_of_utterance(self, segments: list[Utterance]) -> list[Utterance]:
-        """The segments in stream time, without the context's words (they end
-        before the utterance starts) and without a hallucinated tail."""
+    @property
+    def has_context(self) -> bool:
+        return self.context_from < self.start
+
+    def alone(self, clip: Samples) -> FinalJob:
+        """The same utterance without the audio before it (`clip` starts at `start`)."""
+        return replace(self, clip=clip, context_from=self.start)
+
+    def words_of_utterance(self, segments: list[Utterance]) -> list[Utterance] | None:
+        """The segments in stream time, without the context's words and without a
+        hallucinated tail; None when the split by time failed (Whisper squeezed
+        the context's words and the utterance's into no time, so nothing is left):
+        the utterance is to be decoded alone."""
         offset = _seconds(self.context_from)
         begin, end = _seconds(self.start) - offset, _seconds(self.speech_end) - offset
         kept = []
@@ -79,7 +97,7 @@ class FinalJob:
             words = tuple(
                 Word(w.text, w.start + offset, w.end + offset, w.probability)
                 for w in segment.words
-                if w.end > begin or self.context_from == self.start
+                if w.end > begin or not self.has_context
             )
             if not words and segment.words:
                 continue
@@ -93,4 +111,26 @@ class FinalJob:
                     confidence=segment.confidence,
                 )
             )
-        return kept
+        if self.has_context and not kept and any(s.words for s in segments):
+            return None
+        return self._without_repeated_context(kept)
+
+    def _without_repeated_context(self, kept: list[Utterance]) -> list[Utterance]:
+        """Drops leading words that end the previous final and start before this
+        utterance's voice: the context's last word, timed a little late."""
+        if not self.has_context or not kept or not kept[0].words:
+            return kept
+        tail = [_key(w) for w in self.said_before.split()]
+        first = kept[0]
+        voice = _seconds(self.voice)
+        drop = 0
+        for n in range(min(len(tail), len(first.words) - 1), 0, -1):
+            words = first.words[:n]
+            if [_key(w.text) for w in words] == tail[-n:] and words[-1].start < voice:
+                drop = n
+                break
+        if not drop:
+            return kept
+        words = first.words[drop:]
+        text = " ".join(w.text for w in words)
+        return [replace(first, text=text, start=words[0].start, words=words), *kept[1:]]

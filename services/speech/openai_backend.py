@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from percept.speech.audio import SAMPLE_RATE, Samples
-from percept.speech.backends import DraftRequest, Utterance, Word, cut_loops, drop_loops
+from percept.speech.backends import (
+    DraftRequest,
+    Transcript,
+    Utterance,
+    Word,
+    cut_loops,
+    drop_loops,
+)
 
 
 class OpenAIWhisperTranscriber:
@@ -45,15 +52,13 @@ class OpenAIWhisperTranscriber:
         self.english_only = not model.is_multilingual
         self._lock = threading.Lock()
 
-    def transcribe(
-        self, audio: Samples, language: str | None, *, prompt: str = ""
-    ) -> tuple[list[Utterance], str]:
+    def transcribe(self, audio: Samples, language: str | None, *, prompt: str = "") -> Transcript:
         import whisper
 
         if self.english_only:
             language = "en"
         if len(audio) < SAMPLE_RATE // 10:
-            return [], language or ""
+            return Transcript([], language or "")
         with self._lock:
             result: dict[str, Any] = whisper.transcribe(
                 self.model,
@@ -84,7 +89,7 @@ class OpenAIWhisperTranscriber:
             for s in result["segments"]
             if s["text"].strip()
         ]
-        return cut_loops(utterances), str(result.get("language") or language or "")
+        return Transcript(cut_loops(utterances), str(result.get("language") or language or ""))
 
     def draft(self, requests: list[DraftRequest]) -> list[tuple[str, str]]:
         import whisper

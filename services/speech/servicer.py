@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from faster_whisper.tokenizer import _LANGUAGE_CODES
 from google.protobuf.duration_pb2 import Duration
 
 from percept.runtime.streams import MalformedMessageError, refuse
@@ -114,6 +115,11 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                 f"config.language_code: {code!r}, but {self.model_name} understands English "
                 "only; send 'en' or 'auto', or serve a multilingual model"
             )
+        if language is not None and language not in WHISPER_LANGUAGES:
+            raise AudioError(
+                f"config.language_code: {code!r} is not one of the {len(WHISPER_LANGUAGES)} "
+                f"languages {self.model_name} speaks (Whisper's: {', '.join(WHISPER_LANGUAGES)})"
+            )
 
     async def _engine(self, context: Context) -> SpeechEngine:
         if self.engine is None:
@@ -131,7 +137,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             audio = await asyncio.to_thread(decode_all, config, request.audio_content)
         except AudioError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        utterances, detected = await engine.transcribe(audio, _language(config))
+        utterances, detected, _ = await engine.transcribe(audio, _language(config))
         results = await asyncio.to_thread(
             lambda: [self.final_event(i, u, detected) for i, u in enumerate(utterances)]
         )
@@ -228,6 +234,8 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             session.close()
 
 
+# Whisper's languages (ISO 639-1 and a few others such as "haw", "yue").
+WHISPER_LANGUAGES = tuple(sorted(_LANGUAGE_CODES))
 BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 
 

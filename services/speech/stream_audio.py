@@ -27,6 +27,7 @@ from percept.speech.audio import (
     Samples,
     check_channels,
     check_config,
+    decode_file,
     mono_frame,
     mono_resampler,
     pcm_samples,
@@ -339,6 +340,11 @@ def decode_all(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
             "transcribes the channels' mix"
         )
     decoder = stream_decoder(config)
+    if isinstance(decoder, ContainerStreamDecoder):  # a whole file: FFmpeg may probe it all
+        decoder.close()
+        return (
+            decode_file(io.BytesIO(data), CONTAINERS[config.encoding]) if data else decoder._take()
+        )
     try:
         parts = [decoder.feed(data), decoder.finish()]
     finally:

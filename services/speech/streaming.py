@@ -17,7 +17,7 @@ from typing import Any
 from percept.speech.agreement import LocalAgreement
 from percept.speech.audio import SAMPLE_RATE, Samples
 from percept.speech.audio_buffer import AudioBuffer
-from percept.speech.backends import DraftRequest, Utterance
+from percept.speech.backends import DraftRequest, Transcript, Utterance
 from percept.speech.endpointing import Endpointer
 from percept.speech.engine import SpeechEngine
 from percept.speech.final_context import (
@@ -27,6 +27,7 @@ from percept.speech.final_context import (
     FinalJob,
     merge,
 )
+from percept.speech.language_vote import LanguageVote
 from percept.v1 import speech_pb2
 
 PARTIAL = speech_pb2.RecognitionEvent.EVENT_TYPE_PARTIAL
@@ -46,7 +47,6 @@ class StreamOptions:
     speculate_after_s: float = 0.25  # >= TAIL_S: the final's audio is all here by then
 
 
-Decoded = tuple[list[Utterance], str]
 Events = AsyncIterator[speech_pb2.RecognitionEvent]
 FinalBuilder = Callable[[int, Utterance, str], speech_pb2.RecognitionEvent]
 UNSPECIFIED = speech_pb2.CHANNEL_ROLE_UNSPECIFIED
@@ -85,11 +85,11 @@ class ChannelRecognizer:
         self.audio = AudioBuffer()
         self.utterance_start: int | None = None
         self.index = 0
-        self.language = options.language
+        self.vote = LanguageVote(options.language)
         self.agreement = LocalAgreement()
         self.last_draft_at = 0
         self.last_partial = ""
-        self.speculation: tuple[tuple[int, int], asyncio.Task[Decoded]] | None = None
+        self.speculation: tuple[tuple[int, int], asyncio.Task[Transcript]] | None = None
         # the finals so far (their audio's start and end, their text): the decoder's context
         self.history: list[tuple[int, int, str]] = []
 
@@ -109,7 +109,8 @@ class ChannelRecognizer:
         voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
         last = self.history[-1][1] if self.history else context_from
         boundary = max(context_from, min(start, (last + voice) // 2))
-        return FinalJob(clip, prompt, context_from, boundary, speech_end)
+        before = self.history[-1][2] if self.history else ""
+        return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, before)
 
     @property
     def received_s(self) -> float:
@@ -170,18 +171,23 @@ class ChannelRecognizer:
             self.speculation[1].cancel()
             self.speculation = None
 
-    async def _final(self, start: int, sample: int) -> Decoded:
+    async def _final(self, start: int, sample: int) -> Transcript:
         if self.speculation is not None and self.speculation[0] == (start, sample):
             task, self.speculation = self.speculation[1], None
             return await task
         self._drop_speculation()
         return await self._decode(self._job(start, sample))
 
-    async def _decode(self, job: FinalJob) -> Decoded:
-        utterances, language = await self.engine.transcribe(
-            job.clip, self.language, prompt=job.prompt
-        )
-        return job.words_of_utterance(utterances), language
+    async def _decode(self, job: FinalJob) -> Transcript:
+        found = await self.engine.transcribe(job.clip, self.vote.fixed, prompt=job.prompt)
+        again = self.vote.overrule(found.language, found.language_probability)
+        if again is not None:
+            found = await self.engine.transcribe(job.clip, again, prompt=job.prompt)
+        kept = job.words_of_utterance(found.utterances)
+        if kept is None:  # the split failed: decode the utterance alone
+            job = job.alone(job.clip[job.start - job.context_from :])
+            return await self._decode(job)
+        return found._replace(utterances=kept)
 
     async def _boundary(self, kind: str, sample: int) -> Events:
         if kind == "start":
@@ -198,9 +204,10 @@ class ChannelRecognizer:
         eou.start_offset.FromNanoseconds(round(_seconds(start) * 1e9))
         eou.end_offset.FromNanoseconds(round(_seconds(sample) * 1e9))
         yield eou  # before decoding: the client learns the caller stopped at once
-        utterances, language = await self._final(start, sample)
-        self.language = self.language or language or None
+        utterances, language, probability = await self._final(start, sample)
         utterance = merge(utterances, 0.0)
+        if utterance is not None:
+            self.vote.observe(language, probability)
         if utterance is not None and utterance.text.strip():
             self.history.append((start, sample, utterance.text))
             # intents and entities take milliseconds: not on the event loop
@@ -217,7 +224,9 @@ class ChannelRecognizer:
         self.last_draft_at = now
         start = self.utterance_start
         draft = await self.engine.draft(
-            DraftRequest(self.audio.clip(start, now), self.language, self.agreement.stable_text)
+            DraftRequest(
+                self.audio.clip(start, now), self.vote.language, self.agreement.stable_text
+            )
         )
         if draft is None or self.utterance_start != start:
             return None  # skipped (model busy) or the utterance ended meanwhile

@@ -50,8 +50,8 @@ def test_both_backends_give_the_same_words_from_the_same_weights(
     )
     for n, sentence in enumerate(SENTENCES):
         audio = floats16k(speak(sentence, tmp_path / f"{n}.wav"))
-        ours, language = reference.transcribe(audio, None)
-        theirs, _ = ctranslate2.transcribe(audio, None)
+        ours, language, _ = reference.transcribe(audio, None)
+        theirs, _, _ = ctranslate2.transcribe(audio, None)
         text = " ".join(u.text for u in ours)
         assert language == "en"
         assert wer(sentence, text) <= MAX_WER, text

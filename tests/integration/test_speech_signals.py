@@ -106,3 +106,70 @@ async def test_calls_go_on_while_leads_is_down(
     assert finals(events)
     outbox = service.signals.outbox
     assert outbox is not None and outbox.pending() >= 1  # kept for when leads is back
+
+
+AGENT_SAYS = "Thank you for calling. Would you like to schedule a demo next week?"
+CUSTOMER_SAYS = "I want to buy two phones for my office."
+
+
+async def test_on_a_stereo_call_only_the_customers_words_become_signals(
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    channel_to: Channels,
+    tmp_path: Path,
+) -> None:
+    """8 kHz mu-law stereo, the agent on channel 0 and then the customer on channel 1
+    (the other channel quiet meanwhile): both get intents, only the customer's are
+    published to leads."""
+    from percept.speech import g711
+
+    settings = make_settings(leads_address="127.0.0.1:9")  # the outbox keeps what is published
+    service = SpeechService(settings)
+    speech = await ready(start_host, service, settings)
+    published: list[common_pb2.Signal] = []
+    forward = service.servicer.publish
+    assert forward is not None
+
+    def record(signal: common_pb2.Signal) -> None:
+        published.append(signal)
+        forward(signal)
+
+    service.servicer.publish = record
+    agent = pcm16k(speak(AGENT_SAYS, tmp_path / "agent.wav"))[::2]  # 8 kHz
+    customer = pcm16k(speak(CUSTOMER_SAYS, tmp_path / "customer.wav"))[::2]
+    quiet = np.zeros(8000, np.int16)
+    left = np.concatenate([quiet, agent, quiet, np.zeros(len(customer), np.int16), quiet])
+    right = np.concatenate([quiet, np.zeros(len(agent), np.int16), quiet, customer, quiet])
+    data = g711.compress(np.stack([left, right], axis=1).reshape(-1), "mulaw")
+    config = sp.RecognitionConfig(
+        encoding=sp.AUDIO_ENCODING_MULAW,
+        sample_rate_hz=8000,
+        audio_channel_count=2,
+        separate_channel_recognition=True,
+        channel_roles=[sp.CHANNEL_ROLE_AGENT, sp.CHANNEL_ROLE_CUSTOMER],
+        caller=common_pb2.IdentityKeys(phone=CALLER),
+        call_id="call-stereo",
+    )
+    messages = [sp.StreamingRecognizeRequest(config=config)] + [
+        sp.StreamingRecognizeRequest(audio_content=data[i : i + 1600])  # 100 ms of 2 channels
+        for i in range(0, len(data), 1600)
+    ]
+    stub = speech_pb2_grpc.SpeechStub(channel_to(speech))
+    events = [e async for e in stub.StreamingRecognize(iter(messages))]
+    done = finals(events)
+    by_role = {role: [f for f in done if f.role == role] for role in (1, 2)}
+    agent_finals, customer_finals = (
+        by_role[sp.CHANNEL_ROLE_AGENT],
+        by_role[sp.CHANNEL_ROLE_CUSTOMER],
+    )
+    assert agent_finals and customer_finals, [(f.channel, f.transcript) for f in done]
+    assert {f.channel for f in agent_finals} == {0} and {f.channel for f in customer_finals} == {1}
+    assert all(e.role == (e.channel + 1) for e in events)  # partials and ends too
+    agent_intents = {i.name for f in agent_finals for i in f.intents}
+    assert "demo_or_meeting_request" in agent_intents  # found, for analytics
+    assert "purchase_intent" in {i.name for f in customer_finals for i in f.intents}
+    # each channel numbers its own utterances
+    assert [f.utterance_index for f in customer_finals] == list(range(len(customer_finals)))
+    names = {s.name for s in published if s.kind == common_pb2.SIGNAL_KIND_INTENT}
+    assert "purchase_intent" in names and "demo_or_meeting_request" not in names, names
+    assert {s.evidence for s in published} <= {f.transcript for f in customer_finals}

@@ -14,7 +14,7 @@ from speech_audio import floats16k, speak
 
 from percept.speech.agreement import LocalAgreement
 from percept.speech.audio import SAMPLE_RATE, Samples
-from percept.speech.backends import DraftRequest, Utterance, drop_loops
+from percept.speech.backends import DraftRequest, Transcript, Utterance, drop_loops
 from percept.speech.endpointing import Endpointer
 from percept.speech.engine import SpeechEngine
 
@@ -110,14 +110,12 @@ class SlowTranscriber:
         self.calls: list[str] = []
         self.running = threading.Lock()
 
-    def transcribe(
-        self, audio: Samples, language: str | None, *, prompt: str = ""
-    ) -> tuple[list[Utterance], str]:
+    def transcribe(self, audio: Samples, language: str | None, *, prompt: str = "") -> Transcript:
         assert self.running.acquire(blocking=False), "two model calls at once"
         try:
             time.sleep(self.seconds)
             self.calls.append("final")
-            return [Utterance(f"{len(audio)}", 0, 1, (), 1.0)], "en"
+            return Transcript([Utterance(f"{len(audio)}", 0, 1, (), 1.0)], "en")
         finally:
             self.running.release()
 
@@ -185,17 +183,33 @@ async def test_a_cancelled_call_does_not_reach_the_model() -> None:
         await engine.close()
 
 
+# The real Asterisk prompts that looped in both of two passes over all 163 English
+# prompts with the trimmed window below (3 more did in one pass only: the decoder is
+# not deterministic run to run, which is also why one call loops and the next not).
+LOOPING_PROMPTS = (
+    "confbridge-locked",
+    "confbridge-pin-bad",
+    "confbridge-unmuted",
+    "number-not-answering",
+    "please-try-again",
+    "please-try-call-later",
+    "queue-thankyou",
+    "vm-pls-try-again",
+)
+
+
 @pytest.mark.slow
-def test_the_loop_guard_cuts_a_real_repetition_loop_to_its_first_round(tmp_path: Path) -> None:
-    """Real audio that makes tiny.en loop: the Asterisk prompt "Call-Forward on Busy."
-    decoded with the encoder cut to the audio plus 3 s (an old speed-up of ours) repeats
-    it to the end of the window. cut_loops keeps one round, with its word times."""
+def test_the_loop_guard_cuts_real_repetition_loops_to_their_first_round(tmp_path: Path) -> None:
+    """Real audio that makes tiny.en loop: Asterisk prompts ("Thank you for your
+    patience.") decoded with the encoder cut to the audio plus 3 s (an old speed-up
+    of ours) repeat to the end of the window. cut_loops keeps one round with its
+    word times, and the service's own decoding (Whisper's whole window) never loops."""
     import real_media
     from faster_whisper import WhisperModel
 
     from percept.models import model_store
     from percept.runtime.settings import Settings
-    from percept.speech.audio import decode_linear16
+    from percept.speech.audio import decode_raw
     from percept.speech.backends import FasterWhisperTranscriber, Word, cut_loops
 
     class TrimmedWindow(WhisperModel):  # type: ignore[misc]
@@ -204,33 +218,38 @@ def test_the_loop_guard_cuts_a_real_repetition_loop_to_its_first_round(tmp_path:
             keep = min(features.shape[-1], int(np.flatnonzero(used)[-1]) + 301) // 2 * 2
             return super().encode(np.ascontiguousarray(features[..., :keep]))
 
-    (clip,) = [c for c in real_media.prompts("en") if c.name == "call-fwd-on-busy"]
-    audio = decode_linear16(clip.pcm.tobytes(), clip.rate, 1)
     model = model_store(Settings(data_dir=tmp_path)).resolve("whisper-tiny.en").path
     looping = TrimmedWindow(str(model), device="cpu", compute_type="int8", cpu_threads=2)
-    segments, _ = looping.transcribe(
-        audio, language="en", word_timestamps=True, vad_filter=True, beam_size=5
-    )
-    raw = [
-        Utterance(
-            s.text.strip(),
-            s.start,
-            s.end,
-            tuple(Word(w.word.strip(), w.start, w.end, w.probability) for w in s.words),
-            1.0,
+    service = FasterWhisperTranscriber(model, device="cpu")
+    clips = [c for c in real_media.prompts("en") if c.name in LOOPING_PROMPTS]
+    assert len(clips) == len(LOOPING_PROMPTS)
+    loops = 0
+    for clip in clips:
+        audio = decode_raw(clip.pcm.tobytes(), clip.rate, 1)
+        segments, _ = looping.transcribe(
+            audio, language="en", word_timestamps=True, vad_filter=True, beam_size=5
         )
-        for s in segments
-    ]
-    said = " ".join(u.text for u in raw)
-    assert drop_loops(said) != said and said.lower().count("busy") >= 3, said  # it loops
-
-    guarded = cut_loops(raw)
-    text = " ".join(u.text for u in guarded)
-    assert text.lower().count("busy") == 1 and drop_loops(text) == text, text
-    assert [w.text for u in guarded for w in u.words] == text.split()
-    # and the service's own decoding (Whisper's whole window) does not loop at all
-    (final,), _ = FasterWhisperTranscriber(model, device="cpu").transcribe(audio, "en")
-    assert final.text.lower().count("busy") == 1, final.text
+        raw = [
+            Utterance(
+                s.text.strip(),
+                s.start,
+                s.end,
+                tuple(Word(w.word.strip(), w.start, w.end, w.probability) for w in s.words),
+                1.0,
+            )
+            for s in segments
+        ]
+        said = " ".join(u.text for u in raw)
+        loops += drop_loops(said) != said
+        guarded = cut_loops(raw)
+        text = " ".join(u.text for u in guarded)
+        assert drop_loops(text) == text, (said, text)
+        assert real_media.wer(clip.text, text, "en") <= 0.5, (clip.text, said, text)
+        assert [w.text for u in guarded for w in u.words] == text.split()
+        finals, _, _ = service.transcribe(audio, "en")
+        own = " ".join(u.text for u in finals)
+        assert drop_loops(own) == own and real_media.wer(clip.text, own, "en") <= 0.25, own
+    assert loops >= 1, "none of the prompts looped: the guard was not exercised"
 
 
 def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> None:
