@@ -10,6 +10,10 @@
    <= 1 s with tiny.en on 2 cores.
 3. Capacity: N calls streamed at once at real-time pace, with partials; the
    service holds N when every final still arrives within 2 s of speech end.
+4. Real stereo calls (bench/speech_calls.py): real 8 kHz telephone prompts as
+   mu-law stereo, agent and customer taking turns; streamed-vs-bare WER per
+   channel, and N concurrent stereo calls at real-time pace with tiny.en and
+   base, latency per channel.
 
 Audio is espeak-ng speech (call-center sentences with pauses between them).
 Run: .venv/bin/python bench/speech.py [--streams 1,2,3,4] [--repeat 3]
@@ -40,6 +44,7 @@ from percept.v1 import speech_pb2 as sp
 from percept.v1 import speech_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speech_audio import pcm16k, speak, wav_bytes
 
 RATE = 16_000
@@ -104,6 +109,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", default="1,2,3,4,5,6")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--real-calls", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--real-streams", default="whisper-tiny.en:1,2,3;whisper-base:1,2")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -119,7 +126,6 @@ async def main() -> None:
         # 1. service overhead against the bare backend on the same samples, interleaved
         # so that drift in the machine's speed hits both alike
         bare = FasterWhisperTranscriber(model, device="cpu", cpu_threads=2)
-        stock = FasterWhisperTranscriber(model, device="cpu", cpu_threads=2, short_window=False)
         host = ServiceHost(SpeechService(settings), settings)
         await host.start()
         await host.ready.wait()
@@ -132,7 +138,7 @@ async def main() -> None:
                 )
                 await stub.Recognize(request)  # warm-up
                 bare.transcribe(audio, "en")
-                bare_times, service_times, stock_times = [], [], []
+                bare_times, service_times = [], []
                 for _ in range(args.repeat):
                     begin = time.perf_counter()
                     bare.transcribe(audio, "en")
@@ -140,12 +146,8 @@ async def main() -> None:
                     begin = time.perf_counter()
                     await stub.Recognize(request)
                     service_times.append(time.perf_counter() - begin)
-                    begin = time.perf_counter()
-                    stock.transcribe(audio, "en")
-                    stock_times.append(time.perf_counter() - begin)
                 t_bare = statistics.median(bare_times)
                 t_service = statistics.median(service_times)
-                t_stock = statistics.median(stock_times)
                 reply = await stub.Recognize(request)
                 service = host.service
                 assert isinstance(service, SpeechService)
@@ -167,10 +169,6 @@ async def main() -> None:
                     f"{t_understand:.3f} s ({100 * t_understand / t_bare:+.1f} %), plumbing "
                     f"(gRPC, decoding, resampling) {plumbing:.3f} s "
                     f"({100 * plumbing / t_bare:+.1f} %; target <= +10 %)"
-                )
-                print(
-                    f"   stock faster-whisper   {t_stock:6.3f} s  RTF {t_stock / seconds:.3f}"
-                    f"  (30 s windows; ours {t_stock / t_bare:.2f}x faster)"
                 )
                 checkpoint = model_store(settings).pull("whisper-tiny.en-openai").file("model.pt")
                 reference = OpenAIWhisperTranscriber(checkpoint, device="cpu", cpu_threads=2)
@@ -209,6 +207,10 @@ async def main() -> None:
                     )
         finally:
             await host.stop(grace=1)
+        if args.real_calls:
+            from speech_calls import real_calls
+
+            await real_calls(folder, args.real_streams)
 
 
 if __name__ == "__main__":

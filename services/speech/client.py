@@ -14,12 +14,17 @@ CHUNK_S = 0.1  # a call-center system sends 20-100 ms frames
 
 
 async def call_requests(
-    config: speech_pb2.RecognitionConfig, pcm: bytes, fast: bool = False
+    config: speech_pb2.RecognitionConfig,
+    pcm: bytes,
+    fast: bool = False,
+    *,
+    bytes_per_second: int = RATE * 2,
 ) -> AsyncIterator[speech_pb2.StreamingRecognizeRequest]:
-    """`config`, then `pcm` (16 kHz LINEAR16) in 100 ms chunks, each sent once it "has been
-    spoken" unless `fast`."""
+    """`config`, then the audio (16 kHz LINEAR16 unless `bytes_per_second` says
+    otherwise: 16000 for 8 kHz stereo G.711) in 100 ms chunks, each sent once it
+    "has been spoken" unless `fast`."""
     yield speech_pb2.StreamingRecognizeRequest(config=config)
-    step = int(RATE * CHUNK_S) * 2
+    step = int(bytes_per_second * CHUNK_S)
     start = time.perf_counter()
     for n, offset in enumerate(range(0, len(pcm), step)):
         if not fast:
