@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import grpc
 import typer
 from google.protobuf.json_format import MessageToDict
@@ -36,6 +36,14 @@ ROLES = {
     "customer": speech_pb2.CHANNEL_ROLE_CUSTOMER,
     "unspecified": speech_pb2.CHANNEL_ROLE_UNSPECIFIED,
 }
+
+
+class Encoding(StrEnum):
+    LINEAR16 = "linear16"
+    MULAW = "mulaw"
+    ALAW = "alaw"
+
+
 ENCODINGS = {
     "linear16": (speech_pb2.AUDIO_ENCODING_LINEAR16, 2),
     "mulaw": (speech_pb2.AUDIO_ENCODING_MULAW, 1),
@@ -163,18 +171,16 @@ def transcribe_command(
         ),
     ] = "",
     encoding: Annotated[
-        str | None,
-        typer.Option(
-            click_type=click.Choice(sorted(ENCODINGS)),
-            help="the file is headerless audio in this encoding (G.711: mulaw, alaw)",
-        ),
+        Encoding | None,
+        typer.Option(help="the file is headerless audio in this encoding (G.711: mulaw, alaw)"),
     ] = None,
     sample_rate: Annotated[int, typer.Option(help="sample rate of a headerless file")] = 0,
 ) -> None:
     """Stream FILE to the speech service at real-time pace and print partials, finals,
     intents and entities as they come."""
     settings = settings_or_exit()
-    config, audio, rate = _call_audio(file, encoding, sample_rate, parse_roles(channels))
+    kind = encoding.value if encoding else None
+    config, audio, rate = _call_audio(file, kind, sample_rate, parse_roles(channels))
     config.language_code = language
     config.call_id = call_id
     config.caller.CopyFrom(common_pb2.IdentityKeys(phone=caller))
