@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import grpc
 from prometheus_client import CollectorRegistry
 
+from percept.nlp.translation import load_translator
 from percept.runtime.settings import Settings
 from percept.runtime.signals import SignalPublisher
 from percept.speech.engine import SpeechEngine
@@ -16,6 +18,7 @@ from percept.speech.servicer import SpeechServicer, StreamLimits
 from percept.understanding.loading import load_understanding
 from percept.v1 import speech_pb2, speech_pb2_grpc
 
+log = logging.getLogger("percept.speech")
 SERVICE = speech_pb2.DESCRIPTOR.services_by_name["Speech"].full_name
 
 
@@ -43,6 +46,11 @@ class SpeechService:
         transcriber = await asyncio.to_thread(load_transcriber, self.settings)
         self.servicer.model_name = self.settings.speech_model
         self.servicer.understanding = await asyncio.to_thread(load_understanding, self.settings)
+        if not transcriber.english_only:  # finals in other languages: intents in translation
+            try:
+                self.servicer.translator = await asyncio.to_thread(load_translator, self.settings)
+            except Exception:  # an image without Apertium still transcribes
+                log.exception("no translator: non-English finals get intents from their own text")
         self.signals.start()
         self.servicer.publish = self.signals.publish
         self.servicer.engine = SpeechEngine(transcriber, registry=self.registry)
@@ -52,4 +60,7 @@ class SpeechService:
         if engine is not None:
             await engine.close()
         self.servicer.publish = None
+        translator, self.servicer.translator = self.servicer.translator, None
+        if translator is not None:
+            translator.close()
         await self.signals.close()

@@ -13,6 +13,7 @@ import grpc
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from google.protobuf.duration_pb2 import Duration
 
+from percept.nlp.translation import Translator, UnsupportedPairError
 from percept.runtime.streams import MalformedMessageError, refuse
 from percept.speech.audio import SAMPLE_RATE, AudioError
 from percept.speech.backends import Utterance
@@ -59,11 +60,25 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         self.understanding = understanding or Understanding(None)
         self.model_name = ""  # what config.model may name
         self.publish = publish
+        self.translator: Translator | None = None  # set for a multilingual model
+
+    def english(self, text: str, language: str) -> str:
+        """The understanding code reads English (its taxonomy, catalog and examples
+        are English), so a final in another language is read in translation, by the
+        same in-process translator chat uses; a pair it lacks leaves the text as is."""
+        if self.translator is None or language in ("", "en"):
+            return text
+        try:
+            (done,) = self.translator.translate([text], language, "en")
+        except UnsupportedPairError:
+            return text
+        return done.text
 
     def final_event(self, index: int, u: Utterance, language: str) -> speech_pb2.RecognitionEvent:
+        read = self.english(u.text, language)
         return speech_pb2.RecognitionEvent(
-            intents=intent_messages(self.understanding.intents(u.text)),
-            entities=entity_messages(self.understanding.entities(u.text)),
+            intents=intent_messages(self.understanding.intents(read)),
+            entities=entity_messages(self.understanding.entities(read)),
             type=FINAL,
             utterance_index=index,
             transcript=u.text,

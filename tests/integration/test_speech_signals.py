@@ -173,3 +173,28 @@ async def test_on_a_stereo_call_only_the_customers_words_become_signals(
     names = {s.name for s in published if s.kind == common_pb2.SIGNAL_KIND_INTENT}
     assert "purchase_intent" in names and "demo_or_meeting_request" not in names, names
     assert {s.evidence for s in published} <= {f.transcript for f in customer_finals}
+
+
+def test_a_spanish_final_is_understood_through_translation(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The understanding code reads English: a Spanish final gets its intents and
+    entities from the Apertium translation chat uses, its transcript stays Spanish."""
+    from percept.nlp.translation import load_translator
+    from percept.speech.backends import Utterance
+    from percept.speech.servicer import SpeechServicer
+    from percept.understanding.loading import load_understanding
+
+    settings = make_settings()
+    servicer = SpeechServicer(understanding=load_understanding(settings))
+    said = "Quiero comprar dos teléfonos para mi oficina."
+    alone = servicer.final_event(0, Utterance(said, 0.0, 2.0, (), 0.9), "es")
+    servicer.translator = load_translator(settings)
+    try:
+        final = servicer.final_event(0, Utterance(said, 0.0, 2.0, (), 0.9), "es")
+    finally:
+        servicer.translator.close()
+    assert final.transcript == said and final.language_code == "es"
+    assert "purchase_intent" in {i.name for i in final.intents}
+    assert {"product", "quantity"} <= {e.type for e in final.entities}
+    assert "purchase_intent" not in {i.name for i in alone.intents}  # what translation adds
