@@ -4,11 +4,14 @@ The Silero model (ONNX, shipped inside faster-whisper) scores 32 ms windows; its
 recurrent state carries from chunk to chunk, so a call is scored once, as it
 arrives. Speech starts when a window scores over `threshold`, and the utterance
 ends after `min_silence_s` below `threshold - 0.15` (hysteresis, as Silero's
-own segmenter does), or when it grows past `max_utterance_s` (Whisper reads 30 s).
+own segmenter does), or when it grows past `max_utterance_s` (Whisper reads 30 s):
+then it is cut at the quietest window of its last `cut_search_s`, the next one
+starting exactly there, so that no word is heard twice or lost.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +49,7 @@ class StreamingVad:
 class Boundary:
     kind: str  # "start", "end", or "cancel" (too short to be speech)
     sample: int  # position in the stream (16 kHz samples)
+    cut: bool = False  # a long utterance split here: no pre-roll or tail across it
 
 
 class Endpointer:
@@ -56,6 +60,7 @@ class Endpointer:
         min_silence_s: float = 0.5,
         min_speech_s: float = 0.25,
         max_utterance_s: float = 25.0,
+        cut_search_s: float = 5.0,
         vad: StreamingVad | None = None,
     ) -> None:
         self.vad = vad or StreamingVad()
@@ -64,6 +69,8 @@ class Endpointer:
         self.min_silence = int(min_silence_s * SAMPLE_RATE)
         self.min_speech = int(min_speech_s * SAMPLE_RATE)
         self.max_utterance = int(max_utterance_s * SAMPLE_RATE)
+        self.cut_search = max(1, int(cut_search_s * SAMPLE_RATE) // WINDOW)
+        self.recent: deque[tuple[float, int]] = deque(maxlen=self.cut_search)
         self.pending = np.zeros(0, np.float32)
         self.position = 0  # samples scored so far
         self.start: int | None = None  # the utterance in progress
@@ -83,6 +90,7 @@ class Endpointer:
         for p in self.vad(windows):
             at = self.position
             self.position += WINDOW
+            self.recent.append((float(p), at))
             if self.start is None:
                 if p >= self.threshold:
                     self.start, self.silent_since = at, None
@@ -97,9 +105,12 @@ class Endpointer:
             ):
                 boundaries += self._end(self.silent_since)
             elif self.position - self.start >= self.max_utterance:
-                boundaries += self._end(self.position)
-                self.start = self.position  # speech goes on: a new utterance starts here
-                boundaries.append(Boundary("start", self.position))
+                # speech goes on: cut where it is quietest (a breath between words)
+                window = [(p, w) for p, w in self.recent if w > self.start + self.min_speech]
+                cut = min(window)[1] if window else self.position
+                self.start, self.silent_since = None, None
+                boundaries += [Boundary("end", cut, cut=True), Boundary("start", cut, cut=True)]
+                self.start = cut
         return boundaries
 
     def _end(self, at: int) -> list[Boundary]:

@@ -18,7 +18,7 @@ from percept.speech.agreement import LocalAgreement
 from percept.speech.audio import SAMPLE_RATE, Samples
 from percept.speech.audio_buffer import AudioBuffer
 from percept.speech.backends import DraftRequest, Transcript, Utterance
-from percept.speech.endpointing import Endpointer
+from percept.speech.endpointing import Boundary, Endpointer
 from percept.speech.engine import SpeechEngine
 from percept.speech.final_context import (
     CONTEXT_S,
@@ -93,7 +93,7 @@ class ChannelRecognizer:
         # the finals so far (their audio's start and end, their text): the decoder's context
         self.history: list[tuple[int, int, str]] = []
 
-    def _job(self, start: int, speech_end: int) -> FinalJob:
+    def _job(self, start: int, speech_end: int, *, tail: bool = True) -> FinalJob:
         """What a final is decoded from. Whisper hears a short utterance alone badly
         ("is set to" came out "is that too"): it gets the audio before it as well,
         and the earlier finals not in that audio are its prompt."""
@@ -104,7 +104,9 @@ class ChannelRecognizer:
             context_from = max(self.audio.base, start - int(CONTEXT_S * SAMPLE_RATE))
         said = [text for _, end, text in self.history if end <= context_from]
         prompt = " ".join(said[-PROMPT_FINALS:])
-        clip = self.audio.clip(context_from, speech_end + int(TAIL_S * SAMPLE_RATE))
+        # a cut utterance ends where the next begins: its tail would be the next's words
+        end = speech_end + (int(TAIL_S * SAMPLE_RATE) if tail else 0)
+        clip = self.audio.clip(context_from, end)
         # the context's words end before the middle of the pause after them
         voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
         last = self.history[-1][1] if self.history else context_from
@@ -127,7 +129,7 @@ class ChannelRecognizer:
     async def finish(self) -> Events:
         """The stream ended: the utterance in progress becomes a final."""
         for boundary in self.endpointer.flush():
-            async for event in self._boundary(boundary.kind, boundary.sample):
+            async for event in self._boundary(boundary):
                 yield self._stamp(event)
 
     def close(self) -> None:
@@ -136,7 +138,7 @@ class ChannelRecognizer:
     async def _process(self, samples: Samples) -> Events:
         self.audio.append(samples)
         for boundary in self.endpointer.push(samples):
-            async for event in self._boundary(boundary.kind, boundary.sample):
+            async for event in self._boundary(boundary):
                 yield event
         if self.utterance_start is None:
             self.audio.keep_from(self.audio.end - int((PRE_ROLL_S + CONTEXT_S) * SAMPLE_RATE))
@@ -171,12 +173,12 @@ class ChannelRecognizer:
             self.speculation[1].cancel()
             self.speculation = None
 
-    async def _final(self, start: int, sample: int) -> Transcript:
+    async def _final(self, start: int, sample: int, cut: bool) -> Transcript:
         if self.speculation is not None and self.speculation[0] == (start, sample):
             task, self.speculation = self.speculation[1], None
             return await task
         self._drop_speculation()
-        return await self._decode(self._job(start, sample))
+        return await self._decode(self._job(start, sample, tail=not cut))
 
     async def _decode(self, job: FinalJob) -> Transcript:
         found = await self.engine.transcribe(job.clip, self.vote.fixed, prompt=job.prompt)
@@ -189,9 +191,11 @@ class ChannelRecognizer:
             return await self._decode(job)
         return found._replace(utterances=kept)
 
-    async def _boundary(self, kind: str, sample: int) -> Events:
+    async def _boundary(self, boundary: Boundary) -> Events:
+        kind, sample = boundary.kind, boundary.sample
         if kind == "start":
-            self.utterance_start = max(self.audio.base, sample - int(PRE_ROLL_S * SAMPLE_RATE))
+            pre_roll = 0 if boundary.cut else int(PRE_ROLL_S * SAMPLE_RATE)
+            self.utterance_start = max(self.audio.base, sample - pre_roll)
             self.agreement = LocalAgreement()
             self.last_draft_at, self.last_partial = sample, ""
             return
@@ -204,7 +208,7 @@ class ChannelRecognizer:
         eou.start_offset.FromNanoseconds(round(_seconds(start) * 1e9))
         eou.end_offset.FromNanoseconds(round(_seconds(sample) * 1e9))
         yield eou  # before decoding: the client learns the caller stopped at once
-        utterances, language, probability = await self._final(start, sample)
+        utterances, language, probability = await self._final(start, sample, boundary.cut)
         utterance = merge(utterances, 0.0)
         if utterance is not None:
             self.vote.observe(language, probability)

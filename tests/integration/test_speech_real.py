@@ -24,7 +24,7 @@ from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.speech import g711
 from percept.speech.audio import decode_raw
-from percept.speech.backends import FasterWhisperTranscriber, drop_loops
+from percept.speech.backends import FasterWhisperTranscriber, Utterance, drop_loops
 from percept.speech.service import SpeechService
 from percept.v1 import speech_pb2 as sp
 from percept.v1 import speech_pb2_grpc
@@ -130,3 +130,48 @@ async def test_streamed_finals_score_as_well_as_the_bare_model(
     assert ours <= bound, f"streamed {ours:.4f}, bare {theirs:.4f}: {streamed}"
     assert [f.transcript for f in finals if drop_loops(f.transcript) != f.transcript] == []
     assert len(finals) >= len(call.clips) - 1  # one final per prompt (two may merge)
+
+
+async def test_long_speech_is_cut_at_quiet_points_without_losing_or_doubling_words(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """LibriVox clips back to back (25 s with no pause long enough to end an
+    utterance) and utterances capped at 8 s: the cuts fall between words, and the
+    finals score as the bare model on the whole recording does."""
+    from percept.speech.call_session import CallSession
+    from percept.speech.engine import SpeechEngine
+    from percept.speech.stream_audio import PcmStreamDecoder
+    from percept.speech.streaming import StreamOptions
+
+    settings = make_settings()
+    clips = real_media.librivox()
+    pcm = np.concatenate([c.pcm for c in clips])
+    text = " ".join(c.text for c in clips)
+    path = model_store(settings).resolve(settings.speech_model).path
+    transcriber = FasterWhisperTranscriber(path, device="cpu")
+    engine = SpeechEngine(transcriber)
+    finals: list[sp.RecognitionEvent] = []
+
+    def final(index: int, u: Utterance, language: str) -> sp.RecognitionEvent:
+        event = sp.RecognitionEvent(type=FINAL, transcript=u.text)
+        finals.append(event)
+        return event
+
+    options = StreamOptions(interim_results=False, language="en", max_utterance_s=8.0)
+    session = CallSession(engine, PcmStreamDecoder(16000, 1), options, final)
+    data = pcm.tobytes()
+    try:
+        for i in range(0, len(data), 3200):
+            async for _ in session.feed(data[i : i + 3200]):
+                pass
+        async for _ in session.finish():
+            pass
+    finally:
+        session.close()
+        await engine.close()
+    assert len(finals) >= 4  # 25 s in utterances of at most 8 s
+    streamed = " ".join(f.transcript for f in finals)
+    segments, _ = transcriber.model.transcribe(decode_raw(data, 16000, 1), language="en")
+    bare = " ".join(s.text for s in segments)
+    ours, theirs = (real_media.wer(text, t, "en") for t in (streamed, bare))
+    assert ours <= theirs + TOLERANCE, f"streamed {ours:.4f}, bare {theirs:.4f}: {streamed}"
