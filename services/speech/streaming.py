@@ -98,10 +98,12 @@ class ChannelRecognizer:
         ("is set to" came out "is that too"): it gets the audio before it as well,
         and the earlier finals not in that audio are its prompt."""
         context_from = start
-        if speech_end - start < int(SHORT_UTTERANCE_S * SAMPLE_RATE):
+        reach = start - int(CONTEXT_S * SAMPLE_RATE)
+        spoke = bool(self.history) and self.history[-1][1] > reach  # speech in the context
+        if spoke and speech_end - start < int(SHORT_UTTERANCE_S * SAMPLE_RATE):
             # Measured on a real 8 kHz call: the audio before (even from mid-word)
             # gave fewer errors than whole earlier utterances or none.
-            context_from = max(self.audio.base, start - int(CONTEXT_S * SAMPLE_RATE))
+            context_from = max(self.audio.base, reach)
         said = [text for _, end, text in self.history if end <= context_from]
         prompt = " ".join(said[-PROMPT_FINALS:])
         # a cut utterance ends where the next begins: its tail would be the next's words
