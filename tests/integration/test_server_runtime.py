@@ -130,7 +130,8 @@ async def test_pending_methods_answer_unimplemented_naming_the_method(
     assert excinfo.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert "percept.v1.Speech/Recognize is not implemented yet" in (excinfo.value.details() or "")
 
-    stream = stub.StreamingRecognize(iter([speech_pb2.StreamingRecognizeRequest()]), timeout=5)
+    # no request to send: a send racing the server's refusal fails as INTERNAL client side
+    stream = stub.StreamingRecognize(timeout=5)
     with pytest.raises(grpc.aio.AioRpcError) as excinfo:
         await stream.read()
     assert excinfo.value.code() is grpc.StatusCode.UNIMPLEMENTED
@@ -167,7 +168,8 @@ async def test_api_keys_guard_every_method_but_health(
         grpc.StatusCode.UNIMPLEMENTED
     )
 
-    stream = stub.StreamingRecognize(iter([speech_pb2.StreamingRecognizeRequest()]), timeout=5)
+    # no request to send: a send racing the server's refusal fails as INTERNAL client side
+    stream = stub.StreamingRecognize(timeout=5)
     with pytest.raises(grpc.aio.AioRpcError) as excinfo:
         await stream.read()
     assert excinfo.value.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -219,11 +221,18 @@ async def test_metrics_endpoint_counts_calls_by_method_and_code(
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Recognize(speech_pb2.RecognizeRequest(), metadata=metadata, timeout=5)
 
-    samples = await asyncio.to_thread(_scrape, host.metrics_endpoint.port)
     labels = {"grpc_service": "percept.v1.Speech", "grpc_method": "Recognize", "grpc_type": "unary"}
 
     def value(name: str, **extra: str) -> float:
         return samples.get((name, tuple(sorted({**labels, **extra}.items()))), 0.0)
+
+    # the server counts a call once its status is out, which can be just after the
+    # client has it: scrape until the last call is counted (or give up after 5 s)
+    for _ in range(50):
+        samples = await asyncio.to_thread(_scrape, host.metrics_endpoint.port)
+        if value("grpc_server_handled_total", grpc_code="UNAUTHENTICATED") >= 1:
+            break
+        await asyncio.sleep(0.1)
 
     assert value("grpc_server_started_total") == 4
     assert value("grpc_server_handled_total", grpc_code="UNIMPLEMENTED") == 3
