@@ -44,10 +44,10 @@ class Encoding(StrEnum):
     ALAW = "alaw"
 
 
-ENCODINGS = {
-    "linear16": (speech_pb2.AUDIO_ENCODING_LINEAR16, 2),
-    "mulaw": (speech_pb2.AUDIO_ENCODING_MULAW, 1),
-    "alaw": (speech_pb2.AUDIO_ENCODING_ALAW, 1),
+ENCODINGS = {  # the wire encoding and bytes per sample
+    Encoding.LINEAR16: (speech_pb2.AUDIO_ENCODING_LINEAR16, 2),
+    Encoding.MULAW: (speech_pb2.AUDIO_ENCODING_MULAW, 1),
+    Encoding.ALAW: (speech_pb2.AUDIO_ENCODING_ALAW, 1),
 }
 
 
@@ -113,7 +113,7 @@ async def _stream(
 
 def _call_audio(
     file: Path,
-    encoding: str | None,
+    encoding: Encoding | None,
     sample_rate: int,
     roles: list[speech_pb2.ChannelRole.ValueType],
 ) -> tuple[speech_pb2.RecognitionConfig, bytes, int]:
@@ -179,8 +179,7 @@ def transcribe_command(
     """Stream FILE to the speech service at real-time pace and print partials, finals,
     intents and entities as they come."""
     settings = settings_or_exit()
-    kind = encoding.value if encoding else None
-    config, audio, rate = _call_audio(file, kind, sample_rate, parse_roles(channels))
+    config, audio, rate = _call_audio(file, encoding, sample_rate, parse_roles(channels))
     config.language_code = language
     config.call_id = call_id
     config.caller.CopyFrom(common_pb2.IdentityKeys(phone=caller))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 
-def _key(word: str) -> str:
+def word_key(word: str) -> str:
+    """A word as hypotheses compare it: case and punctuation aside."""
     return re.sub(r"[^\w']", "", word.lower())
 
 
@@ -29,8 +30,8 @@ class LocalAgreement:
         agreed = n
         while (
             agreed < min(len(words), len(self.previous))
-            and _key(words[agreed]) == _key(self.previous[agreed])
-            and _key(words[agreed])
+            and word_key(words[agreed]) == word_key(self.previous[agreed])
+            and word_key(words[agreed])
         ):
             agreed += 1
         # The last word may still be cut mid-way by the chunk edge: never commit it.

@@ -169,7 +169,3 @@ def decode_raw(data: bytes, rate: int, channels: int, law: str | None = None) ->
     resampler = mono_resampler()
     frame = mono_frame(pcm_samples(data, law, channels), rate)
     return to_samples([*resampler.resample(frame), *resampler.resample(None)])
-
-
-def decode_linear16(data: bytes, rate: int, channels: int) -> Samples:
-    return decode_raw(data, rate, channels)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from percept.speech.agreement import word_key
 from percept.speech.audio import SAMPLE_RATE, Samples
 
 
@@ -64,7 +64,7 @@ def drop_loops(text: str) -> str:
     of three or more words said twice, or a shorter run said three times; "the
     phone, the phone case" is language."""
     words = text.split()
-    keys = [re.sub(r"[^\w']", "", w.lower()) for w in words]
+    keys = [word_key(w) for w in words]
     for i in range(len(words)):
         for k in range(2, (len(words) - i) // 2 + 1):
             rounds = 1

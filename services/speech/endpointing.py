@@ -108,9 +108,8 @@ class Endpointer:
                 # speech goes on: cut where it is quietest (a breath between words)
                 window = [(p, w) for p, w in self.recent if w > self.start + self.min_speech]
                 cut = min(window)[1] if window else self.position
-                self.start, self.silent_since = None, None
                 boundaries += [Boundary("end", cut, cut=True), Boundary("start", cut, cut=True)]
-                self.start = cut
+                self.start, self.silent_since = cut, None
         return boundaries
 
     def _end(self, at: int) -> list[Boundary]:

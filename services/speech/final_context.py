@@ -9,11 +9,11 @@ to add after the speech ("Thank you very much.").
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from percept.speech.agreement import word_key
 from percept.speech.audio import SAMPLE_RATE, Samples
 from percept.speech.backends import Utterance, Word
 
@@ -59,10 +59,6 @@ def hallucinated(segment: Utterance, speech_end: float) -> bool:
     hollow = bool(durations) and float(np.median(durations)) < HOLLOW_WORD_S
     unsure = segment.confidence < HALLUCINATION_CONFIDENCE
     return segment.start >= speech_end - TRAILING_S and (unsure or hollow)
-
-
-def _key(word: str) -> str:
-    return re.sub(r"[^\w']", "", word.lower())
 
 
 @dataclass(frozen=True)
@@ -120,13 +116,13 @@ class FinalJob:
         utterance's voice: the context's last word, timed a little late."""
         if not self.has_context or not kept or not kept[0].words:
             return kept
-        tail = [_key(w) for w in self.said_before.split()]
+        tail = [word_key(w) for w in self.said_before.split()]
         first = kept[0]
         voice = _seconds(self.voice)
         drop = 0
         for n in range(min(len(tail), len(first.words) - 1), 0, -1):
             words = first.words[:n]
-            if [_key(w.text) for w in words] == tail[-n:] and words[-1].start < voice:
+            if [word_key(w.text) for w in words] == tail[-n:] and words[-1].start < voice:
                 drop = n
                 break
         if not drop:

@@ -339,12 +339,12 @@ def decode_all(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
             "config.separate_channel_recognition: for StreamingRecognize; Recognize "
             "transcribes the channels' mix"
         )
+    if config.encoding in DEMUXERS and config.encoding != speech_pb2.AUDIO_ENCODING_WAV:
+        check_config(config)  # a whole file: FFmpeg may probe all of it
+        if not data:
+            return np.zeros(0, np.float32)
+        return decode_file(io.BytesIO(data), CONTAINERS[config.encoding])
     decoder = stream_decoder(config)
-    if isinstance(decoder, ContainerStreamDecoder):  # a whole file: FFmpeg may probe it all
-        decoder.close()
-        return (
-            decode_file(io.BytesIO(data), CONTAINERS[config.encoding]) if data else decoder._take()
-        )
     try:
         parts = [decoder.feed(data), decoder.finish()]
     finally:
