@@ -19,7 +19,10 @@ MIN_KEY_LENGTH = 16
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)  # load balancers and kubelets need no key
 
 _BY_SERVICE: dict[str, dict[str, tuple[str, ...]]] = {
-    "percept.v1.Speech": {"perceive": ("StreamingRecognize", "Recognize")},
+    "percept.v1.Speech": {
+        "perceive": ("StreamingRecognize", "Recognize"),
+        "read": ("WatchCalls",),  # live transcripts: what an agent-assist panel shows
+    },
     "percept.v1.Vision": {
         "perceive": ("Detect", "StreamFrames"),
         "read": ("ListCameras", "GetCameraView"),

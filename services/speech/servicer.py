@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from percept.speech.audio import SAMPLE_RATE, AudioError
 from percept.speech.backends import Utterance
 from percept.speech.call_session import CallSession
 from percept.speech.engine import SpeechEngine
+from percept.speech.live_calls import CallBoard, LiveCall, WatcherOverflowError
 from percept.speech.signals import utterance_signals
 from percept.speech.stream_audio import decode_all, stream_decoder
 from percept.speech.streaming import StreamOptions
@@ -61,6 +63,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         self.model_name = ""  # what config.model may name
         self.publish = publish
         self.translator: Translator | None = None  # set for a multilingual model
+        self.calls = CallBoard()
 
     def english(self, text: str, language: str) -> str:
         """The understanding code reads English (its taxonomy, catalog and examples
@@ -114,6 +117,28 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                 self.publish(signal)
         except Exception:
             log.exception("could not queue speech signals", extra={"call_id": config.call_id})
+
+    def deliver(
+        self,
+        config: speech_pb2.RecognitionConfig,
+        call: LiveCall,
+        event: speech_pb2.RecognitionEvent,
+    ) -> None:
+        """What every recognition event of a call goes through, whoever carries the
+        call: its watchers hear it, and a customer's final becomes signals."""
+        call.recognised(event)
+        self._report(config, event)
+
+    def begin_call(self, config: speech_pb2.RecognitionConfig, source: str) -> LiveCall:
+        roles = list(config.channel_roles) if config.separate_channel_recognition else []
+        call_id = config.call_id or f"{source}-{uuid.uuid4().hex[:12]}"
+        return self.calls.begin(call_id, source, roles, config.campaign_id)
+
+    def check_config(self, config: speech_pb2.RecognitionConfig) -> None:
+        """Raises AudioError naming what the engine cannot do for this config."""
+        if self.engine is None:
+            raise AudioError("the speech model is still loading")
+        self._check_model(config, self.engine)
 
     def _check_model(self, config: speech_pb2.RecognitionConfig, engine: SpeechEngine) -> None:
         if config.model and config.model != self.model_name:
@@ -204,6 +229,8 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             roles=config.channel_roles,
             separate_channels=config.separate_channel_recognition,
         )
+        call = self.begin_call(config, "grpc")
+        ended = "dropped"
         try:
             chunks = 0
             async for request in requests:
@@ -234,19 +261,49 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                         "start a new stream",
                     )
                 async for event in session.feed(request.audio_content):
-                    self._report(config, event)
+                    self.deliver(config, call, event)
                     yield event
             if context.cancelled():  # the client went away: nothing to finish for
                 return
             async for event in session.finish():
-                self._report(config, event)
+                self.deliver(config, call, event)
                 yield event
+            ended = "completed"
         except AudioError as exc:
+            ended = "error"
             await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except MalformedMessageError as exc:
+            ended = "error"
             await refuse(context, request_iterator, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             session.close()
+            call.end(ended)
+
+    async def WatchCalls(
+        self, request: speech_pb2.WatchCallsRequest, context: Context
+    ) -> AsyncIterator[speech_pb2.CallUpdate]:
+        if request.intent != request.intent.strip() or len(request.intent) > 64:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"intent: {request.intent[:80]!r} is not an intent name such as 'purchase_intent'",
+            )
+        if request.role not in speech_pb2.ChannelRole.values():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"role: {request.role} is not a ChannelRole "
+                f"({', '.join(speech_pb2.ChannelRole.keys())})",
+            )
+        watcher = self.calls.watch(request)
+        try:
+            async for update in watcher.updates():
+                yield update
+        except WatcherOverflowError:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"watcher fell more than {self.calls.capacity} updates behind; watch again",
+            )
+        finally:
+            self.calls.unwatch(watcher)
 
 
 # Whisper's languages (ISO 639-1 and a few others such as "haw", "yue").

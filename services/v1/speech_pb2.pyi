@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from percept.v1 import common_pb2 as _common_pb2
@@ -353,3 +354,138 @@ class RecognizeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecognizeResponse: _TypeAlias = RecognizeResponse  # noqa: Y015
+
+@_typing.final
+class WatchCallsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
+    INCLUDE_PARTIALS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    """one call only; empty: every call"""
+    role: Global___ChannelRole.ValueType
+    """recognition of this role only; UNSPECIFIED: every role"""
+    intent: _builtins.str
+    """recognition: only FINALs carrying this intent"""
+    include_partials: _builtins.bool
+    """PARTIAL events too (several a second a speaker)"""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        role: Global___ChannelRole.ValueType = ...,
+        intent: _builtins.str = ...,
+        include_partials: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "include_partials", b"include_partials", "intent", b"intent", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchCallsRequest: _TypeAlias = WatchCallsRequest  # noqa: Y015
+
+@_typing.final
+class LiveCall(_message.Message):
+    """A call as the watchers see it: no audio, no caller number."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CHANNEL_ROLES_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    """the platform's call id (or the stream's own)"""
+    source: _builtins.str
+    """"grpc", "twilio", "audiohook", "audiosocket" """
+    campaign_id: _builtins.str
+    @_builtins.property
+    def channel_roles(self) -> _containers.RepeatedScalarFieldContainer[Global___ChannelRole.ValueType]:
+        """in channel order"""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        source: _builtins.str = ...,
+        channel_roles: _abc.Iterable[Global___ChannelRole.ValueType] | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        campaign_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "campaign_id", b"campaign_id", "channel_roles", b"channel_roles", "source", b"source", "started_at", b"started_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiveCall: _TypeAlias = LiveCall  # noqa: Y015
+
+@_typing.final
+class CallUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _UpdateType:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _UpdateTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[CallUpdate._UpdateType.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        UPDATE_TYPE_UNSPECIFIED: CallUpdate._UpdateType.ValueType  # 0
+        UPDATE_TYPE_STARTED: CallUpdate._UpdateType.ValueType  # 1
+        """the call began (or was live when the watch began)"""
+        UPDATE_TYPE_RECOGNITION: CallUpdate._UpdateType.ValueType  # 2
+        """event holds a recognition event of one channel"""
+        UPDATE_TYPE_PAUSED: CallUpdate._UpdateType.ValueType  # 3
+        """audio paused (e.g. card capture): nothing is heard"""
+        UPDATE_TYPE_RESUMED: CallUpdate._UpdateType.ValueType  # 4
+        UPDATE_TYPE_ENDED: CallUpdate._UpdateType.ValueType  # 5
+        """end_reason says why"""
+
+    class UpdateType(_UpdateType, metaclass=_UpdateTypeEnumTypeWrapper): ...
+    UPDATE_TYPE_UNSPECIFIED: CallUpdate.UpdateType.ValueType  # 0
+    UPDATE_TYPE_STARTED: CallUpdate.UpdateType.ValueType  # 1
+    """the call began (or was live when the watch began)"""
+    UPDATE_TYPE_RECOGNITION: CallUpdate.UpdateType.ValueType  # 2
+    """event holds a recognition event of one channel"""
+    UPDATE_TYPE_PAUSED: CallUpdate.UpdateType.ValueType  # 3
+    """audio paused (e.g. card capture): nothing is heard"""
+    UPDATE_TYPE_RESUMED: CallUpdate.UpdateType.ValueType  # 4
+    UPDATE_TYPE_ENDED: CallUpdate.UpdateType.ValueType  # 5
+    """end_reason says why"""
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
+    type: Global___CallUpdate.UpdateType.ValueType
+    end_reason: _builtins.str
+    """ENDED: "completed", "hangup", "dropped", "idle", "error", "shutdown" """
+    @_builtins.property
+    def call(self) -> Global___LiveCall: ...
+    @_builtins.property
+    def event(self) -> Global___RecognitionEvent: ...
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        type: Global___CallUpdate.UpdateType.ValueType = ...,
+        call: Global___LiveCall | None = ...,
+        event: Global___RecognitionEvent | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        end_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "event", b"event", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "end_reason", b"end_reason", "event", b"event", "time", b"time", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallUpdate: _TypeAlias = CallUpdate  # noqa: Y015

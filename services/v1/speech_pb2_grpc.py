@@ -44,6 +44,11 @@ class SpeechStub:
                 request_serializer=percept_dot_v1_dot_speech__pb2.RecognizeRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_speech__pb2.RecognizeResponse.FromString,
                 _registered_method=True)
+        self.WatchCalls = channel.unary_stream(
+                '/percept.v1.Speech/WatchCalls',
+                request_serializer=percept_dot_v1_dot_speech__pb2.WatchCallsRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_speech__pb2.CallUpdate.FromString,
+                _registered_method=True)
 
 
 class SpeechServicer:
@@ -64,6 +69,15 @@ class SpeechServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCalls(self, request, context):
+        """Follows the calls this server is handling (StreamingRecognize streams and the
+        telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
+        First the calls already live, then each call's start, recognition and end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SpeechServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_SpeechServicer_to_server(servicer, server):
                     servicer.Recognize,
                     request_deserializer=percept_dot_v1_dot_speech__pb2.RecognizeRequest.FromString,
                     response_serializer=percept_dot_v1_dot_speech__pb2.RecognizeResponse.SerializeToString,
+            ),
+            'WatchCalls': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCalls,
+                    request_deserializer=percept_dot_v1_dot_speech__pb2.WatchCallsRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_speech__pb2.CallUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class Speech:
             '/percept.v1.Speech/Recognize',
             percept_dot_v1_dot_speech__pb2.RecognizeRequest.SerializeToString,
             percept_dot_v1_dot_speech__pb2.RecognizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/percept.v1.Speech/WatchCalls',
+            percept_dot_v1_dot_speech__pb2.WatchCallsRequest.SerializeToString,
+            percept_dot_v1_dot_speech__pb2.CallUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class SpeechStub:
     """
     Recognize: _grpc.UnaryUnaryMultiCallable[_speech_pb2.RecognizeRequest, _speech_pb2.RecognizeResponse]
     """Transcribes a whole recording at once."""
+    WatchCalls: _grpc.UnaryStreamMultiCallable[_speech_pb2.WatchCallsRequest, _speech_pb2.CallUpdate]
+    """Follows the calls this server is handling (StreamingRecognize streams and the
+    telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
+    First the calls already live, then each call's start, recognition and end.
+    """
 
 @_typing.type_check_only
 class SpeechAsyncStub(SpeechStub):
@@ -47,6 +52,11 @@ class SpeechAsyncStub(SpeechStub):
     """
     Recognize: _aio.UnaryUnaryMultiCallable[_speech_pb2.RecognizeRequest, _speech_pb2.RecognizeResponse]  # type: ignore[assignment]
     """Transcribes a whole recording at once."""
+    WatchCalls: _aio.UnaryStreamMultiCallable[_speech_pb2.WatchCallsRequest, _speech_pb2.CallUpdate]  # type: ignore[assignment]
+    """Follows the calls this server is handling (StreamingRecognize streams and the
+    telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
+    First the calls already live, then each call's start, recognition and end.
+    """
 
 class SpeechServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +76,16 @@ class SpeechServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_speech_pb2.RecognizeResponse, _abc.Awaitable[_speech_pb2.RecognizeResponse]]:
         """Transcribes a whole recording at once."""
+
+    @_abc_1.abstractmethod
+    def WatchCalls(
+        self,
+        request: _speech_pb2.WatchCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_speech_pb2.CallUpdate], _abc.AsyncIterator[_speech_pb2.CallUpdate]]:
+        """Follows the calls this server is handling (StreamingRecognize streams and the
+        telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
+        First the calls already live, then each call's start, recognition and end.
+        """
 
 def add_SpeechServicer_to_server(servicer: SpeechServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
