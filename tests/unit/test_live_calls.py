@@ -35,7 +35,7 @@ async def test_a_watcher_hears_live_calls_first_then_what_passes_its_filter() ->
     before.recognised(final(CUSTOMER, "I want two phones", "purchase_intent"))
     before.recognised(final(AGENT, "we sell phones", "purchase_intent"))  # wrong role
     before.recognised(final(CUSTOMER, "hello"))  # no intent
-    partial = Event(type=Event.EVENT_TYPE_PARTIAL, transcript="I want", role=CUSTOMER)  # type: ignore[arg-type]
+    partial = Event(type=Event.EVENT_TYPE_PARTIAL, transcript="I want", role=CUSTOMER)
     before.recognised(partial)
     other.end("hangup")
     got = drain(watcher.queue)
