@@ -21,6 +21,7 @@ def local_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         f"{name}_{kind}": 0 for name in SERVICE_NAMES for kind in ("port", "metrics_port")
     }
+    values.update(speech_gateway_port=0, speech_audiosocket_port=0)
     values.update(data_dir=data_dir, log_format="text")
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -36,6 +37,10 @@ def serve_all_env(
     env: dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith("PERCEPT_")}
     env |= {f"PERCEPT_{n.upper()}_PORT": str(p) for n, p in ports.items()}
     env |= {f"PERCEPT_{n.upper()}_METRICS_PORT": "0" for n in SERVICE_NAMES}
+    env |= {
+        "PERCEPT_SPEECH_GATEWAY_PORT": str(free_port()),
+        "PERCEPT_SPEECH_AUDIOSOCKET_PORT": str(free_port()),
+    }
     env |= {
         "PERCEPT_DATA_DIR": str(data_dir),
         "PERCEPT_MODEL_DIR": str(model_dir),

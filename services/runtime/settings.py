@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -178,6 +179,46 @@ class Settings(BaseSettings):
     speech_max_stream_s: float = Field(4 * 3600.0, gt=0, description="audio per stream")
     speech_partial_interval_ms: int = Field(600, ge=100, le=10_000)
     speech_endpoint_silence_ms: int = Field(500, ge=100, le=5_000, description="ends an utterance")
+    speech_gateway: bool = Field(
+        True,
+        description="serve the telephony gateway (Twilio Media Streams and Genesys AudioHook "
+        "on speech_gateway_port, Asterisk AudioSocket on speech_audiosocket_port)",
+    )
+    speech_gateway_port: Port = Field(8090, description="WebSocket port: /twilio, /audiohook")
+    speech_audiosocket_port: Port = Field(9092, description="Asterisk AudioSocket (TCP)")
+    speech_gateway_max_calls: int = Field(200, ge=1, description="gateway calls at once")
+    speech_gateway_max_calls_per_key: int = Field(
+        50, ge=1, description="gateway calls one API key may hold at once"
+    )
+    speech_gateway_idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a call that sends nothing this long is ended"
+    )
+    speech_gateway_max_frame_bytes: int = Field(
+        64 * 1024, ge=1024, le=MIB, description="largest WebSocket or AudioSocket frame"
+    )
+    speech_gateway_language: str = Field(
+        "", description="language of gateway calls that do not say theirs; empty detects it"
+    )
+    speech_twilio_auth_token: str = Field(
+        "", description="Twilio auth token: checks X-Twilio-Signature on /twilio connections"
+    )
+    speech_audiohook_client_secret: str = Field(
+        "",
+        description="base64 client secret of the Genesys AudioHook integration: its request "
+        "signatures are then required",
+    )
+    speech_audiosocket_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ],
+        description="comma-separated networks AudioSocket connections may come from "
+        "(the protocol has no authentication)",
+    )
     vision_detector: Literal["nanodet", "yolo"] = Field(
         "nanodet", description="nanodet (ONNX, COCO, the offline default) or yolo (ultralytics)"
     )
@@ -268,6 +309,7 @@ class Settings(BaseSettings):
         "nlp_translation_backends",
         "nlp_translation_models",
         "console_chat_origins",
+        "speech_audiosocket_networks",
         mode="before",
     )
     @classmethod
@@ -282,6 +324,26 @@ class Settings(BaseSettings):
         for number, key in enumerate(keys, 1):
             parse_api_key(key, number)  # length and scopes; the message never shows a key
         return keys
+
+    @field_validator("speech_audiosocket_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network such as 10.0.0.0/8") from None
+        return networks
+
+    @field_validator("speech_audiohook_client_secret")
+    @classmethod
+    def _client_secret(cls, secret: str) -> str:
+        if secret:
+            try:
+                base64.b64decode(secret, validate=True)
+            except binascii.Error:
+                raise ValueError("must be the integration's client secret, in base64") from None
+        return secret
 
     @field_validator("vision_gallery_key")
     @classmethod

@@ -134,6 +134,14 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         call_id = config.call_id or f"{source}-{uuid.uuid4().hex[:12]}"
         return self.calls.begin(call_id, source, roles, config.campaign_id)
 
+    def options(self, config: speech_pb2.RecognitionConfig) -> StreamOptions:
+        return StreamOptions(
+            interim_results=config.interim_results,
+            language=_language(config),
+            partial_interval_s=self.limits.partial_interval_s,
+            endpoint_silence_s=self.limits.endpoint_silence_s,
+        )
+
     def check_config(self, config: speech_pb2.RecognitionConfig) -> None:
         """Raises AudioError naming what the engine cannot do for this config."""
         if self.engine is None:
@@ -215,12 +223,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             decoder = stream_decoder(config)
         except AudioError as exc:
             await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        options = StreamOptions(
-            interim_results=config.interim_results,
-            language=_language(config),
-            partial_interval_s=self.limits.partial_interval_s,
-            endpoint_silence_s=self.limits.endpoint_silence_s,
-        )
+        options = self.options(config)
         session = CallSession(
             engine,
             decoder,

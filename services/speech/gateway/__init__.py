@@ -1,0 +1,1 @@
+"""The telephony gateway: calls arrive over the platforms\x27 own protocols."""

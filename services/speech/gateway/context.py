@@ -1,0 +1,176 @@
+"""What every protocol handler of the gateway shares: keys, limits, metrics, calls.
+
+A handler parses its protocol and, once it knows who calls, opens a call
+here: the config is checked as StreamingRecognize checks it, the call is
+admitted against the limits, and whatever way the handler leaves (a stop, a
+protocol error, a dropped socket, a server stop) the call ends with its last
+finals and is counted by how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from percept.runtime.auth import KeyRing
+from percept.runtime.logs import redact_quoted
+from percept.runtime.settings import Settings
+from percept.speech.audio import AudioError
+from percept.speech.gateway.call import GatewayCall
+from percept.speech.gateway.limits import Admission, CallRefusedError
+from percept.speech.gateway.metrics import GatewayMetrics
+from percept.speech.servicer import SpeechServicer
+from percept.v1 import speech_pb2
+
+log = logging.getLogger("percept.speech.gateway")
+T = TypeVar("T")
+PERCEIVE = "perceive"
+# WebSocket close codes (RFC 6455, 7.4.1); AudioSocket has none and just closes.
+NORMAL, GOING_AWAY, UNSUPPORTED, BAD_DATA, POLICY, TRY_LATER = 1000, 1001, 1003, 1007, 1008, 1013
+
+
+class ProtocolError(Exception):
+    """The peer broke its protocol (or a limit): the connection closes with `code`
+    (a WebSocket close code; AudioSocket just closes) and this message."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class AuthError(Exception):
+    """A missing or wrong credential; the message names which, never its value."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is on the line, as a platform says it (every field may be empty)."""
+
+    call_id: str = ""
+    phone: str = ""
+    campaign_id: str = ""
+    language: str = ""
+
+
+def key_bucket(secret: str) -> str:
+    """A key's name in limits and logs: a digest prefix, never the key."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+class GatewayContext:
+    def __init__(
+        self, servicer: SpeechServicer, settings: Settings, metrics: GatewayMetrics
+    ) -> None:
+        self.servicer, self.settings, self.metrics = servicer, settings, metrics
+        self.keys = KeyRing(settings.api_keys)
+        self.admission = Admission(
+            settings.speech_gateway_max_calls, settings.speech_gateway_max_calls_per_key
+        )
+        self.calls: set[GatewayCall] = set()
+        self.stopping = False
+
+    def check_key(self, given: str | None, where: str) -> str | None:
+        """The key's bucket for a presented key (`where` says how it was sent). With no
+        keys configured every caller is let in (as on the gRPC port) and has none."""
+        if not self.keys:
+            return None
+        if not given:
+            raise AuthError(f"an API key is required ({where})")
+        key = self.keys.find(given)
+        if key is None:
+            raise AuthError(f"the API key ({where}) is not one of this server's keys")
+        if PERCEIVE not in key.scopes:
+            raise AuthError(f"the API key ({where}) lacks the {PERCEIVE!r} scope")
+        return key_bucket(key.secret)
+
+    def config(self, caller: Caller) -> speech_pb2.RecognitionConfig:
+        config = speech_pb2.RecognitionConfig(
+            call_id=caller.call_id,
+            campaign_id=caller.campaign_id,
+            language_code=caller.language or self.settings.speech_gateway_language,
+            separate_channel_recognition=True,
+        )
+        if caller.phone:
+            config.caller.phone = caller.phone
+        return config
+
+    @contextlib.asynccontextmanager
+    async def call(
+        self, gateway: str, caller: Caller, bucket: str | None
+    ) -> AsyncIterator[GatewayCall]:
+        """A call admitted, on the board, ended however the block is left."""
+        config = self.config(caller)
+        try:
+            self.servicer.check_config(config)
+        except AudioError as exc:
+            raise ProtocolError(POLICY if self.servicer.engine else TRY_LATER, str(exc)) from None
+        try:
+            self.admission.admit(bucket)
+        except CallRefusedError as exc:
+            self.metrics.calls.labels(gateway, "refused").inc()
+            raise ProtocolError(TRY_LATER, f"{exc}; try again later") from None
+        call = GatewayCall(self.servicer, config, gateway)
+        self.calls.add(call)
+        active = self.metrics.active.labels(gateway)
+        active.inc()
+        started = time.monotonic()
+        reason = "dropped"
+        log.info("gateway call started", extra={"gateway": gateway, "call_id": call.call_id})
+        try:
+            yield call
+            reason = "completed"
+        except ProtocolError:
+            reason = "error"
+            raise
+        except asyncio.CancelledError:
+            reason = "shutdown"
+            await asyncio.shield(call.cancel())
+            raise
+        finally:
+            if self.stopping and reason == "dropped":
+                reason = "shutdown"
+            await call.end(reason)  # a no-op when the handler ended it already
+            self.calls.discard(call)
+            active.dec()
+            self.admission.release(bucket)
+            self.metrics.calls.labels(gateway, call.reason).inc()
+            log.info(
+                "gateway call ended",
+                extra={
+                    "gateway": gateway,
+                    "call_id": call.call_id,
+                    "reason": call.reason,
+                    "seconds": round(time.monotonic() - started, 1),
+                    "tracks": len(call.tracks),
+                },
+            )
+
+    def refused(self, gateway: str, error: ProtocolError | AuthError, peer: object) -> None:
+        if isinstance(error, ProtocolError) and error.code == BAD_DATA:
+            self.metrics.decode_errors.labels(gateway).inc()
+        log.warning(
+            "gateway connection refused",
+            extra={
+                "gateway": gateway,
+                "reason": redact_quoted(str(error)),
+                "code": getattr(error, "code", 401),
+                "peer": str(peer),
+            },
+        )
+
+
+async def receive_within(seconds: float, receive: Awaitable[T]) -> T:
+    """Awaits `receive`, or ends the call as idle."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await receive
+    except TimeoutError:
+        raise ProtocolError(
+            POLICY, f"nothing received for {seconds:g} s: the call is idle"
+        ) from None

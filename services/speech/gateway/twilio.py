@@ -1,0 +1,277 @@
+"""Twilio Media Streams (and the Telnyx and SignalWire dialects of it) at `/twilio`.
+
+The platform opens a WebSocket per `<Stream>` and sends JSON text frames:
+`connected`, one `start` (stream, call, tracks, media format, the TwiML
+`<Parameter>`s as `customParameters`), `media` frames of base64 mu-law at
+8 kHz per track with a timestamp in ms, `dtmf`, `mark`, and `stop`. The
+inbound track is the caller (CUSTOMER), the outbound track what the caller
+hears (AGENT: an agent, an IVR). Telnyx sends the same events in snake_case
+(`stream_id`, `media_format` with `PCMU`/`PCMA`, `call_control_id`); both
+spellings are read. Nothing is ever sent back: a one-way stream ends by
+closing the socket, and the telephone call goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
+
+from percept.speech.gateway.call import GatewayCall
+from percept.speech.gateway.context import (
+    BAD_DATA,
+    NORMAL,
+    POLICY,
+    UNSUPPORTED,
+    AuthError,
+    Caller,
+    GatewayContext,
+    ProtocolError,
+    receive_within,
+)
+from percept.v1 import speech_pb2
+
+log = logging.getLogger("percept.speech.gateway")
+GATEWAY = "twilio"
+RATE = 8000
+ROLES = {"inbound": speech_pb2.CHANNEL_ROLE_CUSTOMER, "outbound": speech_pb2.CHANNEL_ROLE_AGENT}
+ENCODINGS = {"audio/x-mulaw": "mulaw", "pcmu": "mulaw", "pcma": "alaw", "audio/x-alaw": "alaw"}
+SILENCE = {"mulaw": b"\xff", "alaw": b"\xd5"}  # the code of 0 in each law
+MAX_GAP_S = 10.0  # a longer hole is filled only this much (memory stays bounded)
+GAP_TOLERANCE_MS = 40  # network jitter in stamping, not lost audio
+
+
+def _field(message: dict[str, Any], camel: str, snake: str) -> Any:
+    return message.get(camel, message.get(snake))
+
+
+def _track(name: object) -> str:
+    """`inbound`/`outbound` (media) or `inbound_track`/`outbound_track` (dtmf, Telnyx)."""
+    track = str(name or "").removesuffix("_track")
+    if track not in ROLES:
+        raise ProtocolError(POLICY, f"media.track: {str(name)[:40]!r} is not inbound or outbound")
+    return track
+
+
+@dataclass(frozen=True)
+class Start:
+    caller: Caller
+    tracks: tuple[str, ...]
+    law: str
+    key: str
+
+
+def parse_message(text: str | bytes) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        raise ProtocolError(UNSUPPORTED, "Media Streams frames are JSON text; got a binary frame")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise ProtocolError(BAD_DATA, "a frame is not JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("event"), str):
+        raise ProtocolError(BAD_DATA, "a frame is not a JSON object with an 'event'")
+    return message
+
+
+def parse_start(message: dict[str, Any]) -> Start:
+    start = message.get("start")
+    if not isinstance(start, dict):
+        raise ProtocolError(POLICY, "start: the 'start' object is missing")
+    media = _field(start, "mediaFormat", "media_format") or {}
+    if not isinstance(media, dict):
+        raise ProtocolError(POLICY, "start.mediaFormat is not an object")
+    encoding = str(media.get("encoding", "audio/x-mulaw"))
+    law = ENCODINGS.get(encoding.lower())
+    if law is None:
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"start.mediaFormat.encoding {encoding[:40]!r} is not taken here "
+            "(audio/x-mulaw, PCMU or PCMA)",
+        )
+    rate = _field(media, "sampleRate", "sample_rate") or RATE
+    channels = media.get("channels", 1)
+    if rate != RATE or channels != 1:
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"start.mediaFormat: {rate!s:.12} Hz, {channels!s:.4} channel(s); "
+            "G.711 comes at 8000 Hz mono",
+        )
+    tracks = start.get("tracks") or ["inbound"]
+    if not isinstance(tracks, list) or not tracks:
+        raise ProtocolError(POLICY, "start.tracks is not a list of tracks")
+    names = tuple(dict.fromkeys(_track(t) for t in tracks))
+    params = _field(start, "customParameters", "custom_parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(POLICY, "start.customParameters is not an object")
+
+    def param(*names: str) -> str:
+        return next((str(params[n]).strip() for n in names if params.get(n)), "")
+
+    call_id = str(
+        _field(start, "callSid", "call_control_id")
+        or _field(message, "streamSid", "stream_id")
+        or ""
+    )
+    caller = Caller(
+        call_id=call_id[:128],
+        phone=param("caller", "from", "From")[:64],
+        campaign_id=param("campaign", "campaign_id")[:128],
+        language=param("language")[:35],
+    )
+    return Start(caller, names, law, param("key"))
+
+
+def parse_media(message: dict[str, Any]) -> tuple[str, int | None, bytes]:
+    media = message.get("media")
+    if not isinstance(media, dict):
+        raise ProtocolError(POLICY, "media: the 'media' object is missing")
+    track = _track(media.get("track", "inbound"))
+    try:
+        payload = base64.b64decode(str(media.get("payload", "")), validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(BAD_DATA, "media.payload is not base64") from None
+    stamp = media.get("timestamp")
+    try:
+        timestamp = int(stamp) if stamp is not None else None
+    except (TypeError, ValueError):
+        raise ProtocolError(POLICY, "media.timestamp is not a number of milliseconds") from None
+    return track, timestamp, payload
+
+
+def signature_valid(token: str, request: Request, given: str) -> bool:
+    """X-Twilio-Signature of a WebSocket: base64 HMAC-SHA1 of the URL Twilio opened,
+    keyed by the account's auth token. A proxy may add or drop the port, so each
+    spelling of the host is tried (as Twilio's own validators do)."""
+    host = request.headers.get("Host", "")
+    bare = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+    expected = given.encode()
+    for name in dict.fromkeys((host, bare, f"{bare}:443")):
+        url = f"wss://{name}{request.path}"
+        digest = hmac.new(token.encode(), url.encode(), hashlib.sha1).digest()
+        if hmac.compare_digest(base64.b64encode(digest), expected):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What the upgrade request proved: `verified` (a signature or a key) and the
+    bucket of the key that limits the call; unverified, `start` must bring a key."""
+
+    verified: bool
+    bucket: str | None
+
+
+def check_handshake(ctx: GatewayContext, request: Request) -> Handshake:
+    token = ctx.settings.speech_twilio_auth_token
+    signature = request.headers.get("X-Twilio-Signature")
+    if token and signature:
+        if not signature_valid(token, request, signature):
+            raise AuthError("X-Twilio-Signature does not match this URL and the auth token")
+        return Handshake(True, "twilio")
+    header = request.headers.get("X-API-KEY") or _bearer(request.headers.get("Authorization"))
+    if header:
+        return Handshake(True, ctx.check_key(header, "the X-API-KEY header"))
+    if token and not ctx.keys:
+        raise AuthError("X-Twilio-Signature is missing")
+    if ctx.keys:
+        return Handshake(False, None)  # the key comes in start's customParameters
+    return Handshake(True, None)
+
+
+def _bearer(value: str | None) -> str | None:
+    scheme, _, token = (value or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class Timeline:
+    """Where each track's audio has got to; holes in the timestamps become silence,
+    so the two tracks stay aligned (their utterance offsets share one clock)."""
+
+    def __init__(self, silence: bytes) -> None:
+        self.silence = silence
+        self.next_ms: dict[str, int] = {}
+
+    def fill(self, track: str, timestamp: int | None, samples: int) -> tuple[bytes, float]:
+        """The silence due before a frame of `samples` at `timestamp`, and the hole's length."""
+        expected = self.next_ms.get(track)
+        if timestamp is None:
+            timestamp = expected or 0
+        self.next_ms[track] = timestamp + samples * 1000 // RATE
+        if expected is None:
+            expected = 0  # a track that starts late (outbound after the IVR) starts silent
+        hole_ms = timestamp - expected
+        if hole_ms <= GAP_TOLERANCE_MS:
+            return b"", 0.0
+        filled = min(hole_ms / 1000, MAX_GAP_S)
+        return self.silence * int(filled * RATE), hole_ms / 1000
+
+
+async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake) -> None:
+    """One Media Stream, from `connected` to `stop` (or the socket's end)."""
+    idle = ctx.settings.speech_gateway_idle_timeout_s
+    metrics = ctx.metrics
+    call: GatewayCall | None = None
+    timeline: Timeline | None = None
+    async with AsyncExitStack() as stack:
+        try:
+            while True:
+                message = parse_message(await receive_within(idle, ws.recv()))
+                event = message["event"]
+                if event == "media":
+                    if call is None or timeline is None:
+                        raise ProtocolError(POLICY, "media before start")
+                    track, timestamp, payload = parse_media(message)
+                    if track not in call.tracks:
+                        raise ProtocolError(POLICY, f"media on the {track} track, not in start")
+                    metrics.frames.labels(GATEWAY).inc()
+                    silence, hole_s = timeline.fill(track, timestamp, len(payload))
+                    if silence:
+                        metrics.gaps.labels(GATEWAY).inc()
+                        metrics.gap_seconds.labels(GATEWAY).inc(hole_s)
+                        await call.feed(track, silence)
+                    await call.feed(track, payload)
+                elif event == "start":
+                    if call is not None:
+                        raise ProtocolError(POLICY, "a second start")
+                    start = parse_start(message)
+                    bucket = handshake.bucket
+                    if not handshake.verified:
+                        bucket = ctx.check_key(start.key, "customParameters.key")
+                    call = await stack.enter_async_context(ctx.call(GATEWAY, start.caller, bucket))
+                    for name in start.tracks:
+                        call.add_track(name, ROLES[name], rate=RATE, law=start.law)
+                    timeline = Timeline(SILENCE[start.law])
+                elif event == "stop":
+                    if call is not None:
+                        await call.end("completed")
+                    await ws.close(NORMAL, "stopped")
+                    return
+                elif event not in ("connected", "dtmf", "mark"):  # keys pressed are not logged
+                    raise ProtocolError(POLICY, f"unknown event {event[:32]!r}")
+        except AuthError as exc:
+            ctx.refused(GATEWAY, exc, ws.remote_address)
+            await ws.close(POLICY, _reason(str(exc)))
+        except ProtocolError as exc:
+            ctx.refused(GATEWAY, exc, ws.remote_address)
+            await ws.close(exc.code, _reason(exc.reason))
+            if call is not None:
+                await call.end("error")
+        except ConnectionClosed:
+            pass  # the call ends as dropped, its last words still final
+
+
+def _reason(text: str) -> str:
+    """A close reason fits a control frame: 123 bytes of UTF-8."""
+    data = text.encode()
+    return text if len(data) <= 123 else data[:120].decode(errors="ignore") + "…"
