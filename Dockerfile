@@ -59,6 +59,6 @@ CMD ["models", "pull", "--all"]
 FROM base AS runtime
 COPY --from=build /opt/percept /opt/percept
 USER 10001
-EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104
+EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104 8090 9092
 ENTRYPOINT ["percept"]
 CMD ["serve", "all"]

@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from percept.runtime.settings import Settings
+
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 ASTERISK = Path("/usr/share/asterisk/sounds")
 VOICES = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June"}
@@ -162,3 +164,14 @@ def wer(reference: str, hypothesis: str, language: str) -> float:
 
     ref = normalise(reference, language)
     return float(jiwer.wer(ref or "-", normalise(hypothesis, language) or ""))
+
+
+def bare_transcript(settings: Settings, audio: npt.NDArray[np.float32], language: str) -> str:
+    """The model alone on the whole recording: faster-whisper's stock transcribe."""
+    from percept.models import model_store
+    from percept.speech.backends import FasterWhisperTranscriber
+
+    path = model_store(settings).resolve(settings.speech_model).path  # the service's weights
+    model = FasterWhisperTranscriber(path, device="cpu").model
+    segments, _ = model.transcribe(audio, language=language)
+    return " ".join(s.text.strip() for s in segments)

@@ -1,8 +1,9 @@
 """The web console's gateway: pages, a JSON API over the gRPC services, the chat widget.
 
 One small ASGI app (Starlette, served by uvicorn). The leads board follows
-`WatchLeads` through server-sent events, so it updates without a reload; the
-camera page polls `GetCameraView`; the embeddable widget talks to nlp's `Chat`.
+`WatchLeads` and the calls page speech's `WatchCalls` through server-sent
+events, so both update without a reload; the camera page polls
+`GetCameraView`; the embeddable widget talks to nlp's `Chat`.
 With API keys configured, every data call needs one (a bearer header, or the
 cookie the key form sets); the public chat is open but rate-limited per chat
 session and per client address, and is the only path other origins may call.
@@ -30,6 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from percept.console.messages import (
+    call_update_json,
     camera_json,
     change_json,
     explanation_json,
@@ -44,7 +46,16 @@ from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
-from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc, vision_pb2, vision_pb2_grpc
+from percept.v1 import (
+    leads_pb2,
+    leads_pb2_grpc,
+    nlp_pb2,
+    nlp_pb2_grpc,
+    speech_pb2,
+    speech_pb2_grpc,
+    vision_pb2,
+    vision_pb2_grpc,
+)
 
 log = logging.getLogger("percept.console")
 
@@ -56,6 +67,7 @@ KEEPALIVE_S = 15.0  # a comment line on idle event streams keeps proxies from cl
 PAGES = {
     "/": "board.html",
     "/leads/{lead_id}": "lead.html",
+    "/calls": "calls.html",
     "/cameras": "cameras.html",
     "/chat": "chat.html",
 }
@@ -93,6 +105,7 @@ class Addresses:
     leads: str
     nlp: str
     vision: str
+    speech: str
 
     @classmethod
     def of(cls, settings: Settings, hosts: Sequence[ServiceHost] = ()) -> Addresses:
@@ -102,6 +115,7 @@ class Addresses:
             here.get("leads", settings.leads_address),
             here.get("nlp", settings.nlp_address),
             here.get("vision", settings.vision_address),
+            here.get("speech", settings.speech_address),
         )
 
 
@@ -112,11 +126,12 @@ class Backends:
         credentials = channel_credentials(settings)
         self._channels = [
             service_channel(address, credentials)
-            for address in (addresses.leads, addresses.nlp, addresses.vision)
+            for address in (addresses.leads, addresses.nlp, addresses.vision, addresses.speech)
         ]
         self.leads = leads_pb2_grpc.LeadsStub(self._channels[0])
         self.nlp = nlp_pb2_grpc.NlpStub(self._channels[1])
         self.vision = vision_pb2_grpc.VisionStub(self._channels[2])
+        self.speech = speech_pb2_grpc.SpeechStub(self._channels[3])
         self.metadata: Metadata = bearer_of(settings.api_keys)
 
     async def close(self) -> None:
@@ -246,31 +261,17 @@ class Api:
         stream = self.backends.leads.WatchLeads(
             leads_pb2.WatchLeadsRequest(), metadata=self.backends.metadata
         )
+        return _event_stream(stream, "change", change_json, "watching leads")
 
-        async def events() -> AsyncIterator[str]:
-            yield "retry: 2000\n: watching leads\n\n"
-            changes = stream.__aiter__()
-            try:
-                while True:
-                    try:
-                        change = await asyncio.wait_for(changes.__anext__(), KEEPALIVE_S)
-                    except TimeoutError:
-                        yield ": keepalive\n\n"
-                        continue
-                    except StopAsyncIteration:
-                        return
-                    yield f"event: change\ndata: {json.dumps(change_json(change))}\n\n"
-            except grpc.aio.AioRpcError as exc:
-                # The browser reconnects (retry above) and reloads the list.
-                yield f"event: gone\ndata: {json.dumps({'error': exc.details()})}\n\n"
-            finally:
-                stream.cancel()
+    # -- calls ----------------------------------------------------------------------
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    async def call_events(self, request: Request) -> Response:
+        """Server-sent events: one `call` event per CallUpdate from speech's WatchCalls
+        (live calls first, then starts, partial and final text, pauses and ends)."""
+        stream = self.backends.speech.WatchCalls(
+            speech_pb2.WatchCallsRequest(include_partials=True), metadata=self.backends.metadata
         )
+        return _event_stream(stream, "call", call_update_json, "watching calls")
 
     # -- cameras --------------------------------------------------------------------
 
@@ -339,6 +340,37 @@ class Api:
             max_age=12 * 3600,
         )
         return response
+
+
+def _event_stream(
+    stream: Any, name: str, to_json: Callable[[Any], dict[str, Any]], hello: str
+) -> Response:
+    """A gRPC server stream as server-sent events named `name`; a `gone` event when the
+    service goes away (the browser reconnects and reloads), keepalives while idle."""
+
+    async def events() -> AsyncIterator[str]:
+        yield f"retry: 2000\n: {hello}\n\n"
+        messages = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(messages.__anext__(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                except StopAsyncIteration:
+                    return
+                yield f"event: {name}\ndata: {json.dumps(to_json(message))}\n\n"
+        except grpc.aio.AioRpcError as exc:
+            yield f"event: gone\ndata: {json.dumps({'error': exc.details()})}\n\n"
+        finally:
+            stream.cancel()
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -420,6 +452,7 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
         Route("/api/leads/events", api.lead_events),
         Route("/api/leads/{lead_id}", _handle(api.get_lead)),
         Route("/api/leads/{lead_id}/forget", _handle(api.forget_lead), methods=["POST"]),
+        Route("/api/calls/events", api.call_events),
         Route("/api/cameras", _handle(api.list_cameras)),
         Route("/api/cameras/{camera_id}", _handle(api.camera_view)),
         Route("/api/chat", _handle(api.chat), methods=["POST", "OPTIONS"]),

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.identity import KEY_FIELDS
 from percept.leads.scoring import CHANNEL_NAMES, class_name, stage_name
-from percept.v1 import common_pb2, leads_pb2, nlp_pb2, vision_pb2
+from percept.v1 import common_pb2, leads_pb2, nlp_pb2, speech_pb2, vision_pb2
 
 
 def _enum_name(enum: Any, value: int, prefix: str) -> str:
@@ -130,3 +130,39 @@ def view_json(view: vision_pb2.CameraView) -> dict[str, Any]:
         ],
     }
     return out
+
+
+def call_update_json(update: speech_pb2.CallUpdate) -> dict[str, Any]:
+    """A live call's update for the calls page: who speaks (by role), what was said,
+    which intents and entities; never audio, and the call carries no caller number."""
+    call = update.call
+    body: dict[str, Any] = {
+        "type": _enum_name(speech_pb2.CallUpdate.UpdateType, update.type, "UPDATE_TYPE_"),
+        "call": {
+            "call_id": call.call_id,
+            "source": call.source,
+            "roles": [
+                _enum_name(speech_pb2.ChannelRole, r, "CHANNEL_ROLE_") for r in call.channel_roles
+            ],
+            "campaign_id": call.campaign_id,
+            "started_at": _time(call.started_at),
+        },
+        "time": _time(update.time),
+    }
+    if update.type == speech_pb2.CallUpdate.UPDATE_TYPE_ENDED:
+        body["end_reason"] = update.end_reason
+    if update.HasField("event"):
+        event = update.event
+        body["event"] = {
+            "type": _enum_name(speech_pb2.RecognitionEvent.EventType, event.type, "EVENT_TYPE_"),
+            "utterance": event.utterance_index,
+            "channel": event.channel,
+            "role": _enum_name(speech_pb2.ChannelRole, event.role, "CHANNEL_ROLE_"),
+            "transcript": event.transcript,
+            "language": event.language_code,
+            "intents": [i.name for i in event.intents],
+            "entities": [
+                {"type": e.type, "value": e.normalized_value or e.text} for e in event.entities
+            ],
+        }
+    return body

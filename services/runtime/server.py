@@ -53,6 +53,9 @@ class Service(Protocol):
     async def close(self) -> None:
         """Releases what load() acquired, after in-flight calls have drained."""
 
+    # Optional: `async listen()` opens ports of the service's own once gRPC listens, and
+    # `async drain(grace)` ends their calls when the host stops (speech's gateway).
+
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
     ms = 1000
@@ -141,6 +144,13 @@ class ServiceHost:
             ) from exc
         await server.start()
         self.server = server
+        listen = getattr(self.service, "listen", None)
+        if listen is not None:  # ports of the service's own (speech's telephony gateway)
+            try:
+                await listen()
+            except OSError:
+                await server.stop(None)
+                raise
         await self._start_health_port()
         if self.settings.metrics_enabled:
             self.metrics_endpoint = MetricsEndpoint(
@@ -196,8 +206,13 @@ class ServiceHost:
         if self._load_task and not self._load_task.done():
             self._load_task.cancel()
         await self.health.enter_graceful_shutdown()
+        stops = []
+        drain = getattr(self.service, "drain", None)
+        if drain is not None:  # its own ports drain beside the gRPC calls, in the same grace
+            stops.append(drain(grace))
         if self.server is not None:
-            await self.server.stop(grace)
+            stops.append(self.server.stop(grace))
+        await asyncio.gather(*stops)
         if self.health_server is not None:
             await self.health_server.stop(None)
         await self.service.close()

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
         description="where leads asks vision to erase an erased lead's face embeddings",
     )
     nlp_address: str = Field("127.0.0.1:50053", description="where the console's chat goes")
+    speech_address: str = Field(
+        "127.0.0.1:50051", description="where the console follows live calls (WatchCalls)"
+    )
 
     # The web console (gateway): leads board, lead pages, cameras, the chat widget.
     console_host: str = Field("127.0.0.1", description="address the console's HTTP server binds")
@@ -206,6 +209,12 @@ class Settings(BaseSettings):
         "",
         description="base64 client secret of the Genesys AudioHook integration: its request "
         "signatures are then required",
+    )
+    speech_audiosocket_codec: Literal["slin", "mulaw", "alaw"] = Field(
+        "slin",
+        description="what AudioSocket's 8 kHz audio kind (0x10) carries: signed linear from "
+        "the AudioSocket() application, or the channel's G.711 law from the channel driver "
+        "or ARI externalMedia",
     )
     speech_audiosocket_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [

@@ -13,6 +13,7 @@ from percept.nlp.translation import load_translator
 from percept.runtime.settings import Settings
 from percept.runtime.signals import SignalPublisher
 from percept.speech.engine import SpeechEngine
+from percept.speech.gateway.server import MediaGateway
 from percept.speech.models import load_transcriber
 from percept.speech.servicer import SpeechServicer, StreamLimits
 from percept.understanding.loading import load_understanding
@@ -29,6 +30,7 @@ class SpeechService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
+        self.gateway: MediaGateway | None = None
         self.signals = SignalPublisher(settings, self.name, self.registry)
         self.servicer = SpeechServicer(
             limits=StreamLimits(
@@ -38,6 +40,16 @@ class SpeechService:
                 endpoint_silence_s=settings.speech_endpoint_silence_ms / 1000,
             )
         )
+
+    async def listen(self) -> None:
+        """The telephony gateway listens at once; it answers 503 until the model loads."""
+        if self.settings.speech_gateway:
+            self.gateway = MediaGateway(self.servicer, self.settings, self.registry)
+            await self.gateway.start()
+
+    async def drain(self, grace: float | None) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop(grace)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         speech_pb2_grpc.add_SpeechServicer_to_server(self.servicer, server)

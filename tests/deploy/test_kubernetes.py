@@ -431,7 +431,7 @@ def test_the_gpu_overlay_runs_yolo_for_vision_and_pulls_its_weights() -> None:
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_the_console_serves_http_and_reaches_only_leads_nlp_and_vision(name: str) -> None:
+def test_the_console_serves_http_and_reaches_only_leads_nlp_vision_and_speech(name: str) -> None:
     objs = overlay(name)
     (console,) = [d for d in of_kind(objs, "Deployment") if component(d) == "console"]
     (container,) = pod_spec(console)["containers"]
@@ -444,6 +444,7 @@ def test_the_console_serves_http_and_reaches_only_leads_nlp_and_vision(name: str
     assert env["PERCEPT_CONSOLE_HOST"] == "0.0.0.0"
     (config,) = [o for o in of_kind(objs, "ConfigMap") if o["metadata"]["name"] == "percept-config"]
     assert config["data"]["PERCEPT_NLP_ADDRESS"] == "percept-nlp-headless:50053"
+    assert config["data"]["PERCEPT_SPEECH_ADDRESS"] == "percept-speech-headless:50051"
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "NetworkPolicy")}
     egress = policies["percept-console-egress"]["egress"]
     reached = {
@@ -452,8 +453,29 @@ def test_the_console_serves_http_and_reaches_only_leads_nlp_and_vision(name: str
         for peer in rule["to"]
         for port in rule["ports"]
     }
-    assert reached == {("leads", 50054), ("nlp", 50053), ("vision", 50052)}
+    assert reached == {("leads", 50054), ("nlp", 50053), ("vision", 50052), ("speech", 50051)}
     labels = console["spec"]["template"]["metadata"]["labels"]
     assert "percept.io/uses-database" not in labels  # no database for the console
     (service,) = [s for s in of_kind(objs, "Service") if s["metadata"]["name"] == "percept-console"]
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_speech_exposes_its_telephony_gateway_to_the_platforms(name: str) -> None:
+    objs = overlay(name)
+    defaults = Settings()
+    (speech,) = [d for d in of_kind(objs, "Deployment") if component(d) == "speech"]
+    (container,) = pod_spec(speech)["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["gateway"] == defaults.speech_gateway_port
+    assert ports["audiosocket"] == defaults.speech_audiosocket_port
+    (service,) = [s for s in of_kind(objs, "Service") if s["metadata"]["name"] == "percept-speech"]
+    targets = {p["targetPort"] for p in service["spec"]["ports"]}
+    assert {"gateway", "audiosocket"} <= targets
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "NetworkPolicy")}
+    opened = {
+        port["port"]
+        for rule in policies["percept-perception-ingress"]["ingress"]
+        for port in rule["ports"]
+    }
+    assert {defaults.speech_gateway_port, defaults.speech_audiosocket_port} <= opened

@@ -1,6 +1,7 @@
 """The web console over the real services (leads on SQLite, nlp on MiniLM and Apertium,
-vision on NanoDet, MTCNN and dlib), with API keys on everywhere: its JSON API and live
-event stream over HTTP, then its pages in Debian's Chromium driven by Playwright.
+vision on NanoDet, MTCNN and dlib, speech on tiny.en with its telephony gateway), with
+API keys on everywhere: its JSON API and live event streams over HTTP, then its pages
+in Debian's Chromium driven by Playwright.
 
 Screenshots are kept in test-artifacts/console/ and checked by their pixels."""
 
@@ -25,6 +26,8 @@ from leads_signals import recent
 from local_servers import local_settings
 from PIL import Image
 from playwright.async_api import Browser, FloatRect
+from speech_audio import floats16k, speak
+from telephony_clients import twilio_call
 from vision_harness import start_vision, vision_settings
 
 from percept.console.gateway import ConsoleGateway
@@ -34,6 +37,8 @@ from percept.nlp.service import NlpService
 from percept.runtime.clients import bearer
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
+from percept.speech import g711
+from percept.speech.service import SpeechService
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2, leads_pb2_grpc, vision_pb2, vision_pb2_grpc
 from percept.vision.client import lockstep
@@ -56,6 +61,7 @@ class Stack:
     leads: leads_pb2_grpc.LeadsAsyncStub
     vision: vision_pb2_grpc.VisionAsyncStub
     gateway: ConsoleGateway
+    telephony: str  # the speech gateway's WebSocket base URL
 
 
 def _settings(data: Path, **overrides: object) -> Settings:
@@ -75,7 +81,13 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     _, vision = await start_vision(
         vision_settings(root / "vision", api_keys=[KEY], leads_address=leads.address)
     )
+    speech_settings = _settings(root / "speech", leads_address=leads.address)
+    speech_service = SpeechService(speech_settings)
+    speech = ServiceHost(speech_service, speech_settings)
+    await speech.start()
     await asyncio.wait_for(nlp.ready.wait(), 180)
+    await asyncio.wait_for(speech.ready.wait(), 120)
+    assert speech_service.gateway is not None
     gateway_settings = _settings(
         root / "console",
         console_port=0,
@@ -84,7 +96,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         api_keys=[KEY, f"{READER}:read"],
     )
     gateway = ConsoleGateway(gateway_settings)
-    await gateway.start([leads, nlp, vision])
+    await gateway.start([leads, nlp, vision, speech])
     async with (
         grpc.aio.insecure_channel(leads.address) as leads_channel,
         grpc.aio.insecure_channel(vision.address) as vision_channel,
@@ -94,8 +106,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             leads_pb2_grpc.LeadsStub(leads_channel),
             vision_pb2_grpc.VisionStub(vision_channel),
             gateway,
+            f"ws://127.0.0.1:{speech_service.gateway.port}",
         )
     await gateway.stop()
+    await speech.stop(grace=1)
     await vision.stop(grace=1)
     await nlp.stop(grace=1)
     await leads.stop(grace=1)
@@ -131,7 +145,13 @@ def _hot_signals(email: str) -> list[c.Signal]:
 
 async def test_every_data_call_needs_the_key_but_the_chat_does_not(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.url) as client:
-        for path in ("/api/leads", "/api/leads/x", "/api/cameras", "/api/leads/events"):
+        for path in (
+            "/api/leads",
+            "/api/leads/x",
+            "/api/cameras",
+            "/api/leads/events",
+            "/api/calls/events",
+        ):
             refused = await client.get(path)
             assert refused.status_code == 401, path
             assert "API key is required" in refused.json()["error"]
@@ -405,4 +425,45 @@ async def test_the_camera_page_draws_zones_and_counts_over_the_frame(
     canvas = await card.locator("canvas").bounding_box()
     assert canvas is not None
     assert _share(shot, canvas, ZONE_GREEN, tol=30) > 0.002  # the product zones' outlines
+    await context.close()
+
+
+def _mulaw8k(text: str, path: Path) -> bytes:
+    samples = floats16k(speak(text, path))
+    pcm = samples[: len(samples) // 2 * 2].reshape(-1, 2).mean(axis=1)
+    return g711.compress(np.clip(pcm * 32767, -32768, 32767).astype(np.int16), "mulaw")
+
+
+async def test_the_calls_page_follows_a_telephone_call_live(
+    stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
+    customer = _mulaw8k("Hello. I want to buy two laptops for my office.", tmp_path / "c.wav")
+    agent = _mulaw8k("Thank you for calling. How can I help you today?", tmp_path / "a.wav")
+    quiet = b"\xff" * 8000
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    await context.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])
+    page = await context.new_page()
+    await page.goto(stack.url + "/calls")
+    await page.wait_for_selector("#live.on")
+    call = asyncio.create_task(
+        twilio_call(
+            f"{stack.telephony}/twilio",
+            {"inbound": quiet * 4 + customer + quiet, "outbound": agent + quiet * 5},
+            call_sid="CA-console-live",
+            parameters={"caller": "+14155550199"},
+            headers={"X-API-KEY": KEY},
+            pace=2.0,
+        )
+    )
+    card = page.locator("section.call[data-call=CA-console-live]")
+    await card.wait_for(timeout=15_000)  # on the page while the call is going on
+    assert not call.done()
+    customer_turn = card.locator("li.final[data-role=customer]")
+    await customer_turn.first.wait_for(timeout=60_000)
+    turn = await customer_turn.first.inner_text()
+    assert "laptops" in turn and "product: laptop" in turn, turn  # the words and their tags
+    assert await card.locator("li.final[data-role=agent]").count() >= 1
+    await call
+    await page.wait_for_selector("section.call.ended[data-call=CA-console-live]", timeout=30_000)
+    await page.screenshot(path=str(ARTIFACTS / "calls.png"))
     await context.close()

@@ -86,14 +86,6 @@ async def speech(
         await host.stop(grace=1)
 
 
-def bare_transcript(settings: Settings, audio: np.ndarray, language: str) -> str:
-    """The model alone on the whole recording: faster-whisper's stock transcribe."""
-    path = model_store(settings).resolve(settings.speech_model).path  # the service's weights
-    model = FasterWhisperTranscriber(path, device="cpu").model
-    segments, _ = model.transcribe(audio, language=language)
-    return " ".join(s.text.strip() for s in segments)
-
-
 async def streamed_finals(
     stub: speech_pb2_grpc.SpeechAsyncStub, config: sp.RecognitionConfig, data: bytes
 ) -> list[sp.RecognitionEvent]:
@@ -124,7 +116,7 @@ async def test_streamed_finals_score_as_well_as_the_bare_model(
     finals = await streamed_finals(stub, config, data)
     streamed = " ".join(f.transcript for f in finals)
     # the bare model hears the same samples: G.711's loss is the call's, not ours
-    bare = bare_transcript(settings, decode_raw(data, call.rate, 1, law), call.language)
+    bare = real_media.bare_transcript(settings, decode_raw(data, call.rate, 1, law), call.language)
     ours, theirs = (real_media.wer(call.text, t, call.language) for t in (streamed, bare))
     bound = theirs + case.tolerance
     assert ours <= bound, f"streamed {ours:.4f}, bare {theirs:.4f}: {streamed}"

@@ -69,10 +69,11 @@ const percept = (() => {
     return el("span", {}, [bar, score.toFixed(2)]);
   }
 
-  // Calls onChange for each lead change; onOpen each time the feed (re)connects.
-  function watchLeads(onChange, onOpen) {
+  // Follows a server-sent event stream: onEvent for each `name` event, onOpen each time
+  // the stream (re)connects (what was missed meanwhile must be reloaded).
+  function follow(path, name, onEvent, onOpen) {
     const indicator = document.getElementById("live");
-    const source = new EventSource("/api/leads/events");
+    const source = new EventSource(path);
     source.addEventListener("open", () => {
       if (indicator) { indicator.textContent = "live"; indicator.classList.add("on"); }
       onOpen && onOpen();
@@ -80,9 +81,13 @@ const percept = (() => {
     source.addEventListener("error", () => {
       if (indicator) { indicator.textContent = "reconnecting…"; indicator.classList.remove("on"); }
     });
-    source.addEventListener("change", (event) => onChange(JSON.parse(event.data)));
+    source.addEventListener(name, (event) => onEvent(JSON.parse(event.data)));
     return source;
   }
 
-  return { api, el, leadName, ago, badge, scoreBar, watchLeads };
+  function watchLeads(onChange, onOpen) {
+    return follow("/api/leads/events", "change", onChange, onOpen);
+  }
+
+  return { api, el, leadName, ago, badge, scoreBar, follow, watchLeads };
 })();

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -51,15 +52,21 @@ class GatewayCall:
         servicer: SpeechServicer,
         config: speech_pb2.RecognitionConfig,
         source: str,
+        tracks: Sequence[tuple[str, int]] = (),
         *,
         on_event: Callable[[speech_pb2.RecognitionEvent], None] | None = None,
     ) -> None:
         """`config` says who calls (call id, caller, campaign, language); it must have
-        passed `servicer.check_config`. The call is on the board from here."""
+        passed `servicer.check_config`. `tracks` are the participants known from the
+        start, (name, role) in channel order: watchers see them from the call's start.
+        The call is on the board from here."""
         assert servicer.engine is not None
         self.servicer, self.engine = servicer, servicer.engine
         self.options: StreamOptions = servicer.options(config)
         config.separate_channel_recognition = True
+        self.channels: dict[str, tuple[int, int]] = {}  # name -> (channel, role)
+        for name, role in tracks:
+            self._declare(config, name, role)
         self.config = config
         self.live: LiveCall = servicer.begin_call(config, source)
         self.on_event = on_event
@@ -69,13 +76,24 @@ class GatewayCall:
         self.ended = False
         self.reason = ""  # how it ended: completed, dropped, error, shutdown
 
+    def _declare(self, config: speech_pb2.RecognitionConfig, name: str, role: int) -> int:
+        channel = len(self.channels)
+        self.channels[name] = (channel, role)
+        config.channel_roles.append(role)  # type: ignore[arg-type]
+        return channel
+
     @property
     def call_id(self) -> str:
         return self.live.info.call_id
 
     def add_track(self, name: str, role: int, *, rate: int, law: str | None) -> Track:
-        """A participant's audio: G.711 (`law` "mulaw"/"alaw") or 16-bit PCM at `rate`."""
-        channel = len(self.tracks)
+        """A participant's audio starts: G.711 (`law` "mulaw"/"alaw") or 16-bit PCM at
+        `rate`. A participant not declared at the start gets the next channel."""
+        if name in self.channels:
+            channel, role = self.channels[name]
+        else:
+            channel = self._declare(self.config, name, role)
+            self.live.info.channel_roles.append(role)  # type: ignore[arg-type]
         recognizer = ChannelRecognizer(
             self.engine,
             self.options,
@@ -85,8 +103,6 @@ class GatewayCall:
         )
         track = Track(name, channel, PcmStreamDecoder(rate, 1, law=law), recognizer)
         self.tracks[name] = track
-        self.config.channel_roles.append(role)  # type: ignore[arg-type]
-        self.live.info.channel_roles.append(role)  # type: ignore[arg-type]
         track.worker = asyncio.create_task(self._run(track), name=f"call-track-{name}")
         return track
 
@@ -112,6 +128,28 @@ class GatewayCall:
         if self.paused:
             self.paused = False
             self.live.paused(False)
+
+    def set_language(self, code: str) -> None:
+        """What is said from now on is in `code` (BCP-47; empty or "auto" detects it).
+        Raises AudioError when the model does not speak it."""
+        config = speech_pb2.RecognitionConfig()
+        config.CopyFrom(self.config)
+        config.language_code = code
+        self.servicer.check_config(config)
+        self.config.language_code = code
+        language = self.servicer.options(config).language
+        self.options = dataclasses.replace(self.options, language=language)
+        for track in self.tracks.values():
+            track.recognizer.vote.fixed = language
+
+    async def end_track(self, name: str) -> None:
+        """One participant has left (its own connection ended): its last words are
+        final now, while the others go on."""
+        track = self.tracks.get(name)
+        if track is None or track.worker is None or self.ended:
+            return
+        await track.queue.put(_END)
+        await asyncio.gather(track.worker, return_exceptions=True)
 
     async def end(self, reason: str) -> None:
         """The call is over (or its socket dropped): each track's last utterance

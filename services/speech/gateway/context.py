@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -89,6 +89,15 @@ class GatewayContext:
             raise AuthError(f"the API key ({where}) lacks the {PERCEIVE!r} scope")
         return key_bucket(key.secret)
 
+    def languages(self) -> list[str]:
+        """What calls may be recognised in: English only, or Whisper's languages."""
+        from percept.speech.servicer import WHISPER_LANGUAGES
+
+        engine = self.servicer.engine
+        if engine is not None and engine.transcriber.english_only:
+            return ["en"]
+        return list(WHISPER_LANGUAGES)
+
     def config(self, caller: Caller) -> speech_pb2.RecognitionConfig:
         config = speech_pb2.RecognitionConfig(
             call_id=caller.call_id,
@@ -102,9 +111,14 @@ class GatewayContext:
 
     @contextlib.asynccontextmanager
     async def call(
-        self, gateway: str, caller: Caller, bucket: str | None
+        self,
+        gateway: str,
+        caller: Caller,
+        bucket: str | None,
+        tracks: Sequence[tuple[str, int]] = (),
     ) -> AsyncIterator[GatewayCall]:
-        """A call admitted, on the board, ended however the block is left."""
+        """A call admitted, on the board with the `tracks` known so far (name, role),
+        ended however the block is left."""
         config = self.config(caller)
         try:
             self.servicer.check_config(config)
@@ -115,7 +129,7 @@ class GatewayContext:
         except CallRefusedError as exc:
             self.metrics.calls.labels(gateway, "refused").inc()
             raise ProtocolError(TRY_LATER, f"{exc}; try again later") from None
-        call = GatewayCall(self.servicer, config, gateway)
+        call = GatewayCall(self.servicer, config, gateway, tracks)
         self.calls.add(call)
         active = self.metrics.active.labels(gateway)
         active.inc()

@@ -17,6 +17,7 @@ class GatewayMetrics:
     decode_errors: Counter
     gaps: Counter
     gap_seconds: Counter
+    unknown_events: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> GatewayMetrics:
@@ -46,6 +47,12 @@ class GatewayMetrics:
                 labels,
                 registry=registry,
             ),
+            unknown_events=Counter(
+                "percept_gateway_unknown_events_total",
+                "Messages of a kind this gateway does not know (skipped).",
+                labels,
+                registry=registry,
+            ),
             gap_seconds=Counter(
                 "percept_gateway_gap_seconds_total",
                 "Audio missing from tracks (filled with silence).",
@@ -54,7 +61,13 @@ class GatewayMetrics:
             ),
         )
         for gateway in GATEWAYS:  # every series exists from the start, at zero
-            for m in (metrics.active, metrics.frames, metrics.decode_errors, metrics.gaps):
+            for m in (
+                metrics.active,
+                metrics.frames,
+                metrics.decode_errors,
+                metrics.gaps,
+                metrics.unknown_events,
+            ):
                 m.labels(gateway)
             metrics.gap_seconds.labels(gateway)
         return metrics

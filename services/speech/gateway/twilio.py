@@ -6,9 +6,13 @@ The platform opens a WebSocket per `<Stream>` and sends JSON text frames:
 8 kHz per track with a timestamp in ms, `dtmf`, `mark`, and `stop`. The
 inbound track is the caller (CUSTOMER), the outbound track what the caller
 hears (AGENT: an agent, an IVR). Telnyx sends the same events in snake_case
-(`stream_id`, `media_format` with `PCMU`/`PCMA`, `call_control_id`); both
-spellings are read. Nothing is ever sent back: a one-way stream ends by
-closing the socket, and the telephone call goes on.
+(`stream_id`, `media_format` with `PCMU`/`PCMA`, `call_control_id`, the
+caller in `from`), lists no tracks in `start` (each track is taken when its
+first frame comes) and may send `error` events; SignalWire speaks Twilio's
+spelling. Events this gateway does not know are logged and skipped, never
+fatal: a platform that adds one must not cut every call (on a bidirectional
+stream a closed socket ends the TwiML). Nothing is ever sent back: a one-way
+stream ends by closing the socket, and the telephone call goes on.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ RATE = 8000
 ROLES = {"inbound": speech_pb2.CHANNEL_ROLE_CUSTOMER, "outbound": speech_pb2.CHANNEL_ROLE_AGENT}
 ENCODINGS = {"audio/x-mulaw": "mulaw", "pcmu": "mulaw", "pcma": "alaw", "audio/x-alaw": "alaw"}
 SILENCE = {"mulaw": b"\xff", "alaw": b"\xd5"}  # the code of 0 in each law
-MAX_GAP_S = 10.0  # a longer hole is filled only this much (memory stays bounded)
+MAX_GAP_S = 120.0  # a longer hole is filled only this much (memory stays bounded)
 GAP_TOLERANCE_MS = 40  # network jitter in stamping, not lost audio
+MAX_UNKNOWN_EVENTS = 8  # distinct unknown event names logged per stream
 
 
 def _field(message: dict[str, Any], camel: str, snake: str) -> Any:
@@ -106,10 +111,10 @@ def parse_start(message: dict[str, Any]) -> Start:
             f"start.mediaFormat: {rate!s:.12} Hz, {channels!s:.4} channel(s); "
             "G.711 comes at 8000 Hz mono",
         )
-    tracks = start.get("tracks") or ["inbound"]
-    if not isinstance(tracks, list) or not tracks:
+    tracks = start.get("tracks", [])
+    if not isinstance(tracks, list):
         raise ProtocolError(POLICY, "start.tracks is not a list of tracks")
-    names = tuple(dict.fromkeys(_track(t) for t in tracks))
+    names = tuple(dict.fromkeys(_track(t) for t in tracks))  # none: as they come (Telnyx)
     params = _field(start, "customParameters", "custom_parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError(POLICY, "start.customParameters is not an object")
@@ -124,7 +129,7 @@ def parse_start(message: dict[str, Any]) -> Start:
     )
     caller = Caller(
         call_id=call_id[:128],
-        phone=param("caller", "from", "From")[:64],
+        phone=(param("caller", "from", "From") or str(start.get("from") or "").strip())[:64],
         campaign_id=param("campaign", "campaign_id")[:128],
         language=param("language")[:35],
     )
@@ -223,6 +228,8 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
     metrics = ctx.metrics
     call: GatewayCall | None = None
     timeline: Timeline | None = None
+    law, lazy = "mulaw", False
+    ignored: set[str] = set()
     async with AsyncExitStack() as stack:
         try:
             while True:
@@ -233,7 +240,9 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
                         raise ProtocolError(POLICY, "media before start")
                     track, timestamp, payload = parse_media(message)
                     if track not in call.tracks:
-                        raise ProtocolError(POLICY, f"media on the {track} track, not in start")
+                        if not lazy:  # start listed its tracks
+                            raise ProtocolError(POLICY, f"media on the {track} track, not in start")
+                        call.add_track(track, ROLES[track], rate=RATE, law=law)
                     metrics.frames.labels(GATEWAY).inc()
                     silence, hole_s = timeline.fill(track, timestamp, len(payload))
                     if silence:
@@ -248,17 +257,32 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
                     bucket = handshake.bucket
                     if not handshake.verified:
                         bucket = ctx.check_key(start.key, "customParameters.key")
-                    call = await stack.enter_async_context(ctx.call(GATEWAY, start.caller, bucket))
+                    tracks = [(name, ROLES[name]) for name in start.tracks]
+                    call = await stack.enter_async_context(
+                        ctx.call(GATEWAY, start.caller, bucket, tracks)
+                    )
+                    law, lazy = start.law, not start.tracks
                     for name in start.tracks:
-                        call.add_track(name, ROLES[name], rate=RATE, law=start.law)
-                    timeline = Timeline(SILENCE[start.law])
+                        call.add_track(name, ROLES[name], rate=RATE, law=law)
+                    timeline = Timeline(SILENCE[law])
                 elif event == "stop":
+                    await ws.close(NORMAL, "stopped")  # the platform is not kept waiting
                     if call is not None:
                         await call.end("completed")
-                    await ws.close(NORMAL, "stopped")
                     return
+                elif event == "error":  # Telnyx reports its own trouble this way
+                    log.warning(
+                        "the platform reported an error",
+                        extra={"gateway": GATEWAY, "call_id": call.call_id if call else ""},
+                    )
                 elif event not in ("connected", "dtmf", "mark"):  # keys pressed are not logged
-                    raise ProtocolError(POLICY, f"unknown event {event[:32]!r}")
+                    ignored.add(event[:32])
+                    if len(ignored) <= MAX_UNKNOWN_EVENTS:
+                        metrics.unknown_events.labels(GATEWAY).inc()
+                        log.warning(
+                            "unknown Media Streams event skipped",
+                            extra={"gateway": GATEWAY, "event": event[:32]},
+                        )
         except AuthError as exc:
             ctx.refused(GATEWAY, exc, ws.remote_address)
             await ws.close(POLICY, _reason(str(exc)))
@@ -267,8 +291,9 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
             await ws.close(exc.code, _reason(exc.reason))
             if call is not None:
                 await call.end("error")
-        except ConnectionClosed:
-            pass  # the call ends as dropped, its last words still final
+        except ConnectionClosed:  # no stop: the line went dead; its last words still final
+            if call is not None:
+                await call.end("dropped")
 
 
 def _reason(text: str) -> str:
