@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import struct
 import uuid
@@ -506,3 +508,96 @@ async def test_bad_audiosocket_connections_are_closed_and_logged(
     await gateway.until_ends(before + 1)
     assert gateway.ends[-1] == "dropped"
     assert "purchase_intent" in intents_of(gateway.finals())
+
+
+async def test_a_twilio_signature_admits_a_stream_without_a_key(
+    make_settings: Callable[..., Settings], start_host: HostFactory
+) -> None:
+    token = "twilio-auth-token-0123"
+    gateway = await start_gateway(
+        start_host, make_settings(api_keys=[KEY], speech_twilio_auth_token=token)
+    )
+    url = f"{gateway.url}/twilio"
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    signed = f"wss://{host}/twilio"  # what Twilio signs: the URL it was given
+    digest = hmac.new(token.encode(), signed.encode(), hashlib.sha1).digest()
+    signature = base64.b64encode(digest).decode()
+    start = _event("start", start={"callSid": "CA-signed", "tracks": ["inbound"]})
+    async with connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
+        await ws.send(start)
+        await ws.send(_event("stop", stop={}))
+        await asyncio.wait_for(ws.wait_closed(), 30)
+    assert ws.close_code == 1000
+    forged = base64.b64encode(hashlib.sha1(b"forged").digest()).decode()
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers={"X-Twilio-Signature": forged}):
+            pass
+    assert refused.value.response.status_code == 401
+    assert b"X-Twilio-Signature does not match" in refused.value.response.body
+
+
+async def test_calls_past_a_keys_share_are_refused_and_others_go_on(
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway = await start_gateway(
+        start_host,
+        make_settings(api_keys=[KEY], speech_gateway_max_calls_per_key=1),
+    )
+    url = f"{gateway.url}/twilio"
+    headers = {"X-API-KEY": KEY}
+
+    def start(sid: str) -> str:
+        body = {"callSid": sid, "tracks": ["inbound"], "customParameters": {"caller": CALLER}}
+        return _event("start", start=body)
+
+    async with connect(url, additional_headers=headers) as first:
+        await first.send(start("CA-first"))
+        await first.send(_event("media", media={"track": "inbound", "payload": "//8="}))
+        async with connect(url, additional_headers=headers) as second:
+            await second.send(start("CA-second"))
+            await asyncio.wait_for(second.wait_closed(), 30)
+        assert second.close_code == 1013 and "holds its 1 calls" in (second.close_reason or "")
+        await first.send(_event("stop", stop={}))
+        await asyncio.wait_for(first.wait_closed(), 30)
+    assert first.close_code == 1000
+    refused = gateway.service.registry.get_sample_value(
+        "percept_gateway_calls_total", {"gateway": "twilio", "outcome": "refused"}
+    )
+    assert refused == 1
+    # nothing logged carries the caller's number or the key
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert CALLER not in logged and KEY not in logged
+
+
+async def test_a_server_stop_ends_gateway_calls_with_their_finals(
+    make_settings: Callable[..., Settings], start_host: HostFactory, customer_audio: bytes
+) -> None:
+    gateway = await start_gateway(start_host, make_settings(api_keys=[KEY]))
+    twilio = await connect(f"{gateway.url}/twilio", additional_headers={"X-API-KEY": KEY})
+    body = {"callSid": "CA-stop", "tracks": ["inbound"], "customParameters": {"caller": CALLER}}
+    await twilio.send(_event("start", start=body))
+    for n in range(0, len(customer_audio), 160):
+        payload = base64.b64encode(customer_audio[n : n + 160]).decode()
+        await twilio.send(_event("media", media={"track": "inbound", "payload": payload}))
+    hook = AudioHookClient(f"{gateway.url}/audiohook", KEY)
+    await hook.connect()
+    await hook.open(str(uuid.uuid4()), ani=CALLER)
+    await hook.play([customer_audio, b"\xff" * len(customer_audio)], pace=0)
+
+    async def answer_disconnect() -> dict[str, object]:
+        message = await hook.expect("disconnect")
+        await hook.send("close", {"reason": "disconnect"})
+        await hook.expect("closed")
+        return message
+
+    answering = asyncio.create_task(answer_disconnect())
+    await gateway.host.stop(grace=30)
+    disconnect = await answering
+    assert disconnect["parameters"] == {"reason": "completed", "info": "the server is stopping"}
+    await asyncio.wait_for(twilio.wait_closed(), 10)
+    assert twilio.close_code == 1001
+    assert sorted(gateway.ends) == ["shutdown", "shutdown"]
+    finals = gateway.finals(CUSTOMER)
+    assert len(finals) == 2 and all("phone" in f.transcript.lower() for f in finals)

@@ -245,7 +245,7 @@ class Session:
                 await self._disconnect(exc.reason, exc.info)
             except ConnectionClosed:  # no close: the line went dead; its last words still final
                 if self.call is not None:
-                    await self.call.end("dropped")
+                    await self.call.end("shutdown" if ctx.stopping else "dropped")
 
     async def _audio(self, frame: bytes) -> None:
         if not self.opened:

@@ -293,7 +293,7 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
                 await call.end("error")
         except ConnectionClosed:  # no stop: the line went dead; its last words still final
             if call is not None:
-                await call.end("dropped")
+                await call.end("shutdown" if ctx.stopping else "dropped")
 
 
 def _reason(text: str) -> str:

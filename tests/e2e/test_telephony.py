@@ -1,0 +1,215 @@
+"""Three telephony platforms at once against `percept serve all`, at real-time pace:
+a Twilio Media Stream, a Genesys AudioHook session and two Asterisk AudioSocket legs,
+each carrying a caller (scripted speech: what no recording has) and an agent (real
+8 kHz telephone prompts). Each caller's lead gets the caller's intents and contacts;
+nothing said on an agent track becomes a caller's intent; a watcher sees every call."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+import real_media
+from local_servers import serve_all_env
+from speech_audio import floats16k, speak
+from telephony_clients import AudioHookClient, audiosocket_leg, twilio_call
+from vision_harness import MODEL_DIR
+
+from percept.speech import g711
+from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc, speech_pb2_grpc
+from percept.v1 import speech_pb2 as sp
+
+pytestmark = pytest.mark.slow
+PERCEPT = str(Path(sys.executable).parent / "percept")
+TWILIO_CALLER, GENESYS_CALLER = "+14155550101", "+14155550102"
+TWILIO_SAYS = "Hello. I want to buy two laptops for my office. My email is ana at example dot com."
+GENESYS_SAYS = "Hi. How much does the phone cost? Can we schedule a demo next week?"
+ASTERISK_SAYS = "Hello. I would like to buy three phones for my team."
+
+
+@dataclass
+class Suite:
+    addresses: dict[str, str]
+    gateway_port: int
+    audiosocket_port: int
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    env, addresses = serve_all_env(tmp_path_factory.mktemp("telephony"), MODEL_DIR)
+    log = tmp_path_factory.mktemp("telephony-log") / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([PERCEPT, "serve", "all"], env=env, stdout=out, stderr=out)
+    try:
+        health = subprocess.run(
+            [PERCEPT, "health", "--wait", "240", *addresses.values()],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert health.returncode == 0, health.stdout + log.read_text()[-3000:]
+        yield Suite(
+            addresses,
+            int(env["PERCEPT_SPEECH_GATEWAY_PORT"]),
+            int(env["PERCEPT_SPEECH_AUDIOSOCKET_PORT"]),
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def pcm8k(text: str, path: Path) -> npt.NDArray[np.int16]:
+    samples = floats16k(speak(text, path))
+    pcm = samples[: len(samples) // 2 * 2].reshape(-1, 2).mean(axis=1)
+    out: npt.NDArray[np.int16] = np.clip(pcm * 32767, -32768, 32767).astype(np.int16)
+    return out
+
+
+def turns(
+    customer: npt.NDArray[np.int16], agent: npt.NDArray[np.int16]
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+    """The agent speaks first, then the customer, each side quiet while the other talks."""
+    quiet = np.zeros(4000, np.int16)
+    first = np.concatenate([agent, quiet, np.zeros(len(customer), np.int16), quiet])
+    second = np.concatenate([np.zeros(len(agent), np.int16), quiet, customer, quiet])
+    return second, first
+
+
+async def watch_calls(address: str, updates: list[sp.CallUpdate]) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stream = speech_pb2_grpc.SpeechStub(channel).WatchCalls(sp.WatchCallsRequest())
+        async for update in stream:
+            updates.append(update)
+
+
+async def leads_by(address: str, want: int) -> list[leads_pb2.Lead]:
+    """Every lead once `want` of them exist (signals are delivered in the background)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = leads_pb2_grpc.LeadsStub(channel)
+        deadline = time.monotonic() + 90
+        while True:
+            page = await stub.ListLeads(leads_pb2.ListLeadsRequest(page_size=100))
+            if len(page.leads) >= want or time.monotonic() > deadline:
+                return list(page.leads)
+            await asyncio.sleep(1)
+
+
+async def test_three_platforms_at_once_become_the_callers_leads(
+    suite: Suite, tmp_path: Path
+) -> None:
+    agents = [real_media.telephone_call("en", 2, seed=seed).pcm for seed in (11, 12, 13)]
+    twilio_in, twilio_out = turns(pcm8k(TWILIO_SAYS, tmp_path / "t.wav"), agents[0])
+    genesys_ext, genesys_int = turns(pcm8k(GENESYS_SAYS, tmp_path / "g.wav"), agents[1])
+    asterisk_cust, asterisk_agent = turns(pcm8k(ASTERISK_SAYS, tmp_path / "a.wav"), agents[2])
+    updates: list[sp.CallUpdate] = []
+    watcher = asyncio.create_task(watch_calls(suite.addresses["speech"], updates))
+    await asyncio.sleep(0.5)
+    base = f"ws://127.0.0.1:{suite.gateway_port}"
+
+    async def twilio() -> None:
+        ws = await twilio_call(
+            f"{base}/twilio",
+            {
+                "inbound": g711.compress(twilio_in, "mulaw"),
+                "outbound": g711.compress(twilio_out, "mulaw"),
+            },
+            call_sid="CA-e2e-twilio",
+            parameters={"caller": TWILIO_CALLER, "campaign": "e2e"},
+        )
+        assert ws.close_code == 1000
+
+    async def genesys() -> None:
+        client = AudioHookClient(f"{base}/audiohook", "no-keys-on-this-server")
+        await client.connect()
+        await client.open(conversation, ani=GENESYS_CALLER)
+        await client.play(
+            [g711.compress(genesys_ext, "mulaw"), g711.compress(genesys_int, "mulaw")]
+        )
+        await client.close()
+
+    prefix = str(uuid.uuid4())[:24]
+    conversation = str(uuid.uuid4())
+
+    async def asterisk() -> None:
+        legs = [
+            audiosocket_leg(
+                "127.0.0.1",
+                suite.audiosocket_port,
+                uuid.UUID(prefix + suffix),
+                pcm.tobytes(),
+                hang_up=False,  # Asterisk hangs up by closing the socket
+            )
+            for suffix, pcm in (("000000000002", asterisk_cust), ("000000000001", asterisk_agent))
+        ]
+        await asyncio.gather(*legs)
+
+    started = time.monotonic()
+    await asyncio.gather(twilio(), genesys(), asterisk())
+    played = time.monotonic() - started
+    longest = max(len(a) for a in (twilio_in, genesys_ext, asterisk_cust)) / 8000
+    assert played >= longest * 0.95, "the calls were played at real-time pace"
+
+    leads = await leads_by(suite.addresses["leads"], 3)
+    by_phone = {lead.identity.phone: lead for lead in leads if lead.identity.phone}
+    twilio_lead, genesys_lead = by_phone[TWILIO_CALLER], by_phone[GENESYS_CALLER]
+    assert twilio_lead.identity.email == "ana@example.com"
+    assert twilio_lead.product_interest == "laptop"
+    asterisk_leads = [lead for lead in leads if lead.identity.call_id == prefix.rstrip("-")]
+    assert len(asterisk_leads) == 1 and asterisk_leads[0].product_interest == "phone"
+    assert genesys_lead.identity.call_id and genesys_lead.product_interest == "phone"
+    finals = [u for u in updates if u.event.type == sp.RecognitionEvent.EVENT_TYPE_FINAL]
+
+    def intents(call_id: str, role: int) -> set[str]:
+        return {
+            i.name
+            for u in finals
+            if u.call.call_id == call_id and u.event.role == role
+            for i in u.event.intents
+        }
+
+    calls = {
+        "CA-e2e-twilio": twilio_lead,
+        conversation: genesys_lead,
+        prefix.rstrip("-"): asterisk_leads[0],
+    }
+    found: set[str] = set()
+    async with grpc.aio.insecure_channel(suite.addresses["leads"]) as channel:
+        stub = leads_pb2_grpc.LeadsStub(channel)
+        for call_id, lead in calls.items():
+            full = await stub.GetLead(
+                leads_pb2.GetLeadRequest(lead_id=lead.lead_id, include_timeline=True)
+            )
+            assert all(e.source == common_pb2.SOURCE_SPEECH for e in full.timeline)
+            # "phone call: intent purchase_intent"
+            signalled = {
+                e.summary.rsplit(" ", 1)[-1]
+                for e in full.timeline
+                if e.kind == common_pb2.SIGNAL_KIND_INTENT
+            }
+            customer = intents(call_id, sp.CHANNEL_ROLE_CUSTOMER)
+            agent_only = intents(call_id, sp.CHANNEL_ROLE_AGENT) - customer
+            assert signalled and signalled <= customer, (call_id, signalled, customer)
+            assert not signalled & agent_only
+            found |= signalled
+    assert "purchase_intent" in found
+    assert any(u.event.role == sp.CHANNEL_ROLE_AGENT for u in finals), "agents were heard"
+    sources = {u.call.source for u in updates if u.type == sp.CallUpdate.UPDATE_TYPE_STARTED}
+    assert sources == {"twilio", "audiohook", "audiosocket"}
+    ended = [u for u in updates if u.type == sp.CallUpdate.UPDATE_TYPE_ENDED]
+    assert sorted(u.end_reason for u in ended) == ["completed"] * 3
+    watcher.cancel()
