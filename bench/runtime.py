@@ -63,6 +63,8 @@ def time_serve_all(data_dir: str) -> float:
         ports.append(free_port())
         env[f"PERCEPT_{name.upper()}_PORT"] = str(ports[-1])
         env[f"PERCEPT_{name.upper()}_METRICS_PORT"] = str(free_port())
+    env["PERCEPT_SPEECH_GATEWAY_PORT"] = str(free_port())
+    env["PERCEPT_SPEECH_AUDIOSOCKET_PORT"] = str(free_port())
     env["PERCEPT_DATA_DIR"] = data_dir
     # The usual model dir: vision never turns SERVING without NanoDet (setup converts it there).
     env["PERCEPT_MODEL_DIR"] = str(Settings().resolved_model_dir)

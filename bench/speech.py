@@ -118,7 +118,11 @@ async def main() -> None:
         seconds = len(pcm) / RATE
         audio = (pcm / np.float32(32768)).astype(np.float32)
         settings = Settings(
-            data_dir=folder / "data", speech_port=0, metrics_enabled=False, log_level="WARNING"
+            data_dir=folder / "data",
+            speech_port=0,
+            speech_gateway=False,  # gRPC only (bench/gateway.py measures the gateway)
+            metrics_enabled=False,
+            log_level="WARNING",
         )
         model = model_store(settings).resolve(settings.speech_model).path
         print(f"call: {len(SENTENCES)} utterances, {seconds:.1f} s of audio; 2 CPU threads\n")

@@ -108,6 +108,7 @@ async def serve(folder: Path, model: str) -> ServiceHost:
         model_dir=Settings().resolved_model_dir,
         speech_model=model,
         speech_port=0,
+        speech_gateway=False,
         metrics_enabled=False,
         log_level="WARNING",
     )
