@@ -310,7 +310,9 @@ def _event(event: str, **body: object) -> str:
 
 
 async def test_bad_media_streams_are_closed_with_the_code_that_says_why(
-    make_settings: Callable[..., Settings], start_host: HostFactory
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     gateway = await start_gateway(start_host, make_settings(speech_gateway_max_frame_bytes=4096))
     url = f"{gateway.url}/twilio"
@@ -343,6 +345,13 @@ async def test_bad_media_streams_are_closed_with_the_code_that_says_why(
     for frames, code, words in cases:
         closed, reason = await _closed_with(url, *frames)
         assert closed == code and words in reason, (frames[-1][:60], closed, reason)
+    reasons = [
+        str(r.__dict__.get("reason"))
+        for r in caplog.records
+        if r.getMessage() == "gateway connection refused"
+    ]
+    assert len(reasons) == len(cases) - 1  # every one but the skipped event, with its reason
+    assert "a frame over 4096 bytes" in reasons
     with pytest.raises(InvalidStatus) as missing:
         async with connect(f"{gateway.url}/nowhere"):
             pass

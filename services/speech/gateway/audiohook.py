@@ -42,6 +42,7 @@ from percept.speech.gateway.context import (
     Caller,
     GatewayContext,
     ProtocolError,
+    ended_how,
     receive_within,
 )
 from percept.v1 import speech_pb2
@@ -243,9 +244,10 @@ class Session:
             except Disconnect as exc:
                 ctx.refused(GATEWAY, ProtocolError(NORMAL, exc.info), self.ws.remote_address)
                 await self._disconnect(exc.reason, exc.info)
-            except ConnectionClosed:  # no close: the line went dead; its last words still final
+            except ConnectionClosed as closed:  # no close: its last words are still final
+                reason = ended_how(ctx, GATEWAY, closed, self.ws.remote_address)
                 if self.call is not None:
-                    await self.call.end("shutdown" if ctx.stopping else "dropped")
+                    await self.call.end(reason)
 
     async def _audio(self, frame: bytes) -> None:
         if not self.opened:

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from websockets.exceptions import ConnectionClosed
+
 from percept.runtime.auth import KeyRing
 from percept.runtime.logs import redact_quoted
 from percept.runtime.settings import Settings
@@ -32,7 +34,8 @@ log = logging.getLogger("percept.speech.gateway")
 T = TypeVar("T")
 PERCEIVE = "perceive"
 # WebSocket close codes (RFC 6455, 7.4.1); AudioSocket has none and just closes.
-NORMAL, GOING_AWAY, UNSUPPORTED, BAD_DATA, POLICY, TRY_LATER = 1000, 1001, 1003, 1007, 1008, 1013
+NORMAL, GOING_AWAY, UNSUPPORTED, BAD_DATA, POLICY = 1000, 1001, 1003, 1007, 1008
+TOO_BIG, TRY_LATER = 1009, 1013
 
 
 class ProtocolError(Exception):
@@ -177,6 +180,17 @@ class GatewayContext:
                 "peer": str(peer),
             },
         )
+
+
+def ended_how(ctx: GatewayContext, gateway: str, closed: ConnectionClosed, peer: object) -> str:
+    """How a call whose socket closed under it ends: an oversized frame (websockets
+    closed it with 1009) is the peer's error and is logged as one; otherwise the
+    line went dead (or the server is stopping)."""
+    if closed.sent is not None and closed.sent.code == TOO_BIG:
+        limit = ctx.settings.speech_gateway_max_frame_bytes
+        ctx.refused(gateway, ProtocolError(TOO_BIG, f"a frame over {limit} bytes"), peer)
+        return "error"
+    return "shutdown" if ctx.stopping else "dropped"
 
 
 async def receive_within(seconds: float, receive: Awaitable[T]) -> T:

@@ -41,6 +41,7 @@ from percept.speech.gateway.context import (
     Caller,
     GatewayContext,
     ProtocolError,
+    ended_how,
     receive_within,
 )
 from percept.v1 import speech_pb2
@@ -291,9 +292,10 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
             await ws.close(exc.code, _reason(exc.reason))
             if call is not None:
                 await call.end("error")
-        except ConnectionClosed:  # no stop: the line went dead; its last words still final
+        except ConnectionClosed as closed:  # no stop: its last words are still final
+            reason = ended_how(ctx, GATEWAY, closed, ws.remote_address)
             if call is not None:
-                await call.end("shutdown" if ctx.stopping else "dropped")
+                await call.end(reason)
 
 
 def _reason(text: str) -> str:
