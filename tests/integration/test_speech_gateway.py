@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import struct
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from telephony_clients import (
     twilio_call,
 )
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
@@ -610,3 +612,51 @@ async def test_a_server_stop_ends_gateway_calls_with_their_finals(
     assert sorted(gateway.ends) == ["shutdown", "shutdown"]
     finals = gateway.finals(CUSTOMER)
     assert len(finals) == 2 and all("phone" in f.transcript.lower() for f in finals)
+
+
+async def test_silence_for_lost_audio_never_runs_ahead_of_the_wall_clock(
+    make_settings: Callable[..., Settings], start_host: HostFactory
+) -> None:
+    gateway = await start_gateway(start_host, make_settings())
+    assert gateway.service.gateway is not None
+    ctx = gateway.service.gateway.ctx
+    async with connect(f"{gateway.url}/twilio") as ws:
+        body = {"callSid": "CA-gap", "tracks": ["inbound"]}
+        await ws.send(_event("start", start=body))
+        # timestamps that jump by minutes, frame after frame: each claims a long hole
+        for n in range(20):
+            media = {"track": "inbound", "timestamp": str(n * 200_000), "payload": "//8="}
+            await ws.send(_event("media", media=media))
+        registry = gateway.service.registry
+        for _ in range(100):  # until the server has read all 20 frames
+            await asyncio.sleep(0.05)
+            frames = registry.get_sample_value(
+                "percept_gateway_frames_total", {"gateway": "twilio"}
+            )
+            if frames == 20:
+                break
+        assert frames == 20
+        (call,) = [c for c in ctx.calls if c.call_id == "CA-gap"]
+        track = call.tracks["inbound"]
+        elapsed = time.monotonic() - call.started
+        assert track.received_s <= elapsed + 5.5  # not 20 x 120 s of silence in memory
+        await ws.send(_event("stop", stop={}))
+    claimed = gateway.service.registry.get_sample_value(
+        "percept_gateway_gap_seconds_total", {"gateway": "twilio"}
+    )
+    assert claimed is not None and claimed >= 19 * 199  # what the peer claimed is counted
+
+
+async def test_keepalives_do_not_hold_a_stream_open(
+    make_settings: Callable[..., Settings], start_host: HostFactory
+) -> None:
+    gateway = await start_gateway(start_host, make_settings(speech_gateway_idle_timeout_s=1.0))
+    began = time.monotonic()
+    async with connect(f"{gateway.url}/twilio") as ws:
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(20):  # 'connected' every 0.3 s, never a start
+                await ws.send(_event("connected", protocol="Call", version="1.0.0"))
+                await asyncio.sleep(0.3)
+        await asyncio.wait_for(ws.wait_closed(), 10)
+    assert ws.close_code == 1008 and "idle" in (ws.close_reason or "")
+    assert time.monotonic() - began < 3

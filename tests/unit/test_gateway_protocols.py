@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 from percept.speech.gateway import audiohook, audiohook_signature, audiosocket, twilio
-from percept.speech.gateway.context import AuthError, ProtocolError
+from percept.speech.gateway import call as call_module
+from percept.speech.gateway.errors import AuthError, ProtocolError
 from percept.speech.gateway.limits import Admission, CallRefusedError
 from percept.v1 import speech_pb2 as sp
 
@@ -254,3 +255,43 @@ def test_close_reasons_fit_a_control_frame() -> None:
     reason = twilio._reason("é" * 200)
     assert len(reason.encode()) <= 123 and reason.endswith("…")
     assert json.dumps(reason)
+
+
+@pytest.mark.parametrize("stamp", ["1e400", 1e400, -20, True, "x", 10**400, "٣"])
+def test_a_media_timestamp_that_is_not_milliseconds_is_refused(stamp: object) -> None:
+    payload = base64.b64encode(b"\xff").decode()
+    media = {"track": "inbound", "timestamp": stamp, "payload": payload}
+    with pytest.raises(ProtocolError, match="milliseconds"):
+        twilio.parse_media({"event": "media", "media": media})
+
+
+def test_audiohook_media_with_odd_channel_names_is_not_chosen() -> None:
+    offered = [{"type": "audio", "format": "PCMU", "channels": [{}], "rate": 8000}]
+    with pytest.raises(audiohook.Disconnect):
+        audiohook.choose_media(offered)
+
+
+def test_a_signature_that_is_not_a_byte_sequence_is_refused() -> None:
+    headers = _signed_headers(created=1_000_000) | {"Signature": 'sig1=("a")'}
+    with pytest.raises(AuthError, match="no byte sequence"):
+        audiohook_signature.verify(_getter(headers), "/audiohook", SECRET, KEY, now=1_000_002)
+
+
+async def test_a_track_far_behind_makes_its_reader_wait_until_it_drains_or_closes() -> None:
+    track = call_module.Track("inbound", 0, None, None, bytes_per_s=8000)  # type: ignore[arg-type]
+    limit = int(call_module.BACKLOG_S * 8000)
+    await track.put(b"\xff" * (limit + 1))
+    waiting = asyncio.create_task(track.put(b"\xff" * 160))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and track.queue.qsize() == 1  # the reader waits: memory bound
+    track.taken(await track.queue.get())  # the worker catches up
+    await asyncio.wait_for(waiting, 1)
+    assert track.queue.qsize() == 1
+    await track.put(b"\xff" * (limit + 1))
+    blocked = asyncio.create_task(track.put(b"\xff" * 160))
+    await asyncio.sleep(0.05)
+    track.close()  # its worker died: the reader is let go, nothing more is kept
+    await asyncio.wait_for(blocked, 1)
+    assert track.queue.empty() and track.backlog == 0
+    await track.put(b"\xff" * 160)
+    assert track.queue.empty()

@@ -36,15 +36,8 @@ from websockets.http11 import Request
 from percept.speech.audio import AudioError
 from percept.speech.gateway import audiohook_signature
 from percept.speech.gateway.call import GatewayCall
-from percept.speech.gateway.context import (
-    NORMAL,
-    AuthError,
-    Caller,
-    GatewayContext,
-    ProtocolError,
-    ended_how,
-    receive_within,
-)
+from percept.speech.gateway.context import Caller, GatewayContext, IdleClock, ended_how
+from percept.speech.gateway.errors import NORMAL, AuthError, ProtocolError
 from percept.v1 import speech_pb2
 
 log = logging.getLogger("percept.speech.gateway")
@@ -118,7 +111,7 @@ def choose_media(offered: object) -> dict[str, Any]:
         and m.get("rate") == RATE
         and isinstance(m.get("channels"), list)
         and m["channels"]
-        and all(c in ROLES for c in m["channels"])
+        and all(isinstance(c, str) and c in ROLES for c in m["channels"])
         and len(set(m["channels"])) == len(m["channels"])
     ]
     if not usable:
@@ -224,15 +217,20 @@ class Session:
 
     async def serve(self) -> None:
         ctx = self.ctx
-        idle = ctx.settings.speech_gateway_idle_timeout_s
+        # Before `open` nothing counts; then any message does (Genesys pings through a
+        # secure pause, when no audio comes for minutes).
+        idle = IdleClock(ctx.settings.speech_gateway_idle_timeout_s)
         async with AsyncExitStack() as stack:
             try:
                 while True:
-                    frame = await receive_within(idle, self.ws.recv())
+                    frame = await idle.receive(self.ws.recv())
                     if isinstance(frame, bytes):
                         await self._audio(frame)
+                        idle.reset()
                         continue
                     message = self._parse(frame)
+                    if self.opened or message["type"] == "open":
+                        idle.reset()
                     if await self._message(message, stack):
                         return
             except ProtocolError as exc:  # idle, or the call was refused
@@ -341,9 +339,9 @@ class Session:
         self.ctx.metrics.gaps.labels(GATEWAY).inc()
         self.ctx.metrics.gap_seconds.labels(GATEWAY).inc(seconds)
         if self.call is not None:
-            silence = b"\xff" * int(min(seconds, MAX_DISCARD_S) * RATE)
             for name in self.channels:
-                await self.call.feed(name, silence)
+                due = self.call.silence_due(name, min(seconds, MAX_DISCARD_S))
+                await self.call.feed(name, b"\xff" * int(due * RATE))
 
     async def _disconnect(self, reason: str, info: str) -> None:
         """Asks the client to close, answers its `close`, and closes the socket."""
@@ -368,6 +366,8 @@ class Session:
                     except ValueError:
                         continue
                     if isinstance(message, dict) and message.get("type") == "close":
-                        self.clientseq = int(message.get("seq") or self.clientseq)
+                        seq = message.get("seq")
+                        if isinstance(seq, int) and not isinstance(seq, bool):
+                            self.clientseq = seq
                         await self.send("closed")
                         return

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from http_sfv.dictionary import Dictionary
 from http_sfv.item import InnerList, Item
 
-from percept.speech.gateway.context import AuthError
+from percept.speech.gateway.errors import AuthError
 
 REQUIRED = (
     "@request-target",
@@ -75,7 +75,7 @@ def verify(
     signature = signatures.get(label)
     if not isinstance(signed, InnerList):
         raise AuthError("Signature-Input: a signature's components are not an inner list")
-    if signature is None or not isinstance(signature.value, bytes):
+    if not isinstance(signature, Item) or not isinstance(signature.value, bytes):
         raise AuthError(f"Signature holds no byte sequence for {label!r}")
     params = dict(signed.params)
     unknown = set(params) - PARAMETERS

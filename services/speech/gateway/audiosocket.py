@@ -31,15 +31,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from percept.speech.gateway.call import GatewayCall
-from percept.speech.gateway.context import (
-    BAD_DATA,
-    POLICY,
-    UNSUPPORTED,
-    Caller,
-    GatewayContext,
-    ProtocolError,
-    receive_within,
-)
+from percept.speech.gateway.context import Caller, GatewayContext, IdleClock
+from percept.speech.gateway.errors import BAD_DATA, POLICY, UNSUPPORTED, ProtocolError
 from percept.v1 import speech_pb2
 
 log = logging.getLogger("percept.speech.gateway")
@@ -61,7 +54,6 @@ LEGS = {
     "000000000001": ("agent", speech_pb2.CHANNEL_ROLE_AGENT),
     "000000000002": ("customer", speech_pb2.CHANNEL_ROLE_CUSTOMER),
 }
-JOIN_S = 10.0  # a call's first leg waits this long for the others after it ends
 
 
 def leg_of(call_uuid: uuid.UUID) -> tuple[str, str, int]:
@@ -142,6 +134,13 @@ class AudioSocketServer:
         await asyncio.gather(*self.handlers, return_exceptions=True)
         await self.server.wait_closed()
 
+    def abort(self) -> None:
+        """Past the grace: every connection is cut and its handler cancelled."""
+        for writer in list(self.writers):
+            writer.transport.abort()
+        for handler in list(self.handlers):
+            handler.cancel()
+
     def _allowed(self, peer: object) -> bool:
         if not isinstance(peer, tuple) or not peer:
             return False
@@ -183,10 +182,10 @@ class AudioSocketServer:
 
     async def _serve(self, reader: asyncio.StreamReader, peer: object) -> None:
         ctx = self.ctx
-        idle = ctx.settings.speech_gateway_idle_timeout_s
+        idle = IdleClock(ctx.settings.speech_gateway_idle_timeout_s)
         limit = ctx.settings.speech_gateway_max_frame_bytes
         try:
-            kind, payload = await receive_within(idle, read_frame(reader, limit))
+            kind, payload = await idle.receive(read_frame(reader, limit))
         except HangUpError:
             return  # a connection check: nothing was sent
         if kind != UUID or len(payload) != 16:
@@ -194,7 +193,7 @@ class AudioSocketServer:
         call_id, track, role = leg_of(uuid.UUID(bytes=payload))
         shared = self.shared.get(call_id) if role != speech_pb2.CHANNEL_ROLE_UNSPECIFIED else None
         if shared is not None:
-            if track in shared.legs or shared.call.ended:
+            if track in shared.call.tracks or track in shared.legs or shared.call.ended:
                 raise ProtocolError(POLICY, f"call {call_id}: a second {track} leg")
             await self._leg(reader, shared, track, role)
             return
@@ -217,9 +216,7 @@ class AudioSocketServer:
                 # The other leg may still be talking: the call ends with its last leg.
                 while shared.legs and not ctx.stopping:
                     shared.done.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(JOIN_S):
-                            await shared.done.wait()
+                    await shared.done.wait()
             finally:
                 self.shared.pop(call_id, None)
             if failure is not None:
@@ -228,7 +225,7 @@ class AudioSocketServer:
     async def _leg(
         self, reader: asyncio.StreamReader, shared: SharedCall, track: str, role: int
     ) -> None:
-        idle = self.ctx.settings.speech_gateway_idle_timeout_s
+        idle = IdleClock(self.ctx.settings.speech_gateway_idle_timeout_s)
         limit = self.ctx.settings.speech_gateway_max_frame_bytes
         metrics, call = self.ctx.metrics, shared.call
         rate: int | None = None
@@ -236,9 +233,10 @@ class AudioSocketServer:
         try:
             while True:
                 try:
-                    kind, payload = await receive_within(idle, read_frame(reader, limit))
+                    kind, payload = await idle.receive(read_frame(reader, limit))
                 except HangUpError:
                     return
+                idle.reset()
                 if kind in RATES:
                     if rate is None:
                         rate = RATES[kind]

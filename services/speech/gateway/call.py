@@ -4,9 +4,13 @@ Every protocol delivers a call as tracks of one participant each (Twilio's
 inbound and outbound, AudioHook's external and internal channels, one
 AudioSocket connection each). A track has its own decoder and recognizer and
 its own worker, so one side's final never holds back the other side's audio;
-the frames of a track wait in a queue the socket reader fills in order.
-Events go through the servicer's `deliver`, exactly as a StreamingRecognize
-stream's do: watchers hear them, the customer's finals become signals.
+the frames of a track wait in a queue the socket reader fills in order, and
+the reader waits once a track is BACKLOG_S of audio behind (memory stays
+bounded whatever the peer sends). Silence put in for lost audio is bounded by
+the wall clock: a track never gets ahead of the time the call has lasted.
+A track whose worker fails is closed: the call fails with it. Events go
+through the servicer's `deliver`, exactly as a StreamingRecognize stream's
+do: watchers hear them, the customer's finals become signals.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from percept.speech.audio import AudioError
+from percept.speech.gateway.errors import BAD_DATA, INTERNAL, POLICY, ProtocolError
 from percept.speech.live_calls import LiveCall
 from percept.speech.stream_audio import PcmStreamDecoder
 from percept.speech.streaming import ChannelRecognizer, StreamOptions
@@ -29,7 +35,8 @@ if TYPE_CHECKING:
     from percept.speech.servicer import SpeechServicer
 
 log = logging.getLogger("percept.speech.gateway")
-QUEUED_FRAMES = 3000  # a minute of 20 ms frames a track may be behind before the socket waits
+BACKLOG_S = 60.0  # audio a track may be behind before its socket reader waits
+CLOCK_SLACK_S = 5.0  # how far a track's audio may run ahead of the wall clock when filled
 _PAUSE = object()
 _END = object()
 
@@ -40,8 +47,40 @@ class Track:
     channel: int
     decoder: PcmStreamDecoder
     recognizer: ChannelRecognizer
-    queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(QUEUED_FRAMES))
+    bytes_per_s: int
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
+    backlog: int = 0  # bytes queued, not yet recognised
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    received_s: float = 0.0  # audio this track has had, silence put in included
+    closed: bool = False  # its worker is done: nothing more is taken
+
+    async def put(self, item: object) -> None:
+        """Queues `item` for the worker, waiting while the track is far behind; nothing
+        once the track is closed."""
+        if isinstance(item, bytes):
+            while not self.closed and self.backlog > BACKLOG_S * self.bytes_per_s:
+                self.drained.clear()
+                await self.drained.wait()
+        if self.closed:
+            return
+        if isinstance(item, bytes):
+            self.backlog += len(item)
+            self.received_s += len(item) / self.bytes_per_s
+        self.queue.put_nowait(item)
+
+    def taken(self, item: object) -> None:
+        if isinstance(item, bytes):
+            self.backlog -= len(item)
+            self.drained.set()
+
+    def close(self) -> None:
+        """The worker is done: nothing queued will be heard, and no reader waits on it."""
+        self.closed = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.backlog = 0
+        self.drained.set()
 
 
 class GatewayCall:
@@ -75,6 +114,7 @@ class GatewayCall:
         self.failed: BaseException | None = None
         self.ended = False
         self.reason = ""  # how it ended: completed, dropped, error, shutdown
+        self.started = time.monotonic()
 
     def _declare(self, config: speech_pb2.RecognitionConfig, name: str, role: int) -> int:
         channel = len(self.channels)
@@ -89,6 +129,10 @@ class GatewayCall:
     def add_track(self, name: str, role: int, *, rate: int, law: str | None) -> Track:
         """A participant's audio starts: G.711 (`law` "mulaw"/"alaw") or 16-bit PCM at
         `rate`. A participant not declared at the start gets the next channel."""
+        if self.ended:
+            raise ProtocolError(POLICY, "the call has ended")
+        if name in self.tracks:
+            raise ProtocolError(POLICY, f"the {name} track has started already")
         if name in self.channels:
             channel, role = self.channels[name]
         else:
@@ -101,27 +145,41 @@ class GatewayCall:
             channel=channel,
             role=role,
         )
-        track = Track(name, channel, PcmStreamDecoder(rate, 1, law=law), recognizer)
+        decoder = PcmStreamDecoder(rate, 1, law=law)
+        track = Track(name, channel, decoder, recognizer, rate * (1 if law else 2))
         self.tracks[name] = track
         track.worker = asyncio.create_task(self._run(track), name=f"call-track-{name}")
         return track
 
+    def _check(self) -> None:
+        if self.failed is not None:
+            if isinstance(self.failed, AudioError):
+                raise ProtocolError(BAD_DATA, str(self.failed))
+            raise ProtocolError(INTERNAL, "recognition failed; the call cannot go on")
+
     async def feed(self, name: str, data: bytes) -> None:
-        """Queues a frame of one track; dropped while the call is paused."""
+        """Queues a frame of one track (waiting while the track is far behind); dropped
+        while the call is paused. ProtocolError once a track has failed."""
         if self.paused or self.ended:
             return
-        if self.failed is not None:
-            raise self.failed
-        await self.tracks[name].queue.put(data)
+        self._check()
+        await self.tracks[name].put(data)
+
+    def silence_due(self, name: str, seconds: float) -> float:
+        """How much of `seconds` of lost audio may be put in as silence: no more than
+        keeps the track within the wall-clock time the call has lasted."""
+        track = self.tracks[name]
+        lasted = time.monotonic() - self.started + CLOCK_SLACK_S
+        return max(0.0, min(seconds, lasted - track.received_s))
 
     async def pause(self) -> None:
         """Audio stops being heard: what each side was saying is finalised now, and
         nothing arriving until `resume` is recognised or kept."""
-        if self.paused:
+        if self.paused or self.ended:
             return
         self.paused = True
-        for track in self.tracks.values():
-            await track.queue.put(_PAUSE)
+        for track in list(self.tracks.values()):
+            await track.put(_PAUSE)
         self.live.paused(True)
 
     def resume(self) -> None:
@@ -148,7 +206,7 @@ class GatewayCall:
         track = self.tracks.get(name)
         if track is None or track.worker is None or self.ended:
             return
-        await track.queue.put(_END)
+        await track.put(_END)
         await asyncio.gather(track.worker, return_exceptions=True)
 
     async def end(self, reason: str) -> None:
@@ -157,15 +215,16 @@ class GatewayCall:
         if self.ended:
             return
         self.ended = True
-        for track in self.tracks.values():
-            await track.queue.put(_END)
-        workers = [t.worker for t in self.tracks.values() if t.worker is not None]
+        tracks = list(self.tracks.values())
         try:
-            await asyncio.gather(*workers, return_exceptions=True)
+            for track in tracks:
+                await track.put(_END)
+            await asyncio.gather(*(t.worker for t in tracks if t.worker), return_exceptions=True)
         finally:
-            for track in self.tracks.values():
+            for track in tracks:
                 track.recognizer.close()
-            self.reason = "error" if self.failed is not None and reason == "completed" else reason
+            failed = self.failed is not None and reason == "completed"
+            self.reason = self.reason or ("error" if failed else reason)
             self.live.end(self.reason)
 
     async def cancel(self) -> None:
@@ -173,10 +232,11 @@ class GatewayCall:
         if self.ended and self.reason:
             return
         self.ended, self.reason = True, "shutdown"
-        for track in self.tracks.values():
+        tracks = list(self.tracks.values())
+        for track in tracks:
             if track.worker is not None:
                 track.worker.cancel()
-        for track in self.tracks.values():
+        for track in tracks:
             if track.worker is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await track.worker
@@ -193,6 +253,7 @@ class GatewayCall:
         try:
             while True:
                 item = await track.queue.get()
+                track.taken(item)
                 if item is _END:
                     break
                 if item is _PAUSE:
@@ -213,3 +274,5 @@ class GatewayCall:
             log.exception(
                 "a call's track failed", extra={"call_id": self.call_id, "track": track.name}
             )
+        finally:
+            track.close()

@@ -25,6 +25,14 @@ from percept.runtime.logs import redact_quoted
 from percept.runtime.settings import Settings
 from percept.speech.audio import AudioError
 from percept.speech.gateway.call import GatewayCall
+from percept.speech.gateway.errors import (
+    BAD_DATA,
+    POLICY,
+    TOO_BIG,
+    TRY_LATER,
+    AuthError,
+    ProtocolError,
+)
 from percept.speech.gateway.limits import Admission, CallRefusedError
 from percept.speech.gateway.metrics import GatewayMetrics
 from percept.speech.servicer import SpeechServicer
@@ -33,22 +41,6 @@ from percept.v1 import speech_pb2
 log = logging.getLogger("percept.speech.gateway")
 T = TypeVar("T")
 PERCEIVE = "perceive"
-# WebSocket close codes (RFC 6455, 7.4.1); AudioSocket has none and just closes.
-NORMAL, GOING_AWAY, UNSUPPORTED, BAD_DATA, POLICY = 1000, 1001, 1003, 1007, 1008
-TOO_BIG, TRY_LATER = 1009, 1013
-
-
-class ProtocolError(Exception):
-    """The peer broke its protocol (or a limit): the connection closes with `code`
-    (a WebSocket close code; AudioSocket just closes) and this message."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
-
-
-class AuthError(Exception):
-    """A missing or wrong credential; the message names which, never its value."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +124,11 @@ class GatewayContext:
         except CallRefusedError as exc:
             self.metrics.calls.labels(gateway, "refused").inc()
             raise ProtocolError(TRY_LATER, f"{exc}; try again later") from None
-        call = GatewayCall(self.servicer, config, gateway, tracks)
+        try:
+            call = GatewayCall(self.servicer, config, gateway, tracks)
+        except BaseException:
+            self.admission.release(bucket)
+            raise
         self.calls.add(call)
         active = self.metrics.active.labels(gateway)
         active.inc()
@@ -152,21 +148,23 @@ class GatewayContext:
         finally:
             if self.stopping and reason == "dropped":
                 reason = "shutdown"
-            await call.end(reason)  # a no-op when the handler ended it already
-            self.calls.discard(call)
-            active.dec()
-            self.admission.release(bucket)
-            self.metrics.calls.labels(gateway, call.reason).inc()
-            log.info(
-                "gateway call ended",
-                extra={
-                    "gateway": gateway,
-                    "call_id": call.call_id,
-                    "reason": call.reason,
-                    "seconds": round(time.monotonic() - started, 1),
-                    "tracks": len(call.tracks),
-                },
-            )
+            try:
+                await call.end(reason)  # a no-op when the handler ended it already
+            finally:  # the call's place is given back whatever ending it raised
+                self.calls.discard(call)
+                active.dec()
+                self.admission.release(bucket)
+                self.metrics.calls.labels(gateway, call.reason or reason).inc()
+                log.info(
+                    "gateway call ended",
+                    extra={
+                        "gateway": gateway,
+                        "call_id": call.call_id,
+                        "reason": call.reason or reason,
+                        "seconds": round(time.monotonic() - started, 1),
+                        "tracks": len(call.tracks),
+                    },
+                )
 
     def refused(self, gateway: str, error: ProtocolError | AuthError, peer: object) -> None:
         if isinstance(error, ProtocolError) and error.code == BAD_DATA:
@@ -193,12 +191,24 @@ def ended_how(ctx: GatewayContext, gateway: str, closed: ConnectionClosed, peer:
     return "shutdown" if ctx.stopping else "dropped"
 
 
-async def receive_within(seconds: float, receive: Awaitable[T]) -> T:
-    """Awaits `receive`, or ends the call as idle."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await receive
-    except TimeoutError:
-        raise ProtocolError(
-            POLICY, f"nothing received for {seconds:g} s: the call is idle"
-        ) from None
+class IdleClock:
+    """A connection is idle when nothing that counts came for `seconds`: audio, or
+    what starts a call. Keepalives and marks do not count, so a socket cannot be held
+    open without a call, nor a call without audio."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.reset()
+
+    def reset(self) -> None:
+        self.deadline = time.monotonic() + self.seconds
+
+    async def receive(self, receive: Awaitable[T]) -> T:
+        """Awaits `receive`, or ends the connection as idle."""
+        try:
+            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
+                return await receive
+        except TimeoutError:
+            raise ProtocolError(
+                POLICY, f"no audio for {self.seconds:g} s: the call is idle"
+            ) from None

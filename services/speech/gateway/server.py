@@ -24,12 +24,8 @@ from websockets.http11 import Request, Response
 
 from percept.runtime.settings import Settings
 from percept.speech.gateway import audiohook, audiosocket, twilio
-from percept.speech.gateway.context import (
-    GOING_AWAY,
-    AuthError,
-    GatewayContext,
-    ProtocolError,
-)
+from percept.speech.gateway.context import GatewayContext
+from percept.speech.gateway.errors import GOING_AWAY, AuthError, ProtocolError
 from percept.speech.gateway.metrics import GatewayMetrics
 from percept.speech.servicer import SpeechServicer
 
@@ -183,6 +179,11 @@ class MediaGateway:
             log.warning("gateway calls cut off past the grace", extra={"calls": len(calls)})
             for call in calls:
                 await call.cancel()
-            if self.websocket is not None:
-                self.websocket.close(close_connections=True)
-            await asyncio.wait(pending, timeout=5)
+            if self.websocket is not None:  # every socket, mid-handshake ones included
+                for connection in list(self.websocket.all_connections):
+                    connection.transport.abort()
+            if self.audiosocket is not None:
+                self.audiosocket.abort()
+            _, still = await asyncio.wait(pending, timeout=5)
+            for task in still:
+                task.cancel()

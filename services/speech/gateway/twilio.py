@@ -32,17 +32,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 
 from percept.speech.gateway.call import GatewayCall
-from percept.speech.gateway.context import (
+from percept.speech.gateway.context import Caller, GatewayContext, IdleClock, ended_how
+from percept.speech.gateway.errors import (
     BAD_DATA,
     NORMAL,
     POLICY,
     UNSUPPORTED,
     AuthError,
-    Caller,
-    GatewayContext,
     ProtocolError,
-    ended_how,
-    receive_within,
 )
 from percept.v1 import speech_pb2
 
@@ -54,6 +51,7 @@ ENCODINGS = {"audio/x-mulaw": "mulaw", "pcmu": "mulaw", "pcma": "alaw", "audio/x
 SILENCE = {"mulaw": b"\xff", "alaw": b"\xd5"}  # the code of 0 in each law
 MAX_GAP_S = 120.0  # a longer hole is filled only this much (memory stays bounded)
 GAP_TOLERANCE_MS = 40  # network jitter in stamping, not lost audio
+MAX_TIMESTAMP_MS = 10**11  # three years of one stream
 MAX_UNKNOWN_EVENTS = 8  # distinct unknown event names logged per stream
 
 
@@ -146,12 +144,24 @@ def parse_media(message: dict[str, Any]) -> tuple[str, int | None, bytes]:
         payload = base64.b64decode(str(media.get("payload", "")), validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(BAD_DATA, "media.payload is not base64") from None
-    stamp = media.get("timestamp")
-    try:
-        timestamp = int(stamp) if stamp is not None else None
-    except (TypeError, ValueError):
-        raise ProtocolError(POLICY, "media.timestamp is not a number of milliseconds") from None
-    return track, timestamp, payload
+    return track, _timestamp(media.get("timestamp")), payload
+
+
+def _timestamp(stamp: object) -> int | None:
+    """Milliseconds since the stream began: an integer, or its decimal string."""
+    if stamp is None:
+        return None
+    if isinstance(stamp, str) and stamp.isascii() and stamp.isdigit():
+        value = int(stamp)
+    elif isinstance(stamp, int) and not isinstance(stamp, bool):
+        value = stamp
+    elif isinstance(stamp, float) and stamp.is_integer():
+        value = int(stamp)
+    else:
+        value = -1
+    if not 0 <= value <= MAX_TIMESTAMP_MS:
+        raise ProtocolError(POLICY, "media.timestamp is not a number of milliseconds")
+    return value
 
 
 def signature_valid(token: str, request: Request, given: str) -> bool:
@@ -184,7 +194,7 @@ def check_handshake(ctx: GatewayContext, request: Request) -> Handshake:
     if token and signature:
         if not signature_valid(token, request, signature):
             raise AuthError("X-Twilio-Signature does not match this URL and the auth token")
-        return Handshake(True, "twilio")
+        return Handshake(True, None)  # the account's own streams: the server's limit only
     header = request.headers.get("X-API-KEY") or _bearer(request.headers.get("Authorization"))
     if header:
         return Handshake(True, ctx.check_key(header, "the X-API-KEY header"))
@@ -225,7 +235,7 @@ class Timeline:
 
 async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake) -> None:
     """One Media Stream, from `connected` to `stop` (or the socket's end)."""
-    idle = ctx.settings.speech_gateway_idle_timeout_s
+    idle = IdleClock(ctx.settings.speech_gateway_idle_timeout_s)  # start and media count
     metrics = ctx.metrics
     call: GatewayCall | None = None
     timeline: Timeline | None = None
@@ -234,8 +244,10 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
     async with AsyncExitStack() as stack:
         try:
             while True:
-                message = parse_message(await receive_within(idle, ws.recv()))
+                message = parse_message(await idle.receive(ws.recv()))
                 event = message["event"]
+                if event in ("media", "start"):
+                    idle.reset()
                 if event == "media":
                     if call is None or timeline is None:
                         raise ProtocolError(POLICY, "media before start")
@@ -246,10 +258,11 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
                         call.add_track(track, ROLES[track], rate=RATE, law=law)
                     metrics.frames.labels(GATEWAY).inc()
                     silence, hole_s = timeline.fill(track, timestamp, len(payload))
-                    if silence:
+                    if hole_s:
                         metrics.gaps.labels(GATEWAY).inc()
                         metrics.gap_seconds.labels(GATEWAY).inc(hole_s)
-                        await call.feed(track, silence)
+                        due = call.silence_due(track, len(silence) / RATE)
+                        await call.feed(track, silence[: int(due * RATE)])
                     await call.feed(track, payload)
                 elif event == "start":
                     if call is not None:
