@@ -10,6 +10,7 @@ at real-time pace and measures latency).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -163,7 +164,21 @@ async def test_long_speech_is_cut_at_quiet_points_without_losing_or_doubling_wor
         await engine.close()
     assert len(finals) >= 4  # 25 s in utterances of at most 8 s
     streamed = " ".join(f.transcript for f in finals)
+    # Each cut joins two finals: the two words either side of it follow each other in
+    # the reading itself, so no word at a cut was lost, doubled or misheard.
+    reference = real_media.normalise(text, "en").split()
+    read = {tuple(reference[i : i + 4]) for i in range(len(reference) - 3)}
+    for before, after in itertools.pairwise(finals):
+        left = real_media.normalise(before.transcript, "en").split()[-2:]
+        right = real_media.normalise(after.transcript, "en").split()[:2]
+        assert tuple(left + right) in read, f"cut: {before.transcript!r} | {after.transcript!r}"
     segments, _ = transcriber.model.transcribe(decode_raw(data, 16000, 1), language="en")
     bare = " ".join(s.text for s in segments)
     ours, theirs = (real_media.wer(text, t, "en") for t in (streamed, bare))
-    assert ours <= theirs + TOLERANCE, f"streamed {ours:.4f}, bare {theirs:.4f}: {streamed}"
+    # Away from the cuts the words are the model's own: this 71-word reading allows
+    # one word more than the bare model (0.014; 0.01 is less than a word here). The
+    # first final drops the reading's opening "And" on some CPUs: stock transcribe
+    # on exactly that 7.02 s drops it too, and keeps it at 6.98 s and 7.06 s.
+    one_word = 1 / len(reference)
+    bound = theirs + max(TOLERANCE, one_word)
+    assert ours <= bound, f"streamed {ours:.4f}, bare {theirs:.4f}: {streamed}"
