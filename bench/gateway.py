@@ -10,7 +10,8 @@ turns: bench/speech_calls.py) is sent to one `percept serve speech` process:
 2. Capacity: N Twilio calls at once at real-time pace; for each FINAL (heard through
    WatchCalls) the delay from the end of its last word (the moment that audio was
    sent) to its arrival, per role; the gateway holds N when every final comes
-   within HOLD_S. The same N through StreamingRecognize for reference.
+   within HOLD_S. The same N through StreamingRecognize for reference, alternating
+   which goes first, with the server's CPU seconds for each.
 
 Run: .venv/bin/python bench/gateway.py [--calls 1,2,3] [--repeat 3]
 """
@@ -223,20 +224,23 @@ async def main() -> None:
                         print(f"   {path}: {texts[path][0][:300]}")
                 print("\n2. concurrent calls at real-time pace (two tracks each)")
                 expected_per_call = 2 * TURNS
-                for n in (int(x) for x in args.calls.split(",")):
-                    finals, delays = await gateway_calls(server, stub, tracks, n, 1.0)
-                    print(
-                        f"   gateway {n} call(s): "
-                        + describe(delays, n * expected_per_call, len(finals))
-                    )
-                    results = await asyncio.gather(
-                        *(grpc_call(stub, data, 1.0, f"grpc-paced-{i}") for i in range(n))
-                    )
-                    every = [d for _, ds in results for d in ds]
-                    count = sum(len(f) for f, _ in results)
-                    print(
-                        f"   grpc    {n} call(s): " + describe(every, n * expected_per_call, count)
-                    )
+                for i, n in enumerate(int(x) for x in args.calls.split(",")):
+                    # alternate which path goes first, so a drifting machine hits both
+                    for path in ("gateway", "grpc") if i % 2 == 0 else ("grpc", "gateway"):
+                        before = server.cpu()
+                        if path == "gateway":
+                            finals, delays = await gateway_calls(server, stub, tracks, n, 1.0)
+                            count = len(finals)
+                        else:
+                            results = await asyncio.gather(
+                                *(grpc_call(stub, data, 1.0, f"grpc-paced-{j}") for j in range(n))
+                            )
+                            delays = [d for _, ds in results for d in ds]
+                            count = sum(len(f) for f, _ in results)
+                        print(
+                            f"   {path:7s} {n} call(s): server CPU {server.cpu() - before:.1f} s; "
+                            + describe(delays, n * expected_per_call, count)
+                        )
         finally:
             server.stop()
 

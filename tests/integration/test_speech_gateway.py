@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import ssl
 import struct
 import time
 import uuid
@@ -34,6 +35,7 @@ from telephony_clients import (
     audiosocket_leg,
     twilio_call,
 )
+from tls_ca import ThrowawayCA
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -660,3 +662,26 @@ async def test_keepalives_do_not_hold_a_stream_open(
         await asyncio.wait_for(ws.wait_closed(), 10)
     assert ws.close_code == 1008 and "idle" in (ws.close_reason or "")
     assert time.monotonic() - began < 3
+
+
+async def test_the_gateway_speaks_tls_with_the_services_certificate(
+    make_settings: Callable[..., Settings], start_host: HostFactory, tmp_path: Path
+) -> None:
+    ca = ThrowawayCA(tmp_path / "ca")
+    server = ca.issue("speech", server=True)
+    gateway = await start_gateway(
+        start_host,
+        make_settings(api_keys=[KEY], tls_cert_file=server.cert, tls_key_file=server.key),
+    )
+    assert gateway.service.gateway is not None
+    port = gateway.service.gateway.port
+    trust = ssl.create_default_context(cafile=str(ca.bundle))
+    client = AudioHookClient(f"wss://localhost:{port}/audiohook", KEY)
+    client.ws = await connect(
+        client.url, ssl=trust, additional_headers=client.headers(f"localhost:{port}")
+    )
+    await client.open(str(uuid.uuid4()), ani=CALLER)
+    await client.close()
+    assert await gateway.until_ends(1) == ["completed"]
+    with pytest.raises(ssl.SSLError):  # a certificate this client does not trust
+        await connect(f"wss://localhost:{port}/audiohook", ssl=ssl.create_default_context())

@@ -250,18 +250,31 @@ class GatewayCall:
 
     async def _run(self, track: Track) -> None:
         recognizer = track.recognizer
+        marker: object = None  # a pause or end met while gathering audio
         try:
             while True:
-                item = await track.queue.get()
-                track.taken(item)
-                if item is _END:
-                    break
-                if item is _PAUSE:
-                    async for event in recognizer.finish():
+                item = marker or await track.queue.get()
+                marker = None
+                if item is not _PAUSE and item is not _END:
+                    # What has queued up meanwhile is heard in one push: a track that
+                    # fell behind catches up in fewer, larger steps (20 ms frames each
+                    # alone cost a recognizer step apiece).
+                    frames = [item]
+                    while not track.queue.empty() and marker is None:
+                        more = track.queue.get_nowait()
+                        if isinstance(more, bytes):
+                            frames.append(more)
+                        else:
+                            marker = more
+                    for frame in frames:
+                        track.taken(frame)
+                    audio = b"".join(f for f in frames if isinstance(f, bytes))
+                    async for event in recognizer.push(track.decoder.feed(audio)):
                         self._emit(event)
                     continue
-                assert isinstance(item, bytes)
-                async for event in recognizer.push(track.decoder.feed(item)):
+                if item is _END:
+                    break
+                async for event in recognizer.finish():  # a pause: the words so far are final
                     self._emit(event)
             async for event in recognizer.push(track.decoder.finish()):
                 self._emit(event)
