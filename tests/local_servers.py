@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from percept.runtime.settings import SERVICE_NAMES, Settings
@@ -49,3 +53,35 @@ def serve_all_env(
         **extra,
     }
     return env, addresses
+
+
+PERCEPT = str(Path(sys.executable).parent / "percept")
+
+
+@contextmanager
+def serve_all(
+    data_dir: Path, model_dir: Path | str, log: Path, **extra: str
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], dict[str, str]]]:
+    """`percept serve all` in a subprocess, SERVING on free loopback ports (its output in
+    `log`): the process, its environment and each service's address. Stopped at the end."""
+    env, addresses = serve_all_env(data_dir, model_dir, **extra)
+    with log.open("wb") as out:
+        process = subprocess.Popen([PERCEPT, "serve", "all"], env=env, stdout=out, stderr=out)
+    try:
+        health = subprocess.run(
+            [PERCEPT, "health", "--wait", "240", *addresses.values()],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert health.returncode == 0, health.stdout + log.read_text()[-3000:]
+        yield process, env, addresses
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -7,8 +7,6 @@ nothing said on an agent track becomes a caller's intent; a watcher sees every c
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import real_media
-from local_servers import serve_all_env
+from local_servers import serve_all
 from speech_audio import floats16k, speak
 from telephony_clients import AudioHookClient, audiosocket_leg, twilio_call
 from vision_harness import MODEL_DIR
@@ -30,7 +28,6 @@ from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc, speech_pb2_grpc
 from percept.v1 import speech_pb2 as sp
 
 pytestmark = pytest.mark.slow
-PERCEPT = str(Path(sys.executable).parent / "percept")
 TWILIO_CALLER, GENESYS_CALLER = "+14155550101", "+14155550102"
 TWILIO_SAYS = "Hello. I want to buy two laptops for my office."
 GENESYS_SAYS = "Hi. How much does the phone cost? Can we schedule a demo next week?"
@@ -46,31 +43,13 @@ class Suite:
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    env, addresses = serve_all_env(tmp_path_factory.mktemp("telephony"), MODEL_DIR)
     log = tmp_path_factory.mktemp("telephony-log") / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([PERCEPT, "serve", "all"], env=env, stdout=out, stderr=out)
-    try:
-        health = subprocess.run(
-            [PERCEPT, "health", "--wait", "240", *addresses.values()],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert health.returncode == 0, health.stdout + log.read_text()[-3000:]
+    with serve_all(tmp_path_factory.mktemp("telephony"), MODEL_DIR, log) as (_, env, addresses):
         yield Suite(
             addresses,
             int(env["PERCEPT_SPEECH_GATEWAY_PORT"]),
             int(env["PERCEPT_SPEECH_AUDIOSOCKET_PORT"]),
         )
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def pcm8k(text: str, path: Path) -> npt.NDArray[np.int16]:

@@ -24,7 +24,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from local_servers import serve_all_env
+from local_servers import serve_all
 from vision_harness import MODEL_DIR
 
 from percept.v1 import leads_pb2, nlp_pb2, speech_pb2, vision_pb2
@@ -53,27 +53,13 @@ class Suite:
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    env, addresses = serve_all_env(
-        tmp_path_factory.mktemp("fuzz"), MODEL_DIR, PERCEPT_LOG_LEVEL="WARNING"
-    )
     log = tmp_path_factory.mktemp("fuzz-log") / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([PERCEPT, "serve", "all"], env=env, stdout=out, stderr=out)
-    health = subprocess.run(
-        [PERCEPT, "health", "--wait", "240", *addresses.values()],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert health.returncode == 0, health.stdout + log.read_text()[-3000:]
-    channels = {n: grpc.insecure_channel(a) for n, a in addresses.items()}
-    yield Suite(process, addresses, channels)
-    for channel in channels.values():
-        channel.close()
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    data = tmp_path_factory.mktemp("fuzz")
+    with serve_all(data, MODEL_DIR, log, PERCEPT_LOG_LEVEL="WARNING") as (process, _, addresses):
+        channels = {n: grpc.insecure_channel(a) for n, a in addresses.items()}
+        yield Suite(process, addresses, channels)
+        for channel in channels.values():
+            channel.close()
 
 
 def _methods() -> list[tuple[str, MethodDescriptor]]:
