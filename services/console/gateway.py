@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from percept.console.fan_in import FanIn
 from percept.console.messages import (
     call_update_json,
     camera_json,
@@ -120,18 +121,19 @@ class Addresses:
 
 
 class Backends:
-    """gRPC stubs of the services the console shows, with this process's credentials."""
+    """gRPC stubs of the services the console shows, with this process's credentials
+    (speech is watched on each of its pods: `fan_in`)."""
 
     def __init__(self, settings: Settings, addresses: Addresses) -> None:
         credentials = channel_credentials(settings)
+        self.addresses, self.credentials = addresses, credentials
         self._channels = [
             service_channel(address, credentials)
-            for address in (addresses.leads, addresses.nlp, addresses.vision, addresses.speech)
+            for address in (addresses.leads, addresses.nlp, addresses.vision)
         ]
         self.leads = leads_pb2_grpc.LeadsStub(self._channels[0])
         self.nlp = nlp_pb2_grpc.NlpStub(self._channels[1])
         self.vision = vision_pb2_grpc.VisionStub(self._channels[2])
-        self.speech = speech_pb2_grpc.SpeechStub(self._channels[3])
         self.metadata: Metadata = bearer_of(settings.api_keys)
 
     async def close(self) -> None:
@@ -268,8 +270,14 @@ class Api:
     async def call_events(self, request: Request) -> Response:
         """Server-sent events: one `call` event per CallUpdate from speech's WatchCalls
         (live calls first, then starts, partial and final text, pauses and ends)."""
-        stream = self.backends.speech.WatchCalls(
-            speech_pb2.WatchCallsRequest(include_partials=True), metadata=self.backends.metadata
+        where = speech_pb2.WatchCallsRequest(include_partials=True)
+        metadata = self.backends.metadata
+        stream = FanIn(  # every speech pod: each knows only its own calls
+            self.backends.addresses.speech,
+            self.backends.credentials,
+            lambda channel: speech_pb2_grpc.SpeechStub(channel).WatchCalls(
+                where, metadata=metadata
+            ),
         )
         return _event_stream(stream, "call", call_update_json, "watching calls")
 

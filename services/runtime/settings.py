@@ -194,7 +194,7 @@ class Settings(BaseSettings):
         50, ge=1, description="gateway calls one API key may hold at once"
     )
     speech_gateway_idle_timeout_s: float = Field(
-        30.0, gt=0, le=3600, description="a call that sends nothing this long is ended"
+        30.0, gt=0, le=3600, description="a call that sends no audio this long is ended"
     )
     speech_gateway_max_frame_bytes: int = Field(
         64 * 1024, ge=1024, le=MIB, description="largest WebSocket or AudioSocket frame"

@@ -1,0 +1,88 @@
+"""The console watches calls on every speech pod: two speech servers (two pods behind one
+headless Service name), a call on each, and one merged watch sees both."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import grpc
+import pytest
+from conftest import HostFactory
+
+from percept.console import fan_in
+from percept.console.fan_in import FanIn, pod_targets
+from percept.runtime.settings import Settings
+from percept.speech.service import SpeechService
+from percept.v1 import speech_pb2 as sp
+from percept.v1 import speech_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+
+async def test_ip_addresses_stay_and_names_resolve_to_one_family() -> None:
+    assert await pod_targets("10.0.0.7:50051") == ["10.0.0.7:50051"]
+    assert await pod_targets("[::1]:50051") == ["[::1]:50051"]
+    assert await pod_targets("localhost:50051") == ["127.0.0.1:50051"]
+
+
+async def test_one_watch_sees_the_calls_of_every_pod(
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pods = []
+    for _ in range(2):
+        settings = make_settings()
+        service = SpeechService(settings)
+        host = await start_host(service, settings)
+        await asyncio.wait_for(host.ready.wait(), 120)
+        pods.append((service, host))
+
+    async def resolve(address: str) -> list[str]:
+        assert address == "percept-speech-headless:50051"
+        return [host.address for _, host in pods]
+
+    monkeypatch.setattr(fan_in, "pod_targets", resolve)
+    where = sp.WatchCallsRequest()
+    watch = FanIn(
+        "percept-speech-headless:50051",
+        None,
+        lambda channel: speech_pb2_grpc.SpeechStub(channel).WatchCalls(where),
+    )
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for update in watch:
+            if update.type == sp.CallUpdate.UPDATE_TYPE_STARTED:
+                seen.append(update.call.call_id)
+                if len(seen) == 2:
+                    return
+
+    following = asyncio.create_task(follow())
+    await asyncio.sleep(0.5)
+    from websockets.asyncio.client import connect
+
+    for n, (service, _) in enumerate(pods):
+        assert service.gateway is not None
+        async with connect(f"ws://127.0.0.1:{service.gateway.port}/twilio") as ws:
+            start = {"callSid": f"CA-pod-{n}", "tracks": ["inbound"]}
+            await ws.send(json.dumps({"event": "start", "start": start}))
+            await ws.send(json.dumps({"event": "stop", "stop": {}}))
+            await asyncio.wait_for(ws.wait_closed(), 30)
+    await asyncio.wait_for(following, 30)
+    assert sorted(seen) == ["CA-pod-0", "CA-pod-1"]
+    watch.cancel()
+    # a pod that goes away ends the merged view with its error (the browser reconnects)
+    again = FanIn(
+        "percept-speech-headless:50051",
+        None,
+        lambda channel: speech_pb2_grpc.SpeechStub(channel).WatchCalls(where),
+    )
+    await pods[1][1].stop(grace=0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        async with asyncio.timeout(30):
+            async for _ in again:
+                pass
+    again.cancel()
