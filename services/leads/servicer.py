@@ -97,8 +97,21 @@ def _summary(entry: dict[str, Any]) -> str:
     return f"{channel}: {kind.replace('_', ' ')} {what}".strip()
 
 
+def time_problem(stamp: Timestamp, name: str) -> str:
+    """What is wrong with a time a caller sent (outside 0001-9999), or ''."""
+    try:
+        stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        return f"{name}: not a valid time ({exc})"
+    return ""
+
+
 def filter_problem(f: leads_pb2.LeadFilter) -> str:
     """What is wrong with a filter, or '' when it is valid."""
+    if f.HasField("updated_since") and (
+        problem := time_problem(f.updated_since, "filter.updated_since")
+    ):
+        return problem
     if not (0 <= f.min_score <= 1 and 0 <= f.max_score <= 1):
         return "filter: min_score and max_score must be within [0, 1]"
     if f.max_score and f.min_score > f.max_score:
@@ -400,6 +413,8 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         ids = [i.strip() for i in request.campaign_ids]
         if not all(ids):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "campaign_ids: empty id")
+        if request.HasField("since") and (problem := time_problem(request.since, "since")):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
         rows = await asyncio.to_thread(self.store.campaign_members, ids, since)
         stats = campaign_report([Membership(*row) for row in rows])

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from google.protobuf.timestamp_pb2 import Timestamp
 from leads_harness import EMAIL, PHONE, Leads, customer_journey
 from leads_signals import signal
 
@@ -218,6 +219,10 @@ async def test_filters_select_by_class_stage_product_and_score(leads: Leads) -> 
     assert await ids(lp.LeadFilter(max_score=0.3)) == ["walk-in"]
 
 
+BEFORE_YEAR_ONE = Timestamp(seconds=-62135596801)
+AFTER_9999 = Timestamp(seconds=253402300800)
+
+
 async def test_bad_requests_get_precise_statuses(leads: Leads) -> None:
     stub = await leads.start()
     cases: list[tuple[Awaitable[object], grpc.StatusCode, str]] = [
@@ -279,6 +284,16 @@ async def test_bad_requests_get_precise_statuses(leads: Leads) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "campaign_ids: empty id",
         ),
+        (  # a second before year 1 (the fuzz suite found these)
+            stub.CampaignReport(lp.CampaignReportRequest(since=BEFORE_YEAR_ONE)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "since: not a valid time",
+        ),
+        (
+            stub.ListLeads(lp.ListLeadsRequest(filter=lp.LeadFilter(updated_since=AFTER_9999))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "filter.updated_since: not a valid time",
+        ),
         (
             stub.ForgetLead(lp.ForgetLeadRequest(lead_id="nope")),
             grpc.StatusCode.NOT_FOUND,
@@ -304,6 +319,13 @@ async def test_bad_requests_get_precise_statuses(leads: Leads) -> None:
             stub.WatchLeads(lp.WatchLeadsRequest(filter=lp.LeadFilter(min_score=3))).read(),
             grpc.StatusCode.INVALID_ARGUMENT,
             "within [0, 1]",
+        ),
+        (
+            stub.WatchLeads(
+                lp.WatchLeadsRequest(filter=lp.LeadFilter(updated_since=BEFORE_YEAR_ONE))
+            ).read(),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "filter.updated_since: not a valid time",
         ),
     ]
     for call, expected, words in cases:
