@@ -56,6 +56,22 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
     return out.getvalue()
 
 
+def pcm8k(wav: bytes) -> npt.NDArray[np.int16]:
+    """A WAV file's samples as 8 kHz int16, what a telephone line carries (pairs of 16 kHz
+    samples averaged: band-limited enough for speech)."""
+    samples = floats16k(wav)
+    pcm = samples[: len(samples) // 2 * 2].reshape(-1, 2).mean(axis=1)
+    out: npt.NDArray[np.int16] = np.clip(pcm * 32767, -32768, 32767).astype(np.int16)
+    return out
+
+
+def mulaw8k(wav: bytes) -> bytes:
+    """A WAV file as 8 kHz G.711 mu-law, as Twilio and Genesys send a caller."""
+    from percept.speech import g711
+
+    return g711.compress(pcm8k(wav), "mulaw")
+
+
 def floats16k(wav: bytes) -> npt.NDArray[np.float32]:
     """The samples as the models take them: 16 kHz mono float32 in [-1, 1]."""
     return decode_file(io.BytesIO(wav), "WAV")

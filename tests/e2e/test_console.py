@@ -26,7 +26,7 @@ from leads_signals import recent
 from local_servers import local_settings
 from PIL import Image
 from playwright.async_api import Browser, FloatRect
-from speech_audio import floats16k, speak
+from speech_audio import mulaw8k, speak
 from telephony_clients import twilio_call
 from vision_harness import start_vision, vision_settings
 
@@ -37,7 +37,6 @@ from percept.nlp.service import NlpService
 from percept.runtime.clients import bearer
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
-from percept.speech import g711
 from percept.speech.service import SpeechService
 from percept.v1 import common_pb2 as c
 from percept.v1 import leads_pb2, leads_pb2_grpc, vision_pb2, vision_pb2_grpc
@@ -428,17 +427,11 @@ async def test_the_camera_page_draws_zones_and_counts_over_the_frame(
     await context.close()
 
 
-def _mulaw8k(text: str, path: Path) -> bytes:
-    samples = floats16k(speak(text, path))
-    pcm = samples[: len(samples) // 2 * 2].reshape(-1, 2).mean(axis=1)
-    return g711.compress(np.clip(pcm * 32767, -32768, 32767).astype(np.int16), "mulaw")
-
-
 async def test_the_calls_page_follows_a_telephone_call_live(
     stack: Stack, browser: Browser, tmp_path: Path
 ) -> None:
-    customer = _mulaw8k("Hello. I want to buy two laptops for my office.", tmp_path / "c.wav")
-    agent = _mulaw8k("Thank you for calling. How can I help you today?", tmp_path / "a.wav")
+    customer = mulaw8k(speak("Hello. I want to buy two laptops for my office.", tmp_path / "c.wav"))
+    agent = mulaw8k(speak("Thank you for calling. How can I help you today?", tmp_path / "a.wav"))
     quiet = b"\xff" * 8000
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     await context.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])

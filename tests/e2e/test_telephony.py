@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pytest
 import real_media
 from local_servers import serve_all
-from speech_audio import floats16k, speak
+from speech_audio import pcm8k, speak
 from telephony_clients import AudioHookClient, audiosocket_leg, twilio_call
 from vision_harness import MODEL_DIR
 
@@ -32,6 +32,7 @@ TWILIO_CALLER, GENESYS_CALLER = "+14155550101", "+14155550102"
 TWILIO_SAYS = "Hello. I want to buy two laptops for my office."
 GENESYS_SAYS = "Hi. How much does the phone cost? Can we schedule a demo next week?"
 ASTERISK_SAYS = "Hello. I would like to buy three phones for my team."
+CALLERS_SAY = (TWILIO_SAYS, GENESYS_SAYS, ASTERISK_SAYS)
 
 
 @dataclass
@@ -50,13 +51,6 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
             int(env["PERCEPT_SPEECH_GATEWAY_PORT"]),
             int(env["PERCEPT_SPEECH_AUDIOSOCKET_PORT"]),
         )
-
-
-def pcm8k(text: str, path: Path) -> npt.NDArray[np.int16]:
-    samples = floats16k(speak(text, path))
-    pcm = samples[: len(samples) // 2 * 2].reshape(-1, 2).mean(axis=1)
-    out: npt.NDArray[np.int16] = np.clip(pcm * 32767, -32768, 32767).astype(np.int16)
-    return out
 
 
 def turns(
@@ -92,9 +86,10 @@ async def test_three_platforms_at_once_become_the_callers_leads(
     suite: Suite, tmp_path: Path
 ) -> None:
     agents = [real_media.telephone_call("en", 2, seed=seed).pcm for seed in (11, 12, 13)]
-    twilio_in, twilio_out = turns(pcm8k(TWILIO_SAYS, tmp_path / "t.wav"), agents[0])
-    genesys_ext, genesys_int = turns(pcm8k(GENESYS_SAYS, tmp_path / "g.wav"), agents[1])
-    asterisk_cust, asterisk_agent = turns(pcm8k(ASTERISK_SAYS, tmp_path / "a.wav"), agents[2])
+    said = [pcm8k(speak(text, tmp_path / f"{n}.wav")) for n, text in enumerate(CALLERS_SAY)]
+    twilio_in, twilio_out = turns(said[0], agents[0])
+    genesys_ext, genesys_int = turns(said[1], agents[1])
+    asterisk_cust, asterisk_agent = turns(said[2], agents[2])
     updates: list[sp.CallUpdate] = []
     watcher = asyncio.create_task(watch_calls(suite.addresses["speech"], updates))
     await asyncio.sleep(0.5)

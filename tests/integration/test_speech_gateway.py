@@ -22,11 +22,10 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import numpy.typing as npt
 import pytest
 import real_media
 from conftest import HostFactory
-from speech_audio import floats16k, speak
+from speech_audio import mulaw8k, pcm8k, speak
 from telephony_clients import (
     KIND_SLIN,
     KIND_UUID,
@@ -53,17 +52,6 @@ KEY = "gateway-test-key-0123456789"
 FINAL = sp.RecognitionEvent.EVENT_TYPE_FINAL
 AGENT, CUSTOMER = sp.CHANNEL_ROLE_AGENT, sp.CHANNEL_ROLE_CUSTOMER
 PURCHASE = "Hello. I want to buy two phones for my office."
-
-
-def mulaw8k(wav: bytes) -> bytes:
-    return g711.compress(pcm8k(wav), "mulaw")
-
-
-def pcm8k(wav: bytes) -> npt.NDArray[np.int16]:
-    samples = floats16k(wav)
-    pcm = samples[: len(samples) // 2 * 2].reshape(-1, 2).mean(axis=1)  # 8 kHz, band-limited
-    out: npt.NDArray[np.int16] = np.clip(pcm * 32767, -32768, 32767).astype(np.int16)
-    return out
 
 
 @dataclass
