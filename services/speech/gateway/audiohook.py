@@ -344,10 +344,10 @@ class Session:
                 await self.call.feed(name, b"\xff" * int(due * RATE))
 
     async def _disconnect(self, reason: str, info: str) -> None:
-        """Asks the client to close, answers its `close`, and closes the socket."""
+        """Asks the client to close, answers its `close`, and closes the socket; the
+        call's last finals are made after, as on a `close` (the client is not kept
+        waiting on recognition)."""
         try:
-            if self.call is not None:
-                await self.call.end("error")
             if self.id:
                 self.closing = True
                 await self.send("disconnect", {"reason": reason, "info": info[:200]})
@@ -355,6 +355,9 @@ class Session:
             await self.ws.close(NORMAL, info.encode()[:120].decode(errors="ignore"))
         except (ConnectionClosed, TimeoutError):
             pass
+        finally:
+            if self.call is not None:
+                await self.call.end("error")
 
     async def _await_close(self) -> None:
         async with asyncio.timeout(GOODBYE_S):

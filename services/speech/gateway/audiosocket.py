@@ -197,8 +197,6 @@ class AudioSocketServer:
                 raise ProtocolError(POLICY, f"call {call_id}: a second {track} leg")
             await self._leg(reader, shared, track, role)
             return
-        if ctx.servicer.engine is None:
-            raise ProtocolError(POLICY, "the speech model is still loading")
         # Both legs of a paired call are known from the first one's UUID.
         tracks = [(track, role)]
         if role != speech_pb2.CHANNEL_ROLE_UNSPECIFIED:

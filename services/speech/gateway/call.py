@@ -255,20 +255,19 @@ class GatewayCall:
             while True:
                 item = marker or await track.queue.get()
                 marker = None
-                if item is not _PAUSE and item is not _END:
+                if isinstance(item, bytes):
                     # What has queued up meanwhile is heard in one push: a track that
                     # fell behind catches up in fewer, larger steps (20 ms frames each
                     # alone cost a recognizer step apiece).
                     frames = [item]
-                    while not track.queue.empty() and marker is None:
+                    while not track.queue.empty():
                         more = track.queue.get_nowait()
-                        if isinstance(more, bytes):
-                            frames.append(more)
-                        else:
+                        if not isinstance(more, bytes):
                             marker = more
-                    for frame in frames:
-                        track.taken(frame)
-                    audio = b"".join(f for f in frames if isinstance(f, bytes))
+                            break
+                        frames.append(more)
+                    audio = b"".join(frames)
+                    track.taken(audio)
                     async for event in recognizer.push(track.decoder.feed(audio)):
                         self._emit(event)
                     continue

@@ -35,7 +35,7 @@ from percept.speech.gateway.errors import (
 )
 from percept.speech.gateway.limits import Admission, CallRefusedError
 from percept.speech.gateway.metrics import GatewayMetrics
-from percept.speech.servicer import SpeechServicer
+from percept.speech.servicer import WHISPER_LANGUAGES, SpeechServicer
 from percept.v1 import speech_pb2
 
 log = logging.getLogger("percept.speech.gateway")
@@ -86,8 +86,6 @@ class GatewayContext:
 
     def languages(self) -> list[str]:
         """What calls may be recognised in: English only, or Whisper's languages."""
-        from percept.speech.servicer import WHISPER_LANGUAGES
-
         engine = self.servicer.engine
         if engine is not None and engine.transcriber.english_only:
             return ["en"]

@@ -31,6 +31,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 
+from percept.runtime.auth import bearer_token
 from percept.speech.gateway.call import GatewayCall
 from percept.speech.gateway.context import Caller, GatewayContext, IdleClock, ended_how
 from percept.speech.gateway.errors import (
@@ -195,7 +196,9 @@ def check_handshake(ctx: GatewayContext, request: Request) -> Handshake:
         if not signature_valid(token, request, signature):
             raise AuthError("X-Twilio-Signature does not match this URL and the auth token")
         return Handshake(True, None)  # the account's own streams: the server's limit only
-    header = request.headers.get("X-API-KEY") or _bearer(request.headers.get("Authorization"))
+    header = request.headers.get("X-API-KEY") or bearer_token(
+        request.headers.get("Authorization", "")
+    )
     if header:
         return Handshake(True, ctx.check_key(header, "the X-API-KEY header"))
     if token and not ctx.keys:
@@ -203,11 +206,6 @@ def check_handshake(ctx: GatewayContext, request: Request) -> Handshake:
     if ctx.keys:
         return Handshake(False, None)  # the key comes in start's customParameters
     return Handshake(True, None)
-
-
-def _bearer(value: str | None) -> str | None:
-    scheme, _, token = (value or "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 class Timeline:
@@ -240,7 +238,7 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
     call: GatewayCall | None = None
     timeline: Timeline | None = None
     law, lazy = "mulaw", False
-    ignored: set[str] = set()
+    logged: set[str] = set()  # unknown event names already logged
     async with AsyncExitStack() as stack:
         try:
             while True:
@@ -290,12 +288,13 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
                         extra={"gateway": GATEWAY, "call_id": call.call_id if call else ""},
                     )
                 elif event not in ("connected", "dtmf", "mark"):  # keys pressed are not logged
-                    ignored.add(event[:32])
-                    if len(ignored) <= MAX_UNKNOWN_EVENTS:
-                        metrics.unknown_events.labels(GATEWAY).inc()
+                    metrics.unknown_events.labels(GATEWAY).inc()
+                    name = event[:32]
+                    if name not in logged and len(logged) < MAX_UNKNOWN_EVENTS:
+                        logged.add(name)  # each name once: a chatty platform floods no log
                         log.warning(
                             "unknown Media Streams event skipped",
-                            extra={"gateway": GATEWAY, "event": event[:32]},
+                            extra={"gateway": GATEWAY, "event": name},
                         )
         except AuthError as exc:
             ctx.refused(GATEWAY, exc, ws.remote_address)
