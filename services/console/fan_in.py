@@ -29,7 +29,10 @@ async def pod_targets(address: str) -> list[str]:
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(host)
         return [address]
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"{address} does not resolve: {exc.strerror}") from exc
     v4 = sorted({str(i[4][0]) for i in infos if i[0] == socket.AF_INET})
     v6 = sorted({str(i[4][0]) for i in infos if i[0] == socket.AF_INET6})
     if v4:
@@ -49,6 +52,7 @@ class FanIn:
     ) -> None:
         self.address, self.credentials, self.open_stream = address, credentials, open_stream
         self.channels: list[grpc.aio.Channel] = []
+        self.streams: list[Any] = []
         self.pumps: list[asyncio.Task[None]] = []
         self.queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
         self.started = False
@@ -60,8 +64,19 @@ class FanIn:
         options = [("grpc.ssl_target_name_override", host)]
         return grpc.aio.secure_channel(target, self.credentials, options=options)
 
-    async def _pump(self, channel: grpc.aio.Channel) -> None:
-        stream = self.open_stream(channel)
+    async def _start(self) -> list[Any]:
+        if self.started:
+            return self.streams
+        targets = await pod_targets(self.address)  # may fail: then the next call tries again
+        self.started = True
+        for target in targets:
+            channel = self._channel(target)
+            self.channels.append(channel)
+            self.streams.append(self.open_stream(channel))
+        self.pumps = [asyncio.create_task(self._pump(stream)) for stream in self.streams]
+        return self.streams
+
+    async def _pump(self, stream: Any) -> None:
         try:
             async for message in stream:
                 await self.queue.put((message, None))
@@ -71,16 +86,15 @@ class FanIn:
         finally:
             stream.cancel()
 
+    async def initial_metadata(self) -> None:
+        """Returns once every pod's headers came (each pod watches), like a gRPC call's."""
+        await asyncio.gather(*(stream.initial_metadata() for stream in await self._start()))
+
     def __aiter__(self) -> FanIn:
         return self
 
     async def __anext__(self) -> Any:
-        if not self.started:
-            self.started = True
-            for target in await pod_targets(self.address):
-                channel = self._channel(target)
-                self.channels.append(channel)
-                self.pumps.append(asyncio.create_task(self._pump(channel)))
+        await self._start()
         message, error = await self.queue.get()
         if error is not None:  # one pod ended or failed: so does the merged view
             raise error
@@ -93,4 +107,4 @@ class FanIn:
             closing = asyncio.get_running_loop().create_task(channel.close())
             _CLOSING.add(closing)
             closing.add_done_callback(_CLOSING.discard)
-        self.pumps, self.channels = [], []
+        self.pumps, self.channels, self.streams = [], [], []

@@ -65,6 +65,7 @@ MAX_CHAT_TEXT = 2000
 MAX_BODY_BYTES = 16 * 1024
 CALL_TIMEOUT_S = 30.0
 KEEPALIVE_S = 15.0  # a comment line on idle event streams keeps proxies from closing them
+WATCH_OPEN_S = 10.0  # how long an event stream waits for the service to start watching
 PAGES = {
     "/": "board.html",
     "/leads/{lead_id}": "lead.html",
@@ -263,7 +264,7 @@ class Api:
         stream = self.backends.leads.WatchLeads(
             leads_pb2.WatchLeadsRequest(), metadata=self.backends.metadata
         )
-        return _event_stream(stream, "change", change_json, "watching leads")
+        return await _event_stream(stream, "change", change_json, "watching leads")
 
     # -- calls ----------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ class Api:
                 where, metadata=metadata
             ),
         )
-        return _event_stream(stream, "call", call_update_json, "watching calls")
+        return await _event_stream(stream, "call", call_update_json, "watching calls")
 
     # -- cameras --------------------------------------------------------------------
 
@@ -350,11 +351,17 @@ class Api:
         return response
 
 
-def _event_stream(
+async def _event_stream(
     stream: Any, name: str, to_json: Callable[[Any], dict[str, Any]], hello: str
 ) -> Response:
     """A gRPC server stream as server-sent events named `name`; a `gone` event when the
-    service goes away (the browser reconnects and reloads), keepalives while idle."""
+    service goes away (the browser reconnects and reloads), keepalives while idle.
+
+    The response starts once the service's headers say its watch is in place: the
+    browser's `open`, on which a page reloads what it shows, comes after that, so no
+    change falls between the reload and the watch."""
+    with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, OSError):  # the stream says why
+        await asyncio.wait_for(stream.initial_metadata(), WATCH_OPEN_S)
 
     async def events() -> AsyncIterator[str]:
         yield f"retry: 2000\n: {hello}\n\n"
@@ -371,6 +378,8 @@ def _event_stream(
                 yield f"event: {name}\ndata: {json.dumps(to_json(message))}\n\n"
         except grpc.aio.AioRpcError as exc:
             yield f"event: gone\ndata: {json.dumps({'error': exc.details()})}\n\n"
+        except OSError as exc:  # the address did not resolve (FanIn)
+            yield f"event: gone\ndata: {json.dumps({'error': str(exc)})}\n\n"
         finally:
             stream.cancel()
 

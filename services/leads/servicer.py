@@ -303,6 +303,9 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         watcher = self.feed.subscribe(filter_from_proto(request.filter))
         try:
+            # The headers say the watch is in place: a client that awaits them and then
+            # lists (ListLeads) misses no change between the two.
+            await context.send_initial_metadata(())
             async for change in watcher.changes():
                 yield change
         except WatcherOverflowError:

@@ -298,6 +298,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             )
         watcher = self.calls.watch(request)
         try:
+            await context.send_initial_metadata(())  # watching: see WatchLeads
             async for update in watcher.updates():
                 yield update
         except WatcherOverflowError:

@@ -122,7 +122,8 @@ class LeadsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchLeads(self, request, context):
-        """Streams lead changes matching the filter as they happen.
+        """Streams lead changes matching the filter as they happen. The response headers come
+        once the watch is in place: await them, then ListLeads, and no change falls between.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,9 @@ class LeadsStub:
     GetLead: _grpc.UnaryUnaryMultiCallable[_leads_pb2.GetLeadRequest, _leads_pb2.Lead]
     ListLeads: _grpc.UnaryUnaryMultiCallable[_leads_pb2.ListLeadsRequest, _leads_pb2.ListLeadsResponse]
     WatchLeads: _grpc.UnaryStreamMultiCallable[_leads_pb2.WatchLeadsRequest, _leads_pb2.LeadChange]
-    """Streams lead changes matching the filter as they happen."""
+    """Streams lead changes matching the filter as they happen. The response headers come
+    once the watch is in place: await them, then ListLeads, and no change falls between.
+    """
     MergeLeads: _grpc.UnaryUnaryMultiCallable[_leads_pb2.MergeLeadsRequest, _leads_pb2.Lead]
     SplitLead: _grpc.UnaryUnaryMultiCallable[_leads_pb2.SplitLeadRequest, _leads_pb2.SplitLeadResponse]
     """Undoes a recorded merge."""
@@ -59,7 +61,9 @@ class LeadsAsyncStub(LeadsStub):
     GetLead: _aio.UnaryUnaryMultiCallable[_leads_pb2.GetLeadRequest, _leads_pb2.Lead]  # type: ignore[assignment]
     ListLeads: _aio.UnaryUnaryMultiCallable[_leads_pb2.ListLeadsRequest, _leads_pb2.ListLeadsResponse]  # type: ignore[assignment]
     WatchLeads: _aio.UnaryStreamMultiCallable[_leads_pb2.WatchLeadsRequest, _leads_pb2.LeadChange]  # type: ignore[assignment]
-    """Streams lead changes matching the filter as they happen."""
+    """Streams lead changes matching the filter as they happen. The response headers come
+    once the watch is in place: await them, then ListLeads, and no change falls between.
+    """
     MergeLeads: _aio.UnaryUnaryMultiCallable[_leads_pb2.MergeLeadsRequest, _leads_pb2.Lead]  # type: ignore[assignment]
     SplitLead: _aio.UnaryUnaryMultiCallable[_leads_pb2.SplitLeadRequest, _leads_pb2.SplitLeadResponse]  # type: ignore[assignment]
     """Undoes a recorded merge."""
@@ -106,7 +110,9 @@ class LeadsServicer(metaclass=_abc_1.ABCMeta):
         request: _leads_pb2.WatchLeadsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_leads_pb2.LeadChange], _abc.AsyncIterator[_leads_pb2.LeadChange]]:
-        """Streams lead changes matching the filter as they happen."""
+        """Streams lead changes matching the filter as they happen. The response headers come
+        once the watch is in place: await them, then ListLeads, and no change falls between.
+        """
 
     @_abc_1.abstractmethod
     def MergeLeads(

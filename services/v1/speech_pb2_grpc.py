@@ -72,7 +72,8 @@ class SpeechServicer:
     def WatchCalls(self, request, context):
         """Follows the calls this server is handling (StreamingRecognize streams and the
         telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
-        First the calls already live, then each call's start, recognition and end.
+        First the calls already live, then each call's start, recognition and end. The
+        response headers come once the watch is in place (nothing after them is missed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,8 @@ class SpeechStub:
     WatchCalls: _grpc.UnaryStreamMultiCallable[_speech_pb2.WatchCallsRequest, _speech_pb2.CallUpdate]
     """Follows the calls this server is handling (StreamingRecognize streams and the
     telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
-    First the calls already live, then each call's start, recognition and end.
+    First the calls already live, then each call's start, recognition and end. The
+    response headers come once the watch is in place (nothing after them is missed).
     """
 
 @_typing.type_check_only
@@ -55,7 +56,8 @@ class SpeechAsyncStub(SpeechStub):
     WatchCalls: _aio.UnaryStreamMultiCallable[_speech_pb2.WatchCallsRequest, _speech_pb2.CallUpdate]  # type: ignore[assignment]
     """Follows the calls this server is handling (StreamingRecognize streams and the
     telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
-    First the calls already live, then each call's start, recognition and end.
+    First the calls already live, then each call's start, recognition and end. The
+    response headers come once the watch is in place (nothing after them is missed).
     """
 
 class SpeechServicer(metaclass=_abc_1.ABCMeta):
@@ -85,7 +87,8 @@ class SpeechServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_speech_pb2.CallUpdate], _abc.AsyncIterator[_speech_pb2.CallUpdate]]:
         """Follows the calls this server is handling (StreamingRecognize streams and the
         telephony gateway's calls) as they happen: an agent-assist panel, a supervisor.
-        First the calls already live, then each call's start, recognition and end.
+        First the calls already live, then each call's start, recognition and end. The
+        response headers come once the watch is in place (nothing after them is missed).
         """
 
 def add_SpeechServicer_to_server(servicer: SpeechServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

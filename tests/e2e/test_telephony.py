@@ -63,9 +63,11 @@ def turns(
     return second, first
 
 
-async def watch_calls(address: str, updates: list[sp.CallUpdate]) -> None:
+async def watch_calls(address: str, updates: list[sp.CallUpdate], watching: asyncio.Event) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         stream = speech_pb2_grpc.SpeechStub(channel).WatchCalls(sp.WatchCallsRequest())
+        await stream.initial_metadata()  # the headers come once the watch is in place
+        watching.set()
         async for update in stream:
             updates.append(update)
 
@@ -91,8 +93,9 @@ async def test_three_platforms_at_once_become_the_callers_leads(
     genesys_ext, genesys_int = turns(said[1], agents[1])
     asterisk_cust, asterisk_agent = turns(said[2], agents[2])
     updates: list[sp.CallUpdate] = []
-    watcher = asyncio.create_task(watch_calls(suite.addresses["speech"], updates))
-    await asyncio.sleep(0.5)
+    watching = asyncio.Event()
+    watcher = asyncio.create_task(watch_calls(suite.addresses["speech"], updates, watching))
+    await asyncio.wait_for(watching.wait(), 30)
     base = f"ws://127.0.0.1:{suite.gateway_port}"
 
     async def twilio() -> None:

@@ -38,7 +38,8 @@ async def test_watch_streams_matching_changes_live(
     hot_only = leads.WatchLeads(
         lp.WatchLeadsRequest(filter=lp.LeadFilter(classes=[lp.LEAD_CLASS_HOT])), timeout=30
     )
-    await asyncio.sleep(0.2)  # both subscribed
+    for watch in (everything, hot_only):  # the headers come once the watch is in place
+        await asyncio.wait_for(watch.initial_metadata(), 10)
     await leads.IngestBatch(
         lp.IngestBatchRequest(
             signals=[
@@ -223,7 +224,7 @@ async def test_forget_erases_everything_and_keeps_only_an_audit_record(
     watch = leads.WatchLeads(
         lp.WatchLeadsRequest(filter=lp.LeadFilter(classes=[lp.LEAD_CLASS_HOT]))
     )
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(watch.initial_metadata(), 10)
 
     erased = await leads.ForgetLead(
         lp.ForgetLeadRequest(lead_id=target.lead_id, reason="GDPR art. 17")

@@ -150,7 +150,7 @@ async def test_a_twilio_stream_is_recognised_per_track_with_the_callers_identity
     agent_call = real_media.telephone_call("en", 3)
     agent = g711.compress(agent_call.pcm, "mulaw")
     watching = Watching(gateway)
-    await asyncio.sleep(0.2)  # the watch is open before the call starts
+    await asyncio.wait_for(watching.stream.initial_metadata(), 10)  # watching before the call
     ws = await twilio_call(
         f"{gateway.url}/twilio",
         {"inbound": customer_audio, "outbound": agent},

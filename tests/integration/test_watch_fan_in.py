@@ -60,8 +60,8 @@ async def test_one_watch_sees_the_calls_of_every_pod(
                 if len(seen) == 2:
                     return
 
+    await asyncio.wait_for(watch.initial_metadata(), 30)  # every pod watches
     following = asyncio.create_task(follow())
-    await asyncio.sleep(0.5)
     from websockets.asyncio.client import connect
 
     for n, (service, _) in enumerate(pods):
@@ -86,3 +86,24 @@ async def test_one_watch_sees_the_calls_of_every_pod(
             async for _ in again:
                 pass
     again.cancel()
+
+
+async def test_a_name_that_does_not_resolve_ends_the_event_stream_with_gone() -> None:
+    """The console's calls view, with the speech address mistyped: a `gone` event saying
+    why (the page shows it and retries), not a broken response."""
+    from starlette.responses import StreamingResponse
+
+    from percept.console.gateway import _event_stream
+
+    where = sp.WatchCallsRequest()
+    watch = FanIn(
+        "no-such-pod.invalid:50051",
+        None,
+        lambda channel: speech_pb2_grpc.SpeechStub(channel).WatchCalls(where),
+    )
+    response = await _event_stream(watch, "call", lambda m: {}, "watching calls")
+    assert isinstance(response, StreamingResponse)
+    chunks = [str(c) async for c in response.body_iterator]
+    assert chunks[0].startswith("retry: 2000")
+    assert chunks[-1].startswith("event: gone\n")
+    assert "no-such-pod.invalid:50051 does not resolve" in chunks[-1]
