@@ -19,6 +19,10 @@ APT_PACKAGES+=(apertium apertium-eng-spa apertium-eng-cat apertium-spa-cat apert
 APT_PACKAGES+=(pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav
   asterisk-core-sounds-fr-wav asterisk-core-sounds-en asterisk-core-sounds-es
   asterisk-core-sounds-fr sox)
+# Cameras: real pedestrian footage (opencv-doc's vtest.avi) served by a real RTSP server
+# (GStreamer's gst-rtsp-server, driven from Debian's python3).
+APT_PACKAGES+=(opencv-doc python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good)
 # Installed from this machine's local wheel store; pip caps torch at these versions.
 TORCH=("torch==2.14.1" "torchvision==0.29.1")
 

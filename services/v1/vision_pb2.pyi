@@ -24,6 +24,39 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _SourceState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SourceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SOURCE_STATE_UNSPECIFIED: _SourceState.ValueType  # 0
+    SOURCE_STATE_CONNECTING: _SourceState.ValueType  # 1
+    """the first try"""
+    SOURCE_STATE_STREAMING: _SourceState.ValueType  # 2
+    SOURCE_STATE_RECONNECTING: _SourceState.ValueType  # 3
+    """it failed or stalled: tried again after a back-off"""
+    SOURCE_STATE_FAILED: _SourceState.ValueType  # 4
+    """an error that needs a fix (credentials, codec); still retried"""
+    SOURCE_STATE_ENDED: _SourceState.ValueType  # 5
+    """a video file without loop played to its end"""
+    SOURCE_STATE_STOPPED: _SourceState.ValueType  # 6
+
+class SourceState(_SourceState, metaclass=_SourceStateEnumTypeWrapper): ...
+
+SOURCE_STATE_UNSPECIFIED: SourceState.ValueType  # 0
+SOURCE_STATE_CONNECTING: SourceState.ValueType  # 1
+"""the first try"""
+SOURCE_STATE_STREAMING: SourceState.ValueType  # 2
+SOURCE_STATE_RECONNECTING: SourceState.ValueType  # 3
+"""it failed or stalled: tried again after a back-off"""
+SOURCE_STATE_FAILED: SourceState.ValueType  # 4
+"""an error that needs a fix (credentials, codec); still retried"""
+SOURCE_STATE_ENDED: SourceState.ValueType  # 5
+"""a video file without loop played to its end"""
+SOURCE_STATE_STOPPED: SourceState.ValueType  # 6
+Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
+
 @_typing.final
 class RawImage(_message.Message):
     """Raw interleaved 8-bit RGB pixels, row-major."""
@@ -574,27 +607,80 @@ class Zone(_message.Message):
 Global___Zone: _TypeAlias = Zone  # noqa: Y015
 
 @_typing.final
+class CameraSource(_message.Message):
+    """A camera vision pulls itself (its `source` in the cameras file)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FRAMES_RECEIVED_FIELD_NUMBER: _builtins.int
+    FRAMES_ANALYSED_FIELD_NUMBER: _builtins.int
+    FRAMES_DROPPED_FIELD_NUMBER: _builtins.int
+    LAST_FRAME_AT_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    RECONNECTS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """without credentials"""
+    state: Global___SourceState.ValueType
+    frames_received: _builtins.int
+    """decoded from the source, before sampling to frame_rate"""
+    frames_analysed: _builtins.int
+    frames_dropped: _builtins.int
+    """sampled in, but replaced by a newer one before analysis"""
+    last_error: _builtins.str
+    """why it is down, or was last down (no credentials in it)"""
+    reconnects: _builtins.int
+    @_builtins.property
+    def last_frame_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        state: Global___SourceState.ValueType = ...,
+        frames_received: _builtins.int = ...,
+        frames_analysed: _builtins.int = ...,
+        frames_dropped: _builtins.int = ...,
+        last_frame_at: _timestamp_pb2.Timestamp | None = ...,
+        last_error: _builtins.str = ...,
+        reconnects: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_frame_at", b"last_frame_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames_analysed", b"frames_analysed", "frames_dropped", b"frames_dropped", "frames_received", b"frames_received", "last_error", b"last_error", "last_frame_at", b"last_frame_at", "reconnects", b"reconnects", "state", b"state", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CameraSource: _TypeAlias = CameraSource  # noqa: Y015
+
+@_typing.final
 class Camera(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMERA_ID_FIELD_NUMBER: _builtins.int
     ZONES_FIELD_NUMBER: _builtins.int
     STREAMING_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     camera_id: _builtins.str
     streaming: _builtins.bool
-    """a stream is open for it now"""
+    """frames come now: a StreamFrames stream is open, or a source is read"""
     @_builtins.property
     def zones(self) -> _containers.RepeatedCompositeFieldContainer[Global___Zone]: ...
+    @_builtins.property
+    def source(self) -> Global___CameraSource:
+        """unset for a camera whose frames are pushed"""
+
     def __init__(
         self,
         *,
         camera_id: _builtins.str = ...,
         zones: _abc.Iterable[Global___Zone] | None = ...,
         streaming: _builtins.bool = ...,
+        source: Global___CameraSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id", "streaming", b"streaming", "zones", b"zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id", "source", b"source", "streaming", b"streaming", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

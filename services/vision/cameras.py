@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
+from percept.vision.sources import check_source
+
 FILE = "cameras.yaml"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
@@ -79,7 +81,22 @@ class Camera(BaseModel):
     crowd_alert: int | None = Field(None, ge=1, description="people in the frame")
     crowd_hold_s: float = Field(5.0, ge=0, description="how long crowding lasts to alert")
     faces: bool = True  # off: no face detection on this camera at all
-    frame_rate: float = Field(10.0, gt=0, le=240, description="frames/s the camera sends")
+    frame_rate: float = Field(10.0, gt=0, le=240, description="frames/s analysed at most")
+    # Where vision pulls the camera's frames from itself (empty: a client pushes them
+    # over StreamFrames): rtsp(s)://, http(s):// (MJPEG, HLS), a video file, v4l2:///dev/videoN.
+    source: str = Field("", repr=False)  # its credentials stay out of logs
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    loop: bool = False  # a file source starts again at its end (demos)
+    credentials_file: Path | None = None  # "user:password" for the source (a Secret)
+    stall_s: float = Field(10.0, gt=0, le=300, description="no frame this long: down")
+    max_backoff_s: float = Field(30.0, ge=1, le=3600, description="longest wait to reconnect")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, source: str) -> str:
+        if source.strip():
+            check_source(source.strip())
+        return source.strip()
 
     @field_validator("density_grid")
     @classmethod

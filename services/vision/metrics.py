@@ -22,6 +22,24 @@ class VisionMetrics:
             **kw,
         )
         self.streams = Gauge("percept_vision_streams", "Camera streams open now.", **kw)
+        self.source_up = Gauge(
+            "percept_vision_camera_up",
+            "1 while a camera vision pulls itself is streaming, 0 while it is down.",
+            ["camera"],
+            **kw,
+        )
+        self.source_frames = Counter(
+            "percept_vision_camera_frames_received_total",
+            "Frames decoded from cameras vision pulls itself (before sampling).",
+            ["camera"],
+            **kw,
+        )
+        self.source_reconnects = Counter(
+            "percept_vision_camera_reconnects_total",
+            "Times a pulled camera's stream failed or stalled and was opened again.",
+            ["camera"],
+            **kw,
+        )
         self.people = Gauge("percept_vision_people", "People in view.", ["camera"], **kw)
         self.zone_people = Gauge(
             "percept_vision_zone_people", "People in a zone.", ["camera", "zone"], **kw

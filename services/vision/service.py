@@ -22,6 +22,7 @@ from percept.vision.cameras import FILE as CAMERAS_FILE
 from percept.vision.cameras import Camera, load_cameras
 from percept.vision.engine import Options, VisionEngine
 from percept.vision.faces import DlibEmbedder, FaceEmbedder, FacenetEmbedder, Mtcnn
+from percept.vision.feeds import CameraFeeds
 from percept.vision.gallery import Gallery, load_key
 from percept.vision.metrics import VisionMetrics
 from percept.vision.models import load_detector
@@ -75,6 +76,7 @@ class VisionService:
             max_pixels=settings.vision_max_pixels, max_fps=settings.vision_max_fps
         )
         self._purge: asyncio.Task[None] | None = None
+        self.feeds: CameraFeeds | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         vision_pb2_grpc.add_VisionServicer_to_server(self.servicer, server)
@@ -123,6 +125,9 @@ class VisionService:
         self.signals.start()
         engine.publish = self.signals.publish
         self.servicer.engine = engine
+        self.feeds = CameraFeeds(engine)
+        self.feeds.start(engine.cameras)
+        self.servicer.feeds = self.feeds
         self._purge = asyncio.create_task(self._purge_forever(engine), name="vision-retention")
 
     async def _purge_forever(self, engine: VisionEngine) -> None:
@@ -138,6 +143,8 @@ class VisionService:
             self._purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purge
+        if self.feeds is not None:
+            await self.feeds.stop()
         engine, self.servicer.engine = self.servicer.engine, None
         if engine is not None:
             engine.publish = None

@@ -6,26 +6,24 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.streams import DRAIN_S, MalformedMessageError, drain
-from percept.v1 import common_pb2, vision_pb2, vision_pb2_grpc
-from percept.vision.detection import Floats, Objects
-from percept.vision.engine import CameraStream, EnrolmentError, FaceSeen, FrameOutcome, VisionEngine
+from percept.v1 import vision_pb2, vision_pb2_grpc
+from percept.vision.engine import CameraStream, EnrolmentError, VisionEngine
+from percept.vision.feeds import CameraFeeds
 from percept.vision.images import RGB, ImageError, ImageTooLargeError, decode_image
 from percept.vision.latest import LatestSlot
+from percept.vision.results import detection_messages, duration, face_message, frame_result
 
 Context = grpc.aio.ServicerContext[Any, Any]
-ENTER = vision_pb2.ZoneEvent.EVENT_TYPE_ENTER
-EXIT = vision_pb2.ZoneEvent.EVENT_TYPE_EXIT
 MAX_CONSENT_REFERENCE = 500
 
 
@@ -35,80 +33,10 @@ class StreamError(Exception):
         self.code = code
 
 
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
-    return d
-
-
-def _box(values: Sequence[float] | Floats) -> common_pb2.BoundingBox:
-    x0, y0, x1, y1 = (float(v) for v in values)
-    return common_pb2.BoundingBox(x_min=x0, y_min=y0, x_max=x1, y_max=y1)
-
-
-def detection_messages(
-    objects: Objects, labels: Sequence[str], tracks: Sequence[int] | None = None
-) -> list[vision_pb2.Detection]:
-    return [
-        vision_pb2.Detection(
-            label=labels[int(c)] if int(c) < len(labels) else str(int(c)),
-            class_id=int(c),
-            confidence=float(s),
-            box=_box(b),
-            track_id=int(tracks[i]) if tracks is not None else 0,
-        )
-        for i, (b, s, c) in enumerate(
-            zip(objects.boxes, objects.scores, objects.class_ids, strict=True)
-        )
-    ]
-
-
-def face_message(face: FaceSeen) -> vision_pb2.Face:
-    return vision_pb2.Face(
-        box=_box(face.box),
-        confidence=face.score,
-        visitor_id=face.visitor_id,
-        enrolled=face.match is not None,
-        match_distance=face.match.distance if face.match else 0.0,
-    )
-
-
-def frame_result(
-    frame: vision_pb2.Frame, outcome: FrameOutcome, labels: Sequence[str], t: float, dropped: int
-) -> vision_pb2.FrameResult:
-    update = outcome.update
-    rows, cols = update.density.shape
-    result = vision_pb2.FrameResult(
-        camera_id=frame.camera_id,
-        sequence=frame.sequence,
-        objects=detection_messages(update.objects, labels, update.object_tracks.tolist()),
-        zone_events=[
-            vision_pb2.ZoneEvent(
-                type=ENTER if c.entered else EXIT,
-                zone=c.zone.name,
-                track_id=c.track.track_id,
-                dwell=None if c.entered else _duration(c.dwell_s),
-            )
-            for c in update.changes
-        ],
-        zones=[
-            vision_pb2.ZoneOccupancy(zone=o.zone, people=o.people, queue_length=o.queue_length)
-            for o in update.occupancy
-        ],
-        people_count=len(update.people),
-        faces=[face_message(face) for _, face in outcome.faces],
-        density=vision_pb2.DensityGrid(
-            rows=rows, cols=cols, cells=[round(float(v), 4) for v in update.density.flat]
-        ),
-        frames_dropped=dropped,
-    )
-    result.captured_at.FromNanoseconds(round(t * 1e9))
-    return result
-
-
 class VisionServicer(vision_pb2_grpc.VisionServicer):
     def __init__(self, max_pixels: int = 36_000_000, max_fps: float = 60.0) -> None:
         self.engine: VisionEngine | None = None  # set when the models have loaded
+        self.feeds: CameraFeeds | None = None  # the cameras read from a source
         self.max_pixels = max_pixels
         self.max_fps = max_fps
 
@@ -164,7 +92,7 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
             image_width=image.shape[1],
             image_height=image.shape[0],
             model=engine.detector.name,
-            inference_time=_duration(time.perf_counter() - started),
+            inference_time=duration(time.perf_counter() - started),
         )
 
     async def StreamFrames(
@@ -309,7 +237,10 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
         self, request: vision_pb2.ListCamerasRequest, context: Context
     ) -> vision_pb2.ListCamerasResponse:
         engine = await self._engine(context)
-        return vision_pb2.ListCamerasResponse(cameras=engine.views.list())
+        cameras = engine.views.list()
+        for camera in cameras:
+            self._with_source(camera)
+        return vision_pb2.ListCamerasResponse(cameras=cameras)
 
     async def GetCameraView(
         self, request: vision_pb2.GetCameraViewRequest, context: Context
@@ -320,7 +251,16 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "camera_id: required")
         if camera_id not in engine.cameras:
             await context.abort(grpc.StatusCode.NOT_FOUND, _unknown_camera(camera_id, engine))
-        return await asyncio.to_thread(engine.views.view, camera_id)
+        view = await asyncio.to_thread(engine.views.view, camera_id)
+        self._with_source(view.camera)
+        return view
+
+    def _with_source(self, camera: vision_pb2.Camera) -> None:
+        """A pulled camera's reader status (it streams while its source does)."""
+        status = self.feeds.status(camera.camera_id) if self.feeds is not None else None
+        if status is not None:
+            camera.source.CopyFrom(status)
+            camera.streaming = status.state == vision_pb2.SOURCE_STATE_STREAMING
 
 
 def _unknown_camera(camera_id: str, engine: VisionEngine) -> str:

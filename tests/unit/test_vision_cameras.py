@@ -90,3 +90,44 @@ def test_a_product_zone_must_name_its_product() -> None:
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(CameraConfigError, match=r"missing.yaml: cannot read"):
         load_cameras(tmp_path / "missing.yaml")
+
+
+SOURCES = """\
+cameras:
+  door:
+    frame_rate: 5
+    source: rtsp://admin:pw@10.0.0.7:554/stream1
+  demo:
+    source: /srv/videos/store.mp4
+    loop: true
+  other:
+    source: {source}
+"""
+
+
+def test_sources_are_read_and_schemes_checked_with_the_line() -> None:
+    cameras = parse_cameras(SOURCES.format(source="v4l2:///dev/video0"), "cameras.yaml")
+    assert cameras["door"].source.startswith("rtsp://") and cameras["door"].rtsp_transport == "tcp"
+    assert cameras["demo"].loop and "pw" not in repr(cameras["door"])
+    for source, words in [
+        ("ftp://10.0.0.7/cam", "scheme 'ftp' is not one vision reads"),
+        ("rtsp:///stream1", "names no host"),
+        ("v4l2://video0", "v4l2:///dev/videoN"),
+    ]:
+        with pytest.raises(CameraConfigError) as caught:
+            parse_cameras(SOURCES.format(source=source), "cameras.yaml")
+        assert "cameras.yaml line 9: cameras.other.source:" in str(caught.value)
+        assert words in str(caught.value)
+
+
+def test_credentials_are_redacted_and_put_in_from_a_secret() -> None:
+    from percept.vision.sources import redact, with_credentials
+
+    url = "rtsp://admin:p%40ss@10.0.0.7:554/s"
+    assert (
+        redact(f"Server returned 401 for '{url}'")
+        == "Server returned 401 for 'rtsp://***@10.0.0.7:554/s'"
+    )
+    assert with_credentials("rtsp://10.0.0.7/s", "user:pw") == "rtsp://user:pw@10.0.0.7/s"
+    assert with_credentials(url, "user:pw") == url  # the URL's own win
+    assert with_credentials("rtsp://10.0.0.7/s", "") == "rtsp://10.0.0.7/s"
