@@ -25,7 +25,7 @@ _BY_SERVICE: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "percept.v1.Vision": {
         "perceive": ("Detect", "StreamFrames"),
-        "read": ("ListCameras", "GetCameraView"),
+        "read": ("ListCameras", "GetCameraView", "GetFootfall"),
         "admin": ("Enroll", "ForgetVisitor"),  # biometric data of consenting visitors
     },
     "percept.v1.Nlp": {

@@ -283,6 +283,13 @@ class Settings(BaseSettings):
         "",
         description="base64 AES-256 key encrypting the face gallery; empty: a key file in data_dir",
     )
+    vision_footfall_store: str = Field(
+        "",
+        description="footfall minutes: empty keeps them in SQLite in data_dir, or a SQLAlchemy URL",
+    )
+    vision_footfall_retention_days: float = Field(
+        400.0, gt=0, le=3660, description="how long footfall minutes are kept (a year and more)"
+    )
     vision_visit_gap_s: float = Field(
         4 * 3600.0, gt=0, description="an enrolled visitor seen after this long is returning"
     )

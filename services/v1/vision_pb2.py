@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from percept.v1 import common_pb2 as percept_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17percept/v1/vision.proto\x12\npercept.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17percept/v1/common.proto\"6\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0b\n\x03rgb\x18\x03 \x01(\x0c\"G\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.percept.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"p\n\rDetectRequest\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.percept.v1.Image\x12\x16\n\x0emin_confidence\x18\x02 \x01(\x02\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12\x14\n\x0c\x64\x65tect_faces\x18\x04 \x01(\x08\"x\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12$\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x17.percept.v1.BoundingBox\x12\x10\n\x08track_id\x18\x05 \x01(\x03\"~\n\x04\x46\x61\x63\x65\x12$\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x17.percept.v1.BoundingBox\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x12\n\nvisitor_id\x18\x03 \x01(\t\x12\x10\n\x08\x65nrolled\x18\x04 \x01(\x08\x12\x16\n\x0ematch_distance\x18\x05 \x01(\x02\"\xc5\x01\n\nDetections\x12)\n\ndetections\x18\x01 \x03(\x0b\x32\x15.percept.v1.Detection\x12\x1f\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x10.percept.v1.Face\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\x0einference_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x7f\n\x05\x46rame\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12/\n\x0b\x63\x61ptured_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x05image\x18\x03 \x01(\x0b\x32\x11.percept.v1.Image\x12\x10\n\x08sequence\x18\x04 \x01(\x03\"\xd8\x01\n\tZoneEvent\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.percept.v1.ZoneEvent.EventType\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x10\n\x08track_id\x18\x03 \x01(\x03\x12(\n\x05\x64well\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"R\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_ENTER\x10\x01\x12\x13\n\x0f\x45VENT_TYPE_EXIT\x10\x02\"C\n\rZoneOccupancy\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0e\n\x06people\x18\x02 \x01(\x05\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x05\"8\n\x0b\x44\x65nsityGrid\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ols\x18\x02 \x01(\x05\x12\r\n\x05\x63\x65lls\x18\x03 \x03(\x02\"\xda\x02\n\x0b\x46rameResult\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x0b\x63\x61ptured_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07objects\x18\x04 \x03(\x0b\x32\x15.percept.v1.Detection\x12*\n\x0bzone_events\x18\x05 \x03(\x0b\x32\x15.percept.v1.ZoneEvent\x12(\n\x05zones\x18\x06 \x03(\x0b\x32\x19.percept.v1.ZoneOccupancy\x12\x14\n\x0cpeople_count\x18\x07 \x01(\x05\x12\x1f\n\x05\x66\x61\x63\x65s\x18\x08 \x03(\x0b\x32\x10.percept.v1.Face\x12(\n\x07\x64\x65nsity\x18\t \x01(\x0b\x32\x17.percept.v1.DensityGrid\x12\x16\n\x0e\x66rames_dropped\x18\n \x01(\x05\"\x8b\x01\n\rEnrollRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12 \n\x05image\x18\x02 \x01(\x0b\x32\x11.percept.v1.Image\x12\x19\n\x11\x63onsent_reference\x18\x03 \x01(\t\x12*\n\x08identity\x18\x04 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\"Z\n\x0e\x45nrollResponse\x12\x18\n\x10\x66\x61\x63\x65_identity_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x14\x46orgetVisitorRequest\x12\x18\n\x10\x66\x61\x63\x65_identity_id\x18\x01 \x01(\t\"2\n\x15\x46orgetVisitorResponse\x12\x19\n\x11\x65mbeddings_erased\x18\x01 \x01(\x05\"\x14\n\x12ListCamerasRequest\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"W\n\x04Zone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07product\x18\x03 \x01(\t\x12\"\n\x07polygon\x18\x04 \x03(\x0b\x32\x11.percept.v1.Point\"\xe8\x01\n\x0c\x43\x61meraSource\x12\x0b\n\x03url\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.percept.v1.SourceState\x12\x17\n\x0f\x66rames_received\x18\x03 \x01(\x03\x12\x17\n\x0f\x66rames_analysed\x18\x04 \x01(\x03\x12\x16\n\x0e\x66rames_dropped\x18\x05 \x01(\x03\x12\x31\n\rlast_frame_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x12\n\nreconnects\x18\x08 \x01(\x05\"y\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x1f\n\x05zones\x18\x02 \x03(\x0b\x32\x10.percept.v1.Zone\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12(\n\x06source\x18\x04 \x01(\x0b\x32\x18.percept.v1.CameraSource\":\n\x13ListCamerasResponse\x12#\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x12.percept.v1.Camera\")\n\x14GetCameraViewRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"\x92\x01\n\nCameraView\x12\"\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x12.percept.v1.Camera\x12\x0c\n\x04jpeg\x18\x02 \x01(\x0c\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.percept.v1.FrameResult\x12\x13\n\x0b\x66rame_width\x18\x04 \x01(\x05\x12\x14\n\x0c\x66rame_height\x18\x05 \x01(\x05*\xce\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SOURCE_STATE_CONNECTING\x10\x01\x12\x1a\n\x16SOURCE_STATE_STREAMING\x10\x02\x12\x1d\n\x19SOURCE_STATE_RECONNECTING\x10\x03\x12\x17\n\x13SOURCE_STATE_FAILED\x10\x04\x12\x16\n\x12SOURCE_STATE_ENDED\x10\x05\x12\x18\n\x14SOURCE_STATE_STOPPED\x10\x06\x32\xb7\x03\n\x06Vision\x12;\n\x06\x44\x65tect\x12\x19.percept.v1.DetectRequest\x1a\x16.percept.v1.Detections\x12>\n\x0cStreamFrames\x12\x11.percept.v1.Frame\x1a\x17.percept.v1.FrameResult(\x01\x30\x01\x12?\n\x06\x45nroll\x12\x19.percept.v1.EnrollRequest\x1a\x1a.percept.v1.EnrollResponse\x12T\n\rForgetVisitor\x12 .percept.v1.ForgetVisitorRequest\x1a!.percept.v1.ForgetVisitorResponse\x12N\n\x0bListCameras\x12\x1e.percept.v1.ListCamerasRequest\x1a\x1f.percept.v1.ListCamerasResponse\x12I\n\rGetCameraView\x12 .percept.v1.GetCameraViewRequest\x1a\x16.percept.v1.CameraViewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17percept/v1/vision.proto\x12\npercept.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17percept/v1/common.proto\"6\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0b\n\x03rgb\x18\x03 \x01(\x0c\"G\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.percept.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"p\n\rDetectRequest\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.percept.v1.Image\x12\x16\n\x0emin_confidence\x18\x02 \x01(\x02\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12\x14\n\x0c\x64\x65tect_faces\x18\x04 \x01(\x08\"x\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12$\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x17.percept.v1.BoundingBox\x12\x10\n\x08track_id\x18\x05 \x01(\x03\"~\n\x04\x46\x61\x63\x65\x12$\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x17.percept.v1.BoundingBox\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x12\n\nvisitor_id\x18\x03 \x01(\t\x12\x10\n\x08\x65nrolled\x18\x04 \x01(\x08\x12\x16\n\x0ematch_distance\x18\x05 \x01(\x02\"\xc5\x01\n\nDetections\x12)\n\ndetections\x18\x01 \x03(\x0b\x32\x15.percept.v1.Detection\x12\x1f\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x10.percept.v1.Face\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\x0einference_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x7f\n\x05\x46rame\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12/\n\x0b\x63\x61ptured_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x05image\x18\x03 \x01(\x0b\x32\x11.percept.v1.Image\x12\x10\n\x08sequence\x18\x04 \x01(\x03\"\xd8\x01\n\tZoneEvent\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.percept.v1.ZoneEvent.EventType\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x10\n\x08track_id\x18\x03 \x01(\x03\x12(\n\x05\x64well\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"R\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_ENTER\x10\x01\x12\x13\n\x0f\x45VENT_TYPE_EXIT\x10\x02\"c\n\rZoneOccupancy\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0e\n\x06people\x18\x02 \x01(\x05\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x05\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x05\x12\r\n\x05\x65xits\x18\x05 \x01(\x05\"8\n\x0b\x44\x65nsityGrid\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ols\x18\x02 \x01(\x05\x12\r\n\x05\x63\x65lls\x18\x03 \x03(\x02\"\xda\x02\n\x0b\x46rameResult\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x0b\x63\x61ptured_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07objects\x18\x04 \x03(\x0b\x32\x15.percept.v1.Detection\x12*\n\x0bzone_events\x18\x05 \x03(\x0b\x32\x15.percept.v1.ZoneEvent\x12(\n\x05zones\x18\x06 \x03(\x0b\x32\x19.percept.v1.ZoneOccupancy\x12\x14\n\x0cpeople_count\x18\x07 \x01(\x05\x12\x1f\n\x05\x66\x61\x63\x65s\x18\x08 \x03(\x0b\x32\x10.percept.v1.Face\x12(\n\x07\x64\x65nsity\x18\t \x01(\x0b\x32\x17.percept.v1.DensityGrid\x12\x16\n\x0e\x66rames_dropped\x18\n \x01(\x05\"\x8b\x01\n\rEnrollRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12 \n\x05image\x18\x02 \x01(\x0b\x32\x11.percept.v1.Image\x12\x19\n\x11\x63onsent_reference\x18\x03 \x01(\t\x12*\n\x08identity\x18\x04 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\"Z\n\x0e\x45nrollResponse\x12\x18\n\x10\x66\x61\x63\x65_identity_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x14\x46orgetVisitorRequest\x12\x18\n\x10\x66\x61\x63\x65_identity_id\x18\x01 \x01(\t\"2\n\x15\x46orgetVisitorResponse\x12\x19\n\x11\x65mbeddings_erased\x18\x01 \x01(\x05\"\x14\n\x12ListCamerasRequest\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"g\n\x04Zone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07product\x18\x03 \x01(\t\x12\"\n\x07polygon\x18\x04 \x03(\x0b\x32\x11.percept.v1.Point\x12\x0e\n\x06inside\x18\x05 \x01(\t\"\xe8\x01\n\x0c\x43\x61meraSource\x12\x0b\n\x03url\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.percept.v1.SourceState\x12\x17\n\x0f\x66rames_received\x18\x03 \x01(\x03\x12\x17\n\x0f\x66rames_analysed\x18\x04 \x01(\x03\x12\x16\n\x0e\x66rames_dropped\x18\x05 \x01(\x03\x12\x31\n\rlast_frame_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x12\n\nreconnects\x18\x08 \x01(\x05\"y\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x1f\n\x05zones\x18\x02 \x03(\x0b\x32\x10.percept.v1.Zone\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12(\n\x06source\x18\x04 \x01(\x0b\x32\x18.percept.v1.CameraSource\":\n\x13ListCamerasResponse\x12#\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x12.percept.v1.Camera\")\n\x14GetCameraViewRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"\x92\x01\n\nCameraView\x12\"\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x12.percept.v1.Camera\x12\x0c\n\x04jpeg\x18\x02 \x01(\x0c\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.percept.v1.FrameResult\x12\x13\n\x0b\x66rame_width\x18\x04 \x01(\x05\x12\x14\n\x0c\x66rame_height\x18\x05 \x01(\x05\"\xb4\x01\n\x12GetFootfallRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x62ucket\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd0\x01\n\x0e\x46ootfallBucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x05\x12\r\n\x05\x65xits\x18\x03 \x01(\x05\x12\x15\n\roccupancy_avg\x18\x04 \x01(\x02\x12\x16\n\x0eoccupancy_peak\x18\x05 \x01(\x05\x12\x13\n\x0b\x64well_count\x18\x06 \x01(\x05\x12/\n\x0c\x64well_median\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x83\x01\n\x08\x46ootfall\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12)\n\x06\x62ucket\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x07\x62uckets\x18\x04 \x03(\x0b\x32\x1a.percept.v1.FootfallBucket*\xce\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SOURCE_STATE_CONNECTING\x10\x01\x12\x1a\n\x16SOURCE_STATE_STREAMING\x10\x02\x12\x1d\n\x19SOURCE_STATE_RECONNECTING\x10\x03\x12\x17\n\x13SOURCE_STATE_FAILED\x10\x04\x12\x16\n\x12SOURCE_STATE_ENDED\x10\x05\x12\x18\n\x14SOURCE_STATE_STOPPED\x10\x06\x32\xfc\x03\n\x06Vision\x12;\n\x06\x44\x65tect\x12\x19.percept.v1.DetectRequest\x1a\x16.percept.v1.Detections\x12>\n\x0cStreamFrames\x12\x11.percept.v1.Frame\x1a\x17.percept.v1.FrameResult(\x01\x30\x01\x12?\n\x06\x45nroll\x12\x19.percept.v1.EnrollRequest\x1a\x1a.percept.v1.EnrollResponse\x12T\n\rForgetVisitor\x12 .percept.v1.ForgetVisitorRequest\x1a!.percept.v1.ForgetVisitorResponse\x12N\n\x0bListCameras\x12\x1e.percept.v1.ListCamerasRequest\x1a\x1f.percept.v1.ListCamerasResponse\x12I\n\rGetCameraView\x12 .percept.v1.GetCameraViewRequest\x1a\x16.percept.v1.CameraView\x12\x43\n\x0bGetFootfall\x12\x1e.percept.v1.GetFootfallRequest\x1a\x14.percept.v1.Footfallb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'percept.v1.vision_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCESTATE']._serialized_start=2735
-  _globals['_SOURCESTATE']._serialized_end=2941
+  _globals['_SOURCESTATE']._serialized_start=3311
+  _globals['_SOURCESTATE']._serialized_end=3517
   _globals['_RAWIMAGE']._serialized_start=129
   _globals['_RAWIMAGE']._serialized_end=183
   _globals['_IMAGE']._serialized_start=185
@@ -55,35 +55,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ZONEEVENT_EVENTTYPE']._serialized_start=1086
   _globals['_ZONEEVENT_EVENTTYPE']._serialized_end=1168
   _globals['_ZONEOCCUPANCY']._serialized_start=1170
-  _globals['_ZONEOCCUPANCY']._serialized_end=1237
-  _globals['_DENSITYGRID']._serialized_start=1239
-  _globals['_DENSITYGRID']._serialized_end=1295
-  _globals['_FRAMERESULT']._serialized_start=1298
-  _globals['_FRAMERESULT']._serialized_end=1644
-  _globals['_ENROLLREQUEST']._serialized_start=1647
-  _globals['_ENROLLREQUEST']._serialized_end=1786
-  _globals['_ENROLLRESPONSE']._serialized_start=1788
-  _globals['_ENROLLRESPONSE']._serialized_end=1878
-  _globals['_FORGETVISITORREQUEST']._serialized_start=1880
-  _globals['_FORGETVISITORREQUEST']._serialized_end=1928
-  _globals['_FORGETVISITORRESPONSE']._serialized_start=1930
-  _globals['_FORGETVISITORRESPONSE']._serialized_end=1980
-  _globals['_LISTCAMERASREQUEST']._serialized_start=1982
-  _globals['_LISTCAMERASREQUEST']._serialized_end=2002
-  _globals['_POINT']._serialized_start=2004
-  _globals['_POINT']._serialized_end=2033
-  _globals['_ZONE']._serialized_start=2035
-  _globals['_ZONE']._serialized_end=2122
-  _globals['_CAMERASOURCE']._serialized_start=2125
-  _globals['_CAMERASOURCE']._serialized_end=2357
-  _globals['_CAMERA']._serialized_start=2359
-  _globals['_CAMERA']._serialized_end=2480
-  _globals['_LISTCAMERASRESPONSE']._serialized_start=2482
-  _globals['_LISTCAMERASRESPONSE']._serialized_end=2540
-  _globals['_GETCAMERAVIEWREQUEST']._serialized_start=2542
-  _globals['_GETCAMERAVIEWREQUEST']._serialized_end=2583
-  _globals['_CAMERAVIEW']._serialized_start=2586
-  _globals['_CAMERAVIEW']._serialized_end=2732
-  _globals['_VISION']._serialized_start=2944
-  _globals['_VISION']._serialized_end=3383
+  _globals['_ZONEOCCUPANCY']._serialized_end=1269
+  _globals['_DENSITYGRID']._serialized_start=1271
+  _globals['_DENSITYGRID']._serialized_end=1327
+  _globals['_FRAMERESULT']._serialized_start=1330
+  _globals['_FRAMERESULT']._serialized_end=1676
+  _globals['_ENROLLREQUEST']._serialized_start=1679
+  _globals['_ENROLLREQUEST']._serialized_end=1818
+  _globals['_ENROLLRESPONSE']._serialized_start=1820
+  _globals['_ENROLLRESPONSE']._serialized_end=1910
+  _globals['_FORGETVISITORREQUEST']._serialized_start=1912
+  _globals['_FORGETVISITORREQUEST']._serialized_end=1960
+  _globals['_FORGETVISITORRESPONSE']._serialized_start=1962
+  _globals['_FORGETVISITORRESPONSE']._serialized_end=2012
+  _globals['_LISTCAMERASREQUEST']._serialized_start=2014
+  _globals['_LISTCAMERASREQUEST']._serialized_end=2034
+  _globals['_POINT']._serialized_start=2036
+  _globals['_POINT']._serialized_end=2065
+  _globals['_ZONE']._serialized_start=2067
+  _globals['_ZONE']._serialized_end=2170
+  _globals['_CAMERASOURCE']._serialized_start=2173
+  _globals['_CAMERASOURCE']._serialized_end=2405
+  _globals['_CAMERA']._serialized_start=2407
+  _globals['_CAMERA']._serialized_end=2528
+  _globals['_LISTCAMERASRESPONSE']._serialized_start=2530
+  _globals['_LISTCAMERASRESPONSE']._serialized_end=2588
+  _globals['_GETCAMERAVIEWREQUEST']._serialized_start=2590
+  _globals['_GETCAMERAVIEWREQUEST']._serialized_end=2631
+  _globals['_CAMERAVIEW']._serialized_start=2634
+  _globals['_CAMERAVIEW']._serialized_end=2780
+  _globals['_GETFOOTFALLREQUEST']._serialized_start=2783
+  _globals['_GETFOOTFALLREQUEST']._serialized_end=2963
+  _globals['_FOOTFALLBUCKET']._serialized_start=2966
+  _globals['_FOOTFALLBUCKET']._serialized_end=3174
+  _globals['_FOOTFALL']._serialized_start=3177
+  _globals['_FOOTFALL']._serialized_end=3308
+  _globals['_VISION']._serialized_start=3520
+  _globals['_VISION']._serialized_end=4028
 # @@protoc_insertion_point(module_scope)

@@ -336,20 +336,28 @@ class ZoneOccupancy(_message.Message):
     ZONE_FIELD_NUMBER: _builtins.int
     PEOPLE_FIELD_NUMBER: _builtins.int
     QUEUE_LENGTH_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    EXITS_FIELD_NUMBER: _builtins.int
     zone: _builtins.str
     people: _builtins.int
+    """in the zone now; a line: entries less exits so far"""
     queue_length: _builtins.int
     """for queue zones such as checkout"""
+    entries: _builtins.int
+    """since the stream (or the pulled camera's feed) started"""
+    exits: _builtins.int
     def __init__(
         self,
         *,
         zone: _builtins.str = ...,
         people: _builtins.int = ...,
         queue_length: _builtins.int = ...,
+        entries: _builtins.int = ...,
+        exits: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["people", b"people", "queue_length", b"queue_length", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "exits", b"exits", "people", b"people", "queue_length", b"queue_length", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -583,13 +591,18 @@ class Zone(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     PRODUCT_FIELD_NUMBER: _builtins.int
     POLYGON_FIELD_NUMBER: _builtins.int
+    INSIDE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
-    """product, queue, entrance or area"""
+    """product, queue, entrance, area or line"""
     product: _builtins.str
     """product zones: the product id"""
+    inside: _builtins.str
+    """a line: the side that is in, left or right walking point 1 to 2"""
     @_builtins.property
-    def polygon(self) -> _containers.RepeatedCompositeFieldContainer[Global___Point]: ...
+    def polygon(self) -> _containers.RepeatedCompositeFieldContainer[Global___Point]:
+        """a line: its two points"""
+
     def __init__(
         self,
         *,
@@ -597,10 +610,11 @@ class Zone(_message.Message):
         kind: _builtins.str = ...,
         product: _builtins.str = ...,
         polygon: _abc.Iterable[Global___Point] | None = ...,
+        inside: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "name", b"name", "polygon", b"polygon", "product", b"product"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inside", b"inside", "kind", b"kind", "name", b"name", "polygon", b"polygon", "product", b"product"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -761,3 +775,122 @@ class CameraView(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CameraView: _TypeAlias = CameraView  # noqa: Y015
+
+@_typing.final
+class GetFootfallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    camera_id: _builtins.str
+    zone: _builtins.str
+    """a zone or line of the camera; empty: the whole view"""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """required"""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """default: now"""
+
+    @_builtins.property
+    def bucket(self) -> _duration_pb2.Duration:
+        """whole minutes, up to 31 days; default 1 hour"""
+
+    def __init__(
+        self,
+        *,
+        camera_id: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        bucket: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "camera_id", b"camera_id", "end", b"end", "start", b"start", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFootfallRequest: _TypeAlias = GetFootfallRequest  # noqa: Y015
+
+@_typing.final
+class FootfallBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    EXITS_FIELD_NUMBER: _builtins.int
+    OCCUPANCY_AVG_FIELD_NUMBER: _builtins.int
+    OCCUPANCY_PEAK_FIELD_NUMBER: _builtins.int
+    DWELL_COUNT_FIELD_NUMBER: _builtins.int
+    DWELL_MEDIAN_FIELD_NUMBER: _builtins.int
+    entries: _builtins.int
+    """into the zone, or across the line inwards"""
+    exits: _builtins.int
+    occupancy_avg: _builtins.float
+    """people in the zone (the view), averaged over frames"""
+    occupancy_peak: _builtins.int
+    dwell_count: _builtins.int
+    """people who left the zone, whose dwell is below"""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """buckets are aligned to UTC from 1970-01-01"""
+
+    @_builtins.property
+    def dwell_median(self) -> _duration_pb2.Duration:
+        """per minute, weighted by dwell_count"""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        entries: _builtins.int = ...,
+        exits: _builtins.int = ...,
+        occupancy_avg: _builtins.float = ...,
+        occupancy_peak: _builtins.int = ...,
+        dwell_count: _builtins.int = ...,
+        dwell_median: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dwell_median", b"dwell_median", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dwell_count", b"dwell_count", "dwell_median", b"dwell_median", "entries", b"entries", "exits", b"exits", "occupancy_avg", b"occupancy_avg", "occupancy_peak", b"occupancy_peak", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FootfallBucket: _TypeAlias = FootfallBucket  # noqa: Y015
+
+@_typing.final
+class Footfall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    camera_id: _builtins.str
+    zone: _builtins.str
+    @_builtins.property
+    def bucket(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___FootfallBucket]:
+        """only buckets with frames in them, oldest first"""
+
+    def __init__(
+        self,
+        *,
+        camera_id: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        bucket: _duration_pb2.Duration | None = ...,
+        buckets: _abc.Iterable[Global___FootfallBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "buckets", b"buckets", "camera_id", b"camera_id", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Footfall: _TypeAlias = Footfall  # noqa: Y015

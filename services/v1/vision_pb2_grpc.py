@@ -64,6 +64,11 @@ class VisionStub:
                 request_serializer=percept_dot_v1_dot_vision__pb2.GetCameraViewRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_vision__pb2.CameraView.FromString,
                 _registered_method=True)
+        self.GetFootfall = channel.unary_unary(
+                '/percept.v1.Vision/GetFootfall',
+                request_serializer=percept_dot_v1_dot_vision__pb2.GetFootfallRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_vision__pb2.Footfall.FromString,
+                _registered_method=True)
 
 
 class VisionServicer:
@@ -111,6 +116,14 @@ class VisionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFootfall(self, request, context):
+        """People over time for a camera's view, zone or line: entries, exits, occupancy and
+        dwell, in buckets of whole minutes (kept a minute at a time, for days).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VisionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_VisionServicer_to_server(servicer, server):
                     servicer.GetCameraView,
                     request_deserializer=percept_dot_v1_dot_vision__pb2.GetCameraViewRequest.FromString,
                     response_serializer=percept_dot_v1_dot_vision__pb2.CameraView.SerializeToString,
+            ),
+            'GetFootfall': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFootfall,
+                    request_deserializer=percept_dot_v1_dot_vision__pb2.GetFootfallRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_vision__pb2.Footfall.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class Vision:
             '/percept.v1.Vision/GetCameraView',
             percept_dot_v1_dot_vision__pb2.GetCameraViewRequest.SerializeToString,
             percept_dot_v1_dot_vision__pb2.CameraView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFootfall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Vision/GetFootfall',
+            percept_dot_v1_dot_vision__pb2.GetFootfallRequest.SerializeToString,
+            percept_dot_v1_dot_vision__pb2.Footfall.FromString,
             options,
             channel_credentials,
             insecure,

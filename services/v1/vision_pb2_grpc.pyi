@@ -45,6 +45,10 @@ class VisionStub:
     """The configured cameras and their zones."""
     GetCameraView: _grpc.UnaryUnaryMultiCallable[_vision_pb2.GetCameraViewRequest, _vision_pb2.CameraView]
     """A camera's latest analysed frame (heads blurred, held in memory only) and its result."""
+    GetFootfall: _grpc.UnaryUnaryMultiCallable[_vision_pb2.GetFootfallRequest, _vision_pb2.Footfall]
+    """People over time for a camera's view, zone or line: entries, exits, occupancy and
+    dwell, in buckets of whole minutes (kept a minute at a time, for days).
+    """
 
 @_typing.type_check_only
 class VisionAsyncStub(VisionStub):
@@ -61,6 +65,10 @@ class VisionAsyncStub(VisionStub):
     """The configured cameras and their zones."""
     GetCameraView: _aio.UnaryUnaryMultiCallable[_vision_pb2.GetCameraViewRequest, _vision_pb2.CameraView]  # type: ignore[assignment]
     """A camera's latest analysed frame (heads blurred, held in memory only) and its result."""
+    GetFootfall: _aio.UnaryUnaryMultiCallable[_vision_pb2.GetFootfallRequest, _vision_pb2.Footfall]  # type: ignore[assignment]
+    """People over time for a camera's view, zone or line: entries, exits, occupancy and
+    dwell, in buckets of whole minutes (kept a minute at a time, for days).
+    """
 
 class VisionServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -110,5 +118,15 @@ class VisionServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vision_pb2.CameraView, _abc.Awaitable[_vision_pb2.CameraView]]:
         """A camera's latest analysed frame (heads blurred, held in memory only) and its result."""
+
+    @_abc_1.abstractmethod
+    def GetFootfall(
+        self,
+        request: _vision_pb2.GetFootfallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vision_pb2.Footfall, _abc.Awaitable[_vision_pb2.Footfall]]:
+        """People over time for a camera's view, zone or line: entries, exits, occupancy and
+        dwell, in buckets of whole minutes (kept a minute at a time, for days).
+        """
 
 def add_VisionServicer_to_server(servicer: VisionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

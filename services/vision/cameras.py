@@ -9,6 +9,7 @@ the line and the field, at start-up.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -16,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
@@ -50,13 +58,31 @@ def zone_polygon(points: Sequence[Sequence[float]]) -> Polygon:
     return polygon
 
 
+def line_points(points: Sequence[Sequence[float]]) -> None:
+    """Checks a counting line: two different points inside the frame."""
+    if len(points) != 2:
+        raise ValueError(f"a line is two points, got {len(points)}")
+    for i, point in enumerate(points):
+        if len(point) != 2 or not all(0.0 <= v <= 1.0 for v in point):
+            raise ValueError(f"point #{i + 1} is not [x, y] inside the frame (fractions, 0 to 1)")
+    (x0, y0), (x1, y1) = points
+    if math.hypot(x1 - x0, y1 - y0) < 0.01:
+        raise ValueError("the line's two points are the same (or under 1% of the frame apart)")
+
+
 class Zone(BaseModel):
+    """A polygon people are in or out of, or (kind `line`) a line they cross in or out."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=NAME.pattern)
-    kind: Literal["product", "queue", "entrance", "area"] = "area"
+    kind: Literal["product", "queue", "entrance", "area", "line"] = "area"
     product: str = ""  # product zones: a product id of catalog.yaml
-    polygon: tuple[tuple[float, float], ...]
+    polygon: tuple[tuple[float, float], ...] = ()
+    # Lines: two points, and which side is in: left or right of the line walked from its
+    # first point to its second, as seen on the image.
+    line: tuple[tuple[float, float], ...] = ()
+    inside: Literal["left", "right"] = "right"
     dwell_signal_s: float = Field(20.0, gt=0, description="dwell that tells leads of interest")
     crowd_alert: int | None = Field(None, ge=1, description="people at which it is crowded")
     queue_min_wait_s: float = Field(3.0, ge=0, description="queue zones: who counts as queuing")
@@ -64,12 +90,37 @@ class Zone(BaseModel):
     @field_validator("polygon")
     @classmethod
     def _simple(cls, points: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
-        zone_polygon(points)
+        if points:
+            zone_polygon(points)
         return points
+
+    @field_validator("line")
+    @classmethod
+    def _line(cls, points: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        if points:
+            line_points(points)
+        return points
+
+    @model_validator(mode="after")
+    def _shape_of_its_kind(self) -> Zone:
+        if self.kind == "line":
+            if not self.line:
+                raise ValueError("a line zone needs line: [[x, y], [x, y]]")
+            if self.polygon:
+                raise ValueError("a line zone has a line, not a polygon")
+        elif not self.polygon:
+            raise ValueError(f"a {self.kind} zone needs a polygon (or kind: line and a line)")
+        elif self.line:
+            raise ValueError("only a line zone (kind: line) has a line")
+        return self
 
     @property
     def shape(self) -> Polygon:
         return Polygon(self.polygon)
+
+    @property
+    def points(self) -> tuple[tuple[float, float], ...]:
+        return self.line if self.kind == "line" else self.polygon
 
 
 class Camera(BaseModel):

@@ -25,6 +25,7 @@ from percept.v1 import common_pb2
 from percept.vision.cameras import Camera
 from percept.vision.detection import Detector, Floats, Objects
 from percept.vision.faces import FaceDetector, FaceEmbedder, FacesFound, largest
+from percept.vision.footfall import FootfallMinutes, FootfallStore, MinuteRow
 from percept.vision.gallery import Enrolment, Gallery, Match
 from percept.vision.images import RGB
 from percept.vision.metrics import VisionMetrics
@@ -86,6 +87,7 @@ class VisionEngine:
         gallery: Gallery | None = None,
         publish: Publish | None = None,
         metrics: VisionMetrics | None = None,
+        footfall: FootfallStore | None = None,
         max_batch: int = 8,
         max_wait_s: float = 0.005,
     ) -> None:
@@ -93,6 +95,9 @@ class VisionEngine:
         self.face_detector, self.embedder, self.gallery = face_detector, embedder, gallery
         self.publish = publish
         self.metrics = metrics or VisionMetrics()
+        self.footfall = footfall
+        self.open_streams: set[CameraStream] = set()  # their minute in progress counts too
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="vision-footfall")
         labels = list(detector.labels)
         if options.track_label not in labels:
             raise ValueError(
@@ -236,10 +241,37 @@ class VisionEngine:
         except Exception:
             log.exception("could not queue vision signals")
 
+    def minutes_in_progress(self, camera_id: str, zone: str) -> list[MinuteRow]:
+        """The open streams' current minute of a camera's zone (not stored yet)."""
+        return [
+            row
+            for stream in self.open_streams
+            if stream.camera_id == camera_id
+            for row in stream.minutes.current()
+            if row.zone == zone
+        ]
+
+    def store_footfall(self, rows: Sequence[MinuteRow]) -> None:
+        """Finished minutes to the store, in order, off the event loop; a failure is logged."""
+        if self.footfall is None or not rows:
+            return
+        store = self.footfall
+
+        def write() -> None:
+            try:
+                store.write(rows)
+            except Exception:
+                log.exception("footfall minutes not stored", extra={"rows": len(rows)})
+
+        self._store_thread.submit(write)
+
     async def close(self) -> None:
         self.views.forget()
         await self.batcher.close()
         self._face_thread.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._store_thread.shutdown, wait=True)  # the last minutes
+        if self.footfall is not None:
+            self.footfall.close()
         if self.gallery is not None:
             self.gallery.close()
 
@@ -255,6 +287,8 @@ class CameraStream:
         self.engine, self.camera_id, self.camera = engine, camera_id, camera
         self.scene = Scene(camera, engine.track_class, engine.options.tuning)
         self.last_t: float | None = None
+        self.minutes = FootfallMinutes(camera_id)
+        engine.open_streams.add(self)
         engine.metrics.streams.inc()
         engine.callers += 1
         engine.views.opened(camera_id)
@@ -265,6 +299,7 @@ class CameraStream:
         update = self.scene.update(objects, image.shape[1], image.shape[0], t)
         faces = await self._faces(image, update.people, t)
         self.last_t = t
+        engine.store_footfall(self.minutes.observe(update, t))
         self._report(update, faces, t)
         metrics = engine.metrics
         metrics.frames.labels(self.camera_id).inc()
@@ -357,6 +392,8 @@ class CameraStream:
         """The stream ended: people still in zones leave them (their dwell is reported)."""
         at = _signal_time(self.last_t if self.last_t is not None else time.time())
         self.engine.send(self._dwell_signals(self.scene.close(), at))
+        self.engine.store_footfall(self.minutes.flush())
+        self.engine.open_streams.discard(self)
         self.engine.metrics.streams.dec()
         self.engine.callers -= 1
         self.engine.views.closed(self.camera_id)

@@ -67,12 +67,18 @@ def frame_result(
                 type=ENTER if c.entered else EXIT,
                 zone=c.zone.name,
                 track_id=c.track.track_id,
-                dwell=None if c.entered else duration(c.dwell_s),
+                dwell=None if c.entered or c.zone.kind == "line" else duration(c.dwell_s),
             )
             for c in update.changes
         ],
         zones=[
-            vision_pb2.ZoneOccupancy(zone=o.zone, people=o.people, queue_length=o.queue_length)
+            vision_pb2.ZoneOccupancy(
+                zone=o.zone,
+                people=o.people,
+                queue_length=o.queue_length,
+                entries=o.entries,
+                exits=o.exits,
+            )
             for o in update.occupancy
         ],
         people_count=len(update.people),

@@ -5,6 +5,11 @@ capture time so dropped frames do not confuse it. A person is in a zone when
 the bottom centre of their box (their feet) is. Leaving needs `exit_grace_s`
 outside, so a box jittering on a zone's edge does not flap; a track lost for
 less than `lost_s` (an occlusion) keeps its id and its zones.
+
+A line zone counts crossings: a track's side of the line changes only once its
+feet are more than `line_margin` (of the frame's diagonal) past it, so feet
+jittering on the line count once; a side change beyond the line's ends (walking
+round it) counts nothing. A track first seen on one side has not crossed yet.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Tuning:
     min_iou: float = 0.1
     lost_s: float = 2.0  # an occlusion shorter than this keeps the id
     exit_grace_s: float = 1.0  # outside this long before an exit counts
+    line_margin: float = 0.02  # of the frame's diagonal: how far past a line is across
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Track:
     box: Floats
     entered: dict[str, float] = field(default_factory=dict)  # zone -> time of entry
     last_inside: dict[str, float] = field(default_factory=dict)
+    sides: dict[str, int] = field(default_factory=dict)  # line -> +1 in, -1 out
     face_identity_id: str = ""  # set when the face matched an enrolled, consenting visitor
     next_face_check: float = 0.0
     face_checks: int = 0  # how often the face was looked at without a match
@@ -61,8 +68,10 @@ class ZoneChange:
 @dataclass(frozen=True)
 class Occupancy:
     zone: str
-    people: int
+    people: int  # a line: entries less exits (never below 0)
     queue_length: int
+    entries: int = 0  # since the stream started
+    exits: int = 0
 
 
 @dataclass
@@ -90,9 +99,12 @@ class Scene:
             high_conf_det_threshold=tuning.high_confidence,
         )
         self.tracks: dict[int, Track] = {}
-        self.shapes = [zone.shape for zone in camera.zones]
-        for shape in self.shapes:
+        self.areas = [(zone, zone.shape) for zone in camera.zones if zone.kind != "line"]
+        for _, shape in self.areas:
             shapely.prepare(shape)
+        self.lines = [zone for zone in camera.zones if zone.kind == "line"]
+        self.entries = {zone.name: 0 for zone in camera.zones}
+        self.exits = {zone.name: 0 for zone in camera.zones}
         self.density = np.zeros(camera.density_grid, np.float32)
         self.last_t: float | None = None
         self.crowd_since: dict[str, float] = {}  # zone -> when its count reached the alert
@@ -129,7 +141,10 @@ class Scene:
             object_tracks[int(index)] = tid
             seen.append(track)
         changes = self._zones(seen, width, height, t)
+        changes += self._crossings(seen, width, height)
         changes += self._expire(t)
+        for change in changes:
+            (self.entries if change.entered else self.exits)[change.zone.name] += 1
         occupancy = self._occupancy(seen, t)
         self._decay_density(seen, width, height, t)
         return SceneUpdate(
@@ -153,12 +168,12 @@ class Scene:
     # -- zones ------------------------------------------------------------------
 
     def _zones(self, seen: list[Track], width: int, height: int, t: float) -> list[ZoneChange]:
-        if not seen or not self.camera.zones:
+        if not seen or not self.areas:
             return []
         feet_x = np.array([(tr.box[0] + tr.box[2]) / 2 / width for tr in seen])
         feet_y = np.array([tr.box[3] / height for tr in seen])
         changes = []
-        for zone, shape in zip(self.camera.zones, self.shapes, strict=True):
+        for zone, shape in self.areas:
             inside = shapely.contains_xy(shape, feet_x, feet_y)
             for track, is_in in zip(seen, inside, strict=True):
                 name = zone.name
@@ -172,6 +187,27 @@ class Scene:
                     and t - track.last_inside[name] >= self.tuning.exit_grace_s
                 ):
                     changes.append(self._leave(track, zone))
+        return changes
+
+    def _crossings(self, seen: list[Track], width: int, height: int) -> list[ZoneChange]:
+        changes = []
+        margin = self.tuning.line_margin * math.hypot(width, height)
+        for zone in self.lines:
+            (x0, y0), (x1, y1) = ((x * width, y * height) for x, y in zone.line)
+            dx, dy = x1 - x0, y1 - y0
+            length = math.hypot(dx, dy)
+            inward = 1 if zone.inside == "right" else -1
+            for track in seen:
+                fx, fy = (track.box[0] + track.box[2]) / 2 - x0, track.box[3] - y0
+                across = (dx * fy - dy * fx) / length  # > 0: right of the line, as drawn
+                if abs(across) <= margin:
+                    continue  # on the line: the side it was on still holds
+                side = inward if across > 0 else -inward
+                before = track.sides.get(zone.name)
+                track.sides[zone.name] = side
+                along = (dx * fx + dy * fy) / (length * length)
+                if before is not None and before != side and -0.05 <= along <= 1.05:
+                    changes.append(ZoneChange(side > 0, zone, track))
         return changes
 
     def _leave(self, track: Track, zone: Zone) -> ZoneChange:
@@ -195,13 +231,18 @@ class Scene:
     def _occupancy(self, seen: list[Track], t: float) -> list[Occupancy]:
         result = []
         for zone in self.camera.zones:
+            name = zone.name
+            entries, exits = self.entries[name], self.exits[name]
+            if zone.kind == "line":
+                result.append(Occupancy(name, max(0, entries - exits), 0, entries, exits))
+                continue
             inside = [tr for tr in seen if zone.name in tr.entered]
             queuing = (
                 sum(1 for tr in inside if t - tr.entered[zone.name] >= zone.queue_min_wait_s)
                 if zone.kind == "queue"
                 else 0
             )
-            result.append(Occupancy(zone.name, len(inside), queuing))
+            result.append(Occupancy(name, len(inside), queuing, entries, exits))
         return result
 
     # -- density and crowding -----------------------------------------------------

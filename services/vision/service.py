@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -23,6 +24,7 @@ from percept.vision.cameras import Camera, load_cameras
 from percept.vision.engine import Options, VisionEngine
 from percept.vision.faces import DlibEmbedder, FaceEmbedder, FacenetEmbedder, Mtcnn
 from percept.vision.feeds import CameraFeeds
+from percept.vision.footfall import FootfallStore
 from percept.vision.gallery import Gallery, load_key
 from percept.vision.metrics import VisionMetrics
 from percept.vision.models import load_detector
@@ -101,6 +103,9 @@ class VisionService:
         purged = gallery.purge_expired()
         if purged:
             log.info("expired face enrolments erased", extra={"erased": purged})
+        footfall_url = settings.vision_footfall_store or (
+            f"sqlite:///{settings.data_dir / 'vision-footfall.db'}"
+        )
         options = Options(
             min_confidence=settings.vision_min_confidence,
             faces=faces,
@@ -116,6 +121,7 @@ class VisionService:
             embedder=embedder,
             gallery=gallery,
             metrics=self.metrics,
+            footfall=FootfallStore(footfall_url),
             max_batch=settings.vision_max_batch,
             max_wait_s=settings.vision_batch_wait_ms / 1000,
         )
@@ -133,6 +139,12 @@ class VisionService:
     async def _purge_forever(self, engine: VisionEngine) -> None:
         while True:
             await asyncio.sleep(PURGE_EVERY_S)
+            if engine.footfall is not None:
+                keep = self.settings.vision_footfall_retention_days * 24 * 60
+                before = int(time.time() // 60 - keep)
+                purged = await asyncio.to_thread(engine.footfall.purge, before)
+                if purged:
+                    log.info("expired footfall minutes erased", extra={"erased": purged})
             if engine.gallery is not None:
                 purged = await engine.on_face_thread(engine.gallery.purge_expired)
                 if purged:

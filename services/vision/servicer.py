@@ -19,6 +19,12 @@ from percept.runtime.streams import DRAIN_S, MalformedMessageError, drain
 from percept.v1 import vision_pb2, vision_pb2_grpc
 from percept.vision.engine import CameraStream, EnrolmentError, VisionEngine
 from percept.vision.feeds import CameraFeeds
+from percept.vision.footfall import VIEW, with_rows
+from percept.vision.footfall_query import (
+    FootfallQueryError,
+    footfall_message,
+    footfall_query,
+)
 from percept.vision.images import RGB, ImageError, ImageTooLargeError, decode_image
 from percept.vision.latest import LatestSlot
 from percept.vision.results import detection_messages, duration, face_message, frame_result
@@ -254,6 +260,31 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
         view = await asyncio.to_thread(engine.views.view, camera_id)
         self._with_source(view.camera)
         return view
+
+    async def GetFootfall(
+        self, request: vision_pb2.GetFootfallRequest, context: Context
+    ) -> vision_pb2.Footfall:
+        engine = await self._engine(context)
+        try:
+            query = footfall_query(request, engine.cameras, time.time())
+        except FootfallQueryError as exc:
+            await context.abort(exc.code, str(exc))
+        if engine.footfall is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "footfall is not kept here")
+        store, zone = engine.footfall, query.zone or VIEW
+        stored = await asyncio.to_thread(
+            store.buckets,
+            query.camera_id,
+            zone,
+            query.start_minute,
+            query.end_minute,
+            query.bucket_minutes,
+        )
+        live = engine.minutes_in_progress(query.camera_id, zone)
+        buckets = with_rows(
+            stored, live, query.start_minute, query.end_minute, query.bucket_minutes
+        )
+        return footfall_message(query, buckets)
 
     def _with_source(self, camera: vision_pb2.Camera) -> None:
         """A pulled camera's reader status (it streams while its source does)."""

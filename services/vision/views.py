@@ -39,7 +39,8 @@ def camera_message(camera_id: str, camera: Camera, streaming: bool) -> vision_pb
                 name=zone.name,
                 kind=zone.kind,
                 product=zone.product,
-                polygon=[vision_pb2.Point(x=x, y=y) for x, y in zone.polygon],
+                polygon=[vision_pb2.Point(x=x, y=y) for x, y in zone.points],
+                inside=zone.inside if zone.kind == "line" else "",
             )
             for zone in camera.zones
         ],

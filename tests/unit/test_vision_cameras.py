@@ -131,3 +131,28 @@ def test_credentials_are_redacted_and_put_in_from_a_secret() -> None:
     assert with_credentials("rtsp://10.0.0.7/s", "user:pw") == "rtsp://user:pw@10.0.0.7/s"
     assert with_credentials(url, "user:pw") == url  # the URL's own win
     assert with_credentials("rtsp://10.0.0.7/s", "") == "rtsp://10.0.0.7/s"
+
+
+LINE = """\
+cameras:
+  door:
+    zones:
+      - name: doorway
+        kind: line
+        {shape}
+"""
+
+
+def test_line_zones_are_two_different_points() -> None:
+    camera = parse_cameras(LINE.format(shape="line: [[0.2, 0.6], [0.8, 0.6]]"), "c.yaml")["door"]
+    assert camera.zones[0].points == ((0.2, 0.6), (0.8, 0.6)) and camera.zones[0].inside == "right"
+    for shape, words in [
+        ("line: [[0.4, 0.6], [0.4, 0.6]]", "line 6: cameras.door.zones.0.line: the line's two"),
+        ("line: [[0.4, 0.6]]", "a line is two points, got 1"),
+        ("line: [[0.4, 0.6], [1.4, 0.6]]", "point #2 is not [x, y] inside the frame"),
+        ("polygon: [[0, 0], [1, 0], [1, 1]]", "a line zone needs line: [[x, y], [x, y]]"),
+        ("line: [[0.2, 0.6], [0.8, 0.6]]\n        inside: up", "cameras.door.zones.0.inside"),
+    ]:
+        with pytest.raises(CameraConfigError) as caught:
+            parse_cameras(LINE.format(shape=shape), "c.yaml")
+        assert words in str(caught.value), caught.value

@@ -154,3 +154,30 @@ def test_closing_the_stream_ends_every_visit() -> None:
         ("left", 1.9),
         ("right", 1.9),
     ]
+
+
+DOOR = Zone(name="door", kind="line", line=((0.5, 0.1), (0.5, 0.95)), inside="right")
+
+
+def test_a_line_counts_each_crossing_once_even_with_feet_jittering_on_it() -> None:
+    """A vertical line at x=500 (drawn top to bottom, so its right is the image's left)."""
+    scene = Scene(camera(zones=(DOOR,)), person_class=0)
+    jitter = [500 + d for d in (-6, 7, -5, 8, -7, 6, -4, 9)]  # on the line: within the margin
+    path = [200 + 10 * i for i in range(30)] + jitter + [520 + 10 * i for i in range(30)]
+    path += list(reversed(path))  # and back again
+    updates = run(scene, (people(x) for x in path))
+    assert {t.track_id for u in updates for t in u.people} == {1}
+    # from the image's left (inside: right of a line drawn downwards) to its right: an exit
+    assert events(updates) == [("exit", "door", 1), ("enter", "door", 1)]
+    last = next(o for o in updates[-1].occupancy if o.zone == "door")
+    assert (last.entries, last.exits, last.people) == (1, 1, 0)
+
+
+def test_a_track_first_seen_beyond_the_line_or_going_round_it_has_not_crossed() -> None:
+    short = Zone(name="door", kind="line", line=((0.5, 0.1), (0.5, 0.5)))  # ends above the feet
+    scene = Scene(camera(zones=(short,)), person_class=0)
+    updates = run(scene, (people(200 + 10 * i) for i in range(60)))  # feet at y=0.9: below it
+    assert events(updates) == []
+    scene = Scene(camera(zones=(DOOR,)), person_class=0)
+    updates = run(scene, (people(700 + 5 * i) for i in range(20)))  # appears on one side
+    assert events(updates) == []
