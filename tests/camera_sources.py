@@ -50,12 +50,12 @@ def vtest_background() -> npt.NDArray[np.uint8]:
     if not VTEST.is_file():
         missing(str(VTEST))
     with av.open(str(VTEST)) as container:
+        decoded = enumerate(container.decode(video=0))
         frames = [
-            f.to_ndarray(format="rgb24")
-            for i, f in enumerate(container.decode(video=0))
-            if i % 8 == 0
+            np.asarray(f.to_ndarray(format="rgb24"), np.float32) for i, f in decoded if i % 8 == 0
         ]
-    return np.median(np.stack(frames), axis=0).astype(np.uint8)
+    stacked: npt.NDArray[np.float32] = np.stack(frames)
+    return np.median(stacked, axis=0).astype(np.uint8)
 
 
 class RtspServer:

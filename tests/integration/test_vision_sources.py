@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import pytest_asyncio
 from camera_sources import VTEST, RtspServer, vtest_frames
@@ -278,10 +279,10 @@ async def test_line_crossings_on_real_footage_match_a_hand_count_and_fill_footfa
             )
         )
         assert sum(b.entries for b in footfall.buckets) >= entries
-        view = await stub.GetFootfall(
+        whole = await stub.GetFootfall(
             S.GetFootfallRequest(camera_id="campus", start=start, bucket=Duration(seconds=60))
         )
-        assert view.buckets and max(b.occupancy_peak for b in view.buckets) >= 3
+        assert whole.buckets and max(b.occupancy_peak for b in whole.buckets) >= 3
     finally:
         server.kill()
 
@@ -292,6 +293,7 @@ def test_every_frame_of_the_stretch_gives_the_hand_count(tmp_path: Path) -> None
     import av
 
     from percept.vision.cameras import Camera, Zone
+    from percept.vision.images import RGB
     from percept.vision.models import load_detector
     from percept.vision.scene import Scene
 
@@ -305,7 +307,8 @@ def test_every_frame_of_the_stretch_gives_the_hand_count(tmp_path: Path) -> None
         for i, frame in enumerate(container.decode(video=0)):
             if i == 310:
                 break
-            objects = detector.detect([frame.to_ndarray(format="rgb24")], 0.35)[0]
+            image: RGB = np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)
+            objects = detector.detect([image], 0.35)[0]
             update = scene.update(objects, frame.width, frame.height, i / 10)
     counted = update.occupancy[0]
     assert HAND_IN <= counted.entries <= HAND_IN + AMBIGUOUS_IN
