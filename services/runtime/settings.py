@@ -254,6 +254,9 @@ class Settings(BaseSettings):
         description="zones per camera (YAML); default: cameras.yaml in understanding_dir, "
         "else the packaged demo cameras",
     )
+    vision_cameras_reload_s: float = Field(
+        2.0, ge=0, description="how often the cameras file is checked for edits (0: never)"
+    )
     vision_faces: Literal["off", "detect", "recognize"] = Field(
         "recognize",
         description="off: no faces; detect: face boxes only; recognize: also match enrolled, "

@@ -705,16 +705,22 @@ class ListCamerasResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMERAS_FIELD_NUMBER: _builtins.int
+    CAMERAS_FILE_ERROR_FIELD_NUMBER: _builtins.int
+    cameras_file_error: _builtins.str
+    """Why the latest edit of the cameras file was refused (file, line, field); the
+    cameras as they were run on. Empty when the file in force is the latest.
+    """
     @_builtins.property
     def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___Camera]: ...
     def __init__(
         self,
         *,
         cameras: _abc.Iterable[Global___Camera] | None = ...,
+        cameras_file_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "cameras_file_error", b"cameras_file_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -229,7 +229,13 @@ class VisionEngine:
     # -- streams --------------------------------------------------------------------------
 
     def stream(self, camera_id: str) -> CameraStream:
+        """A stream on the camera's configuration now (KeyError: it was just removed)."""
         return CameraStream(self, camera_id, self.cameras[camera_id])
+
+    def set_cameras(self, cameras: Mapping[str, Camera]) -> None:
+        """The edited cameras file; open streams keep the configuration they started on."""
+        self.cameras = dict(cameras)
+        self.views.cameras = self.cameras
 
     def send(self, signals: Sequence[common_pb2.Signal]) -> None:
         """Signals to the outbox; a failure is logged, never felt by the camera."""

@@ -156,6 +156,17 @@ class CameraFeeds:
                     extra={"camera_id": camera_id, "source": feed.source.status.url},
                 )
 
+    async def apply(self, cameras: Mapping[str, Camera]) -> None:
+        """An edited cameras file: feeds of removed or changed cameras stop, new ones start
+        (a changed camera starts afresh: new zones, a new scene); the rest run on."""
+        stale = [
+            camera_id
+            for camera_id, feed in self.feeds.items()
+            if cameras.get(camera_id) != feed.camera
+        ]
+        await asyncio.gather(*(self.feeds.pop(camera_id).stop() for camera_id in stale))
+        self.start({k: v for k, v in cameras.items() if k not in self.feeds})
+
     def status(self, camera_id: str) -> vision_pb2.CameraSource | None:
         feed = self.feeds.get(camera_id)
         return feed.status() if feed is not None else None

@@ -22,6 +22,12 @@ class VisionMetrics:
             **kw,
         )
         self.streams = Gauge("percept_vision_streams", "Camera streams open now.", **kw)
+        self.reloads = Counter(
+            "percept_vision_cameras_reloads_total",
+            "Edits of the cameras file, by outcome (applied, refused as malformed).",
+            ["outcome"],
+            **kw,
+        )
         self.source_up = Gauge(
             "percept_vision_camera_up",
             "1 while a camera vision pulls itself is streaming, 0 while it is down.",

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,7 @@ from percept.vision.footfall import FootfallStore
 from percept.vision.gallery import Gallery, load_key
 from percept.vision.metrics import VisionMetrics
 from percept.vision.models import load_detector
+from percept.vision.reload import CamerasReloader
 from percept.vision.servicer import VisionServicer
 
 SERVICE = vision_pb2.DESCRIPTOR.services_by_name["Vision"].full_name
@@ -35,13 +37,18 @@ PURGE_EVERY_S = 3600.0
 log = logging.getLogger("percept.vision")
 
 
-def cameras_of(settings: Settings) -> dict[str, Camera]:
+def cameras_path(settings: Settings) -> Path | None:
+    """The cameras file in use; None: the packaged demo cameras."""
     path = settings.vision_cameras_file
     if path is None and settings.understanding_dir is not None:
         candidate = settings.understanding_dir / CAMERAS_FILE
         path = candidate if candidate.is_file() else None
+    return path
+
+
+def cameras_of(settings: Settings) -> dict[str, Camera]:
     data.use_directory(settings.understanding_dir)
-    return dict(load_cameras(path, sorted(catalog())))
+    return dict(load_cameras(cameras_path(settings), sorted(catalog())))
 
 
 def open_gallery(settings: Settings, embedder: str, threshold: float) -> Gallery:
@@ -79,6 +86,8 @@ class VisionService:
         )
         self._purge: asyncio.Task[None] | None = None
         self.feeds: CameraFeeds | None = None
+        self.reloader: CamerasReloader | None = None
+        self._reload: asyncio.Task[None] | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         vision_pb2_grpc.add_VisionServicer_to_server(self.servicer, server)
@@ -134,7 +143,21 @@ class VisionService:
         self.feeds = CameraFeeds(engine)
         self.feeds.start(engine.cameras)
         self.servicer.feeds = self.feeds
+        path = cameras_path(self.settings)
+        if path is not None and self.settings.vision_cameras_reload_s > 0:
+            self.reloader = CamerasReloader(
+                path, self._apply_cameras, self.settings.vision_cameras_reload_s, self.metrics
+            )
+            self.servicer.reloader = self.reloader
+            self._reload = asyncio.create_task(self.reloader.run(), name="vision-cameras-reload")
         self._purge = asyncio.create_task(self._purge_forever(engine), name="vision-retention")
+
+    async def _apply_cameras(self, cameras: Mapping[str, Camera]) -> None:
+        engine = self.servicer.engine
+        if engine is None or self.feeds is None:
+            return
+        engine.set_cameras(cameras)
+        await self.feeds.apply(cameras)
 
     async def _purge_forever(self, engine: VisionEngine) -> None:
         while True:
@@ -151,6 +174,10 @@ class VisionService:
                     log.info("expired face enrolments erased", extra={"erased": purged})
 
     async def close(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload
         if self._purge is not None:
             self._purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -27,6 +27,7 @@ from percept.vision.footfall_query import (
 )
 from percept.vision.images import RGB, ImageError, ImageTooLargeError, decode_image
 from percept.vision.latest import LatestSlot
+from percept.vision.reload import CamerasReloader
 from percept.vision.results import detection_messages, duration, face_message, frame_result
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -43,6 +44,7 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
     def __init__(self, max_pixels: int = 36_000_000, max_fps: float = 60.0) -> None:
         self.engine: VisionEngine | None = None  # set when the models have loaded
         self.feeds: CameraFeeds | None = None  # the cameras read from a source
+        self.reloader: CamerasReloader | None = None  # watches the cameras file
         self.max_pixels = max_pixels
         self.max_fps = max_fps
 
@@ -116,7 +118,13 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                 if frame is None:
                     break
                 if stream is None:
-                    stream = engine.stream(frame.camera_id.strip())
+                    try:
+                        stream = engine.stream(frame.camera_id.strip())
+                    except KeyError:  # removed from the cameras file meanwhile
+                        raise StreamError(
+                            grpc.StatusCode.NOT_FOUND,
+                            _unknown_camera(frame.camera_id.strip(), engine),
+                        ) from None
                 t = _frame_time(frame)
                 if stream.last_t is not None and t <= stream.last_t:
                     skipped += 1  # older than what was analysed: stale
@@ -246,7 +254,8 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
         cameras = engine.views.list()
         for camera in cameras:
             self._with_source(camera)
-        return vision_pb2.ListCamerasResponse(cameras=cameras)
+        refused = self.reloader.error if self.reloader is not None else ""
+        return vision_pb2.ListCamerasResponse(cameras=cameras, cameras_file_error=refused)
 
     async def GetCameraView(
         self, request: vision_pb2.GetCameraViewRequest, context: Context

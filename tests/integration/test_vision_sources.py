@@ -46,7 +46,12 @@ async def vision_with(
     async def start(cameras: str) -> vision_pb2_grpc.VisionAsyncStub:
         path = tmp_path / "cameras.yaml"
         path.write_text(cameras)
-        settings = vision_settings(tmp_path / "data", vision_cameras_file=path, vision_faces="off")
+        settings = vision_settings(
+            tmp_path / "data",
+            vision_cameras_file=path,
+            vision_faces="off",
+            vision_cameras_reload_s=0.3,
+        )
         _, host = await start_vision(settings)
         hosts.append(host)
         channel = grpc.aio.insecure_channel(host.address)
@@ -313,3 +318,55 @@ def test_every_frame_of_the_stretch_gives_the_hand_count(tmp_path: Path) -> None
     counted = update.occupancy[0]
     assert HAND_IN <= counted.entries <= HAND_IN + AMBIGUOUS_IN
     assert counted.exits == HAND_OUT
+
+
+async def test_edits_of_the_cameras_file_apply_without_a_restart_and_bad_ones_are_refused(
+    frames: Path, tmp_path: Path, vision_with: Start
+) -> None:
+    if not VTEST.is_file():
+        vtest_frames(Path("/nonexistent"))
+    with RtspServer(frames) as server:
+        first = f"cameras:\n  campus:\n    source: {server.url}\n  till:\n    frame_rate: 5\n"
+        stub = await vision_with(first)
+        await until(stub, "campus", streaming, 60, "campus streaming")
+        path = tmp_path / "cameras.yaml"
+
+        async def listed() -> S.ListCamerasResponse:
+            return await stub.ListCameras(S.ListCamerasRequest())
+
+        async def listed_when(check: Callable[[S.ListCamerasResponse], bool]) -> None:
+            async with asyncio.timeout(30):
+                while True:
+                    if check(await listed()):
+                        return
+                    await asyncio.sleep(0.2)
+
+        # a camera added (a looped file), one removed, one changed (a new line zone)
+        line = "    zones:\n      - {name: door, kind: line, line: [[0.72, 0.4], [0.72, 0.85]]}\n"
+        path.write_text(
+            f"cameras:\n  campus:\n    source: {server.url}\n{line}"
+            f"  demo:\n    loop: true\n    source: {VTEST}\n"
+        )
+        await listed_when(lambda r: {c.camera_id for c in r.cameras} == {"campus", "demo"})
+        await until(stub, "demo", lambda s: s.frames_analysed >= 3, 60, "demo analysed")
+        campus = next(c for c in (await listed()).cameras if c.camera_id == "campus")
+        assert [z.name for z in campus.zones] == ["door"]
+        await until(stub, "campus", lambda s: s.frames_analysed >= 3, 60, "campus again")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:  # the removed camera is gone
+            await stub.GetCameraView(S.GetCameraViewRequest(camera_id="till"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+        # a malformed edit: refused with its line, and the cameras run on as they were
+        path.write_text(
+            f"cameras:\n  campus:\n    source: {server.url}\n"
+            "    zones:\n      - name: door\n        kind: line\n"
+            "        line: [[0.5, 0.5], [0.5, 0.5]]\n"
+        )
+        await listed_when(lambda r: bool(r.cameras_file_error))
+        refused = await listed()
+        assert "line 7: cameras.campus.zones.0.line: the line's two points are the same" in (
+            refused.cameras_file_error
+        )
+        assert {c.camera_id for c in refused.cameras} == {"campus", "demo"}
+        before = (await source_of(stub, "campus")).frames_analysed
+        await until(stub, "campus", lambda s: s.frames_analysed > before + 3, 30, "runs on")
