@@ -8,6 +8,7 @@ import typer
 
 from percept import __version__
 from percept.cli import intents, leads, models
+from percept.cli.cameras import cameras_command, footfall_command
 from percept.cli.health import health_command
 from percept.cli.nlp import chat_command, translate_command
 from percept.cli.serve import demo_command, serve_command
@@ -28,6 +29,8 @@ app.command("translate")(translate_command)
 app.command("chat")(chat_command)
 app.command("detect")(detect_command)
 app.command("watch")(watch_command)
+app.command("cameras")(cameras_command)
+app.command("footfall")(footfall_command)
 app.add_typer(models.app, name="models")
 app.add_typer(leads.app, name="leads")
 app.add_typer(intents.app, name="intents")

@@ -5,10 +5,11 @@ and every fault a camera can have said precisely, without its credentials."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -32,37 +33,53 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return vtest_frames(tmp_path_factory.mktemp("vtest"), count=300)  # 30 s, looped
 
 
-Start = Callable[[str], Awaitable["vision_pb2_grpc.VisionAsyncStub"]]
+class Start:
+    """Starts vision on a cameras file (YAML text); `address` is the latest one's."""
 
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.address = folder, ""
+        self.hosts: list[ServiceHost] = []
+        self.channels: list[grpc.aio.Channel] = []
 
-@pytest_asyncio.fixture
-async def vision_with(
-    tmp_path: Path,
-) -> AsyncIterator[Start]:
-    """Starts vision on a cameras file (YAML text); stops it after the test."""
-    hosts: list[ServiceHost] = []
-    channels: list[grpc.aio.Channel] = []
-
-    async def start(cameras: str) -> vision_pb2_grpc.VisionAsyncStub:
-        path = tmp_path / "cameras.yaml"
+    async def __call__(self, cameras: str) -> vision_pb2_grpc.VisionAsyncStub:
+        path = self.folder / "cameras.yaml"
         path.write_text(cameras)
         settings = vision_settings(
-            tmp_path / "data",
+            self.folder / "data",
             vision_cameras_file=path,
             vision_faces="off",
             vision_cameras_reload_s=0.3,
         )
         _, host = await start_vision(settings)
-        hosts.append(host)
+        self.hosts.append(host)
+        self.address = host.address
         channel = grpc.aio.insecure_channel(host.address)
-        channels.append(channel)
+        self.channels.append(channel)
         return vision_pb2_grpc.VisionStub(channel)
 
+    async def stop(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        for host in self.hosts:
+            await host.stop(grace=1)
+
+
+@pytest_asyncio.fixture
+async def vision_with(tmp_path: Path) -> AsyncIterator[Start]:
+    start = Start(tmp_path)
     yield start
-    for channel in channels:
-        await channel.close()
-    for host in hosts:
-        await host.stop(grace=1)
+    await start.stop()
+
+
+def cli(*args: str) -> str:
+    """`percept ARGS` (run in a thread: the server shares this test's event loop)."""
+    from typer.testing import CliRunner
+
+    from percept.cli import app
+
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 async def source_of(stub: vision_pb2_grpc.VisionAsyncStub, camera_id: str) -> S.CameraSource:
@@ -151,6 +168,14 @@ async def test_credentials_come_from_a_secret_file_and_never_show(
         for secret_text in ("Sup3r-s3cret", "Wr0ng-pass"):
             assert secret_text not in listed
         assert failed.url == server.url.replace("rtsp://", "rtsp://***@")
+        printed = await asyncio.to_thread(cli, "cameras", "--server", vision_with.address)
+        assert "door" in printed and "streaming" in printed and "failed" in printed
+        assert "401 Unauthorized" in printed and "s3cret" not in printed
+        listed_json = await asyncio.to_thread(
+            cli, "cameras", "--server", vision_with.address, "--json"
+        )
+        states = {c["camera_id"]: c["source"]["state"] for c in json.loads(listed_json)["cameras"]}
+        assert states == {"door": "SOURCE_STATE_STREAMING", "back": "SOURCE_STATE_FAILED"}
 
 
 class SilentServer:
@@ -288,6 +313,10 @@ async def test_line_crossings_on_real_footage_match_a_hand_count_and_fill_footfa
             S.GetFootfallRequest(camera_id="campus", start=start, bucket=Duration(seconds=60))
         )
         assert whole.buckets and max(b.occupancy_peak for b in whole.buckets) >= 3
+        printed = await asyncio.to_thread(
+            cli, "footfall", "campus", "--zone", "door", "--server", vision_with.address
+        )
+        assert "campus / door" in printed and "median dwell" in printed
     finally:
         server.kill()
 
