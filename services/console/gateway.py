@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +25,8 @@ from typing import Any
 
 import grpc
 import uvicorn
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -36,6 +40,7 @@ from percept.console.messages import (
     camera_json,
     change_json,
     explanation_json,
+    footfall_json,
     lead_json,
     reply_json,
     view_json,
@@ -298,6 +303,54 @@ class Api:
         )
         return JSONResponse(view_json(view), headers={"Cache-Control": "no-store"})
 
+    async def camera_footfall(self, request: Request) -> Response:
+        """The last `hours` (24) of a camera: its whole view hour by hour, and the total of
+        each zone and line (entries, exits, median dwell), for the camera page's chart."""
+        camera_id = request.path_params["camera_id"]
+        raw = request.query_params.get("hours", "24")
+        try:
+            hours = float(raw)
+        except ValueError:
+            hours = -1.0
+        if not 1 <= hours <= 24 * 31:
+            raise ApiError(400, f"hours: {raw!r} is not a number from 1 to {24 * 31}")
+        view = await _call(
+            self.backends.vision.GetCameraView,
+            vision_pb2.GetCameraViewRequest(camera_id=camera_id),
+            self.backends,
+        )
+        start = Timestamp()
+        start.FromSeconds(int(time.time() - hours * 3600))
+
+        def ask(zone: str, bucket_s: int) -> Awaitable[vision_pb2.Footfall]:
+            request = vision_pb2.GetFootfallRequest(
+                camera_id=camera_id, zone=zone, start=start, bucket=Duration(seconds=bucket_s)
+            )
+            return _call(self.backends.vision.GetFootfall, request, self.backends)
+
+        whole_span = math.ceil(hours * 60) * 60 + 3600  # one bucket over it, however aligned
+        zones = [z.name for z in view.camera.zones]
+        answers = await asyncio.gather(
+            ask("", 3600), *(ask(zone, min(whole_span, 31 * 86400)) for zone in zones)
+        )
+        totals = {}
+        for zone, answer in zip(zones, answers[1:], strict=True):
+            buckets = footfall_json(answer)
+            left = sum(b["dwell_count"] for b in buckets)
+            totals[zone] = {
+                "entries": sum(b["entries"] for b in buckets),
+                "exits": sum(b["exits"] for b in buckets),
+                "dwell_count": left,
+                "dwell_median_s": round(
+                    sum(b["dwell_median_s"] * b["dwell_count"] for b in buckets) / max(1, left), 1
+                ),
+            }
+        hourly = footfall_json(answers[0])
+        return JSONResponse(
+            {"camera_id": camera_id, "hours": hours, "hourly": hourly, "zones": totals},
+            headers={"Cache-Control": "no-store"},
+        )
+
     # -- chat (public) ----------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
@@ -472,6 +525,7 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
         Route("/api/calls/events", api.call_events),
         Route("/api/cameras", _handle(api.list_cameras)),
         Route("/api/cameras/{camera_id}", _handle(api.camera_view)),
+        Route("/api/cameras/{camera_id}/footfall", _handle(api.camera_footfall)),
         Route("/api/chat", _handle(api.chat), methods=["POST", "OPTIONS"]),
         Route("/api/login", _handle(api.login), methods=["POST"]),
     ]

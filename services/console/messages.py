@@ -89,20 +89,51 @@ def reply_json(reply: nlp_pb2.ChatReply) -> dict[str, Any]:
     }
 
 
+def source_json(source: vision_pb2.CameraSource) -> dict[str, Any]:
+    """A pulled camera's reader (its URL has no credentials: vision removed them)."""
+    return {
+        "url": source.url,
+        "state": vision_pb2.SourceState.Name(source.state).removeprefix("SOURCE_STATE_").lower(),
+        "frames_received": source.frames_received,
+        "frames_analysed": source.frames_analysed,
+        "frames_dropped": source.frames_dropped,
+        "last_frame_at": _time(source.last_frame_at),
+        "last_error": source.last_error,
+        "reconnects": source.reconnects,
+    }
+
+
 def camera_json(camera: vision_pb2.Camera) -> dict[str, Any]:
     return {
         "camera_id": camera.camera_id,
         "streaming": camera.streaming,
+        "source": source_json(camera.source) if camera.HasField("source") else None,
         "zones": [
             {
                 "name": z.name,
                 "kind": z.kind,
                 "product": z.product,
                 "polygon": [[round(p.x, 4), round(p.y, 4)] for p in z.polygon],
+                "inside": z.inside,
             }
             for z in camera.zones
         ],
     }
+
+
+def footfall_json(footfall: vision_pb2.Footfall) -> list[dict[str, Any]]:
+    return [
+        {
+            "start": _time(b.start),
+            "entries": b.entries,
+            "exits": b.exits,
+            "occupancy_avg": round(b.occupancy_avg, 2),
+            "occupancy_peak": b.occupancy_peak,
+            "dwell_count": b.dwell_count,
+            "dwell_median_s": round(b.dwell_median.ToTimedelta().total_seconds(), 1),
+        }
+        for b in footfall.buckets
+    ]
 
 
 def view_json(view: vision_pb2.CameraView) -> dict[str, Any]:
@@ -117,7 +148,15 @@ def view_json(view: vision_pb2.CameraView) -> dict[str, Any]:
         "sequence": r.sequence,
         "captured_at": _time(r.captured_at),
         "people_count": r.people_count,
-        "zones": {z.zone: {"people": z.people, "queue_length": z.queue_length} for z in r.zones},
+        "zones": {
+            z.zone: {
+                "people": z.people,
+                "queue_length": z.queue_length,
+                "entries": z.entries,
+                "exits": z.exits,
+            }
+            for z in r.zones
+        },
         "density": {"rows": r.density.rows, "cols": r.density.cols, "cells": list(r.density.cells)},
         "objects": [
             {

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -300,6 +301,7 @@ async def test_camera_views_show_zones_counts_and_no_face(stack: Stack) -> None:
         cameras = (await client.get("/api/cameras")).json()["cameras"]
         view = (await client.get("/api/cameras/store-front")).json()
     assert [x["camera_id"] for x in cameras] == ["store-front"]
+    assert cameras[0]["source"] is None  # pushed over StreamFrames: no reader of its own
     assert {z["name"] for z in view["zones"]} == {"entrance", "phones", "laptops", "checkout"}
     shown = view["frame"]
     assert shown["people_count"] == 1 and shown["zones"]["laptops"]["people"] == 1
@@ -319,6 +321,39 @@ async def test_camera_views_show_zones_counts_and_no_face(stack: Stack) -> None:
     )
     assert len(seen.faces) == 1 and len(blurred.faces) == 0
     assert decode_image(vision_pb2.Image(encoded=console_jpeg), 10**7).shape == frames[-1].shape
+
+
+async def test_the_camera_footfall_of_the_last_hours(stack: Stack) -> None:
+    person = media.astronaut_person()
+    frames = media.walk(person, [300, 330, 360, 390, 420], height=440)
+    start = time.time() - 5
+
+    def camera() -> list[vision_pb2.Frame]:
+        out = []
+        for i, image in enumerate(frames):
+            frame = vision_pb2.Frame(
+                camera_id="store-front", image=vision_pb2.Image(encoded=encode_jpeg(image))
+            )
+            frame.captured_at.FromNanoseconds(round((start + i) * 1e9))
+            out.append(frame)
+        return out
+
+    [r async for r in lockstep(stack.vision, camera(), META)]
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        async with asyncio.timeout(20):  # the closed stream's minute is written in the background
+            while True:
+                got = await client.get("/api/cameras/store-front/footfall?hours=24")
+                assert got.status_code == 200, got.text
+                footfall = got.json()
+                if footfall["hourly"]:
+                    break
+                await asyncio.sleep(0.2)
+        assert max(b["occupancy_peak"] for b in footfall["hourly"]) >= 1
+        assert set(footfall["zones"]) == {"entrance", "phones", "laptops", "checkout"}
+        bad = await client.get("/api/cameras/store-front/footfall?hours=soon")
+        assert bad.status_code == 400 and "hours: 'soon'" in bad.json()["error"]
+        unknown = await client.get("/api/cameras/back-door/footfall")
+        assert unknown.status_code == 404 and "back-door" in unknown.json()["error"]
 
 
 # -- the pages in Chromium ------------------------------------------------------------
@@ -419,6 +454,10 @@ async def test_the_camera_page_draws_zones_and_counts_over_the_frame(
     await page.wait_for_selector("section.camera[data-sequence]", timeout=15_000)
     assert await card.get_attribute("data-people") == "1"
     assert await card.locator("[data-zone=laptops]").inner_text() == "laptops: 1"
+    # footfall of the last 24 h under the view: hourly bars and each zone's totals
+    await card.locator(".footfall .bar-h").first.wait_for(timeout=15_000)
+    laptops = await card.locator("[data-footfall=laptops]").inner_text()
+    assert re.fullmatch(r"laptops: \d+ in, \d+ out.*", laptops), laptops
     shot = ARTIFACTS / "cameras.png"
     await page.screenshot(path=str(shot))
     canvas = await card.locator("canvas").bounding_box()
