@@ -12,6 +12,8 @@
    compute is that of any YOLOv8n (same architecture and input size).
 4. Face pipeline: MTCNN on a full 1920 px photo and on person crops, dlib
    embeddings per face, gallery matching.
+5. Pulled RTSP cameras (bench/vision_rtsp.py): 1 and 4 cameras read by vision itself
+   from a real RTSP server at 5 fps each: analysed, dropped, CPU, decode's share.
 
 Frames: a real person (skimage's astronaut) walking across an 854x480 store view.
 Run: .venv/bin/python bench/vision.py [--frames 40] [--rounds 5]
@@ -46,6 +48,8 @@ from percept.vision.service import VisionService
 from percept.vision.yolo import Yolo, import_yolo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vision_rtsp
 from vision_harness import MODEL_DIR, frames_of, lockstep
 from vision_media import astronaut, astronaut_person, group_photo, walk
 from yolo_tiny import tiny_yolo
@@ -245,6 +249,7 @@ async def main(n_frames: int, rounds: int) -> None:
             fn()
             print(f"   {name:40s} {timed(fn, repeat) * 1000:7.1f} ms")
         gallery.close()
+    await vision_rtsp.main(20.0, "cpu")
 
 
 if __name__ == "__main__":
