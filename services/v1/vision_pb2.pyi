@@ -41,6 +41,8 @@ class _SourceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceSta
     SOURCE_STATE_ENDED: _SourceState.ValueType  # 5
     """a video file without loop played to its end"""
     SOURCE_STATE_STOPPED: _SourceState.ValueType  # 6
+    SOURCE_STATE_ELSEWHERE: _SourceState.ValueType  # 7
+    """another vision replica reads it (ask that one for its status)"""
 
 class SourceState(_SourceState, metaclass=_SourceStateEnumTypeWrapper): ...
 
@@ -55,6 +57,8 @@ SOURCE_STATE_FAILED: SourceState.ValueType  # 4
 SOURCE_STATE_ENDED: SourceState.ValueType  # 5
 """a video file without loop played to its end"""
 SOURCE_STATE_STOPPED: SourceState.ValueType  # 6
+SOURCE_STATE_ELSEWHERE: SourceState.ValueType  # 7
+"""another vision replica reads it (ask that one for its status)"""
 Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
 
 @_typing.final

@@ -144,8 +144,19 @@ class CameraFeeds:
     def __init__(self, engine: VisionEngine) -> None:
         self.engine = engine
         self.feeds: dict[str, Feed] = {}
+        self.reading = False  # this replica reads the pulled cameras (leader.SourceLeader)
+
+    async def lead(self) -> None:
+        self.reading = True
+        self.start(self.engine.cameras)
+
+    async def give_up(self) -> None:
+        self.reading = False
+        await self.stop()
 
     def start(self, cameras: Mapping[str, Camera]) -> None:
+        if not self.reading:
+            return
         for camera_id, camera in sorted(cameras.items()):
             if camera.source:
                 feed = Feed(self.engine, camera_id, camera)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from percept.vision.scene import SceneUpdate
 
@@ -207,7 +208,10 @@ class FootfallStore:
 
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url)
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except DBAPIError:  # another replica created it at the same moment
+            metadata.create_all(self.engine)
         self._lock = threading.Lock()  # merges read then write: one writer at a time here
 
     def write(self, rows: Sequence[MinuteRow]) -> None:

@@ -27,6 +27,7 @@ from percept.vision.faces import DlibEmbedder, FaceEmbedder, FacenetEmbedder, Mt
 from percept.vision.feeds import CameraFeeds
 from percept.vision.footfall import FootfallStore
 from percept.vision.gallery import Gallery, load_key
+from percept.vision.leader import SourceLeader
 from percept.vision.metrics import VisionMetrics
 from percept.vision.models import load_detector
 from percept.vision.reload import CamerasReloader
@@ -87,6 +88,8 @@ class VisionService:
         self._purge: asyncio.Task[None] | None = None
         self.feeds: CameraFeeds | None = None
         self.reloader: CamerasReloader | None = None
+        self.leader: SourceLeader | None = None
+        self._lead: asyncio.Task[None] | None = None
         self._reload: asyncio.Task[None] | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
@@ -112,9 +115,7 @@ class VisionService:
         purged = gallery.purge_expired()
         if purged:
             log.info("expired face enrolments erased", extra={"erased": purged})
-        footfall_url = settings.vision_footfall_store or (
-            f"sqlite:///{settings.data_dir / 'vision-footfall.db'}"
-        )
+        footfall_url = self._store_url()
         options = Options(
             min_confidence=settings.vision_min_confidence,
             faces=faces,
@@ -141,8 +142,9 @@ class VisionService:
         engine.publish = self.signals.publish
         self.servicer.engine = engine
         self.feeds = CameraFeeds(engine)
-        self.feeds.start(engine.cameras)
         self.servicer.feeds = self.feeds
+        self.leader = SourceLeader(self._store_url(), self.feeds.lead, self.feeds.give_up)
+        self._lead = asyncio.create_task(self.leader.run(), name="vision-cameras-leader")
         path = cameras_path(self.settings)
         if path is not None and self.settings.vision_cameras_reload_s > 0:
             self.reloader = CamerasReloader(
@@ -151,6 +153,11 @@ class VisionService:
             self.servicer.reloader = self.reloader
             self._reload = asyncio.create_task(self.reloader.run(), name="vision-cameras-reload")
         self._purge = asyncio.create_task(self._purge_forever(engine), name="vision-retention")
+
+    def _store_url(self) -> str:
+        """Footfall's database, which also elects the replica reading pulled cameras."""
+        default = f"sqlite:///{self.settings.data_dir / 'vision-footfall.db'}"
+        return self.settings.vision_footfall_store or default
 
     async def _apply_cameras(self, cameras: Mapping[str, Camera]) -> None:
         engine = self.servicer.engine
@@ -174,6 +181,10 @@ class VisionService:
                     log.info("expired face enrolments erased", extra={"erased": purged})
 
     async def close(self) -> None:
+        if self._lead is not None:
+            self._lead.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lead
         if self._reload is not None:
             self._reload.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -184,6 +195,8 @@ class VisionService:
                 await self._purge
         if self.feeds is not None:
             await self.feeds.stop()
+        if self.leader is not None:
+            await self.leader.close()
         engine, self.servicer.engine = self.servicer.engine, None
         if engine is not None:
             engine.publish = None

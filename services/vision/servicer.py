@@ -29,6 +29,7 @@ from percept.vision.images import RGB, ImageError, ImageTooLargeError, decode_im
 from percept.vision.latest import LatestSlot
 from percept.vision.reload import CamerasReloader
 from percept.vision.results import detection_messages, duration, face_message, frame_result
+from percept.vision.sources import redact
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CONSENT_REFERENCE = 500
@@ -301,6 +302,12 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
         if status is not None:
             camera.source.CopyFrom(status)
             camera.streaming = status.state == vision_pb2.SOURCE_STATE_STREAMING
+            return
+        engine = self.engine
+        configured = engine.cameras.get(camera.camera_id) if engine is not None else None
+        if configured is not None and configured.source:  # another replica reads it
+            camera.source.url = redact(configured.source)
+            camera.source.state = vision_pb2.SOURCE_STATE_ELSEWHERE
 
 
 def _unknown_camera(camera_id: str, engine: VisionEngine) -> str:
