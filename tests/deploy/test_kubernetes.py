@@ -270,7 +270,20 @@ def test_only_the_model_job_reaches_out_and_only_over_https() -> None:
         for rule in spec.get("egress", [])
         if any("ipBlock" in peer for peer in rule.get("to", []))
     ]
-    assert [name for name, _ in outside] == ["percept-models-egress"]
+    assert sorted(name for name, _ in outside) == [
+        "percept-models-egress",
+        "percept-vision-cameras-egress",
+    ]
+    cameras = policies["percept-vision-cameras-egress"]
+    assert cameras["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "vision"}}
+    (camera_rule,) = cameras["egress"]  # private networks only, camera ports only
+    assert {peer["ipBlock"]["cidr"] for peer in camera_rule["to"]} == {
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    }
+    assert {p["port"] for p in camera_rule["ports"]} == {554, 8554, 80, 443}
+    outside = [(name, rule) for name, rule in outside if name == "percept-models-egress"]
     (_, rule), (job,) = outside[0], of_kind(objs, "Job")
     assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
     assert set(rule["to"][0]["ipBlock"]["except"]) == {
@@ -403,6 +416,8 @@ def test_vision_replicas_share_the_encrypted_face_gallery() -> None:
         store = env["PERCEPT_VISION_GALLERY_STORE"]["valueFrom"]["secretKeyRef"]
         key = env["PERCEPT_VISION_GALLERY_KEY"]["valueFrom"]["secretKeyRef"]
         assert (store["name"], store["key"]) == ("percept-secrets", "database-url")
+        footfall = env["PERCEPT_VISION_FOOTFALL_STORE"]["valueFrom"]["secretKeyRef"]
+        assert (footfall["name"], footfall["key"]) == ("percept-secrets", "database-url")
         assert (key["name"], key["key"], key.get("optional", False)) == (
             "percept-secrets",
             "vision-gallery-key",
