@@ -98,3 +98,53 @@ class RtspServer:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+class MjpegServer:
+    """An HTTP camera: multipart/x-mixed-replace JPEG frames at `fps`, looped, as many IP
+    cameras serve (`/video.mjpg`); with `user`, HTTP Basic authentication is required."""
+
+    def __init__(self, frames: Path, *, fps: int = 10, user: str = "") -> None:
+        import base64
+        import http.server
+        import threading
+        import time
+
+        jpegs = [p.read_bytes() for p in sorted(frames.glob("*.jpg"))]
+        expected = "Basic " + base64.b64encode(user.encode()).decode() if user else ""
+
+        class Camera(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if expected and self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    for i in range(10**9):
+                        jpeg = jpegs[i % len(jpegs)]
+                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
+                        self.wfile.write(head.encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                        time.sleep(1 / fps)
+                except OSError:  # the client went away
+                    return
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/video.mjpg"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -399,3 +399,30 @@ async def test_edits_of_the_cameras_file_apply_without_a_restart_and_bad_ones_ar
         assert {c.camera_id for c in refused.cameras} == {"campus", "demo"}
         before = (await source_of(stub, "campus")).frames_analysed
         await until(stub, "campus", lambda s: s.frames_analysed > before + 3, 30, "runs on")
+
+
+async def test_an_http_mjpeg_camera_with_basic_authentication(
+    frames: Path, tmp_path: Path, vision_with: Start
+) -> None:
+    from camera_sources import MjpegServer
+
+    camera = MjpegServer(frames, user="viewer:Mjpeg-s3cret")
+    try:
+        secret = tmp_path / "lobby-secret"
+        secret.write_text("viewer:Mjpeg-s3cret")
+        wrong = camera.url.replace("http://", "http://viewer:nope@")
+        stub = await vision_with(
+            "cameras:\n"
+            f"  lobby:\n    frame_rate: 5\n    source: {camera.url}\n"
+            f"    credentials_file: {secret}\n"
+            f"  hall:\n    source: {wrong}\n"
+        )
+        lobby = await until(stub, "lobby", lambda s: s.frames_analysed >= 5, 60, "lobby")
+        assert lobby.state == S.SOURCE_STATE_STREAMING
+        view = await stub.GetCameraView(S.GetCameraViewRequest(camera_id="lobby"))
+        assert (view.frame_width, view.frame_height) == (768, 576)
+        hall = await until(stub, "hall", lambda s: s.reconnects >= 1, 30, "hall refused")
+        assert hall.state == S.SOURCE_STATE_FAILED and "401" in hall.last_error
+        assert "nope" not in str(await stub.ListCameras(S.ListCamerasRequest()))
+    finally:
+        camera.close()
