@@ -232,6 +232,8 @@ class FrameSource:
             if not container.streams.video:
                 raise PermanentSourceError("the source has no video stream")
             stream = container.streams.video[0]
+            if stream.codec_context is None:  # FFmpeg knows no decoder for it
+                raise PermanentSourceError("no decoder for the camera's video codec")
             stream.thread_type = "AUTO"
             live = self.scheme != "file"
             every = 1.0 / self.spec.frame_rate

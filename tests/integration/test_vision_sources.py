@@ -201,6 +201,21 @@ class SilentServer:
         self.socket.close()
 
 
+def _avi_with_unknown_codec(path: Path) -> Path:
+    """A real AVI of MJPEG frames whose FourCC says a codec FFmpeg has no decoder for."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), "rgb24")
+            out.mux(stream.encode(frame.reformat(format="yuvj420p")))
+        out.mux(stream.encode())
+    path.write_bytes(path.read_bytes().replace(b"MJPG", b"XQ7Z"))
+    return path
+
+
 async def test_each_fault_is_said_and_touches_no_other_camera(
     frames: Path,
     tmp_path: Path,
@@ -208,6 +223,7 @@ async def test_each_fault_is_said_and_touches_no_other_camera(
 ) -> None:
     garbage = tmp_path / "not-a-video.mp4"
     garbage.write_bytes(bytes(range(256)) * 64)
+    unknown_codec = _avi_with_unknown_codec(tmp_path / "unknown-codec.avi")
     silent = SilentServer()
     closed = socket.create_server(("127.0.0.1", 0))
     unreachable = closed.getsockname()[1]
@@ -221,6 +237,7 @@ async def test_each_fault_is_said_and_touches_no_other_camera(
                 f"  mute:\n    source: rtsp://127.0.0.1:{silent.port}/cam\n    stall_s: 2\n"
                 f"  noise:\n    source: {garbage}\n"
                 f"  nofile:\n    source: {tmp_path / 'missing.mp4'}\n"
+                f"  codec:\n    source: {unknown_codec}\n"
             )
             gone = await until(stub, "gone", lambda s: s.reconnects >= 2, 30, "gone retried")
             assert gone.state == S.SOURCE_STATE_RECONNECTING
@@ -234,6 +251,9 @@ async def test_each_fault_is_said_and_touches_no_other_camera(
             nofile = await until(stub, "nofile", lambda s: s.reconnects >= 1, 30, "no file")
             assert nofile.state == S.SOURCE_STATE_FAILED
             assert "no such file" in nofile.last_error
+            codec = await until(stub, "codec", lambda s: s.reconnects >= 1, 30, "codec refused")
+            assert codec.state == S.SOURCE_STATE_FAILED
+            assert "no decoder for the camera's video codec" in codec.last_error
             good = await until(stub, "good", lambda s: s.frames_analysed >= 5, 60, "good")
             assert good.state == S.SOURCE_STATE_STREAMING
     finally:
