@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 from leads_signals import NOW, signal
@@ -106,3 +108,33 @@ async def next_change(stream: object, limit_s: float = 10) -> lp.LeadChange:
         change = await stream.read()  # type: ignore[attr-defined]
     assert isinstance(change, lp.LeadChange), change
     return change
+
+
+class Receiver:
+    """A CRM endpoint on loopback that fails the first `failures` requests."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.requests: list[tuple[dict[str, str], bytes, int]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                status = 500 if len(receiver.requests) < receiver.failures else 200
+                receiver.requests.append(
+                    ({k.lower(): v for k, v in self.headers.items()}, body, status)
+                )
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/percept"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

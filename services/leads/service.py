@@ -72,6 +72,8 @@ class LeadsService:
 
     async def load(self) -> None:
         await asyncio.to_thread(self.store.migrate)
+        if self.servicer is not None:
+            self.servicer.start_listening(asyncio.get_running_loop())
         if self.webhooks is not None:
             self._delivery = asyncio.create_task(self.webhooks.run(), name="leads-webhooks")
         self._retention = asyncio.create_task(self._purge_forever(), name="leads-retention")
@@ -98,6 +100,7 @@ class LeadsService:
                     await task
         if self.servicer is not None:
             await self.servicer.writes.close()
+            await asyncio.to_thread(self.servicer.stop_listening)
         if self.faces is not None:
             await self.faces.channel.close()
         await asyncio.to_thread(self.store.close)

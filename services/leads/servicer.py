@@ -12,10 +12,11 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.analytics import Membership, campaign_report
+from percept.leads.changes import Change
 from percept.leads.identity import to_proto
+from percept.leads.listen import ChangeListener
 from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.store import (
-    Change,
     IngestResult,
     InvalidPageTokenError,
     LeadConflictError,
@@ -145,6 +146,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         self.feed = feed or ChangeFeed()
         self.erase_faces = erase_faces  # in the vision service; queued until it confirms
         self._loop: asyncio.AbstractEventLoop | None = None  # the gRPC loop, for the writer
+        self.listener: ChangeListener | None = None  # every replica's changes (PostgreSQL)
         # Group commit: batches that arrive while one is written share the next transaction
         # (one fsync, each lead written once); a lone batch is written at once.
         self.writes: MicroBatcher[list[common_pb2.Signal], IngestResult] = MicroBatcher(
@@ -159,9 +161,32 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             thread_name="leads-writer",
         )
 
+    def start_listening(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On a shared PostgreSQL every replica's changes come through LISTEN (this
+        replica's too, once, in commit order); a replica alone announces its own."""
+        self._loop = loop
+        if not self.store.shared:
+            return
+
+        def heard(changes: list[Change]) -> None:  # on the listening thread
+            if self.feed.watchers:
+                events = self._events(changes)
+                loop.call_soon_threadsafe(self.feed.publish, events)
+
+        def gap() -> None:
+            loop.call_soon_threadsafe(self.feed.reset)
+
+        self.listener = ChangeListener(self.store.listen_dsn, heard, gap)
+        self.listener.start()
+
+    def stop_listening(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+
     async def _announce(self, changes: list[Change]) -> None:
-        """Tells watchers about changed leads (skipped when nobody watches)."""
-        if changes and self.feed.watchers:
+        """Tells watchers about changed leads (skipped when nobody watches, and when the
+        listener hears every replica's changes)."""
+        if changes and self.feed.watchers and self.listener is None:
             self.feed.publish(await asyncio.to_thread(self._events, changes))
 
     def _events(self, changes: list[Change]) -> list[leads_pb2.LeadChange]:
@@ -190,7 +215,8 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         """Runs on the writer thread. Watchers hear of each commit once, in commit order, and
         before its callers are answered (the loop runs callbacks in the order they come)."""
         written = self.store.ingest_together(batches)
-        if written.changes and self.feed.watchers and self._loop is not None:
+        heard_by_listener = self.listener is not None
+        if written.changes and self.feed.watchers and self._loop and not heard_by_listener:
             try:
                 events = self._events(written.changes)
             except Exception:  # committed all the same: the callers must hear that
@@ -302,6 +328,8 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         watcher = self.feed.subscribe(filter_from_proto(request.filter))
+        if self.listener is not None:  # in place once LISTEN is: the headers promise it
+            await asyncio.to_thread(self.listener.listening.wait, 10)
         try:
             # The headers say the watch is in place: a client that awaits them and then
             # lists (ListLeads) misses no change between the two.
@@ -359,7 +387,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             },
         )
         forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
-        await self._announce([Change(request.lead_id.strip(), forgotten)])
+        await self._announce([Change(request.lead_id.strip(), forgotten)])  # (NOTIFY: store)
         # Face embeddings live in the vision service: erased there now if it answers, else
         # by the retrying task (the erasure itself queued them with the lead's deletion).
         embeddings = 0

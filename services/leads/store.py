@@ -1,8 +1,11 @@
 """The leads store: idempotent ingest, identity resolution, derived lead state, queries.
 
 Synchronous SQLAlchemy Core; the servicer calls it from worker threads. Writes
-are serialised by one lock, so identity resolution never races with itself
-inside a process.
+are serialised by one lock inside a process. Several processes (leads replicas)
+share PostgreSQL: there every write transaction is SERIALIZABLE, and one that
+conflicts with another replica's (a key both saw as new, a lead both updated) is
+run again from the start, so the outcome is that of some order of the two. SQLite
+is the single-process embedded default: it has one writer and needs none of this.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
+import random
 import secrets
 import threading
 import time
@@ -21,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from alembic import command
@@ -40,10 +45,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from percept.leads import schema
 from percept.leads.bulk import BulkWrite
+from percept.leads.changes import Change, payloads
 from percept.leads.identity import IdentityKey
 from percept.leads.scoring import (
     Assessment,
@@ -63,6 +70,13 @@ log = logging.getLogger("percept.leads.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 CHUNK = 1000  # values per IN (...): one query per 500-signal batch; SQLite allows 32,766
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+# PostgreSQL: serialization failure, deadlock, a unique key another replica inserted first.
+CONFLICTS = frozenset({"40001", "40P01", "23505"})
+WRITE_ATTEMPTS = 12
+NOTIFY_CHANNEL = "percept_leads"  # listen.CHANNEL
+CLAIM_LEASE_S = 120.0  # a claimed webhook or face erasure is another replica's after this
+PURGE_LOCK = 0x7065_7263_6C65_6164  # "percleAd": one replica purges at a time
+T = TypeVar("T")
 
 
 def utc(value: datetime) -> datetime:
@@ -77,16 +91,6 @@ def now_utc() -> datetime:
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@dataclass(frozen=True)
-class Change:
-    """A lead that changed in a write, with its class and stage before the write."""
-
-    lead_id: str
-    type: leads_pb2.LeadChange.ChangeType.ValueType
-    previous_class: int = leads_pb2.LEAD_CLASS_UNSPECIFIED
-    previous_stage: int = leads_pb2.LEAD_STAGE_UNSPECIFIED
 
 
 @dataclass
@@ -193,6 +197,8 @@ class LeadStore:
         self.clock = clock
         self.default_region = default_region
         self.engine: Engine = self._create_engine()
+        self.shared = self.url.get_backend_name() != "sqlite"  # other replicas may write
+        self.conflicts = 0  # write transactions run again after a conflict (replicas)
         self._write_lock = threading.Lock()
         self._token_key = b""
         self._model: LinearModel | None = None
@@ -218,6 +224,36 @@ class LeadStore:
             cursor.close()
 
         return engine
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one write transaction; on PostgreSQL SERIALIZABLE, and run again from
+        the start (after a short random wait) when it conflicts with another replica's."""
+        for attempt in itertools.count(1):
+            try:
+                with self._write_lock, self.engine.connect() as conn:
+                    if self.shared:
+                        conn.execution_options(isolation_level="SERIALIZABLE")
+                    with conn.begin():
+                        return work(conn)
+            except DBAPIError as exc:
+                state = getattr(exc.orig, "sqlstate", None)
+                if not self.shared or state not in CONFLICTS or attempt >= WRITE_ATTEMPTS:
+                    raise
+                self.conflicts += 1
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 8)))
+        raise AssertionError("unreachable")
+
+    @property
+    def listen_dsn(self) -> str:
+        """The database as libpq takes it (the LISTEN connection is plain psycopg)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def _notify(self, conn: Connection, changes: Sequence[Change]) -> None:
+        """Every replica's listener hears these changes when (and if) this commits."""
+        if not self.shared:
+            return
+        for payload in payloads(changes):
+            conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, payload)))
 
     # -- schema ---------------------------------------------------------------
 
@@ -260,7 +296,7 @@ class LeadStore:
         return self._model
 
     def save_model(self, model: LinearModel, metrics: dict[str, Any], *, activate: bool) -> None:
-        with self._write_lock, self.engine.begin() as conn:
+        def work(conn: Connection) -> None:
             if activate:
                 conn.execute(update(schema.scoring_models).values(active=False))
             conn.execute(
@@ -276,6 +312,8 @@ class LeadStore:
                     metrics=metrics,
                 )
             )
+
+        self._write(work)
         self._model_checked = -math.inf  # picked up at once in this process
 
     # -- ingest ---------------------------------------------------------------
@@ -309,17 +347,32 @@ class LeadStore:
                     result.errors.append((signal.signal_id, _conflict(signal.signal_id)))
         if not valid:
             return group
-        with self._write_lock, self.engine.begin() as conn:
-            fresh = self._drop_known(conn, list(valid.values()), came_in)
-            if fresh:
-                group.changes = self._store(conn, fresh, now)
+
+        def work(conn: Connection) -> tuple[list[ValidSignal], list[str], list[Change]]:
+            fresh, replayed = self._drop_known(conn, list(valid.values()))
+            changes = self._store(conn, fresh, now) if fresh else []
+            self._notify(conn, changes)
+            return fresh, replayed, changes
+
+        fresh, replayed, group.changes = self._write(work)  # counted once it committed
         for s in fresh:
             came_in[s.signal_id].accepted += 1
+        for mark in replayed:
+            signal_id = mark[1:]
+            if mark[0] == "=":
+                came_in[signal_id].duplicates += 1
+                continue
+            log.warning(
+                "conflicting replay rejected; original kept", extra={"signal_id": signal_id}
+            )
+            came_in[signal_id].errors.append((signal_id, _conflict(signal_id)))
         return group
 
     def _drop_known(
-        self, conn: Connection, signals: list[ValidSignal], came_in: dict[str, IngestResult]
-    ) -> list[ValidSignal]:
+        self, conn: Connection, signals: list[ValidSignal]
+    ) -> tuple[list[ValidSignal], list[str]]:
+        """The signals not stored yet, and the ids of those that were ("=id" when stored
+        with the same content, "!id" when with other content)."""
         known: dict[str, str] = {}
         sig = schema.signals.c
         for chunk in _chunks([s.signal_id for s in signals]):
@@ -327,19 +380,14 @@ class LeadStore:
                 select(sig.signal_id, sig.content_hash).where(sig.signal_id.in_(chunk))
             ).all()
             known.update({r.signal_id: r.content_hash for r in rows})
-        fresh = []
+        fresh, replayed = [], []
         for s in signals:
             stored = known.get(s.signal_id)
             if stored is None:
                 fresh.append(s)
-            elif stored == s.content_hash:
-                came_in[s.signal_id].duplicates += 1
             else:
-                log.warning(
-                    "conflicting replay rejected; original kept", extra={"signal_id": s.signal_id}
-                )
-                came_in[s.signal_id].errors.append((s.signal_id, _conflict(s.signal_id)))
-        return fresh
+                replayed.append(("=" if stored == s.content_hash else "!") + s.signal_id)
+        return fresh, replayed
 
     def _store(self, conn: Connection, signals: list[ValidSignal], now: datetime) -> list[Change]:
         """Writes fresh signals, their keys and new leads, merges, and the leads' new state."""
@@ -645,16 +693,30 @@ class LeadStore:
         if rows:
             conn.execute(insert(schema.face_erasures), rows)
 
-    def due_face_erasures(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+    def due_face_erasures(
+        self, now: datetime, limit: int, lease_s: float = CLAIM_LEASE_S
+    ) -> list[tuple[str, int]]:
+        """Claims due erasures for `lease_s` (see `due_webhooks`)."""
         f = schema.face_erasures.c
         query = (
             select(f.face_identity_id, f.attempts)
             .where(f.next_attempt_at <= now)
             .order_by(f.next_attempt_at, f.face_identity_id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        with self.engine.connect() as conn:
-            return [(row.face_identity_id, row.attempts) for row in conn.execute(query)]
+
+        def work(conn: Connection) -> list[tuple[str, int]]:
+            rows = [(r.face_identity_id, r.attempts) for r in conn.execute(query)]
+            if rows:
+                conn.execute(
+                    update(schema.face_erasures)
+                    .where(f.face_identity_id.in_([face for face, _ in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=lease_s))
+                )
+            return rows
+
+        return self._write(work)
 
     def face_erasure_attempted(
         self, face_identity_id: str, *, done: bool, retry_at: datetime, error: str | None
@@ -676,16 +738,33 @@ class LeadStore:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(schema.face_erasures)) or 0)
 
-    def due_webhooks(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+    def due_webhooks(
+        self, now: datetime, limit: int, lease_s: float = CLAIM_LEASE_S
+    ) -> list[dict[str, Any]]:
+        """Claims due events: this replica's to deliver for `lease_s`. Replicas skip rows
+        another is claiming (FOR UPDATE SKIP LOCKED) and claimed rows are due again only
+        when the lease ends, so each event goes out once; one whose replica died in
+        the middle is delivered by another after the lease."""
         w = schema.webhook_events.c
         query = (
             select(w.event_id, w.payload, w.attempts)
             .where(w.delivered_at.is_(None), w.failed.is_(False), w.next_attempt_at <= now)
             .order_by(w.next_attempt_at, w.event_id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            if rows:
+                conn.execute(
+                    update(schema.webhook_events)
+                    .where(w.event_id.in_([r["event_id"] for r in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=lease_s))
+                )
+            return rows
+
+        return self._write(work)
 
     def webhook_attempted(
         self,
@@ -759,7 +838,8 @@ class LeadStore:
     def merge_leads(self, lead_ids: Sequence[str], reason: str) -> list[Change]:
         """Merges leads into the first one (a salesperson's decision), recorded and undoable."""
         now = self.clock()
-        with self._write_lock, self.engine.begin() as conn:
+
+        def work(conn: Connection) -> list[Change]:
             resolved = [self._resolve(conn, lead) for lead in lead_ids]
             if len(set(resolved)) != len(resolved):
                 raise LeadConflictError("lead_ids: some of these leads are already the same lead")
@@ -768,14 +848,19 @@ class LeadStore:
             for other in absorbed:
                 self._merge(conn, survivor, other, now, reason=f"manual: {reason}".strip())
             self._refresh(conn, [survivor], now)
-        previous = before.get(survivor, (0, 0))
-        return [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
+            previous = before.get(survivor, (0, 0))
+            changes = [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
+            self._notify(conn, changes)
+            return changes
+
+        return self._write(work)
 
     def split_lead(self, lead_id: str, merge_id: str) -> list[Change]:
         """Undoes a recorded merge: the absorbed lead gets back its keys and signals."""
         now = self.clock()
         m = schema.merges.c
-        with self._write_lock, self.engine.begin() as conn:
+
+        def work(conn: Connection) -> list[Change]:
             current = self._resolve(conn, lead_id)
             merge = (
                 conn.execute(select(schema.merges).where(m.merge_id == merge_id)).mappings().first()
@@ -814,8 +899,12 @@ class LeadStore:
             )
             conn.execute(update(schema.merges).where(m.merge_id == merge_id).values(undone_at=now))
             before = self._refresh(conn, [current, absorbed], now)
-        split = leads_pb2.LeadChange.CHANGE_TYPE_SPLIT
-        return [Change(lead, split, *before.get(lead, (0, 0))) for lead in (current, absorbed)]
+            split = leads_pb2.LeadChange.CHANGE_TYPE_SPLIT
+            changes = [Change(x, split, *before.get(x, (0, 0))) for x in (current, absorbed)]
+            self._notify(conn, changes)
+            return changes
+
+        return self._write(work)
 
     def forget(self, lead_id: str, reason: str) -> Erasure:
         """Erases a lead, every lead merged into it, their keys, signals and merges."""
@@ -826,7 +915,8 @@ class LeadStore:
             schema.signals.c,
             schema.merges.c,
         )
-        with self._write_lock, self.engine.begin() as conn:
+
+        def work(conn: Connection) -> Erasure:
             current = self._resolve(conn, lead_id)
             ids = [
                 current,
@@ -860,7 +950,11 @@ class LeadStore:
                     identities_erased=keys,
                 )
             )
-        return Erasure(audit_id, erased, signals, keys, faces)
+            forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
+            self._notify(conn, [Change(lead_id.strip(), forgotten)])
+            return Erasure(audit_id, erased, signals, keys, faces)
+
+        return self._write(work)
 
     # -- analytics ------------------------------------------------------------
 
@@ -882,7 +976,8 @@ class LeadStore:
         """Replaces the segments and every lead's segment with a new clustering."""
         now = self.clock()
         leads = schema.leads.c
-        with self._write_lock, self.engine.begin() as conn:
+
+        def work(conn: Connection) -> None:
             conn.execute(update(schema.leads).values(segment=None))
             conn.execute(schema.segments.delete())
             for r in results:
@@ -901,6 +996,8 @@ class LeadStore:
                         .where(leads.lead_id.in_(chunk))
                         .values(segment=r.segment_id)
                     )
+
+        self._write(work)
 
     def list_segments(self) -> list[dict[str, Any]]:
         s = schema.segments.c
@@ -954,10 +1051,13 @@ class LeadStore:
             and_(sig.kind.not_in(list(kinds)), sig.occurred_at < now - timedelta(days=default_days))
         )
         expired = or_(*conditions)
-        with self._write_lock, self.engine.begin() as conn:
+
+        def work(conn: Connection) -> tuple[int, list[str]]:
+            if self.shared and not conn.scalar(select(func.pg_try_advisory_xact_lock(PURGE_LOCK))):
+                return 0, []  # another replica is purging now
             touched = sorted(set(conn.scalars(select(sig.lead_id).where(expired).distinct())))
             if not touched:
-                return 0, 0
+                return 0, []
             deleted = conn.execute(schema.signals.delete().where(expired)).rowcount
             emptied = [
                 lead
@@ -983,6 +1083,11 @@ class LeadStore:
                 )
                 conn.execute(schema.leads.delete().where(leads.lead_id.in_(gone)))
             self._refresh(conn, [lead for lead in touched if lead not in emptied], now)
+            return deleted, emptied
+
+        deleted, emptied = self._write(work)
+        if not deleted:
+            return 0, 0
         log.info("retention purge", extra={"signals": deleted, "leads": len(emptied)})
         return deleted, len(emptied)
 

@@ -1,8 +1,10 @@
 """Fan-out of lead changes to `WatchLeads` streams.
 
-In-process: each leads replica tells its own watchers about the writes it
-made. A watcher that cannot keep up is cut off (RESOURCE_EXHAUSTED) instead
-of growing an unbounded queue; it resumes with ListLeads(updated_since).
+A leads replica alone (SQLite) tells its watchers of the writes it made; replicas
+sharing PostgreSQL hear every replica's writes through LISTEN (listen.py). A
+watcher that cannot keep up, or whose replica lost changes, is cut off
+(RESOURCE_EXHAUSTED) instead of growing an unbounded queue; it resumes with
+ListLeads(updated_since).
 """
 
 from __future__ import annotations
@@ -51,10 +53,15 @@ class Watcher:
         try:
             self.queue.put_nowait(change)
         except asyncio.QueueFull:
-            self.overflowed = True
-            # Wake the stream so it notices at once.
+            self.cut_off()
+
+    def cut_off(self) -> None:
+        if self.overflowed:
+            return
+        self.overflowed = True
+        if self.queue.full():  # wake the stream so it notices at once
             self.queue.get_nowait()
-            self.queue.put_nowait(leads_pb2.LeadChange())
+        self.queue.put_nowait(leads_pb2.LeadChange())
 
     async def changes(self) -> AsyncIterator[leads_pb2.LeadChange]:
         while True:
@@ -80,6 +87,12 @@ class ChangeFeed:
 
     def unsubscribe(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)
+
+    def reset(self) -> None:
+        """Changes were missed (the replicas' notifications were lost): every watcher is
+        cut off and reloads with ListLeads, as one that fell behind does."""
+        for watcher in list(self._watchers):
+            watcher.cut_off()
 
     def publish(self, changes: Iterable[leads_pb2.LeadChange]) -> None:
         for change in changes:

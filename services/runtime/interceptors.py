@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -327,9 +328,18 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:
                 if not database_unreachable(exc):
+                    # The answer names no internals (SQL, parameters, anybody's data): the
+                    # log has the failure under the reference the caller is given.
                     error = exc
-                    context.set_code(grpc.StatusCode.UNKNOWN)
-                    raise
+                    reference = uuid.uuid4().hex[:12]
+                    log.error(
+                        "unexpected failure",
+                        extra={"reference": reference, "error": type(exc).__name__},
+                    )
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL,
+                        f"internal error (reference {reference}); the service logged it",
+                    )
                 # A database outage passes: the caller (an outbox, a console) retries.
                 log.warning("database unreachable", extra={"error": type(exc).__name__})
                 await context.abort(

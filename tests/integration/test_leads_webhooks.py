@@ -6,15 +6,13 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
 import pytest
-from leads_harness import customer_journey
+from leads_harness import Receiver, customer_journey
 from leads_signals import NOW
 
 from percept.leads import schema
@@ -25,36 +23,6 @@ from percept.v1 import leads_pb2 as lp
 from percept.v1 import leads_pb2_grpc
 
 SECRET = "s" * 32
-
-
-class Receiver:
-    """A CRM endpoint on loopback that fails the first `failures` requests."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.requests: list[tuple[dict[str, str], bytes, int]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                status = 500 if len(receiver.requests) < receiver.failures else 200
-                receiver.requests.append(
-                    ({k.lower(): v for k, v in self.headers.items()}, body, status)
-                )
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/percept"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
