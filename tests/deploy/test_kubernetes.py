@@ -362,8 +362,11 @@ def test_inflight_autoscaling_component_adds_the_custom_metric(tmp_path: Path) -
         f"resources: [{rel}/overlays/gpu]\ncomponents: [{rel}/components/inflight-autoscaling]\n"
     )
     hpas = of_kind(render(str(tmp_path)), "HorizontalPodAutoscaler")
-    assert len(hpas) == 3
+    assert len(hpas) == 4  # speech, vision, nlp, and leads (on CPU alone)
     for hpa in hpas:
+        if hpa["metadata"]["name"] == "percept-leads":
+            assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
+            continue
         kubernetes_validate.validate(hpa, KUBERNETES_VERSIONS[-1], strict=True)
         metrics = [
             m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"
@@ -494,3 +497,17 @@ def test_speech_exposes_its_telephony_gateway_to_the_platforms(name: str) -> Non
         for port in rule["ports"]
     }
     assert {defaults.speech_gateway_port, defaults.speech_audiosocket_port} <= opened
+
+
+def test_leads_scales_out_on_the_shared_database() -> None:
+    for name in ("cpu", "gpu"):
+        objs = overlay(name)
+        (leads,) = [d for d in of_kind(objs, "Deployment") if component(d) == "leads"]
+        assert leads["spec"]["replicas"] >= 2
+        hpas = {h["metadata"]["name"]: h["spec"] for h in of_kind(objs, "HorizontalPodAutoscaler")}
+        assert hpas["percept-leads"]["minReplicas"] >= 2
+        assert hpas["percept-leads"]["scaleTargetRef"]["name"] == leads["metadata"]["name"]
+        pdbs = {p["metadata"]["name"]: p["spec"] for p in of_kind(objs, "PodDisruptionBudget")}
+        assert pdbs["percept-leads"]["minAvailable"] == 1
+        env = {e["name"] for e in pod_spec(leads)["containers"][0]["env"]}
+        assert "PERCEPT_DATABASE_URL" in env  # replicas share PostgreSQL, never SQLite
