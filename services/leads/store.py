@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 import orjson
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     Engine,
@@ -76,6 +78,7 @@ WRITE_ATTEMPTS = 12
 NOTIFY_CHANNEL = "percept_leads"  # listen.CHANNEL
 CLAIM_LEASE_S = 120.0  # a claimed webhook or face erasure is another replica's after this
 PURGE_LOCK = 0x7065_7263_6C65_6164  # "percleAd": one replica purges at a time
+MIGRATE_LOCK = 0x7065_7263_6D69_6772  # "percmigr": one replica migrates at a time
 T = TypeVar("T")
 
 
@@ -143,6 +146,10 @@ class LeadFilter:
         )
         raw = "|".join(map(str, parts)) + f"|{since}"
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+class StoreVersionError(RuntimeError):
+    """The database's schema is newer than this code: starting would corrupt it."""
 
 
 class InvalidPageTokenError(ValueError):
@@ -261,7 +268,19 @@ class LeadStore:
         """Brings the schema to the newest Alembic revision and loads the store's secret."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
+        scripts = ScriptDirectory.from_config(config)
         with self.engine.begin() as conn:
+            if self.shared:  # replicas starting together migrate one after the other
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATE_LOCK)))
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is not None and current not in {
+                s.revision for s in scripts.walk_revisions()
+            }:
+                raise StoreVersionError(
+                    f"the leads database is at schema revision {current!r}, newer than this "
+                    f"leads service knows (its newest is {scripts.get_current_head()!r}): run "
+                    "the release that migrated it, or restore the database"
+                )
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         with self.engine.begin() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -11,6 +12,7 @@ from alembic.migration import MigrationContext
 from google.protobuf.timestamp_pb2 import Timestamp
 from leads_harness import EMAIL, PHONE, Leads, customer_journey
 from leads_signals import signal
+from pg_cluster import ThrowawayCluster
 
 from percept.leads import schema
 from percept.leads.store import LeadStore
@@ -356,4 +358,32 @@ def test_migrations_create_exactly_the_declared_schema(database_url: str) -> Non
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
     store.close()
+    assert diff == []
+
+
+def test_a_database_migrated_by_a_newer_release_is_refused_naming_both(database_url: str) -> None:
+    from sqlalchemy import text
+
+    from percept.leads.store import StoreVersionError
+
+    store = LeadStore(database_url)
+    store.migrate()
+    with store.engine.begin() as conn:  # what a newer release's migration leaves behind
+        conn.execute(text("UPDATE alembic_version SET version_num = '0042_from_the_future'"))
+    with pytest.raises(StoreVersionError) as caught:
+        store.migrate()
+    store.close()
+    message = str(caught.value)
+    assert "'0042_from_the_future'" in message and "its newest is '0007" in message
+
+
+async def test_replicas_starting_together_migrate_once(postgres_cluster: ThrowawayCluster) -> None:
+    """(PostgreSQL: SQLite is one process's embedded store.)"""
+    url = postgres_cluster.new_database()
+    stores = [LeadStore(url) for _ in range(3)]
+    await asyncio.gather(*(asyncio.to_thread(store.migrate) for store in stores))
+    with stores[0].engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    for store in stores:
+        store.close()
     assert diff == []
