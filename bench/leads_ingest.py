@@ -9,7 +9,10 @@ from four at once (as several services' outboxes deliver), where batches that
 arrive during a write share the next commit.
 
 The same measurements run on a throwaway PostgreSQL cluster too (the
-production store), with its own raw-insert baseline.
+production store), with its own raw-insert baseline, and then with 1, 2 and 3
+leads replicas on that one database, the 4 clients spread over them (writes
+SERIALIZABLE, conflicts retried): signals/s, the ratio to one replica, and how
+many write transactions ran again after a conflict.
 
 Run: .venv/bin/python bench/leads_ingest.py [--signals N] [--batch N] [--no-postgres]
 """
@@ -159,6 +162,57 @@ async def bench_grpc(url: str, signals: list[c.Signal], batch: int, clients: int
         await host.stop(None)
 
 
+async def bench_replicas(
+    url: str, signals: list[c.Signal], batch: int, count: int
+) -> tuple[float, int]:
+    """`count` leads replicas on one PostgreSQL, CLIENTS clients spread over them."""
+    hosts, services = [], []
+    for _ in range(count):
+        settings = Settings(
+            leads_port=0, leads_metrics_port=0, database_url=url, log_level="WARNING"
+        )
+        service = LeadsService(settings)
+        host = ServiceHost(service, settings)
+        await host.start()
+        await host.ready.wait()
+        hosts.append(host)
+        services.append(service)
+    channels = [grpc.aio.insecure_channel(host.address) for host in hosts]
+    try:
+        stubs = [leads_pb2_grpc.LeadsStub(channel) for channel in channels]
+        batches = [signals[i : i + batch] for i in range(0, len(signals), batch)]
+
+        async def client(first: int) -> None:
+            stub = stubs[first % count]
+            for part in batches[first::CLIENTS]:
+                await stub.IngestBatch(leads_pb2.IngestBatchRequest(signals=part), timeout=300)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(k) for k in range(CLIENTS)))
+        rate = len(signals) / (time.perf_counter() - began)
+        return rate, sum(service.store.conflicts for service in services)
+    finally:
+        for channel in channels:
+            await channel.close()
+        for host in hosts:
+            await host.stop(None)
+
+
+def report_replicas(cluster: ThrowawayCluster, signals: list[c.Signal], batch: int) -> None:
+    floor = bench_baseline(cluster.new_database(), signals, batch)
+    print(f"  PostgreSQL, leads replicas, {CLIENTS} clients spread over them:")
+    print(f"    baseline raw executemany:   {floor:8.0f} signals/s")
+    first = 0.0
+    for count in (1, 2, 3):
+        rate, conflicts = asyncio.run(bench_replicas(cluster.new_database(), signals, batch, count))
+        first = first or rate
+        print(
+            f"    {count} replica{'s' if count > 1 else ' '}:                 {rate:8.0f} signals/s"
+            f"  ({rate / first:.2f}x one replica, {rate / floor:.2f}x baseline;"
+            f" {conflicts} transactions retried)"
+        )
+
+
 def history_cost(url: str, history: int, probes: int = 100) -> float:
     """Seconds to ingest one more signal (own batch) into a lead with `history` signals."""
     store = LeadStore(url)
@@ -223,6 +277,7 @@ def main() -> None:
         try:
             urls = [cluster.new_database() for _ in range(4)]
             report("PostgreSQL 15 (throwaway cluster, fsync off)", urls, signals, args.batch)
+            report_replicas(cluster, signals, args.batch)
         finally:
             cluster.stop()
 
