@@ -21,6 +21,19 @@ KEY_FIELDS: tuple[str, ...] = (
     "call_id",
 )
 MAX_OPAQUE_KEY = 200
+# How surely a key says who someone is. A link through a key never joins two leads
+# that hold different keys of a stronger EXCLUSIVE type: a person has one e-mail and
+# one CRM id, so two of them are two people sharing a phone, a chat or a visit.
+STRENGTH: dict[str, int] = {
+    "crm_id": 6,
+    "email": 5,
+    "phone": 4,
+    "face_identity_id": 3,
+    "chat_session_id": 2,
+    "call_id": 2,
+    "visitor_id": 1,
+}
+EXCLUSIVE: tuple[str, ...] = ("crm_id", "email")
 
 
 class InvalidIdentityError(ValueError):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData(
@@ -63,6 +64,10 @@ identities = Table(
     # The lead the key first belonged to: a split gives it back.
     Column("origin_lead_id", String(32), nullable=False),
     Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    # People the key was seen with (it linked, or was refused as linking, this many
+    # leads); past the limit it stops linking: a switchboard, a family address.
+    Column("people", Integer, nullable=False, server_default="1"),
+    Column("shared", Boolean, nullable=False, server_default=false()),
 )
 
 signals = Table(
@@ -146,6 +151,23 @@ webhook_events = Table(
     Column("failed", Boolean, nullable=False),
     Column("last_error", Text, nullable=True),
     Index("ix_webhook_events_due", "delivered_at", "failed", "next_attempt_at"),
+)
+
+# Leads a weaker shared key would have merged although each holds a different strong key
+# of one type (two e-mails): a person decides (MergeLeads with the suggestion, or dismiss).
+merge_suggestions = Table(
+    "merge_suggestions",
+    metadata,
+    Column("suggestion_id", String(32), primary_key=True),
+    Column("lead_a", String(32), nullable=False, index=True),
+    Column("lead_b", String(32), nullable=False, index=True),
+    Column("key_type", String(20), nullable=False),
+    Column("key_value", String(320), nullable=False),
+    Column("evidence_signal_id", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("decision", String(16), nullable=True),  # accepted | dismissed
 )
 
 # Face identities of erased leads, until the vision service confirms their embeddings are gone.

@@ -43,6 +43,7 @@ class LeadsService:
             scoring_policy(settings),
             default_region=settings.default_phone_region or None,
             webhook_urls=settings.leads_webhook_urls,
+            max_people_per_key=settings.leads_max_people_per_key,
         )
         self.webhooks = (
             WebhookDelivery(self.store, settings.leads_webhook_secret)

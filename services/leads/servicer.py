@@ -33,6 +33,7 @@ from percept.runtime.streams import MalformedMessageError, refuse
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
 
 log = logging.getLogger("percept.leads")
+MAX_SUGGESTIONS = 500
 
 Context = grpc.aio.ServicerContext[Any, Any]
 STREAM_CHUNK = 500  # signals committed together from a client stream
@@ -349,12 +350,62 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         self, request: leads_pb2.MergeLeadsRequest, context: Context
     ) -> leads_pb2.Lead:
         ids = [i.strip() for i in request.lead_ids]
+        suggestion = request.suggestion_id.strip()
+        if suggestion:
+            if ids:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "give lead_ids or suggestion_id, not both (a suggestion names its leads)",
+                )
+            changes = await self._lifecycle(
+                context, self.store.accept_suggestion, suggestion, request.reason
+            )
+            return await self._current(changes[0].lead_id, context)
         if len(ids) < 2 or not all(ids) or len(set(ids)) != len(ids):
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "lead_ids: give at least two distinct lead ids"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "lead_ids: give at least two distinct lead ids (or a suggestion_id)",
             )
         changes = await self._lifecycle(context, self.store.merge_leads, ids, request.reason)
         return await self._current(changes[0].lead_id, context)
+
+    async def ListMergeSuggestions(
+        self, request: leads_pb2.ListMergeSuggestionsRequest, context: Context
+    ) -> leads_pb2.ListMergeSuggestionsResponse:
+        size = request.page_size or 50
+        if not 1 <= size <= MAX_SUGGESTIONS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page_size: {request.page_size} is not from 1 to {MAX_SUGGESTIONS}",
+            )
+        try:
+            rows = await asyncio.to_thread(
+                self.store.merge_suggestions,
+                request.lead_id.strip(),
+                request.include_decided,
+                size,
+            )
+        except LeadNotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return leads_pb2.ListMergeSuggestionsResponse(
+            suggestions=[_suggestion_message(r) for r in rows]
+        )
+
+    async def DismissMergeSuggestion(
+        self, request: leads_pb2.DismissMergeSuggestionRequest, context: Context
+    ) -> leads_pb2.MergeSuggestion:
+        suggestion = request.suggestion_id.strip()
+        if not suggestion:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "suggestion_id: required")
+        try:
+            row = await asyncio.to_thread(
+                self.store.dismiss_suggestion, suggestion, request.reason.strip()
+            )
+        except LeadNotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except LeadConflictError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return _suggestion_message({**row, "lead_ids": [row["lead_a"], row["lead_b"]]})
 
     async def SplitLead(
         self, request: leads_pb2.SplitLeadRequest, context: Context
@@ -465,3 +516,19 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
                 for x in stats
             ]
         )
+
+
+def _suggestion_message(row: dict[str, Any]) -> leads_pb2.MergeSuggestion:
+    message = leads_pb2.MergeSuggestion(
+        suggestion_id=row["suggestion_id"],
+        lead_ids=row["lead_ids"],
+        key_type=row["key_type"],
+        key_value=row["key_value"],
+        evidence_signal_id=row["evidence_signal_id"],
+        reason=row["reason"],
+        decision=row["decision"] or "",
+    )
+    message.created_at.FromDatetime(utc(row["created_at"]))
+    if row["decided_at"] is not None:
+        message.decided_at.FromDatetime(utc(row["decided_at"]))
+    return message

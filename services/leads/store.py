@@ -53,7 +53,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from percept.leads import schema
 from percept.leads.bulk import BulkWrite
 from percept.leads.changes import Change, payloads
-from percept.leads.identity import IdentityKey
+from percept.leads.identity import EXCLUSIVE, STRENGTH, IdentityKey
 from percept.leads.scoring import (
     Assessment,
     Features,
@@ -197,8 +197,10 @@ class LeadStore:
         clock: Callable[[], datetime] = now_utc,
         default_region: str | None = None,
         webhook_urls: Sequence[str] = (),
+        max_people_per_key: int = 3,
     ) -> None:
         self.url = make_url(url)
+        self.max_people_per_key = max_people_per_key
         self.webhook_urls = list(webhook_urls)
         self.policy = policy or ScoringPolicy()
         self.clock = clock
@@ -416,42 +418,59 @@ class LeadStore:
             for k in s.keys:
                 by_type.setdefault(k.key_type, set()).add(k.value)
         owner: dict[IdentityKey, str] = {}
+        shared: set[IdentityKey] = set()  # seen with too many people: links nobody
+        people: dict[IdentityKey, int] = {}
         leads = _Leads()
         # One query per key type: `key_type = ? AND key_value IN (...)` walks the primary key,
         # and the join brings each owner's creation time (the oldest lead survives a merge).
-        query = select(ident.key_value, ident.lead_id, lead_c.created_at).join(
-            schema.leads, lead_c.lead_id == ident.lead_id
-        )
+        query = select(
+            ident.key_value, ident.lead_id, ident.people, ident.shared, lead_c.created_at
+        ).join(schema.leads, lead_c.lead_id == ident.lead_id)
         for key_type, values in sorted(by_type.items()):
             for chunk in _chunks(sorted(values)):
                 rows = conn.execute(
                     query.where(ident.key_type == key_type, ident.key_value.in_(chunk))
                 ).all()  # fetchall: row-by-row fetching cost as much as the query
                 for r in rows:
-                    owner[IdentityKey(key_type, r.key_value)] = r.lead_id
+                    key = IdentityKey(key_type, r.key_value)
+                    people[key] = r.people
+                    if r.shared:
+                        shared.add(key)
+                        continue
+                    owner[key] = r.lead_id
                     leads.created[r.lead_id] = utc(r.created_at)
+        exclusive = self._exclusive_keys(conn, sorted(set(owner.values())))
 
         new_leads: list[str] = []
         new_keys: list[dict[str, Any]] = []
         merges: list[tuple[str, str, str]] = []  # (survivor, absorbed, evidence signal id)
+        suggested: list[tuple[str, str, IdentityKey, str]] = []  # (lead, lead, key, signal)
+        refused: dict[IdentityKey, int] = {}  # people a key was refused as linking, now
         signal_rows: list[dict[str, Any]] = []
         ordered = sorted(signals, key=lambda s: s.occurred_at)  # signal_rows follow this order
         for s in ordered:
-            found = list({leads.find(owner[k]) for k in s.keys if k in owner})
-            if len(found) > 1:
-                found.sort(key=lambda lead: (leads.created[lead], lead))
-            if not found:
+            group, blocked = _who(s, owner, leads, exclusive)
+            if not group:
                 lead = uuid.uuid4().hex
                 leads.created[lead] = min(s.occurred_at, now)
                 new_leads.append(lead)
             else:
-                lead = found[0]  # the oldest lead survives a merge
-                for absorbed in found[1:]:
+                lead = group[0]  # the oldest lead survives a merge
+                for absorbed in group[1:]:
                     leads.parent[absorbed] = lead
                     merges.append((lead, absorbed, s.signal_id))
+                    for key_type, values in exclusive.pop(absorbed, {}).items():
+                        exclusive.setdefault(lead, {}).setdefault(key_type, set()).update(values)
+            for other, key in blocked:
+                suggested.append((other, lead, key, s.signal_id))
+                refused[key] = refused.get(key, 0) + 1
+                if people.get(key, 1) + refused[key] > self.max_people_per_key:
+                    shared.add(key)  # a switchboard: it links nobody from now on
+                    owner.pop(key, None)
             for key in s.keys:
-                if key not in owner:
+                if key not in owner and key not in shared and key not in people:
                     owner[key] = lead
+                    people[key] = 1
                     new_keys.append(
                         {
                             "key_type": key.key_type,
@@ -461,6 +480,9 @@ class LeadStore:
                             "first_seen_at": s.occurred_at,
                         }
                     )
+                    if key.key_type in EXCLUSIVE:
+                        held = exclusive.setdefault(lead, {})
+                        held.setdefault(key.key_type, set()).add(key.value)
             signal_rows.append(_signal_row(s, lead, now))
 
         if new_leads:
@@ -491,6 +513,8 @@ class LeadStore:
         _INSERT_SIGNALS(conn, signal_rows)
         for survivor, absorbed, evidence in merges:
             self._merge(conn, leads.find(survivor), absorbed, now, evidence=evidence)
+        self._count_people(conn, refused, shared)
+        self._suggest(conn, suggested, leads.find, now)
         touched = sorted({row["lead_id"] for row in signal_rows})
         before = self._update_incrementally(
             conn,
@@ -516,6 +540,72 @@ class LeadStore:
             previous = before.get(lead, (0, 0)) if lead not in fresh else (0, 0)
             changes.append(Change(lead, kind, *previous))
         return changes
+
+    def _exclusive_keys(
+        self, conn: Connection, lead_ids: Sequence[str]
+    ) -> dict[str, dict[str, set[str]]]:
+        """The e-mails and CRM ids each lead holds (a person has one of each)."""
+        ident = schema.identities.c
+        held: dict[str, dict[str, set[str]]] = {}
+        for chunk in _chunks(list(lead_ids)):
+            rows = conn.execute(
+                select(ident.lead_id, ident.key_type, ident.key_value).where(
+                    ident.lead_id.in_(chunk), ident.key_type.in_(EXCLUSIVE)
+                )
+            )
+            for r in rows:
+                held.setdefault(r.lead_id, {}).setdefault(r.key_type, set()).add(r.key_value)
+        return held
+
+    def _count_people(
+        self, conn: Connection, refused: dict[IdentityKey, int], shared: set[IdentityKey]
+    ) -> None:
+        """Keys refused as links count the people they were seen with; past the limit
+        they are shared (kept on their lead, linking nobody)."""
+        ident = schema.identities.c
+        for key, count in refused.items():
+            conn.execute(
+                update(schema.identities)
+                .where(ident.key_type == key.key_type, ident.key_value == key.value)
+                .values(people=ident.people + count, shared=key in shared)
+            )
+
+    def _suggest(
+        self,
+        conn: Connection,
+        suggested: Sequence[tuple[str, str, IdentityKey, str]],
+        find: Callable[[str], str],
+        now: datetime,
+    ) -> None:
+        """A merge suggestion per pair of leads a weak shared key would have joined (once
+        per pair while undecided)."""
+        m = schema.merge_suggestions.c
+        fresh: dict[frozenset[str], dict[str, Any]] = {}
+        for a, b, key, signal_id in suggested:
+            pair = frozenset((find(a), find(b)))
+            if len(pair) == 2 and pair not in fresh:
+                first, second = sorted(pair)
+                fresh[pair] = {
+                    "suggestion_id": uuid.uuid4().hex,
+                    "lead_a": first,
+                    "lead_b": second,
+                    "key_type": key.key_type,
+                    "key_value": key.value,
+                    "evidence_signal_id": signal_id,
+                    "reason": f"both have the {key.key_type} {key.value}, but each "
+                    "has a different e-mail or CRM id",
+                    "created_at": now,
+                }
+        if not fresh:
+            return
+        involved = sorted({lead for pair in fresh for lead in pair})
+        for chunk in _chunks(involved):
+            for r in conn.execute(
+                select(m.lead_a, m.lead_b).where(m.decided_at.is_(None), m.lead_a.in_(chunk))
+            ):
+                fresh.pop(frozenset((r.lead_a, r.lead_b)), None)
+        if fresh:
+            conn.execute(insert(schema.merge_suggestions), list(fresh.values()))
 
     def _merge(
         self,
@@ -874,6 +964,114 @@ class LeadStore:
 
         return self._write(work)
 
+    # -- merge suggestions ----------------------------------------------------
+
+    def merge_suggestions(
+        self, lead_id: str, include_decided: bool, limit: int
+    ) -> list[dict[str, Any]]:
+        """Suggestions (newest first) with each lead as it survives now; a lead's only
+        when `lead_id` is given. An open one whose leads were merged since is left out."""
+        m, c = schema.merge_suggestions.c, schema.leads.c
+        with self.engine.connect() as conn:
+            query = select(schema.merge_suggestions).order_by(m.created_at.desc(), m.suggestion_id)
+            if lead_id:
+                current = self._resolve(conn, lead_id)
+                ids = [current, *conn.scalars(select(c.lead_id).where(c.merged_into == current))]
+                query = query.where(or_(m.lead_a.in_(ids), m.lead_b.in_(ids)))
+            if not include_decided:
+                query = query.where(m.decided_at.is_(None))
+            rows = [dict(r) for r in conn.execute(query.limit(limit * 4)).mappings()]
+            involved = sorted({r[k] for r in rows for k in ("lead_a", "lead_b")})
+            survivor: dict[str, str] = {}
+            for chunk in _chunks(involved):
+                for r in conn.execute(select(c.lead_id, c.merged_into).where(c.lead_id.in_(chunk))):
+                    survivor[r.lead_id] = r.merged_into or r.lead_id
+        shown = []
+        for row in rows:
+            a, b = survivor.get(row["lead_a"]), survivor.get(row["lead_b"])
+            if a is None or b is None or (a == b and row["decided_at"] is None):
+                continue  # erased, or merged since
+            shown.append({**row, "lead_ids": [a, b]})
+        return shown[:limit]
+
+    def _open_suggestion(self, conn: Connection, suggestion_id: str) -> dict[str, Any]:
+        m = schema.merge_suggestions.c
+        row = (
+            conn.execute(select(schema.merge_suggestions).where(m.suggestion_id == suggestion_id))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise LeadNotFoundError(f"merge suggestion {suggestion_id!r} not found")
+        if row["decided_at"] is not None:
+            raise LeadConflictError(
+                f"merge suggestion {suggestion_id!r} was already {row['decision']}"
+            )
+        return dict(row)
+
+    def dismiss_suggestion(self, suggestion_id: str, reason: str) -> dict[str, Any]:
+        now = self.clock()
+        m = schema.merge_suggestions.c
+
+        def work(conn: Connection) -> dict[str, Any]:
+            row = self._open_suggestion(conn, suggestion_id)
+            conn.execute(
+                update(schema.merge_suggestions)
+                .where(m.suggestion_id == suggestion_id)
+                .values(decided_at=now, decision="dismissed")
+            )
+            return {
+                **row,
+                "decided_at": now,
+                "decision": "dismissed",
+                "reason": reason or row["reason"],
+            }
+
+        return self._write(work)
+
+    def accept_suggestion(self, suggestion_id: str, reason: str) -> list[Change]:
+        """Merges a suggestion's two leads (the older survives) and records the decision."""
+        now = self.clock()
+        m = schema.merge_suggestions.c
+
+        def work(conn: Connection) -> list[Change]:
+            row = self._open_suggestion(conn, suggestion_id)
+            try:
+                pair = [self._resolve(conn, row["lead_a"]), self._resolve(conn, row["lead_b"])]
+            except LeadNotFoundError:
+                raise LeadConflictError(
+                    f"merge suggestion {suggestion_id!r}: one of its leads was erased"
+                ) from None
+            if pair[0] == pair[1]:
+                raise LeadConflictError(
+                    f"merge suggestion {suggestion_id!r}: its leads were merged already"
+                )
+            created = dict(
+                conn.execute(
+                    select(schema.leads.c.lead_id, schema.leads.c.created_at).where(
+                        schema.leads.c.lead_id.in_(pair)
+                    )
+                ).all()
+            )
+            survivor, absorbed = sorted(pair, key=lambda lead: (utc(created[lead]), lead))
+            before = self._refresh(conn, [survivor], now)
+            why = f"suggestion {suggestion_id} accepted: {reason}".strip(": ")
+            self._merge(
+                conn, survivor, absorbed, now, evidence=row["evidence_signal_id"], reason=why
+            )
+            self._refresh(conn, [survivor], now)
+            conn.execute(
+                update(schema.merge_suggestions)
+                .where(m.suggestion_id == suggestion_id)
+                .values(decided_at=now, decision="accepted")
+            )
+            previous = before.get(survivor, (0, 0))
+            changes = [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
+            self._notify(conn, changes)
+            return changes
+
+        return self._write(work)
+
     def split_lead(self, lead_id: str, merge_id: str) -> list[Change]:
         """Undoes a recorded merge: the absorbed lead gets back its keys and signals."""
         now = self.clock()
@@ -952,6 +1150,12 @@ class LeadStore:
             keys = conn.execute(schema.identities.delete().where(ident.lead_id.in_(ids))).rowcount
             conn.execute(
                 schema.merges.delete().where(or_(m.survivor_id.in_(ids), m.absorbed_id.in_(ids)))
+            )
+            suggestions = schema.merge_suggestions.c
+            conn.execute(
+                schema.merge_suggestions.delete().where(
+                    or_(suggestions.lead_a.in_(ids), suggestions.lead_b.in_(ids))
+                )
             )
             conn.execute(
                 update(schema.leads).where(leads.lead_id.in_(ids)).values(merged_into=None)
@@ -1095,6 +1299,12 @@ class LeadStore:
                             schema.merges.c.survivor_id.in_(gone),
                             schema.merges.c.absorbed_id.in_(gone),
                         )
+                    )
+                )
+                suggestions = schema.merge_suggestions.c
+                conn.execute(
+                    schema.merge_suggestions.delete().where(
+                        or_(suggestions.lead_a.in_(gone), suggestions.lead_b.in_(gone))
                     )
                 )
                 conn.execute(
@@ -1283,6 +1493,43 @@ _REFRESH = BulkWrite(
 _INSERT_LEADS = BulkWrite(insert(schema.leads))
 _INSERT_SIGNALS = BulkWrite(insert(schema.signals))
 _INSERT_IDENTITIES = BulkWrite(insert(schema.identities))
+
+
+def _who(
+    s: ValidSignal,
+    owner: dict[IdentityKey, str],
+    leads: _Leads,
+    exclusive: dict[str, dict[str, set[str]]],
+) -> tuple[list[str], list[tuple[str, IdentityKey]]]:
+    """The leads a signal belongs to (oldest first: they merge), and those a key of it
+    links but it must not join: a lead holding another e-mail (CRM id) than the signal
+    or the rest of the group, linked only through a weaker key (a shared phone)."""
+    link: dict[str, int] = {}
+    via: dict[str, IdentityKey] = {}
+    for key in s.keys:
+        if key in owner:
+            lead = leads.find(owner[key])
+            if STRENGTH[key.key_type] > link.get(lead, -1):
+                link[lead], via[lead] = STRENGTH[key.key_type], key
+    held: dict[str, set[str]] = {}
+    for key in s.keys:
+        if key.key_type in EXCLUSIVE:
+            held.setdefault(key.key_type, set()).add(key.value)
+    group: list[str] = []
+    blocked: list[tuple[str, IdentityKey]] = []
+    for lead in sorted(link, key=lambda x: (-link[x], leads.created[x], x)):
+        theirs = exclusive.get(lead, {})
+        if any(
+            held.get(key_type) and not held[key_type] & values and STRENGTH[key_type] > link[lead]
+            for key_type, values in theirs.items()
+        ):
+            blocked.append((lead, via[lead]))
+            continue
+        group.append(lead)
+        for key_type, values in theirs.items():
+            held.setdefault(key_type, set()).update(values)
+    group.sort(key=lambda x: (leads.created[x], x))
+    return group, blocked
 
 
 def _json_dumps(value: Any) -> str:

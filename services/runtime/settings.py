@@ -300,6 +300,13 @@ class Settings(BaseSettings):
     leads_hot_threshold: float = Field(0.7, gt=0, le=1)
     leads_warm_threshold: float = Field(0.4, gt=0, le=1)
     leads_retention_days: float = Field(730.0, gt=0, description="how long signals are kept")
+    leads_max_people_per_key: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="people one phone, chat or visit may link before it links nobody "
+        "(a switchboard, a family address)",
+    )
     leads_retention_by_kind: dict[str, float] = Field(
         default_factory=lambda: {"face_seen": 90.0, "returning_visit": 365.0, "dwell": 365.0},
         description='JSON, e.g. {"dwell": 90}: shorter limits for some signal kinds',

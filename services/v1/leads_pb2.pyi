@@ -460,7 +460,10 @@ class MergeLeadsRequest(_message.Message):
 
     LEAD_IDS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SUGGESTION_ID_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
+    suggestion_id: _builtins.str
+    """instead of lead_ids: accept this suggestion (the older survives)"""
     @_builtins.property
     def lead_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """at least two; the first survives"""
@@ -470,14 +473,137 @@ class MergeLeadsRequest(_message.Message):
         *,
         lead_ids: _abc.Iterable[_builtins.str] | None = ...,
         reason: _builtins.str = ...,
+        suggestion_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead_ids", b"lead_ids", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead_ids", b"lead_ids", "reason", b"reason", "suggestion_id", b"suggestion_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MergeLeadsRequest: _TypeAlias = MergeLeadsRequest  # noqa: Y015
+
+@_typing.final
+class MergeSuggestion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUGGESTION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_IDS_FIELD_NUMBER: _builtins.int
+    KEY_TYPE_FIELD_NUMBER: _builtins.int
+    KEY_VALUE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_SIGNAL_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    suggestion_id: _builtins.str
+    key_type: _builtins.str
+    """the key they share: phone, chat_session_id..."""
+    key_value: _builtins.str
+    evidence_signal_id: _builtins.str
+    """the signal that carried it to the second lead"""
+    reason: _builtins.str
+    decision: _builtins.str
+    """empty while open; accepted or dismissed"""
+    @_builtins.property
+    def lead_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the two leads (as merged since: their surviving ids)"""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        suggestion_id: _builtins.str = ...,
+        lead_ids: _abc.Iterable[_builtins.str] | None = ...,
+        key_type: _builtins.str = ...,
+        key_value: _builtins.str = ...,
+        evidence_signal_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        decision: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decided_at", b"decided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decided_at", b"decided_at", "decision", b"decision", "evidence_signal_id", b"evidence_signal_id", "key_type", b"key_type", "key_value", b"key_value", "lead_ids", b"lead_ids", "reason", b"reason", "suggestion_id", b"suggestion_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeSuggestion: _TypeAlias = MergeSuggestion  # noqa: Y015
+
+@_typing.final
+class ListMergeSuggestionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_DECIDED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    """only this lead's; empty: every lead's"""
+    include_decided: _builtins.bool
+    page_size: _builtins.int
+    """default 50, at most 500"""
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        include_decided: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_decided", b"include_decided", "lead_id", b"lead_id", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMergeSuggestionsRequest: _TypeAlias = ListMergeSuggestionsRequest  # noqa: Y015
+
+@_typing.final
+class ListMergeSuggestionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUGGESTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def suggestions(self) -> _containers.RepeatedCompositeFieldContainer[Global___MergeSuggestion]:
+        """newest first"""
+
+    def __init__(
+        self,
+        *,
+        suggestions: _abc.Iterable[Global___MergeSuggestion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["suggestions", b"suggestions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMergeSuggestionsResponse: _TypeAlias = ListMergeSuggestionsResponse  # noqa: Y015
+
+@_typing.final
+class DismissMergeSuggestionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUGGESTION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    suggestion_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        suggestion_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "suggestion_id", b"suggestion_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DismissMergeSuggestionRequest: _TypeAlias = DismissMergeSuggestionRequest  # noqa: Y015
 
 @_typing.final
 class SplitLeadRequest(_message.Message):

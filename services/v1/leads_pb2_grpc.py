@@ -90,6 +90,16 @@ class LeadsStub:
                 request_serializer=percept_dot_v1_dot_leads__pb2.CampaignReportRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_leads__pb2.CampaignReportResponse.FromString,
                 _registered_method=True)
+        self.ListMergeSuggestions = channel.unary_unary(
+                '/percept.v1.Leads/ListMergeSuggestions',
+                request_serializer=percept_dot_v1_dot_leads__pb2.ListMergeSuggestionsRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.ListMergeSuggestionsResponse.FromString,
+                _registered_method=True)
+        self.DismissMergeSuggestion = channel.unary_unary(
+                '/percept.v1.Leads/DismissMergeSuggestion',
+                request_serializer=percept_dot_v1_dot_leads__pb2.DismissMergeSuggestionRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.MergeSuggestion.FromString,
+                _registered_method=True)
 
 
 class LeadsServicer:
@@ -167,6 +177,20 @@ class LeadsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMergeSuggestions(self, request, context):
+        """Leads a shared weak key (a phone, a chat) would have merged although each holds a
+        different e-mail or CRM id: accepted with MergeLeads(suggestion_id), or dismissed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DismissMergeSuggestion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +248,16 @@ def add_LeadsServicer_to_server(servicer, server):
                     servicer.CampaignReport,
                     request_deserializer=percept_dot_v1_dot_leads__pb2.CampaignReportRequest.FromString,
                     response_serializer=percept_dot_v1_dot_leads__pb2.CampaignReportResponse.SerializeToString,
+            ),
+            'ListMergeSuggestions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMergeSuggestions,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.ListMergeSuggestionsRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.ListMergeSuggestionsResponse.SerializeToString,
+            ),
+            'DismissMergeSuggestion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DismissMergeSuggestion,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.DismissMergeSuggestionRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.MergeSuggestion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -523,6 +557,60 @@ class Leads:
             '/percept.v1.Leads/CampaignReport',
             percept_dot_v1_dot_leads__pb2.CampaignReportRequest.SerializeToString,
             percept_dot_v1_dot_leads__pb2.CampaignReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMergeSuggestions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/ListMergeSuggestions',
+            percept_dot_v1_dot_leads__pb2.ListMergeSuggestionsRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.ListMergeSuggestionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DismissMergeSuggestion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/DismissMergeSuggestion',
+            percept_dot_v1_dot_leads__pb2.DismissMergeSuggestionRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.MergeSuggestion.FromString,
             options,
             channel_credentials,
             insecure,

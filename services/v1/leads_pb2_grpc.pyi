@@ -50,6 +50,11 @@ class LeadsStub:
     ExplainScore: _grpc.UnaryUnaryMultiCallable[_leads_pb2.ExplainScoreRequest, _leads_pb2.ScoreExplanation]
     ListSegments: _grpc.UnaryUnaryMultiCallable[_leads_pb2.ListSegmentsRequest, _leads_pb2.ListSegmentsResponse]
     CampaignReport: _grpc.UnaryUnaryMultiCallable[_leads_pb2.CampaignReportRequest, _leads_pb2.CampaignReportResponse]
+    ListMergeSuggestions: _grpc.UnaryUnaryMultiCallable[_leads_pb2.ListMergeSuggestionsRequest, _leads_pb2.ListMergeSuggestionsResponse]
+    """Leads a shared weak key (a phone, a chat) would have merged although each holds a
+    different e-mail or CRM id: accepted with MergeLeads(suggestion_id), or dismissed.
+    """
+    DismissMergeSuggestion: _grpc.UnaryUnaryMultiCallable[_leads_pb2.DismissMergeSuggestionRequest, _leads_pb2.MergeSuggestion]
 
 @_typing.type_check_only
 class LeadsAsyncStub(LeadsStub):
@@ -72,6 +77,11 @@ class LeadsAsyncStub(LeadsStub):
     ExplainScore: _aio.UnaryUnaryMultiCallable[_leads_pb2.ExplainScoreRequest, _leads_pb2.ScoreExplanation]  # type: ignore[assignment]
     ListSegments: _aio.UnaryUnaryMultiCallable[_leads_pb2.ListSegmentsRequest, _leads_pb2.ListSegmentsResponse]  # type: ignore[assignment]
     CampaignReport: _aio.UnaryUnaryMultiCallable[_leads_pb2.CampaignReportRequest, _leads_pb2.CampaignReportResponse]  # type: ignore[assignment]
+    ListMergeSuggestions: _aio.UnaryUnaryMultiCallable[_leads_pb2.ListMergeSuggestionsRequest, _leads_pb2.ListMergeSuggestionsResponse]  # type: ignore[assignment]
+    """Leads a shared weak key (a phone, a chat) would have merged although each holds a
+    different e-mail or CRM id: accepted with MergeLeads(suggestion_id), or dismissed.
+    """
+    DismissMergeSuggestion: _aio.UnaryUnaryMultiCallable[_leads_pb2.DismissMergeSuggestionRequest, _leads_pb2.MergeSuggestion]  # type: ignore[assignment]
 
 class LeadsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -157,5 +167,22 @@ class LeadsServicer(metaclass=_abc_1.ABCMeta):
         request: _leads_pb2.CampaignReportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_leads_pb2.CampaignReportResponse, _abc.Awaitable[_leads_pb2.CampaignReportResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMergeSuggestions(
+        self,
+        request: _leads_pb2.ListMergeSuggestionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.ListMergeSuggestionsResponse, _abc.Awaitable[_leads_pb2.ListMergeSuggestionsResponse]]:
+        """Leads a shared weak key (a phone, a chat) would have merged although each holds a
+        different e-mail or CRM id: accepted with MergeLeads(suggestion_id), or dismissed.
+        """
+
+    @_abc_1.abstractmethod
+    def DismissMergeSuggestion(
+        self,
+        request: _leads_pb2.DismissMergeSuggestionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.MergeSuggestion, _abc.Awaitable[_leads_pb2.MergeSuggestion]]: ...
 
 def add_LeadsServicer_to_server(servicer: LeadsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

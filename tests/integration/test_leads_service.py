@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -374,7 +375,8 @@ def test_a_database_migrated_by_a_newer_release_is_refused_naming_both(database_
         store.migrate()
     store.close()
     message = str(caught.value)
-    assert "'0042_from_the_future'" in message and "its newest is '0007" in message
+    assert "'0042_from_the_future'" in message
+    assert re.search(r"its newest is '\d{4}'", message), message
 
 
 async def test_replicas_starting_together_migrate_once(postgres_cluster: ThrowawayCluster) -> None:
