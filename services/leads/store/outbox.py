@@ -1,0 +1,187 @@
+"""Work queued in a write's own transaction and done later: webhooks, face erasures.
+
+Claimed with FOR UPDATE SKIP LOCKED and a lease, so one replica does each."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from percept.leads import schema
+from percept.leads.scoring import (
+    class_name,
+    stage_name,
+)
+from percept.leads.store.base import (
+    CLAIM_LEASE_S,
+    StoreBase,
+)
+
+log = logging.getLogger("percept.leads.store")
+
+
+class OutboxMixin(StoreBase):
+    """Work queued in a write's own transaction and done later: webhooks, face erasures.
+
+    Claimed with FOR UPDATE SKIP LOCKED and a lease, so one replica does each."""
+
+    def _queue_webhooks(
+        self,
+        conn: Connection,
+        updates: Sequence[dict[str, Any]],
+        before: dict[str, tuple[int, int]],
+        now: datetime,
+    ) -> None:
+        """One event per URL for each lead whose class or stage changed (same transaction)."""
+        if not self.webhook_urls:
+            return
+        events = []
+        for u in updates:
+            old_class, old_stage = before.get(u["target"], (0, 0))
+            if (old_class, old_stage) == (u["lead_class"], u["stage"]):
+                continue
+            payload = {
+                "type": "lead.changed",
+                "lead_id": u["target"],
+                "class": class_name(u["lead_class"]),
+                "previous_class": class_name(old_class),
+                "stage": stage_name(u["stage"]),
+                "previous_stage": stage_name(old_stage),
+                "score": round(u["score"], 4),
+                "product_interest": u["product_interest"],
+                "changed_at": now.isoformat(),
+            }
+            for url in self.webhook_urls:
+                event_id = uuid.uuid4().hex
+                events.append(
+                    {
+                        "event_id": event_id,
+                        "created_at": now,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "delivered_at": None,
+                        "failed": False,
+                        "last_error": None,
+                        "payload": {**payload, "event_id": event_id, "url": url},
+                    }
+                )
+        if events:
+            conn.execute(insert(schema.webhook_events), events)
+
+    def _queue_face_erasures(self, conn: Connection, faces: Sequence[str], now: datetime) -> None:
+        """In the erasure's own transaction: no erased lead leaves a face behind unrecorded."""
+        f = schema.face_erasures.c
+        queued = set(conn.scalars(select(f.face_identity_id).where(f.face_identity_id.in_(faces))))
+        rows = [
+            {"face_identity_id": face, "requested_at": now, "attempts": 0, "next_attempt_at": now}
+            for face in sorted(set(faces) - queued)
+        ]
+        if rows:
+            conn.execute(insert(schema.face_erasures), rows)
+
+    def due_face_erasures(
+        self, now: datetime, limit: int, lease_s: float = CLAIM_LEASE_S
+    ) -> list[tuple[str, int]]:
+        """Claims due erasures for `lease_s` (see `due_webhooks`)."""
+        f = schema.face_erasures.c
+        query = (
+            select(f.face_identity_id, f.attempts)
+            .where(f.next_attempt_at <= now)
+            .order_by(f.next_attempt_at, f.face_identity_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+        def work(conn: Connection) -> list[tuple[str, int]]:
+            rows = [(r.face_identity_id, r.attempts) for r in conn.execute(query)]
+            if rows:
+                conn.execute(
+                    update(schema.face_erasures)
+                    .where(f.face_identity_id.in_([face for face, _ in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=lease_s))
+                )
+            return rows
+
+        return self._write(work)
+
+    def face_erasure_attempted(
+        self, face_identity_id: str, *, done: bool, retry_at: datetime, error: str | None
+    ) -> None:
+        """Done: the row goes (vision holds nothing more). Else retried at `retry_at`."""
+        f = schema.face_erasures.c
+        row = schema.face_erasures.c.face_identity_id == face_identity_id
+        with self.engine.begin() as conn:
+            if done:
+                conn.execute(schema.face_erasures.delete().where(row))
+            else:
+                conn.execute(
+                    update(schema.face_erasures)
+                    .where(row)
+                    .values(attempts=f.attempts + 1, next_attempt_at=retry_at, last_error=error)
+                )
+
+    def pending_face_erasures(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(schema.face_erasures)) or 0)
+
+    def due_webhooks(
+        self, now: datetime, limit: int, lease_s: float = CLAIM_LEASE_S
+    ) -> list[dict[str, Any]]:
+        """Claims due events: this replica's to deliver for `lease_s`. Replicas skip rows
+        another is claiming (FOR UPDATE SKIP LOCKED) and claimed rows are due again only
+        when the lease ends, so each event goes out once; one whose replica died in
+        the middle is delivered by another after the lease."""
+        w = schema.webhook_events.c
+        query = (
+            select(w.event_id, w.payload, w.attempts)
+            .where(w.delivered_at.is_(None), w.failed.is_(False), w.next_attempt_at <= now)
+            .order_by(w.next_attempt_at, w.event_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            if rows:
+                conn.execute(
+                    update(schema.webhook_events)
+                    .where(w.event_id.in_([r["event_id"] for r in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=lease_s))
+                )
+            return rows
+
+        return self._write(work)
+
+    def webhook_attempted(
+        self,
+        event_id: str,
+        *,
+        delivered: bool,
+        now: datetime,
+        retry_at: datetime | None,
+        error: str | None,
+    ) -> None:
+        """Records an attempt: delivered, retried later, or (retry_at None) given up."""
+        w = schema.webhook_events.c
+        values: dict[str, Any] = {"attempts": w.attempts + 1, "last_error": error}
+        if delivered:
+            values["delivered_at"] = now
+        elif retry_at is None:
+            values["failed"] = True
+        else:
+            values["next_attempt_at"] = retry_at
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.webhook_events).where(w.event_id == event_id).values(**values)
+            )

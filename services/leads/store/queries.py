@@ -1,0 +1,191 @@
+"""Reading leads: one with its timeline, pages of them (signed page tokens), raw rows."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    or_,
+    select,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from percept.leads import schema
+from percept.leads.identity import IdentityKey
+from percept.leads.scoring import (
+    Features,
+    SignalFacts,
+    assess_features,
+)
+from percept.leads.store.base import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    InvalidPageTokenError,
+    LeadFilter,
+    LeadView,
+    _chunks,
+    utc,
+)
+from percept.leads.store.state import StateMixin
+
+log = logging.getLogger("percept.leads.store")
+
+
+class QueriesMixin(StateMixin):
+    """Reading leads: one with its timeline, pages of them (signed page tokens), raw rows."""
+
+    def facts_of(self, lead_id: str) -> list[SignalFacts]:
+        """Every signal of a lead, as scoring sees them (training, audits)."""
+        with self.engine.connect() as conn:
+            return self._facts(conn, [lead_id]).get(lead_id, [])
+
+    def rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Stored state of these leads (those that still exist), with their keys."""
+        c = schema.leads.c
+        with self.engine.connect() as conn:
+            rows = []
+            for chunk in _chunks(list(lead_ids)):
+                rows += [
+                    dict(r)
+                    for r in conn.execute(
+                        select(schema.leads).where(c.lead_id.in_(chunk))
+                    ).mappings()
+                ]
+            keys = self._keys_of(conn, [r["lead_id"] for r in rows])
+        for row in rows:
+            row["keys"] = keys.get(row["lead_id"], [])
+        return rows
+
+    def get(self, lead_id: str, *, include_timeline: bool = False) -> LeadView | None:
+        """The lead (following merges to the survivor), scored as of now."""
+        leads, ident, sig = schema.leads.c, schema.identities.c, schema.signals.c
+        with self.engine.connect() as conn:
+            row = None
+            for _ in range(64):  # merge chains are flattened; this only guards against cycles
+                row = (
+                    conn.execute(select(schema.leads).where(leads.lead_id == lead_id))
+                    .mappings()
+                    .first()
+                )
+                if row is None or row["merged_into"] is None:
+                    break
+                lead_id = row["merged_into"]
+            if row is None:
+                return None
+            keys = [
+                IdentityKey(r.key_type, r.key_value)
+                for r in conn.execute(
+                    select(ident.key_type, ident.key_value)
+                    .where(ident.lead_id == lead_id)
+                    .order_by(ident.first_seen_at, ident.key_type)
+                )
+            ]
+            features = self._stored_features(conn, [lead_id]).get(lead_id) or Features.of(
+                self._facts(conn, [lead_id]).get(lead_id, []), self.policy.half_life
+            )
+            timeline = []
+            if include_timeline:
+                timeline = [
+                    dict(r)
+                    for r in conn.execute(
+                        select(
+                            sig.signal_id,
+                            sig.source,
+                            sig.kind,
+                            sig.name,
+                            sig.value,
+                            sig.numeric_value,
+                            sig.evidence,
+                            sig.occurred_at,
+                        )
+                        .where(sig.lead_id == lead_id)
+                        .order_by(sig.occurred_at, sig.signal_id)
+                    ).mappings()
+                ]
+        return LeadView(
+            dict(row),
+            keys,
+            assess_features(features, self.clock(), self.policy, model=self.active_model()),
+            timeline,
+        )
+
+    def page(
+        self, where: LeadFilter, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A page of leads in creation order (stable under updates) and the next page's token."""
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        c = schema.leads.c
+        clauses: list[ColumnElement[bool]] = [c.merged_into.is_(None)]
+        if where.classes:
+            clauses.append(c.lead_class.in_(where.classes))
+        if where.stages:
+            clauses.append(c.stage.in_(where.stages))
+        if where.product_interest:
+            clauses.append(c.product_interest == where.product_interest.lower())
+        if where.min_score:
+            clauses.append(c.score >= where.min_score)
+        if where.max_score:
+            clauses.append(c.score <= where.max_score)
+        if where.updated_since:
+            clauses.append(c.updated_at >= where.updated_since)
+        if where.segment:
+            clauses.append(c.segment == where.segment)
+        if page_token:
+            created, lead_id = self._read_token(page_token, where)
+            clauses.append(
+                or_(c.created_at > created, and_(c.created_at == created, c.lead_id > lead_id))
+            )
+        query = (
+            select(schema.leads).where(*clauses).order_by(c.created_at, c.lead_id).limit(size + 1)
+        )
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            keys = self._keys_of(conn, [r["lead_id"] for r in rows[:size]])
+        for row in rows:
+            row["keys"] = keys.get(row["lead_id"], [])
+        if len(rows) <= size:
+            return rows, ""
+        last = rows[size - 1]
+        return rows[:size], self._make_token(utc(last["created_at"]), last["lead_id"], where)
+
+    def _keys_of(self, conn: Connection, lead_ids: list[str]) -> dict[str, list[IdentityKey]]:
+        ident = schema.identities.c
+        keys: dict[str, list[IdentityKey]] = {}
+        for chunk in _chunks(lead_ids):
+            rows = conn.execute(
+                select(ident.lead_id, ident.key_type, ident.key_value)
+                .where(ident.lead_id.in_(chunk))
+                .order_by(ident.first_seen_at, ident.key_type)
+            )
+            for r in rows:
+                keys.setdefault(r.lead_id, []).append(IdentityKey(r.key_type, r.key_value))
+        return keys
+
+    def _make_token(self, created: datetime, lead_id: str, where: LeadFilter) -> str:
+        body = json.dumps({"c": created.isoformat(), "i": lead_id, "f": where.fingerprint()})
+        payload = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+        mac = hmac.new(self._token_key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{payload}.{mac}"
+
+    def _read_token(self, token: str, where: LeadFilter) -> tuple[datetime, str]:
+        payload, _, mac = token.partition(".")
+        expected = hmac.new(self._token_key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+        if not mac or not hmac.compare_digest(mac, expected):
+            raise InvalidPageTokenError(
+                "page_token: not issued by this server (forged or corrupted)"
+            )
+        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        if body["f"] != where.fingerprint():
+            raise InvalidPageTokenError(
+                "page_token: issued for another filter; start from page one"
+            )
+        return datetime.fromisoformat(body["c"]), str(body["i"])
