@@ -58,13 +58,20 @@ class Transcriber(Protocol):
         ...
 
 
+def loop_key(word: str) -> str:
+    """A word as loop rounds compare it: a plural's "s" aside, since Whisper's rounds
+    of one loop often differ only in it ("your patient. Thank you for your patients")."""
+    key = word_key(word)
+    return key[:-1] if len(key) > 3 and key.endswith("s") and not key.endswith("ss") else key
+
+
 def drop_loops(text: str) -> str:
     """Cuts a hallucinated loop ("Can we meet? Can we meet? Can") after its first
     round: Whisper repeats itself when the audio ends mid-window. A loop is a run
     of three or more words said twice, or a shorter run said three times; "the
     phone, the phone case" is language."""
     words = text.split()
-    keys = [word_key(w) for w in words]
+    keys = [loop_key(w) for w in words]
     for i in range(len(words)):
         for k in range(2, (len(words) - i) // 2 + 1):
             rounds = 1

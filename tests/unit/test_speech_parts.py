@@ -50,6 +50,11 @@ def test_local_agreement_keeps_the_last_word_open() -> None:
             "Can we schedule a demo next week?",
         ),
         ("thank you thank you thank you", "thank you"),
+        (  # rounds of one loop that differ in a plural "s"
+            "thank you for your patient. Thank you for your patients.",
+            "thank you for your patient.",
+        ),
+        ("I want two laptops and two laptop bags", "I want two laptops and two laptop bags"),
         ("I had had enough", "I had had enough"),  # one repeated word is language
         ("the phone, the phone case", "the phone, the phone case"),
     ],
