@@ -31,6 +31,7 @@ from percept.v1 import leads_pb2, nlp_pb2, speech_pb2, vision_pb2
 
 pytestmark = pytest.mark.slow
 PERCEPT = str(Path(sys.executable).parent / "percept")
+LEAKS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", "sqlalche.me", "psycopg", "Traceback")
 DOCUMENTED = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -104,6 +105,8 @@ def _call(
             return grpc.StatusCode.OK  # the watch was open and fine until we stopped it
         details = exc.details() or ""
         assert code in DOCUMENTED, (path, code, details)
+        # No answer carries SQL, its parameters or a library's exception text.
+        assert not any(leak in details for leak in LEAKS), (path, code, details)
         if code is grpc.StatusCode.INVALID_ARGUMENT and _undecodable(method, requests):
             assert "message (" in details, details  # it says which type the bytes are not
         return code
