@@ -43,6 +43,7 @@ from percept.console.messages import (
     footfall_json,
     lead_json,
     reply_json,
+    suggestion_json,
     view_json,
 )
 from percept.leads.scoring import class_name
@@ -263,6 +264,39 @@ class Api:
                 "embeddings_erased": done.embeddings_erased,
             }
         )
+
+    async def lead_suggestions(self, request: Request) -> Response:
+        """Leads that may be this lead's person (merge suggestions still open)."""
+        found = await _call(
+            self.backends.leads.ListMergeSuggestions,
+            leads_pb2.ListMergeSuggestionsRequest(lead_id=request.path_params["lead_id"]),
+            self.backends,
+        )
+        return JSONResponse(
+            {"suggestions": [suggestion_json(x) for x in found.suggestions]},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def decide_suggestion(self, request: Request) -> Response:
+        """A person's decision: `merge` (MergeLeads with the suggestion) or `dismiss`."""
+        suggestion_id = request.path_params["suggestion_id"]
+        if request.path_params["decision"] not in ("merge", "dismiss"):
+            raise ApiError(404, "a suggestion is decided with /merge or /dismiss")
+        body = await _json_body(request)
+        reason = str(body.get("reason", ""))[:500]
+        if request.path_params["decision"] == "merge":
+            lead = await _call(
+                self.backends.leads.MergeLeads,
+                leads_pb2.MergeLeadsRequest(suggestion_id=suggestion_id, reason=reason),
+                self.backends,
+            )
+            return JSONResponse({"lead_id": lead.lead_id})
+        decided = await _call(
+            self.backends.leads.DismissMergeSuggestion,
+            leads_pb2.DismissMergeSuggestionRequest(suggestion_id=suggestion_id, reason=reason),
+            self.backends,
+        )
+        return JSONResponse(suggestion_json(decided))
 
     async def lead_events(self, request: Request) -> Response:
         """Server-sent events: one `change` event per LeadChange from WatchLeads."""
@@ -522,6 +556,12 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
         Route("/api/leads/events", api.lead_events),
         Route("/api/leads/{lead_id}", _handle(api.get_lead)),
         Route("/api/leads/{lead_id}/forget", _handle(api.forget_lead), methods=["POST"]),
+        Route("/api/leads/{lead_id}/suggestions", _handle(api.lead_suggestions)),
+        Route(
+            "/api/suggestions/{suggestion_id}/{decision:str}",
+            _handle(api.decide_suggestion),
+            methods=["POST"],
+        ),
         Route("/api/calls/events", api.call_events),
         Route("/api/cameras", _handle(api.list_cameras)),
         Route("/api/cameras/{camera_id}", _handle(api.camera_view)),

@@ -205,3 +205,15 @@ def call_update_json(update: speech_pb2.CallUpdate) -> dict[str, Any]:
             ],
         }
     return body
+
+
+def suggestion_json(s: leads_pb2.MergeSuggestion) -> dict[str, Any]:
+    return {
+        "suggestion_id": s.suggestion_id,
+        "lead_ids": list(s.lead_ids),
+        "key_type": s.key_type,
+        "key_value": s.key_value,
+        "reason": s.reason,
+        "created_at": _time(s.created_at),
+        "decision": s.decision,
+    }

@@ -499,3 +499,45 @@ async def test_the_calls_page_follows_a_telephone_call_live(
     await page.wait_for_selector("section.call.ended[data-call=CA-console-live]", timeout=30_000)
     await page.screenshot(path=str(ARTIFACTS / "calls.png"))
     await context.close()
+
+
+async def test_the_lead_page_offers_merge_suggestions_and_a_person_decides(
+    stack: Stack, browser: Browser
+) -> None:
+    """Two people sharing an office phone: two leads and a suggestion; on the lead page
+    "Same person: merge" joins them, and the API refuses a decision it does not know."""
+    phone = "+14155550142"
+    for n, email in enumerate(("dora@example.com", "eli@example.com")):
+        contact = recent(
+            source=c.SOURCE_CHAT,
+            kind=c.SIGNAL_KIND_CONTACT_CAPTURED,
+            name="",
+            email=email,
+            phone=phone,
+        )
+        contact.occurred_at.FromSeconds(contact.occurred_at.seconds - 60 + n)
+        await _ingest(stack, contact)
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        listed = (await client.get("/api/leads", params={"page_size": 500})).json()["leads"]
+        dora = next(x for x in listed if x["identity"].get("email") == "dora@example.com")
+        found = (await client.get(f"/api/leads/{dora['lead_id']}/suggestions")).json()
+        (suggestion,) = found["suggestions"]
+        assert (suggestion["key_type"], suggestion["key_value"]) == ("phone", phone)
+        wrong = await client.post(f"/api/suggestions/{suggestion['suggestion_id']}/maybe", json={})
+        assert wrong.status_code == 404 and "/merge or /dismiss" in wrong.json()["error"]
+        missing = await client.post("/api/suggestions/nope/dismiss", json={})
+        assert missing.status_code == 404 and "'nope' not found" in missing.json()["error"]
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await context.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])
+    page = await context.new_page()
+    await page.goto(f"{stack.url}/leads/{dora['lead_id']}")
+    item = page.locator(f"li[data-suggestion='{suggestion['suggestion_id']}']")
+    await item.wait_for(timeout=15_000)
+    assert phone in await item.inner_text()
+    await item.locator("button", has_text="Same person: merge").click()
+    await page.wait_for_selector("#suggestions-panel[hidden]", state="attached", timeout=15_000)
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        merged = (await client.get(f"/api/leads/{dora['lead_id']}")).json()
+    assert merged["signal_count"] >= 2
+    await context.close()
