@@ -47,8 +47,11 @@ def bearer_of(api_keys: list[str]) -> Metadata:
 
 
 def channel_target(address: str) -> str:
-    """`host:port` -> `dns:///host:port`, so that every resolved address is used."""
-    return address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
+    """`host:port` -> `dns:///host:port`, so that every resolved address is used. gRPC's
+    own names pass as they are (`ipv4:10.0.0.1:50054,10.0.0.2:50054`, `unix:`, `dns:`)."""
+    if "://" in address or address.startswith(("dns:", "ipv4:", "ipv6:", "unix:")):
+        return address
+    return f"dns:///{address}"
 
 
 def service_channel(

@@ -5,6 +5,9 @@ every lead, and no answer carries SQL or anybody's data."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -146,3 +149,112 @@ async def test_replicas_resolve_one_person_to_one_lead_watch_everything_and_hook
         crm.close()
     for message in errors:
         assert not any(leak in message for leak in LEAKS), message
+
+
+async def test_a_replica_killed_mid_ingest_loses_nothing(
+    postgres_cluster: ThrowawayCluster, tmp_path: Path
+) -> None:
+    """Two `percept serve leads` on one PostgreSQL behind one address (as the headless
+    Service resolves); a perception service's outbox sends 800 signals; one replica is
+    killed with SIGKILL half-way: the outbox sends the rest, and what the dead one had
+    not acknowledged, to the other. Every signal is stored, once."""
+    import signal as signals_module
+    import subprocess
+
+    from local_servers import PERCEPT, free_port
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import create_engine, func, select
+
+    from percept.leads import schema
+    from percept.runtime.signals import SignalPublisher
+
+    url = postgres_cluster.new_database()
+    ports = [free_port(), free_port()]
+    processes = _serve_leads(url, ports, tmp_path)
+    addresses = [f"127.0.0.1:{port}" for port in ports]
+    health = await asyncio.to_thread(
+        subprocess.run,
+        [PERCEPT, "health", "--wait", "60", *addresses],
+        capture_output=True,
+        timeout=90,
+    )
+    assert health.returncode == 0, health.stdout
+    settings = local_settings(tmp_path / "vision", leads_address="ipv4:" + ",".join(addresses))
+    publisher = SignalPublisher(settings, "vision", CollectorRegistry())
+    publisher.start()
+    assert publisher.outbox is not None
+    people = 400
+    sent = [signal(phone=phone(i), name="purchase_intent") for i in range(people)]
+    sent += [
+        signal(
+            source=c.SOURCE_CHAT,
+            kind=c.SIGNAL_KIND_CONTACT_CAPTURED,
+            name="",
+            phone=phone(i),
+            email=email(i),
+        )
+        for i in range(people)
+    ]
+    engine = create_engine(url)
+
+    def stored() -> int:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(schema.signals)) or 0)
+
+    try:
+
+        async def steadily() -> None:  # as a camera's signals come: batches keep flowing
+            for n, message in enumerate(sent):
+                publisher.publish(message)
+                if n % 20 == 19:
+                    await asyncio.sleep(0.05)
+
+        publishing = asyncio.create_task(steadily())
+        await _until(stored, 200, 60)
+        processes[0].send_signal(signals_module.SIGKILL)  # mid-ingest, no goodbye
+        await publishing
+        await _until(stored, len(sent), 120)
+        assert await asyncio.to_thread(stored) == len(sent)  # each once
+        with engine.connect() as conn:
+            leads_left = conn.scalar(
+                select(func.count())
+                .select_from(schema.leads)
+                .where(schema.leads.c.merged_into.is_(None))
+            )
+        assert leads_left == people
+    finally:
+        await publisher.close()
+        engine.dispose()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+
+
+def _serve_leads(url: str, ports: list[int], folder: Path) -> list[subprocess.Popen[bytes]]:
+    """`percept serve leads` on each port, all on the database at `url`."""
+    from local_servers import PERCEPT
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PERCEPT_")}
+    processes = []
+    for n, port in enumerate(ports):
+        env = base | {
+            "PERCEPT_DATABASE_URL": url,
+            "PERCEPT_LEADS_PORT": str(port),
+            "PERCEPT_LEADS_METRICS_PORT": "0",
+            "PERCEPT_DATA_DIR": str(folder / f"leads-{n}"),
+            "PERCEPT_LOG_LEVEL": "WARNING",
+        }
+        with (folder / f"leads-{n}.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen([PERCEPT, "serve", "leads"], env=env, stdout=log, stderr=log)
+            )
+    return processes
+
+
+async def _until(count: Callable[[], int], at_least: int, within_s: float) -> None:
+    async with asyncio.timeout(within_s):
+        while True:
+            if await asyncio.to_thread(count) >= at_least:
+                return
+            await asyncio.sleep(0.1)
