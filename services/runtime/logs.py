@@ -25,6 +25,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # A write that conflicts with another leads replica's is run again (leads.store.base);
+    # psycopg warns "error ignored terminating <Pipeline>" for each: expected, not news.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
