@@ -41,19 +41,19 @@ def journeys() -> list[tuple[int, c.Signal]]:
     for i in range(PEOPLE):
         sends.append((0, signal(phone=phone(i), name="purchase_intent")))
         sends.append((1, signal(source=c.SOURCE_CHAT, name="product_question", email=email(i))))
-        sends.append(
-            (
-                2 + i % 2,
-                signal(
-                    source=c.SOURCE_CHAT,
-                    kind=c.SIGNAL_KIND_CONTACT_CAPTURED,
-                    name="",
-                    phone=phone(i),
-                    email=email(i),
-                ),
-            )
-        )
+        sends.append((2 + i % 2, contact(i)))
     return sends
+
+
+def contact(i: int) -> c.Signal:
+    """Person i leaves phone and e-mail in the chat: the signal that joins their keys."""
+    return signal(
+        source=c.SOURCE_CHAT,
+        kind=c.SIGNAL_KIND_CONTACT_CAPTURED,
+        name="",
+        phone=phone(i),
+        email=email(i),
+    )
 
 
 def _queued_events(url: str) -> int:
@@ -185,16 +185,7 @@ async def test_a_replica_killed_mid_ingest_loses_nothing(
     assert publisher.outbox is not None
     people = 400
     sent = [signal(phone=phone(i), name="purchase_intent") for i in range(people)]
-    sent += [
-        signal(
-            source=c.SOURCE_CHAT,
-            kind=c.SIGNAL_KIND_CONTACT_CAPTURED,
-            name="",
-            phone=phone(i),
-            email=email(i),
-        )
-        for i in range(people)
-    ]
+    sent += [contact(i) for i in range(people)]
     engine = create_engine(url)
 
     def stored() -> int:

@@ -213,12 +213,7 @@ class LifecycleMixin(StateMixin):
     def forget(self, lead_id: str, reason: str) -> Erasure:
         """Erases a lead, every lead merged into it, their keys, signals and merges."""
         now = self.clock()
-        leads, ident, sig, m = (
-            schema.leads.c,
-            schema.identities.c,
-            schema.signals.c,
-            schema.merges.c,
-        )
+        leads, ident, sig = schema.leads.c, schema.identities.c, schema.signals.c
 
         def work(conn: Connection) -> Erasure:
             current = self._resolve(conn, lead_id)
@@ -234,20 +229,7 @@ class LifecycleMixin(StateMixin):
                 )
             )
             signals = conn.execute(schema.signals.delete().where(sig.lead_id.in_(ids))).rowcount
-            keys = conn.execute(schema.identities.delete().where(ident.lead_id.in_(ids))).rowcount
-            conn.execute(
-                schema.merges.delete().where(or_(m.survivor_id.in_(ids), m.absorbed_id.in_(ids)))
-            )
-            suggestions = schema.merge_suggestions.c
-            conn.execute(
-                schema.merge_suggestions.delete().where(
-                    or_(suggestions.lead_a.in_(ids), suggestions.lead_b.in_(ids))
-                )
-            )
-            conn.execute(
-                update(schema.leads).where(leads.lead_id.in_(ids)).values(merged_into=None)
-            )
-            erased = conn.execute(schema.leads.delete().where(leads.lead_id.in_(ids))).rowcount
+            keys, erased = self._delete_leads(conn, ids)
             self._queue_face_erasures(conn, faces, now)
             audit_id = uuid.uuid4().hex
             conn.execute(

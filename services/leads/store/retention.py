@@ -11,7 +11,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    update,
 )
 
 from percept.leads import schema
@@ -33,7 +32,7 @@ class RetentionMixin(StateMixin):
         Returns (signals deleted, leads deleted). Remaining leads are recomputed.
         """
         now = self.clock()
-        sig, leads, ident = schema.signals.c, schema.leads.c, schema.identities.c
+        sig, leads = schema.signals.c, schema.leads.c
         kinds = {
             common_pb2.SignalKind.Value(f"SIGNAL_KIND_{name.upper()}"): days
             for name, days in by_kind.items()
@@ -63,26 +62,7 @@ class RetentionMixin(StateMixin):
                 absorbed = list(
                     conn.scalars(select(leads.lead_id).where(leads.merged_into.in_(emptied)))
                 )
-                gone = [*emptied, *absorbed]
-                conn.execute(schema.identities.delete().where(ident.lead_id.in_(gone)))
-                conn.execute(
-                    schema.merges.delete().where(
-                        or_(
-                            schema.merges.c.survivor_id.in_(gone),
-                            schema.merges.c.absorbed_id.in_(gone),
-                        )
-                    )
-                )
-                suggestions = schema.merge_suggestions.c
-                conn.execute(
-                    schema.merge_suggestions.delete().where(
-                        or_(suggestions.lead_a.in_(gone), suggestions.lead_b.in_(gone))
-                    )
-                )
-                conn.execute(
-                    update(schema.leads).where(leads.lead_id.in_(gone)).values(merged_into=None)
-                )
-                conn.execute(schema.leads.delete().where(leads.lead_id.in_(gone)))
+                self._delete_leads(conn, [*emptied, *absorbed])
             self._refresh(conn, [lead for lead in touched if lead not in emptied], now)
             return deleted, emptied
 

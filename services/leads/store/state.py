@@ -75,6 +75,22 @@ class StateMixin(OutboxMixin):
         self._write(work)
         self._model_checked = -math.inf  # picked up at once in this process
 
+    def _delete_leads(self, conn: Connection, ids: Sequence[str]) -> tuple[int, int]:
+        """Deletes leads (their signals gone already) with their keys, merges and merge
+        suggestions (which hold a key's value: that person's data). (keys, leads) deleted."""
+        ident, m, s = schema.identities.c, schema.merges.c, schema.merge_suggestions.c
+        keys = conn.execute(schema.identities.delete().where(ident.lead_id.in_(ids))).rowcount
+        conn.execute(
+            schema.merges.delete().where(or_(m.survivor_id.in_(ids), m.absorbed_id.in_(ids)))
+        )
+        conn.execute(
+            schema.merge_suggestions.delete().where(or_(s.lead_a.in_(ids), s.lead_b.in_(ids)))
+        )
+        leads = schema.leads.c
+        conn.execute(update(schema.leads).where(leads.lead_id.in_(ids)).values(merged_into=None))
+        erased = conn.execute(schema.leads.delete().where(leads.lead_id.in_(ids))).rowcount
+        return keys, erased
+
     def _merge(
         self,
         conn: Connection,
