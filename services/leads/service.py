@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import grpc
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from percept.leads.face_erasure import FaceErasure
 from percept.leads.scoring import ScoringPolicy
@@ -31,6 +33,21 @@ def scoring_policy(settings: Settings) -> ScoringPolicy:
         hot_threshold=settings.leads_hot_threshold,
         warm_threshold=settings.leads_warm_threshold,
     )
+
+
+class WriteConflicts(Collector):
+    """percept_leads_write_conflicts_total: write transactions run again after a conflict
+    with another replica's (PostgreSQL); rising fast means replicas fight over people."""
+
+    def __init__(self, store: LeadStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "percept_leads_write_conflicts",
+            "Write transactions run again after a conflict with another replica's.",
+            value=self.store.conflicts,
+        )
 
 
 class LeadsService:
@@ -60,6 +77,7 @@ class LeadsService:
         self.registry = CollectorRegistry()  # served on the metrics port with the RPC metrics
         # percept_leads_write_batch_size: callers' batches per transaction (group commit).
         self.write_metrics = BatchMetrics(self.registry, "percept_leads_write")
+        self.registry.register(WriteConflicts(self.store))
         self.servicer: LeadsServicer | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

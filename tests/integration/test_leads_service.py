@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from alembic.migration import MigrationContext
 from google.protobuf.timestamp_pb2 import Timestamp
 from leads_harness import EMAIL, PHONE, Leads, customer_journey
 from leads_signals import signal
+from local_servers import local_settings
 from pg_cluster import ThrowawayCluster
 
 from percept.leads import schema
@@ -389,3 +391,15 @@ async def test_replicas_starting_together_migrate_once(postgres_cluster: Throwaw
     for store in stores:
         store.close()
     assert diff == []
+
+
+def test_write_conflicts_between_replicas_are_exported(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from percept.leads.service import LeadsService
+
+    service = LeadsService(local_settings(tmp_path / "leads"))
+    service.store.conflicts = 3  # what three reruns after conflicts leave
+    exported = generate_latest(service.registry).decode()
+    assert "percept_leads_write_conflicts_total 3.0" in exported
+    service.store.close()
