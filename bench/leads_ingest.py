@@ -11,7 +11,7 @@ arrive during a write share the next commit.
 The same measurements run on a throwaway PostgreSQL cluster too (the
 production store), with its own raw-insert baseline, and then with 1, 2 and 3
 leads replicas on that one database, the 4 clients spread over them (writes
-SERIALIZABLE, conflicts retried): signals/s, the ratio to one replica, and how
+taking turns by an advisory lock): signals/s, the ratio to one replica, and how
 many write transactions ran again after a conflict.
 
 Run: .venv/bin/python bench/leads_ingest.py [--signals N] [--batch N] [--no-postgres]

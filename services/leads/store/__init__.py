@@ -1,7 +1,7 @@
 """The leads store, one part a file, each readable alone:
 
-- base: the engine, the write transaction (SERIALIZABLE and retried on PostgreSQL,
-  where replicas write at once), change notification, migrations;
+- base: the engine, the write transaction (one at a time across replicas on
+  PostgreSQL, by an advisory lock), change notification, migrations;
 - ingest: idempotent ingest and identity resolution (which lead a signal is, and the
   merges and merge suggestions it makes);
 - state: a lead's derived state (score, class, stage) kept up to date;

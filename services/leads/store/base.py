@@ -2,10 +2,12 @@
 
 Synchronous SQLAlchemy Core; the servicer calls it from worker threads. Writes
 are serialised by one lock inside a process. Several processes (leads replicas)
-share PostgreSQL: there every write transaction is SERIALIZABLE, and one that
-conflicts with another replica's (a key both saw as new, a lead both updated) is
-run again from the start, so the outcome is that of some order of the two. SQLite
-is the single-process embedded default: it has one writer and needs none of this.
+share PostgreSQL: there a write to keys or leads first takes one transaction-level
+advisory lock, so those writes run one at a time across replicas (group commit
+keeps each one large), and each sees everything committed before it. SERIALIZABLE
+with retries was measured first: its page-level conflicts reran most batches (see
+bench/leads_ingest.py). SQLite is the single-process embedded default: it has one
+writer and needs none of this.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ NOTIFY_CHANNEL = "percept_leads"  # listen.CHANNEL
 CLAIM_LEASE_S = 120.0  # a claimed webhook or face erasure is another replica's after this
 PURGE_LOCK = 0x7065_7263_6C65_6164  # "percleAd": one replica purges at a time
 MIGRATE_LOCK = 0x7065_7263_6D69_6772  # "percmigr": one replica migrates at a time
+WRITE_LOCK = 0x7065_7263_7772_6974  # "percwrit": writes to keys and leads, one at a time
 T = TypeVar("T")
 
 
@@ -221,16 +224,18 @@ class StoreBase:
 
         return engine
 
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        """`work` in one write transaction; on PostgreSQL SERIALIZABLE, and run again from
-        the start (after a short random wait) when it conflicts with another replica's."""
+    def _write(self, work: Callable[[Connection], T], *, serial: bool = True) -> T:
+        """`work` in one write transaction. On PostgreSQL, replicas write at once: a
+        `serial` write (anything touching keys or leads) first takes one transaction-level
+        advisory lock, so such writes run one at a time across every replica, each seeing
+        all the others committed (READ COMMITTED reads after the lock). One that still
+        fails on a conflict (a deadlock, a key inserted first) runs again from the start."""
         for attempt in itertools.count(1):
             try:
-                with self._write_lock, self.engine.connect() as conn:
-                    if self.shared:
-                        conn.execution_options(isolation_level="SERIALIZABLE")
-                    with conn.begin():
-                        return work(conn)
+                with self._write_lock, self.engine.connect() as conn, conn.begin():
+                    if self.shared and serial:
+                        conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
+                    return work(conn)
             except DBAPIError as exc:
                 state = getattr(exc.orig, "sqlstate", None)
                 if not self.shared or state not in CONFLICTS or attempt >= WRITE_ATTEMPTS:

@@ -113,7 +113,7 @@ class OutboxMixin(StoreBase):
                 )
             return rows
 
-        return self._write(work)
+        return self._write(work, serial=False)
 
     def face_erasure_attempted(
         self, face_identity_id: str, *, done: bool, retry_at: datetime, error: str | None
@@ -161,7 +161,7 @@ class OutboxMixin(StoreBase):
                 )
             return rows
 
-        return self._write(work)
+        return self._write(work, serial=False)
 
     def webhook_attempted(
         self,
