@@ -21,8 +21,8 @@ from percept.vision.cameras import Camera
 from percept.vision.engine import VisionEngine
 from percept.vision.images import RGB
 from percept.vision.latest import LatestSlot
-from percept.vision.results import frame_result
-from percept.vision.sources import FrameSource, SourceSpec, SourceState, with_credentials
+from percept.vision.results import analyse_frame
+from percept.vision.sources import FrameSource, SourceSpec, SourceState
 
 log = logging.getLogger("percept.vision.feeds")
 STATES = {
@@ -36,17 +36,9 @@ STATES = {
 
 
 def source_spec(camera: Camera) -> SourceSpec:
-    """The reader's settings; the secret file's `user:password` goes into the URL here."""
-    credentials = ""
-    if camera.credentials_file is not None:
-        try:
-            credentials = camera.credentials_file.read_text().strip()
-        except OSError as exc:  # the feed starts, fails, and says which file
-            raise OSError(
-                f"credentials_file {camera.credentials_file}: cannot read ({exc.strerror})"
-            ) from None
     return SourceSpec(
-        url=with_credentials(camera.source, credentials),
+        url=camera.source,
+        credentials_file=camera.credentials_file,
         frame_rate=camera.frame_rate,
         rtsp_transport=camera.rtsp_transport,
         loop=camera.loop,
@@ -68,28 +60,21 @@ class Feed:
         self.engine, self.camera_id, self.camera = engine, camera_id, camera
         self.counts = FeedCounts()
         self.slot: LatestSlot[tuple[RGB, float]] = LatestSlot()
-        self.error = ""
         loop = asyncio.get_running_loop()
 
         def deliver(image: RGB, t: float) -> None:  # on the reader thread
             loop.call_soon_threadsafe(self.slot.put, (image, t))
 
-        try:
-            spec = source_spec(camera)
-        except OSError as exc:
-            self.error, spec = str(exc), SourceSpec(url=camera.source)
-        self.source = FrameSource(camera_id, spec, deliver, engine.metrics)
+        self.source = FrameSource(camera_id, source_spec(camera), deliver, engine.metrics)
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if not self.error:
-            self.source.start()
+        self.source.start()
         self.task = asyncio.create_task(self._analyse(), name=f"camera-{self.camera_id}")
 
     async def _analyse(self) -> None:
         engine, camera_id = self.engine, self.camera_id
         stream = engine.stream(camera_id)
-        labels = engine.detector.labels
         sequence = 0
         try:
             while True:
@@ -98,19 +83,18 @@ class Feed:
                     return
                 image, t = item
                 self.counts.dropped += skipped
-                engine.metrics.dropped.labels(camera_id).inc(skipped)
                 if stream.last_t is not None and t <= stream.last_t:
+                    engine.metrics.dropped.labels(camera_id).inc(skipped)
                     continue
                 sequence += 1
+                frame = vision_pb2.Frame(camera_id=camera_id, sequence=sequence)
                 try:
-                    outcome = await stream.analyse(image, t)
+                    await analyse_frame(stream, frame, image, t, skipped)
                 except Exception:  # a model failure costs this frame, not the camera
                     log.exception("camera frame not analysed", extra={"camera_id": camera_id})
+                    engine.metrics.dropped.labels(camera_id).inc(skipped)
                     continue
                 self.counts.analysed += 1
-                frame = vision_pb2.Frame(camera_id=camera_id, sequence=sequence)
-                result = frame_result(frame, outcome, labels, t, skipped)
-                engine.views.record(camera_id, image, result)
         finally:
             stream.close()
 
@@ -118,11 +102,11 @@ class Feed:
         seen = self.source.status
         message = vision_pb2.CameraSource(
             url=seen.url,
-            state=vision_pb2.SOURCE_STATE_FAILED if self.error else STATES[seen.state],
+            state=STATES[seen.state],
             frames_received=seen.frames_received,
             frames_analysed=self.counts.analysed,
             frames_dropped=self.counts.dropped,
-            last_error=self.error or seen.last_error,
+            last_error=seen.last_error,
             reconnects=seen.reconnects,
         )
         if seen.last_frame_at is not None:

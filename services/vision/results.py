@@ -9,7 +9,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from percept.v1 import common_pb2, vision_pb2
 from percept.vision.detection import Floats, Objects
-from percept.vision.engine import FaceSeen, FrameOutcome
+from percept.vision.engine import CameraStream, FaceSeen, FrameOutcome
+from percept.vision.images import RGB
 
 ENTER = vision_pb2.ZoneEvent.EVENT_TYPE_ENTER
 EXIT = vision_pb2.ZoneEvent.EVENT_TYPE_EXIT
@@ -89,4 +90,17 @@ def frame_result(
         frames_dropped=dropped,
     )
     result.captured_at.FromNanoseconds(round(t * 1e9))
+    return result
+
+
+async def analyse_frame(
+    stream: CameraStream, frame: vision_pb2.Frame, image: RGB, t: float, skipped: int
+) -> vision_pb2.FrameResult:
+    """One frame of a camera, pushed or pulled: analysed, its skipped frames counted, and
+    the result kept as the camera's latest view."""
+    engine = stream.engine
+    outcome = await stream.analyse(image, t)
+    engine.metrics.dropped.labels(stream.camera_id).inc(skipped)
+    result = frame_result(frame, outcome, engine.detector.labels, t, skipped)
+    engine.views.record(stream.camera_id, image, result)
     return result

@@ -28,7 +28,7 @@ from percept.vision.footfall_query import (
 from percept.vision.images import RGB, ImageError, ImageTooLargeError, decode_image
 from percept.vision.latest import LatestSlot
 from percept.vision.reload import CamerasReloader
-from percept.vision.results import detection_messages, duration, face_message, frame_result
+from percept.vision.results import analyse_frame, detection_messages, duration, face_message
 from percept.vision.sources import redact
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -131,11 +131,7 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                     skipped += 1  # older than what was analysed: stale
                     continue
                 image = await self._decode(frame.image, f"sequence {frame.sequence}: image")
-                outcome = await stream.analyse(image, t)
-                engine.metrics.dropped.labels(stream.camera_id).inc(skipped)
-                result = frame_result(frame, outcome, engine.detector.labels, t, skipped)
-                engine.views.record(stream.camera_id, image, result)
-                yield result
+                yield await analyse_frame(stream, frame, image, t, skipped)
                 skipped = 0
             if slot.error is not None:
                 raise slot.error

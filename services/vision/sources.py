@@ -81,12 +81,13 @@ def with_credentials(url: str, credentials: str) -> str:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    url: str  # with credentials: stays in this module
+    url: str  # may hold credentials: they stay in this module
     frame_rate: float = 10.0  # frames analysed per second at most
     rtsp_transport: str = "tcp"
     loop: bool = False  # files: from the start again at the end
     stall_s: float = 10.0  # no packet for this long: the stream is down
     max_backoff_s: float = 30.0
+    credentials_file: Path | None = None  # "user:password", read at each opening (rotation)
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,21 @@ class FrameSource:
                 self._stop.wait(wait)
                 backoff = min(self.spec.max_backoff_s, backoff * 2)
 
+    def _credentials(self) -> str:
+        """The secret file's `user:password`, read anew at each opening, so a rotated
+        secret is used from the next reconnect."""
+        path = self.spec.credentials_file
+        if path is None:
+            return ""
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise PermanentSourceError(
+                f"credentials_file {path}: cannot read ({exc.strerror})"
+            ) from None
+
     def _open(self) -> Any:
-        url, options, kind = self.spec.url, {}, None
+        url, options, kind = with_credentials(self.spec.url, self._credentials()), {}, None
         if self.scheme in ("rtsp", "rtsps"):
             options["rtsp_transport"] = self.spec.rtsp_transport
         elif self.scheme == "file":
@@ -253,7 +267,6 @@ class FrameSource:
                     state=SourceState.STREAMING,
                     frames_received=seen.frames_received + 1,
                     last_frame_at=now,
-                    last_error="" if seen.state == SourceState.STREAMING else seen.last_error,
                 )
                 if not live:  # a file plays at its own pace, as a camera would send it
                     at = float(frame.time or 0.0)
