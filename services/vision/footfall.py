@@ -154,52 +154,17 @@ class FootfallMinutes:
         ]
 
 
-@dataclass(frozen=True)
-class Bucket:
-    start_minute: int
-    entries: int
-    exits: int
-    frames: int
-    occupancy_avg: float
-    occupancy_peak: int
-    dwell_count: int
-    dwell_median_s: float
-
-    def plus(self, row: MinuteRow) -> Bucket:
-        merged = MinuteRow(
-            "",
-            "",
-            0,
-            self.entries,
-            self.exits,
-            self.frames,
-            self.occupancy_avg,
-            self.occupancy_peak,
-            self.dwell_count,
-            self.dwell_median_s,
-        ).merged(row)
-        return Bucket(
-            self.start_minute,
-            merged.entries,
-            merged.exits,
-            merged.frames,
-            merged.occupancy_avg,
-            merged.occupancy_peak,
-            merged.dwell_count,
-            merged.dwell_median_s,
-        )
-
-
 def with_rows(
-    buckets: Sequence[Bucket], rows: Sequence[MinuteRow], start: int, end: int, size: int
-) -> list[Bucket]:
-    """`buckets` with minutes not stored yet (the open streams') added in."""
-    found = {b.start_minute: b for b in buckets}
+    buckets: Sequence[MinuteRow], rows: Sequence[MinuteRow], start: int, end: int, size: int
+) -> list[MinuteRow]:
+    """`buckets` (rows whose minute is where each starts) with minutes not stored yet (the
+    open streams') added in."""
+    found = {b.minute: b for b in buckets}
     for row in rows:
         if start <= row.minute < end:
             at = row.minute // size * size
-            empty = Bucket(at, 0, 0, 0, 0.0, 0, 0, 0.0)
-            found[at] = found.get(at, empty).plus(row)
+            empty = MinuteRow(row.camera_id, row.zone, at)
+            found[at] = found.get(at, empty).merged(row)
     return [found[at] for at in sorted(found)]
 
 
@@ -233,8 +198,9 @@ class FootfallStore:
 
     def buckets(
         self, camera_id: str, zone: str, start_minute: int, end_minute: int, bucket_minutes: int
-    ) -> list[Bucket]:
-        """Buckets with data in [start, end), each `bucket_minutes` long from the epoch."""
+    ) -> list[MinuteRow]:
+        """Buckets with data in [start, end), each `bucket_minutes` long from the epoch, as
+        rows whose minute is where the bucket starts."""
         c = minutes.c
         start = (c.minute // bucket_minutes) * bucket_minutes  # floor division in every dialect
         frames = func.sum(c.frames)
@@ -261,7 +227,9 @@ class FootfallStore:
         )
         with self.engine.connect() as db:
             return [
-                Bucket(
+                MinuteRow(
+                    camera_id,
+                    zone,
                     int(r[0]),
                     int(r[1]),
                     int(r[2]),

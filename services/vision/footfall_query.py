@@ -9,7 +9,7 @@ import grpc
 
 from percept.v1 import vision_pb2
 from percept.vision.cameras import Camera
-from percept.vision.footfall import Bucket
+from percept.vision.footfall import MinuteRow
 from percept.vision.results import duration
 
 DEFAULT_BUCKET_MIN = 60
@@ -82,7 +82,7 @@ def footfall_query(
     return FootfallQuery(camera_id, zone, start_minute, end_minute, bucket)
 
 
-def footfall_message(query: FootfallQuery, buckets: Sequence[Bucket]) -> vision_pb2.Footfall:
+def footfall_message(query: FootfallQuery, buckets: Sequence[MinuteRow]) -> vision_pb2.Footfall:
     answer = vision_pb2.Footfall(
         camera_id=query.camera_id, zone=query.zone, bucket=duration(query.bucket_minutes * 60)
     )
@@ -95,5 +95,5 @@ def footfall_message(query: FootfallQuery, buckets: Sequence[Bucket]) -> vision_
             dwell_count=b.dwell_count,
             dwell_median=duration(b.dwell_median_s),
         )
-        item.start.FromSeconds(b.start_minute * 60)
+        item.start.FromSeconds(b.minute * 60)
     return answer

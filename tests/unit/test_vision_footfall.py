@@ -63,24 +63,24 @@ def test_the_store_merges_a_minute_written_twice_and_buckets_by_the_hour(tmp_pat
     store.write([MinuteRow("cam", "shelf", m + 61, 4, 4, 60, 2.0, 3, 0, 0.0)])  # next hour
     store.write([MinuteRow("cam", "other", m, 9, 9, 60, 9.0, 9, 9, 9.0)])
     first, second = store.buckets("cam", "shelf", m, m + 180, 60)
-    assert (first.start_minute, first.entries, first.exits, first.occupancy_peak) == (m, 3, 1, 5)
+    assert (first.minute, first.entries, first.exits, first.occupancy_peak) == (m, 3, 1, 5)
     assert first.occupancy_avg == pytest.approx((1.0 * 10 + 3.0 * 30) / 40)
     assert first.dwell_count == 4 and first.dwell_median_s == pytest.approx(25.0)
-    assert (second.start_minute, second.entries) == (m + 60, 4)
+    assert (second.minute, second.entries) == (m + 60, 4)
     assert store.buckets("cam", "shelf", m + 1, m + 60, 60) == []  # [start, end)
     live = [  # an open stream's minute, not stored yet: counted in its bucket, or a new one
         MinuteRow("cam", "shelf", m + 5, 2, 0, 40, 5.0, 6, 0, 0.0),
         MinuteRow("cam", "shelf", m + 130, 1, 0, 10, 1.0, 1, 0, 0.0),
     ]
     merged = with_rows([first, second], live, m, m + 180, 60)
-    assert [(b.start_minute, b.entries, b.occupancy_peak) for b in merged] == [
+    assert [(b.minute, b.entries, b.occupancy_peak) for b in merged] == [
         (m, 5, 6),
         (m + 60, 4, 3),
         (m + 120, 1, 1),
     ]
     assert merged[0].occupancy_avg == pytest.approx((1.0 * 10 + 3.0 * 30 + 5.0 * 40) / 80)
     assert store.purge(m + 1) == 2
-    assert [b.start_minute for b in store.buckets("cam", "shelf", 0, m + 180, 60)] == [m + 60]
+    assert [b.minute for b in store.buckets("cam", "shelf", 0, m + 180, 60)] == [m + 60]
     store.close()
 
 
