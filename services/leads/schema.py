@@ -168,6 +168,7 @@ merge_suggestions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=True),
     Column("decision", String(16), nullable=True),  # accepted | dismissed
+    Column("decision_reason", Text, nullable=True),  # what the person who decided said
 )
 
 # Face identities of erased leads, until the vision service confirms their embeddings are gone.

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -33,6 +33,7 @@ from percept.runtime.streams import MalformedMessageError, refuse
 from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc
 
 log = logging.getLogger("percept.leads")
+T = TypeVar("T")
 MAX_SUGGESTIONS = 500
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -378,15 +379,13 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"page_size: {request.page_size} is not from 1 to {MAX_SUGGESTIONS}",
             )
-        try:
-            rows = await asyncio.to_thread(
-                self.store.merge_suggestions,
-                request.lead_id.strip(),
-                request.include_decided,
-                size,
-            )
-        except LeadNotFoundError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        rows = await self._store_call(
+            context,
+            self.store.merge_suggestions,
+            request.lead_id.strip(),
+            request.include_decided,
+            size,
+        )
         return leads_pb2.ListMergeSuggestionsResponse(
             suggestions=[_suggestion_message(r) for r in rows]
         )
@@ -397,14 +396,9 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         suggestion = request.suggestion_id.strip()
         if not suggestion:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "suggestion_id: required")
-        try:
-            row = await asyncio.to_thread(
-                self.store.dismiss_suggestion, suggestion, request.reason.strip()
-            )
-        except LeadNotFoundError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except LeadConflictError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        row = await self._store_call(
+            context, self.store.dismiss_suggestion, suggestion, request.reason.strip()
+        )
         return _suggestion_message({**row, "lead_ids": [row["lead_a"], row["lead_b"]]})
 
     async def SplitLead(
@@ -423,12 +417,9 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
     ) -> leads_pb2.ForgetLeadResponse:
         if not request.lead_id.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lead_id: required")
-        try:
-            erasure = await asyncio.to_thread(
-                self.store.forget, request.lead_id.strip(), request.reason
-            )
-        except LeadNotFoundError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        erasure = await self._store_call(
+            context, self.store.forget, request.lead_id.strip(), request.reason
+        )
         log.info(
             "lead erased",
             extra={
@@ -450,13 +441,19 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
             embeddings_erased=embeddings,
         )
 
-    async def _lifecycle(self, context: Context, action: Any, *args: Any) -> list[Change]:
+    async def _store_call(self, context: Context, action: Callable[..., T], *args: Any) -> T:
+        """A store call off the loop; a lead or suggestion that is not there is NOT_FOUND,
+        one in the wrong state (already merged, decided) FAILED_PRECONDITION."""
         try:
-            changes: list[Change] = await asyncio.to_thread(action, *args)
+            return await asyncio.to_thread(action, *args)
         except LeadNotFoundError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except LeadConflictError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        raise AssertionError("unreachable")
+
+    async def _lifecycle(self, context: Context, action: Any, *args: Any) -> list[Change]:
+        changes: list[Change] = await self._store_call(context, action, *args)
         await self._announce(changes)
         return changes
 
@@ -519,16 +516,15 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
 
 
 def _suggestion_message(row: dict[str, Any]) -> leads_pb2.MergeSuggestion:
-    message = leads_pb2.MergeSuggestion(
+    return leads_pb2.MergeSuggestion(
         suggestion_id=row["suggestion_id"],
         lead_ids=row["lead_ids"],
         key_type=row["key_type"],
         key_value=row["key_value"],
         evidence_signal_id=row["evidence_signal_id"],
         reason=row["reason"],
+        created_at=_ts(row["created_at"]),
         decision=row["decision"] or "",
+        decision_reason=row["decision_reason"] or "",
+        decided_at=_ts(row["decided_at"]) if row["decided_at"] is not None else None,
     )
-    message.created_at.FromDatetime(utc(row["created_at"]))
-    if row["decided_at"] is not None:
-        message.decided_at.FromDatetime(utc(row["decided_at"]))
-    return message

@@ -496,6 +496,7 @@ class MergeSuggestion(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
+    DECISION_REASON_FIELD_NUMBER: _builtins.int
     suggestion_id: _builtins.str
     key_type: _builtins.str
     """the key they share: phone, chat_session_id..."""
@@ -505,6 +506,8 @@ class MergeSuggestion(_message.Message):
     reason: _builtins.str
     decision: _builtins.str
     """empty while open; accepted or dismissed"""
+    decision_reason: _builtins.str
+    """what the person who decided said"""
     @_builtins.property
     def lead_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the two leads (as merged since: their surviving ids)"""
@@ -525,10 +528,11 @@ class MergeSuggestion(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         decision: _builtins.str = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
+        decision_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decided_at", b"decided_at", "decision", b"decision", "evidence_signal_id", b"evidence_signal_id", "key_type", b"key_type", "key_value", b"key_value", "lead_ids", b"lead_ids", "reason", b"reason", "suggestion_id", b"suggestion_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decided_at", b"decided_at", "decision", b"decision", "decision_reason", b"decision_reason", "evidence_signal_id", b"evidence_signal_id", "key_type", b"key_type", "key_value", b"key_value", "lead_ids", b"lead_ids", "reason", b"reason", "suggestion_id", b"suggestion_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

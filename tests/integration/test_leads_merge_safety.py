@@ -150,9 +150,13 @@ async def test_bad_suggestion_requests_get_precise_errors(
         code, details = await code_of(call)
         assert (code, words in details) == (expected, True), (words, code, details)
     dismissed = await stub.DismissMergeSuggestion(
-        lp.DismissMergeSuggestionRequest(suggestion_id=suggestion.suggestion_id)
+        lp.DismissMergeSuggestionRequest(
+            suggestion_id=suggestion.suggestion_id, reason="two colleagues"
+        )
     )
-    assert dismissed.decision == "dismissed"
+    assert dismissed.decision == "dismissed" and dismissed.reason == suggestion.reason
+    kept = await stub.ListMergeSuggestions(lp.ListMergeSuggestionsRequest(include_decided=True))
+    assert [s.decision_reason for s in kept.suggestions] == ["two colleagues"]
     code, details = await code_of(
         stub.DismissMergeSuggestion(
             lp.DismissMergeSuggestionRequest(suggestion_id=suggestion.suggestion_id)

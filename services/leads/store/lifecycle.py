@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -41,17 +42,39 @@ class LifecycleMixin(StateMixin):
             resolved = [self._resolve(conn, lead) for lead in lead_ids]
             if len(set(resolved)) != len(resolved):
                 raise LeadConflictError("lead_ids: some of these leads are already the same lead")
-            survivor, absorbed = resolved[0], resolved[1:]
-            before = self._refresh(conn, [survivor], now)
-            for other in absorbed:
-                self._merge(conn, survivor, other, now, reason=f"manual: {reason}".strip())
-            self._refresh(conn, [survivor], now)
-            previous = before.get(survivor, (0, 0))
-            changes = [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
-            self._notify(conn, changes)
-            return changes
+            why = f"manual: {reason}".strip()
+            return self._merge_recorded(conn, resolved[0], resolved[1:], now, why)
 
         return self._write(work)
+
+    def _merge_recorded(
+        self,
+        conn: Connection,
+        survivor: str,
+        absorbed: Sequence[str],
+        now: datetime,
+        reason: str,
+        evidence: str | None = None,
+    ) -> list[Change]:
+        """A person's merge: recorded (undoable), the survivor's state anew, watchers told."""
+        before = self._refresh(conn, [survivor], now)
+        for other in absorbed:
+            self._merge(conn, survivor, other, now, evidence=evidence, reason=reason)
+        self._refresh(conn, [survivor], now)
+        previous = before.get(survivor, (0, 0))
+        changes = [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
+        self._notify(conn, changes)
+        return changes
+
+    def _decide(
+        self, conn: Connection, suggestion_id: str, decision: str, reason: str, now: datetime
+    ) -> None:
+        m = schema.merge_suggestions.c
+        conn.execute(
+            update(schema.merge_suggestions)
+            .where(m.suggestion_id == suggestion_id)
+            .values(decided_at=now, decision=decision, decision_reason=reason)
+        )
 
     def merge_suggestions(
         self, lead_id: str, include_decided: bool, limit: int
@@ -98,28 +121,17 @@ class LifecycleMixin(StateMixin):
 
     def dismiss_suggestion(self, suggestion_id: str, reason: str) -> dict[str, Any]:
         now = self.clock()
-        m = schema.merge_suggestions.c
 
         def work(conn: Connection) -> dict[str, Any]:
             row = self._open_suggestion(conn, suggestion_id)
-            conn.execute(
-                update(schema.merge_suggestions)
-                .where(m.suggestion_id == suggestion_id)
-                .values(decided_at=now, decision="dismissed")
-            )
-            return {
-                **row,
-                "decided_at": now,
-                "decision": "dismissed",
-                "reason": reason or row["reason"],
-            }
+            self._decide(conn, suggestion_id, "dismissed", reason, now)
+            return {**row, "decided_at": now, "decision": "dismissed", "decision_reason": reason}
 
         return self._write(work)
 
     def accept_suggestion(self, suggestion_id: str, reason: str) -> list[Change]:
         """Merges a suggestion's two leads (the older survives) and records the decision."""
         now = self.clock()
-        m = schema.merge_suggestions.c
 
         def work(conn: Connection) -> list[Change]:
             row = self._open_suggestion(conn, suggestion_id)
@@ -141,20 +153,10 @@ class LifecycleMixin(StateMixin):
                 ).all()
             )
             survivor, absorbed = sorted(pair, key=lambda lead: (utc(created[lead]), lead))
-            before = self._refresh(conn, [survivor], now)
             why = f"suggestion {suggestion_id} accepted: {reason}".strip(": ")
-            self._merge(
-                conn, survivor, absorbed, now, evidence=row["evidence_signal_id"], reason=why
-            )
-            self._refresh(conn, [survivor], now)
-            conn.execute(
-                update(schema.merge_suggestions)
-                .where(m.suggestion_id == suggestion_id)
-                .values(decided_at=now, decision="accepted")
-            )
-            previous = before.get(survivor, (0, 0))
-            changes = [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
-            self._notify(conn, changes)
+            evidence = row["evidence_signal_id"]
+            changes = self._merge_recorded(conn, survivor, [absorbed], now, why, evidence)
+            self._decide(conn, suggestion_id, "accepted", reason, now)
             return changes
 
         return self._write(work)

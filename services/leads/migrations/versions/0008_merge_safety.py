@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("decision", sa.String(16), nullable=True),
+        sa.Column("decision_reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("suggestion_id", name="pk_merge_suggestions"),
     )
     op.create_index("ix_merge_suggestions_lead_a", "merge_suggestions", ["lead_a"])
