@@ -18,6 +18,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from percept.runtime.auth import parse_api_key
+from percept.understanding.redaction_kinds import DEFAULT_KINDS as DEFAULT_REDACTION
+from percept.understanding.redaction_kinds import RedactionKindError, parse_kinds
 
 SERVICE_NAMES: tuple[str, ...] = ("speech", "vision", "nlp", "leads")
 
@@ -228,6 +230,16 @@ class Settings(BaseSettings):
         description="comma-separated networks AudioSocket connections may come from "
         "(the protocol has no authentication)",
     )
+    speech_redact: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_REDACTION),
+        description="what calls redact unless their config says: comma-separated of card, "
+        "national_id, iban, phone, email, name; 'none' for nothing",
+    )
+    speech_redacted_contacts_as_keys: bool = Field(
+        True,
+        description="a phone number or e-mail a caller gives still links the caller's lead "
+        "(as an identity key only) when phone or email is redacted",
+    )
     vision_detector: Literal["nanodet", "yolo"] = Field(
         "nanodet", description="nanodet (ONNX, COCO, the offline default) or yolo (ultralytics)"
     )
@@ -336,6 +348,7 @@ class Settings(BaseSettings):
         "nlp_translation_models",
         "console_chat_origins",
         "speech_audiosocket_networks",
+        "speech_redact",
         mode="before",
     )
     @classmethod
@@ -360,6 +373,14 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{network!r} is not a network such as 10.0.0.0/8") from None
         return networks
+
+    @field_validator("speech_redact")
+    @classmethod
+    def _redaction_kinds(cls, kinds: list[str]) -> list[str]:
+        try:
+            return sorted(parse_kinds(kinds, field="value")) or ["none"]
+        except RedactionKindError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("speech_audiohook_client_secret")
     @classmethod

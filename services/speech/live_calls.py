@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from percept.speech.redacting import CallRedaction
+from percept.understanding.redaction import Redactor
 from percept.v1 import speech_pb2
 
 Update = speech_pb2.CallUpdate
@@ -37,10 +39,11 @@ def _now() -> Timestamp:
 @dataclass
 class LiveCall:
     """One call on the board. `call_id` may repeat (two streams of one call);
-    `serial` does not."""
+    `serial` does not. `redaction` is applied to every event before it is heard."""
 
     info: speech_pb2.LiveCall
     board: CallBoard
+    redaction: CallRedaction = field(default_factory=lambda: CallRedaction(Redactor(())))
     serial: int = field(default_factory=lambda: next(_serial))
     ended: bool = False
 
@@ -113,6 +116,7 @@ class CallBoard:
         source: str,
         roles: Sequence[int] = (),
         campaign_id: str = "",
+        redaction: CallRedaction | None = None,
     ) -> LiveCall:
         info = speech_pb2.LiveCall(
             call_id=call_id,
@@ -122,6 +126,8 @@ class CallBoard:
             campaign_id=campaign_id,
         )
         call = LiveCall(info, self)
+        if redaction is not None:
+            call.redaction = redaction
         self.calls[call.serial] = call
         self.publish(Update(type=STARTED, call=info, time=info.started_at))
         return call

@@ -17,6 +17,7 @@ from percept.speech.gateway.server import MediaGateway
 from percept.speech.models import load_transcriber
 from percept.speech.servicer import SpeechServicer, StreamLimits
 from percept.understanding.loading import load_understanding
+from percept.understanding.redaction_kinds import parse_kinds
 from percept.v1 import speech_pb2, speech_pb2_grpc
 
 log = logging.getLogger("percept.speech")
@@ -40,6 +41,8 @@ class SpeechService:
                 endpoint_silence_s=settings.speech_endpoint_silence_ms / 1000,
             )
         )
+        self.servicer.redact = parse_kinds(settings.speech_redact)
+        self.servicer.contacts_as_keys = settings.speech_redacted_contacts_as_keys
 
     async def listen(self) -> None:
         """The telephony gateway listens at once; it answers 503 until the model loads."""

@@ -21,11 +21,18 @@ from percept.speech.backends import Utterance
 from percept.speech.call_session import CallSession
 from percept.speech.engine import SpeechEngine
 from percept.speech.live_calls import CallBoard, LiveCall, WatcherOverflowError
+from percept.speech.redacting import CallRedaction, Contact
 from percept.speech.signals import utterance_signals
 from percept.speech.stream_audio import decode_all, stream_decoder
 from percept.speech.streaming import StreamOptions
 from percept.understanding.classifier import Understanding
 from percept.understanding.messages import entity_messages, intent_messages
+from percept.understanding.redaction import (
+    DEFAULT_KINDS,
+    RedactionKindError,
+    Redactor,
+    parse_kinds,
+)
 from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -64,6 +71,8 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         self.publish = publish
         self.translator: Translator | None = None  # set for a multilingual model
         self.calls = CallBoard()
+        self.redact: frozenset[str] = frozenset(DEFAULT_KINDS)  # for configs that say nothing
+        self.contacts_as_keys = True
 
     def english(self, text: str, language: str) -> str:
         """The understanding code reads English (its taxonomy, catalog and examples
@@ -100,8 +109,16 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             ],
         )
 
+    def redaction(self, config: speech_pb2.RecognitionConfig) -> CallRedaction:
+        """The call's redaction: its config's kinds, or the server's (checked already)."""
+        kinds = parse_kinds(config.redact) if config.redact else self.redact
+        return CallRedaction(Redactor(kinds), self.contacts_as_keys)
+
     def _report(
-        self, config: speech_pb2.RecognitionConfig, event: speech_pb2.RecognitionEvent
+        self,
+        config: speech_pb2.RecognitionConfig,
+        event: speech_pb2.RecognitionEvent,
+        contacts: list[Contact],
     ) -> None:
         """Signals to leads, from the customer's words only: what an agent or an IVR
         says is not the caller's interest. Without a CUSTOMER channel (a mono call)
@@ -113,7 +130,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         if event.role != CUSTOMER and (named or event.role != UNSPECIFIED):
             return
         try:
-            for signal in utterance_signals(config, event):
+            for signal in utterance_signals(config, event, contacts):
                 self.publish(signal)
         except Exception:
             log.exception("could not queue speech signals", extra={"call_id": config.call_id})
@@ -125,14 +142,18 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         event: speech_pb2.RecognitionEvent,
     ) -> None:
         """What every recognition event of a call goes through, whoever carries the
-        call: its watchers hear it, and a customer's final becomes signals."""
+        call: it is redacted, its watchers hear it, and a customer's final becomes
+        signals. The caller of the stream gets the same (redacted) event."""
+        contacts = call.redaction.apply(event)
         call.recognised(event)
-        self._report(config, event)
+        self._report(config, event, contacts)
 
     def begin_call(self, config: speech_pb2.RecognitionConfig, source: str) -> LiveCall:
         roles = list(config.channel_roles) if config.separate_channel_recognition else []
         call_id = config.call_id or f"{source}-{uuid.uuid4().hex[:12]}"
-        return self.calls.begin(call_id, source, roles, config.campaign_id)
+        return self.calls.begin(
+            call_id, source, roles, config.campaign_id, redaction=self.redaction(config)
+        )
 
     def options(self, config: speech_pb2.RecognitionConfig) -> StreamOptions:
         return StreamOptions(
@@ -149,6 +170,10 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         self._check_model(config, self.engine)
 
     def _check_model(self, config: speech_pb2.RecognitionConfig, engine: SpeechEngine) -> None:
+        try:
+            parse_kinds(config.redact, field="config.redact")
+        except RedactionKindError as exc:
+            raise AudioError(str(exc)) from None
         if config.model and config.model != self.model_name:
             raise AudioError(
                 f"config.model: {config.model!r} is not served here; this server runs "
@@ -189,8 +214,9 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         results = await asyncio.to_thread(
             lambda: [self.final_event(i, u, detected) for i, u in enumerate(utterances)]
         )
+        redaction = self.redaction(config)
         for event in results:
-            self._report(config, event)
+            self._report(config, event, redaction.apply(event))
         return speech_pb2.RecognizeResponse(
             results=results,
             language_code=detected,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 from percept.runtime.signals import leading_number, new_signal
+from percept.speech.redacting import Contact
 from percept.v1 import common_pb2, speech_pb2
 
 SPEECH = common_pb2.SOURCE_SPEECH
@@ -21,11 +23,14 @@ def caller_identity(config: speech_pb2.RecognitionConfig) -> common_pb2.Identity
 
 
 def utterance_signals(
-    config: speech_pb2.RecognitionConfig, final: speech_pb2.RecognitionEvent
+    config: speech_pb2.RecognitionConfig,
+    final: speech_pb2.RecognitionEvent,
+    contacts: Sequence[Contact] = (),
 ) -> list[common_pb2.Signal]:
-    """Signals of a final utterance: its intents, the entities of an utterance with
-    an intent, and any phone number or e-mail the caller gave (a contact captured
-    links it to the caller's lead). None when the call names nobody."""
+    """Signals of a final utterance (already redacted): its intents, the entities of
+    an utterance with an intent, and any phone number or e-mail the caller gave (a
+    contact captured links it to the caller's lead; `contacts` hold them, taken from
+    the final before redaction). None when the call names nobody."""
     identity = caller_identity(config)
     if not identity.ListFields():
         return []
@@ -53,16 +58,13 @@ def utterance_signals(
                     confidence=e.confidence,
                 )
             )
-        elif e.type in ("phone", "email"):
-            contact = common_pb2.IdentityKeys()
-            contact.CopyFrom(identity)
-            setattr(contact, e.type, e.normalized_value)
-            signals.append(
-                signal(
-                    common_pb2.SIGNAL_KIND_CONTACT_CAPTURED,
-                    contact,
-                    name=e.type,
-                    confidence=e.confidence,
-                )
+    for c in contacts:
+        keys = common_pb2.IdentityKeys()
+        keys.CopyFrom(identity)
+        setattr(keys, c.type, c.value)
+        signals.append(
+            signal(
+                common_pb2.SIGNAL_KIND_CONTACT_CAPTURED, keys, name=c.type, confidence=c.confidence
             )
+        )
     return signals

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17percept/v1/common.proto\x12\npercept.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x0cIdentityKeys\x12\r\n\x05phone\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x17\n\x0f\x63hat_session_id\x18\x03 \x01(\t\x12\x12\n\nvisitor_id\x18\x04 \x01(\t\x12\x18\n\x10\x66\x61\x63\x65_identity_id\x18\x05 \x01(\t\x12\x0e\n\x06\x63rm_id\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x07 \x01(\t\"\x9c\x03\n\x06Signal\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\"\n\x06source\x18\x02 \x01(\x0e\x32\x12.percept.v1.Source\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x08identity\x18\x04 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.percept.v1.SignalKind\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\r\n\x05value\x18\x07 \x01(\t\x12\x15\n\rnumeric_value\x18\x08 \x01(\x01\x12\x12\n\nconfidence\x18\t \x01(\x02\x12\x10\n\x08\x65vidence\x18\n \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x0b \x01(\t\x12\x36\n\nattributes\x18\x0c \x03(\x0b\x32\".percept.v1.Signal.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9f\x01\n\x06Intent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12)\n\x06method\x18\x03 \x01(\x0e\x32\x19.percept.v1.Intent.Method\"H\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMETHOD_RULE\x10\x01\x12\x15\n\x11METHOD_CLASSIFIER\x10\x02\"x\n\x06\x45ntity\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x18\n\x10normalized_value\x18\x03 \x01(\t\x12\x12\n\nstart_char\x18\x04 \x01(\x05\x12\x10\n\x08\x65nd_char\x18\x05 \x01(\x05\x12\x12\n\nconfidence\x18\x06 \x01(\x02\"I\n\x0b\x42oundingBox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02*g\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x11\n\rSOURCE_SPEECH\x10\x01\x12\x11\n\rSOURCE_VISION\x10\x02\x12\x0f\n\x0bSOURCE_CHAT\x10\x03\x12\x0e\n\nSOURCE_CRM\x10\x04*\xc1\x02\n\nSignalKind\x12\x1b\n\x17SIGNAL_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SIGNAL_KIND_INTENT\x10\x01\x12\x16\n\x12SIGNAL_KIND_ENTITY\x10\x02\x12\x15\n\x11SIGNAL_KIND_DWELL\x10\x03\x12\x1a\n\x16SIGNAL_KIND_ZONE_VISIT\x10\x04\x12\x19\n\x15SIGNAL_KIND_FACE_SEEN\x10\x05\x12\x1f\n\x1bSIGNAL_KIND_RETURNING_VISIT\x10\x06\x12\"\n\x1eSIGNAL_KIND_QUALIFICATION_SLOT\x10\x07\x12 \n\x1cSIGNAL_KIND_CONTACT_CAPTURED\x10\x08\x12\x18\n\x14SIGNAL_KIND_CROWDING\x10\t\x12\x17\n\x13SIGNAL_KIND_OUTCOME\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17percept/v1/common.proto\x12\npercept.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x0cIdentityKeys\x12\r\n\x05phone\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x17\n\x0f\x63hat_session_id\x18\x03 \x01(\t\x12\x12\n\nvisitor_id\x18\x04 \x01(\t\x12\x18\n\x10\x66\x61\x63\x65_identity_id\x18\x05 \x01(\t\x12\x0e\n\x06\x63rm_id\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x07 \x01(\t\"\x9c\x03\n\x06Signal\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\"\n\x06source\x18\x02 \x01(\x0e\x32\x12.percept.v1.Source\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x08identity\x18\x04 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.percept.v1.SignalKind\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\r\n\x05value\x18\x07 \x01(\t\x12\x15\n\rnumeric_value\x18\x08 \x01(\x01\x12\x12\n\nconfidence\x18\t \x01(\x02\x12\x10\n\x08\x65vidence\x18\n \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x0b \x01(\t\x12\x36\n\nattributes\x18\x0c \x03(\x0b\x32\".percept.v1.Signal.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9f\x01\n\x06Intent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12)\n\x06method\x18\x03 \x01(\x0e\x32\x19.percept.v1.Intent.Method\"H\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMETHOD_RULE\x10\x01\x12\x15\n\x11METHOD_CLASSIFIER\x10\x02\"\x8a\x01\n\x06\x45ntity\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x18\n\x10normalized_value\x18\x03 \x01(\t\x12\x12\n\nstart_char\x18\x04 \x01(\x05\x12\x10\n\x08\x65nd_char\x18\x05 \x01(\x05\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12\x10\n\x08redacted\x18\x07 \x01(\x08\"I\n\x0b\x42oundingBox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02*g\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x11\n\rSOURCE_SPEECH\x10\x01\x12\x11\n\rSOURCE_VISION\x10\x02\x12\x0f\n\x0bSOURCE_CHAT\x10\x03\x12\x0e\n\nSOURCE_CRM\x10\x04*\xc1\x02\n\nSignalKind\x12\x1b\n\x17SIGNAL_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SIGNAL_KIND_INTENT\x10\x01\x12\x16\n\x12SIGNAL_KIND_ENTITY\x10\x02\x12\x15\n\x11SIGNAL_KIND_DWELL\x10\x03\x12\x1a\n\x16SIGNAL_KIND_ZONE_VISIT\x10\x04\x12\x19\n\x15SIGNAL_KIND_FACE_SEEN\x10\x05\x12\x1f\n\x1bSIGNAL_KIND_RETURNING_VISIT\x10\x06\x12\"\n\x1eSIGNAL_KIND_QUALIFICATION_SLOT\x10\x07\x12 \n\x1cSIGNAL_KIND_CONTACT_CAPTURED\x10\x08\x12\x18\n\x14SIGNAL_KIND_CROWDING\x10\t\x12\x17\n\x13SIGNAL_KIND_OUTCOME\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNAL_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SIGNAL_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_SOURCE']._serialized_start=997
-  _globals['_SOURCE']._serialized_end=1100
-  _globals['_SIGNALKIND']._serialized_start=1103
-  _globals['_SIGNALKIND']._serialized_end=1424
+  _globals['_SOURCE']._serialized_start=1016
+  _globals['_SOURCE']._serialized_end=1119
+  _globals['_SIGNALKIND']._serialized_start=1122
+  _globals['_SIGNALKIND']._serialized_end=1443
   _globals['_IDENTITYKEYS']._serialized_start=73
   _globals['_IDENTITYKEYS']._serialized_end=221
   _globals['_SIGNAL']._serialized_start=224
@@ -48,8 +48,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTENT']._serialized_end=798
   _globals['_INTENT_METHOD']._serialized_start=726
   _globals['_INTENT_METHOD']._serialized_end=798
-  _globals['_ENTITY']._serialized_start=800
-  _globals['_ENTITY']._serialized_end=920
-  _globals['_BOUNDINGBOX']._serialized_start=922
-  _globals['_BOUNDINGBOX']._serialized_end=995
+  _globals['_ENTITY']._serialized_start=801
+  _globals['_ENTITY']._serialized_end=939
+  _globals['_BOUNDINGBOX']._serialized_start=941
+  _globals['_BOUNDINGBOX']._serialized_end=1014
 # @@protoc_insertion_point(module_scope)

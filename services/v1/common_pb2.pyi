@@ -303,6 +303,7 @@ class Entity(_message.Message):
     START_CHAR_FIELD_NUMBER: _builtins.int
     END_CHAR_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    REDACTED_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """product, quantity, money, phone, email, datetime, company"""
     text: _builtins.str
@@ -313,6 +314,11 @@ class Entity(_message.Message):
     """offsets into the text, in Unicode code points"""
     end_char: _builtins.int
     confidence: _builtins.float
+    redacted: _builtins.bool
+    """A redaction: `type` says what was removed (card_number, card_expiry,
+    card_security_code, national_id, iban, account_number, phone, email, name),
+    `text` is the placeholder standing in the text; the value is never sent.
+    """
     def __init__(
         self,
         *,
@@ -322,10 +328,11 @@ class Entity(_message.Message):
         start_char: _builtins.int = ...,
         end_char: _builtins.int = ...,
         confidence: _builtins.float = ...,
+        redacted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "end_char", b"end_char", "normalized_value", b"normalized_value", "start_char", b"start_char", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "end_char", b"end_char", "normalized_value", b"normalized_value", "redacted", b"redacted", "start_char", b"start_char", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

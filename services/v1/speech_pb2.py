@@ -27,39 +27,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from percept.v1 import common_pb2 as percept_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17percept/v1/speech.proto\x12\npercept.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17percept/v1/common.proto\"\xda\x02\n\x11RecognitionConfig\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.percept.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\t\x12(\n\x06\x63\x61ller\x18\x06 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\x12\x17\n\x0finterim_results\x18\x07 \x01(\x08\x12\r\n\x05model\x18\x08 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\t \x01(\t\x12$\n\x1cseparate_channel_recognition\x18\n \x01(\x08\x12.\n\rchannel_roles\x18\x0b \x03(\x0e\x32\x17.percept.v1.ChannelRole\"p\n\x19StreamingRecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.percept.v1.RecognitionConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\x8c\x01\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\xb7\x04\n\x10RecognitionEvent\x12\x34\n\x04type\x18\x01 \x01(\x0e\x32&.percept.v1.RecognitionEvent.EventType\x12\x17\n\x0futterance_index\x18\x02 \x01(\x05\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12\x15\n\rstable_prefix\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12#\n\x05words\x18\x06 \x03(\x0b\x32\x14.percept.v1.WordInfo\x12\x15\n\rlanguage_code\x18\x07 \x01(\t\x12/\n\x0cstart_offset\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12#\n\x07intents\x18\n \x03(\x0b\x32\x12.percept.v1.Intent\x12$\n\x08\x65ntities\x18\x0b \x03(\x0b\x32\x12.percept.v1.Entity\x12\x0f\n\x07\x63hannel\x18\x0c \x01(\x05\x12%\n\x04role\x18\r \x01(\x0e\x32\x17.percept.v1.ChannelRole\"v\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_TYPE_PARTIAL\x10\x01\x12\x14\n\x10\x45VENT_TYPE_FINAL\x10\x02\x12\x1f\n\x1b\x45VENT_TYPE_END_OF_UTTERANCE\x10\x03\"X\n\x10RecognizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.percept.v1.RecognitionConfig\x12\x15\n\raudio_content\x18\x02 \x01(\x0c\"\x8c\x01\n\x11RecognizeResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.percept.v1.RecognitionEvent\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"u\n\x11WatchCallsRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.percept.v1.ChannelRole\x12\x0e\n\x06intent\x18\x03 \x01(\t\x12\x18\n\x10include_partials\x18\x04 \x01(\x08\"\xa0\x01\n\x08LiveCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12.\n\rchannel_roles\x18\x03 \x03(\x0e\x32\x17.percept.v1.ChannelRole\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mpaign_id\x18\x05 \x01(\t\"\xf6\x02\n\nCallUpdate\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.percept.v1.CallUpdate.UpdateType\x12\"\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x14.percept.v1.LiveCall\x12+\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1c.percept.v1.RecognitionEvent\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nend_reason\x18\x05 \x01(\t\"\xa7\x01\n\nUpdateType\x12\x1b\n\x17UPDATE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13UPDATE_TYPE_STARTED\x10\x01\x12\x1b\n\x17UPDATE_TYPE_RECOGNITION\x10\x02\x12\x16\n\x12UPDATE_TYPE_PAUSED\x10\x03\x12\x17\n\x13UPDATE_TYPE_RESUMED\x10\x04\x12\x15\n\x11UPDATE_TYPE_ENDED\x10\x05*\xcd\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x16\n\x12\x41UDIO_ENCODING_WAV\x10\x02\x12\x17\n\x13\x41UDIO_ENCODING_FLAC\x10\x03\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x04\x12\x18\n\x14\x41UDIO_ENCODING_MULAW\x10\x05\x12\x17\n\x13\x41UDIO_ENCODING_ALAW\x10\x06*^\n\x0b\x43hannelRole\x12\x1c\n\x18\x43HANNEL_ROLE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HANNEL_ROLE_AGENT\x10\x01\x12\x19\n\x15\x43HANNEL_ROLE_CUSTOMER\x10\x02\x32\xf8\x01\n\x06Speech\x12]\n\x12StreamingRecognize\x12%.percept.v1.StreamingRecognizeRequest\x1a\x1c.percept.v1.RecognitionEvent(\x01\x30\x01\x12H\n\tRecognize\x12\x1c.percept.v1.RecognizeRequest\x1a\x1d.percept.v1.RecognizeResponse\x12\x45\n\nWatchCalls\x12\x1d.percept.v1.WatchCallsRequest\x1a\x16.percept.v1.CallUpdate0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17percept/v1/speech.proto\x12\npercept.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17percept/v1/common.proto\"\xea\x02\n\x11RecognitionConfig\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.percept.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\t\x12(\n\x06\x63\x61ller\x18\x06 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\x12\x17\n\x0finterim_results\x18\x07 \x01(\x08\x12\r\n\x05model\x18\x08 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\t \x01(\t\x12$\n\x1cseparate_channel_recognition\x18\n \x01(\x08\x12.\n\rchannel_roles\x18\x0b \x03(\x0e\x32\x17.percept.v1.ChannelRole\x12\x0e\n\x06redact\x18\x0c \x03(\t\"p\n\x19StreamingRecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.percept.v1.RecognitionConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\x8c\x01\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\xb7\x04\n\x10RecognitionEvent\x12\x34\n\x04type\x18\x01 \x01(\x0e\x32&.percept.v1.RecognitionEvent.EventType\x12\x17\n\x0futterance_index\x18\x02 \x01(\x05\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12\x15\n\rstable_prefix\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12#\n\x05words\x18\x06 \x03(\x0b\x32\x14.percept.v1.WordInfo\x12\x15\n\rlanguage_code\x18\x07 \x01(\t\x12/\n\x0cstart_offset\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12#\n\x07intents\x18\n \x03(\x0b\x32\x12.percept.v1.Intent\x12$\n\x08\x65ntities\x18\x0b \x03(\x0b\x32\x12.percept.v1.Entity\x12\x0f\n\x07\x63hannel\x18\x0c \x01(\x05\x12%\n\x04role\x18\r \x01(\x0e\x32\x17.percept.v1.ChannelRole\"v\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_TYPE_PARTIAL\x10\x01\x12\x14\n\x10\x45VENT_TYPE_FINAL\x10\x02\x12\x1f\n\x1b\x45VENT_TYPE_END_OF_UTTERANCE\x10\x03\"X\n\x10RecognizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.percept.v1.RecognitionConfig\x12\x15\n\raudio_content\x18\x02 \x01(\x0c\"\x8c\x01\n\x11RecognizeResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.percept.v1.RecognitionEvent\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"u\n\x11WatchCallsRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.percept.v1.ChannelRole\x12\x0e\n\x06intent\x18\x03 \x01(\t\x12\x18\n\x10include_partials\x18\x04 \x01(\x08\"\xa0\x01\n\x08LiveCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12.\n\rchannel_roles\x18\x03 \x03(\x0e\x32\x17.percept.v1.ChannelRole\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mpaign_id\x18\x05 \x01(\t\"\xf6\x02\n\nCallUpdate\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.percept.v1.CallUpdate.UpdateType\x12\"\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x14.percept.v1.LiveCall\x12+\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1c.percept.v1.RecognitionEvent\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nend_reason\x18\x05 \x01(\t\"\xa7\x01\n\nUpdateType\x12\x1b\n\x17UPDATE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13UPDATE_TYPE_STARTED\x10\x01\x12\x1b\n\x17UPDATE_TYPE_RECOGNITION\x10\x02\x12\x16\n\x12UPDATE_TYPE_PAUSED\x10\x03\x12\x17\n\x13UPDATE_TYPE_RESUMED\x10\x04\x12\x15\n\x11UPDATE_TYPE_ENDED\x10\x05*\xcd\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x16\n\x12\x41UDIO_ENCODING_WAV\x10\x02\x12\x17\n\x13\x41UDIO_ENCODING_FLAC\x10\x03\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x04\x12\x18\n\x14\x41UDIO_ENCODING_MULAW\x10\x05\x12\x17\n\x13\x41UDIO_ENCODING_ALAW\x10\x06*^\n\x0b\x43hannelRole\x12\x1c\n\x18\x43HANNEL_ROLE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HANNEL_ROLE_AGENT\x10\x01\x12\x19\n\x15\x43HANNEL_ROLE_CUSTOMER\x10\x02\x32\xf8\x01\n\x06Speech\x12]\n\x12StreamingRecognize\x12%.percept.v1.StreamingRecognizeRequest\x1a\x1c.percept.v1.RecognitionEvent(\x01\x30\x01\x12H\n\tRecognize\x12\x1c.percept.v1.RecognizeRequest\x1a\x1d.percept.v1.RecognizeResponse\x12\x45\n\nWatchCalls\x12\x1d.percept.v1.WatchCallsRequest\x1a\x16.percept.v1.CallUpdate0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'percept.v1.speech_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=2198
-  _globals['_AUDIOENCODING']._serialized_end=2403
-  _globals['_CHANNELROLE']._serialized_start=2405
-  _globals['_CHANNELROLE']._serialized_end=2499
+  _globals['_AUDIOENCODING']._serialized_start=2214
+  _globals['_AUDIOENCODING']._serialized_end=2419
+  _globals['_CHANNELROLE']._serialized_start=2421
+  _globals['_CHANNELROLE']._serialized_end=2515
   _globals['_RECOGNITIONCONFIG']._serialized_start=130
-  _globals['_RECOGNITIONCONFIG']._serialized_end=476
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=478
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=590
-  _globals['_WORDINFO']._serialized_start=593
-  _globals['_WORDINFO']._serialized_end=733
-  _globals['_RECOGNITIONEVENT']._serialized_start=736
-  _globals['_RECOGNITIONEVENT']._serialized_end=1303
-  _globals['_RECOGNITIONEVENT_EVENTTYPE']._serialized_start=1185
-  _globals['_RECOGNITIONEVENT_EVENTTYPE']._serialized_end=1303
-  _globals['_RECOGNIZEREQUEST']._serialized_start=1305
-  _globals['_RECOGNIZEREQUEST']._serialized_end=1393
-  _globals['_RECOGNIZERESPONSE']._serialized_start=1396
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1536
-  _globals['_WATCHCALLSREQUEST']._serialized_start=1538
-  _globals['_WATCHCALLSREQUEST']._serialized_end=1655
-  _globals['_LIVECALL']._serialized_start=1658
-  _globals['_LIVECALL']._serialized_end=1818
-  _globals['_CALLUPDATE']._serialized_start=1821
-  _globals['_CALLUPDATE']._serialized_end=2195
-  _globals['_CALLUPDATE_UPDATETYPE']._serialized_start=2028
-  _globals['_CALLUPDATE_UPDATETYPE']._serialized_end=2195
-  _globals['_SPEECH']._serialized_start=2502
-  _globals['_SPEECH']._serialized_end=2750
+  _globals['_RECOGNITIONCONFIG']._serialized_end=492
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=494
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=606
+  _globals['_WORDINFO']._serialized_start=609
+  _globals['_WORDINFO']._serialized_end=749
+  _globals['_RECOGNITIONEVENT']._serialized_start=752
+  _globals['_RECOGNITIONEVENT']._serialized_end=1319
+  _globals['_RECOGNITIONEVENT_EVENTTYPE']._serialized_start=1201
+  _globals['_RECOGNITIONEVENT_EVENTTYPE']._serialized_end=1319
+  _globals['_RECOGNIZEREQUEST']._serialized_start=1321
+  _globals['_RECOGNIZEREQUEST']._serialized_end=1409
+  _globals['_RECOGNIZERESPONSE']._serialized_start=1412
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1552
+  _globals['_WATCHCALLSREQUEST']._serialized_start=1554
+  _globals['_WATCHCALLSREQUEST']._serialized_end=1671
+  _globals['_LIVECALL']._serialized_start=1674
+  _globals['_LIVECALL']._serialized_end=1834
+  _globals['_CALLUPDATE']._serialized_start=1837
+  _globals['_CALLUPDATE']._serialized_end=2211
+  _globals['_CALLUPDATE_UPDATETYPE']._serialized_start=2044
+  _globals['_CALLUPDATE_UPDATETYPE']._serialized_end=2211
+  _globals['_SPEECH']._serialized_start=2518
+  _globals['_SPEECH']._serialized_end=2766
 # @@protoc_insertion_point(module_scope)

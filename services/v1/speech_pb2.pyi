@@ -96,6 +96,7 @@ class RecognitionConfig(_message.Message):
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     SEPARATE_CHANNEL_RECOGNITION_FIELD_NUMBER: _builtins.int
     CHANNEL_ROLES_FIELD_NUMBER: _builtins.int
+    REDACT_FIELD_NUMBER: _builtins.int
     encoding: Global___AudioEncoding.ValueType
     sample_rate_hz: _builtins.int
     """required for LINEAR16, MULAW, ALAW; containers carry their own"""
@@ -127,6 +128,15 @@ class RecognitionConfig(_message.Message):
         UNSPECIFIED). At most one CUSTOMER; AGENT may repeat (an agent and an IVR).
         """
 
+    @_builtins.property
+    def redact(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What to remove from every event before it leaves the service: "card" (numbers
+        passing Luhn, and the expiry dates and security codes said with them),
+        "national_id", "iban", "phone", "email", "name"; "none" alone for nothing.
+        Empty: the server's default (PERCEPT_SPEECH_REDACT). Each redaction is an
+        entity with redacted set: its type and place, never its value.
+        """
+
     def __init__(
         self,
         *,
@@ -141,10 +151,11 @@ class RecognitionConfig(_message.Message):
         campaign_id: _builtins.str = ...,
         separate_channel_recognition: _builtins.bool = ...,
         channel_roles: _abc.Iterable[Global___ChannelRole.ValueType] | None = ...,
+        redact: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_channel_count", b"audio_channel_count", "call_id", b"call_id", "caller", b"caller", "campaign_id", b"campaign_id", "channel_roles", b"channel_roles", "encoding", b"encoding", "interim_results", b"interim_results", "language_code", b"language_code", "model", b"model", "sample_rate_hz", b"sample_rate_hz", "separate_channel_recognition", b"separate_channel_recognition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_channel_count", b"audio_channel_count", "call_id", b"call_id", "caller", b"caller", "campaign_id", b"campaign_id", "channel_roles", b"channel_roles", "encoding", b"encoding", "interim_results", b"interim_results", "language_code", b"language_code", "model", b"model", "redact", b"redact", "sample_rate_hz", b"sample_rate_hz", "separate_channel_recognition", b"separate_channel_recognition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

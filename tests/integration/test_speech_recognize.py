@@ -141,6 +141,13 @@ async def test_silence_gives_no_result_and_no_error(stub: speech_pb2_grpc.Speech
             b"\xff\xfe" * 500,
             "not a readable FLAC stream",
         ),
+        (
+            sp.RecognitionConfig(
+                encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, redact=["card", "pin"]
+            ),
+            b"\x00\x00",
+            "config.redact: 'pin' is not a redaction kind (card, national_id, iban, phone",
+        ),
     ],
 )
 async def test_bad_audio_is_invalid_argument_naming_the_field(

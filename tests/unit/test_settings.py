@@ -45,6 +45,17 @@ def test_invalid_port_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> Non
         load_settings()
 
 
+def test_redaction_kinds_are_a_comma_list_of_known_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().speech_redact == ["card", "iban", "national_id"]
+    monkeypatch.setenv("PERCEPT_SPEECH_REDACT", "none")
+    assert load_settings().speech_redact == ["none"]
+    monkeypatch.setenv("PERCEPT_SPEECH_REDACT", "card, email")
+    assert load_settings().speech_redact == ["card", "email"]
+    monkeypatch.setenv("PERCEPT_SPEECH_REDACT", "card,cvv")
+    with pytest.raises(SettingsError, match=r"PERCEPT_SPEECH_REDACT: .*'cvv' is not a redaction"):
+        load_settings()
+
+
 def test_non_numeric_value_is_rejected_with_its_input(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERCEPT_MAX_MESSAGE_BYTES", "lots")
     with pytest.raises(SettingsError, match=r"PERCEPT_MAX_MESSAGE_BYTES: .*'lots'"):

@@ -258,7 +258,9 @@ def test_the_loop_guard_cuts_real_repetition_loops_to_their_first_round(tmp_path
 
 
 def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> None:
+    from percept.speech.redacting import CallRedaction
     from percept.speech.signals import utterance_signals
+    from percept.understanding.redaction import Redactor
     from percept.v1 import common_pb2, speech_pb2
 
     config = speech_pb2.RecognitionConfig(
@@ -275,7 +277,8 @@ def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> No
             common_pb2.Entity(type="email", normalized_value="ana@example.com", confidence=0.9),
         ],
     )
-    signals = utterance_signals(config, final)
+    contacts = CallRedaction(Redactor(())).apply(final)  # the final's contacts, kept clear
+    signals = utterance_signals(config, final, contacts)
     kinds = [(s.kind, s.name, s.value) for s in signals]
     assert kinds == [
         (common_pb2.SIGNAL_KIND_INTENT, "purchase_intent", ""),
@@ -290,10 +293,10 @@ def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> No
     assert len({s.signal_id for s in signals}) == 4
     # without an intent only the contact is worth a signal; without a caller, nothing
     del final.intents[:]
-    assert [s.kind for s in utterance_signals(config, final)] == [
+    assert [s.kind for s in utterance_signals(config, final, contacts)] == [
         common_pb2.SIGNAL_KIND_CONTACT_CAPTURED
     ]
-    assert utterance_signals(speech_pb2.RecognitionConfig(), final) == []
+    assert utterance_signals(speech_pb2.RecognitionConfig(), final, contacts) == []
 
 
 def test_audio_buffer_keeps_stream_positions_across_growth_and_trimming() -> None:
