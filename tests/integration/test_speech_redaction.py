@@ -109,7 +109,12 @@ async def test_a_card_and_an_email_never_leave_in_clear(
     published: list[common_pb2.Signal] = []
     forward = service.servicer.publish
     assert forward is not None
-    service.servicer.publish = lambda s: (published.append(s), forward(s))[-1]
+
+    def record(signal: common_pb2.Signal) -> None:
+        published.append(signal)
+        forward(signal)
+
+    service.servicer.publish = record
 
     stub = speech_pb2_grpc.SpeechStub(channel_to(speech))
     watch = stub.WatchCalls(sp.WatchCallsRequest(include_partials=True))

@@ -132,9 +132,9 @@ def test_a_final_is_redacted_in_its_text_words_and_entities() -> None:
         ("quantity", "4111", "4111", 22),
         ("email", "ana@example.com", "ana@example.com", 48),
     ]
-    for kind, said, value, at in entities:
+    for kind, span, value, at in entities:
         event.entities.add(
-            type=kind, text=said, normalized_value=value, start_char=at, end_char=at + len(said)
+            type=kind, text=span, normalized_value=value, start_char=at, end_char=at + len(span)
         )
     contacts = CallRedaction(Redactor(("card", "email"))).apply(event)
     assert event.transcript == "Buy two laptops, card [card number], mail [email]"
