@@ -173,9 +173,9 @@ async def test_a_card_and_an_email_never_leave_in_clear(
     assert published and not [
         s for s in published if leaks(f"{s.evidence} {s.value} {s.attributes}")
     ]
-    for record in caplog.records:
-        said = [record.getMessage()] + [v for v in record.__dict__.values() if isinstance(v, str)]
-        assert not leaks(" ".join(said), 6), record
+    for logged in caplog.records:
+        said = [logged.getMessage()] + [v for v in logged.__dict__.values() if isinstance(v, str)]
+        assert not leaks(" ".join(said), 6), logged
     metrics = generate_latest(service.registry).decode()
     labels = [
         v
