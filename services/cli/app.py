@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from percept import __version__
-from percept.cli import intents, leads, models
+from percept.cli import calls, intents, leads, models, sentiment
 from percept.cli.cameras import cameras_command, footfall_command
 from percept.cli.health import health_command
 from percept.cli.nlp import chat_command, translate_command
@@ -34,6 +34,8 @@ app.command("footfall")(footfall_command)
 app.add_typer(models.app, name="models")
 app.add_typer(leads.app, name="leads")
 app.add_typer(intents.app, name="intents")
+app.add_typer(sentiment.app, name="sentiment")
+app.add_typer(calls.app, name="calls")
 
 
 def _version(value: bool) -> None:

@@ -89,7 +89,30 @@ def _print(event: Event) -> None:
         for i in event.intents:
             console.print(f"          intent [green]{i.name}[/] {i.confidence:.2f}")
         for e in event.entities:
-            console.print(f"          entity [cyan]{e.type}[/] {e.normalized_value}")
+            shown = f"[dim]{e.text} (redacted)[/]" if e.redacted else e.normalized_value
+            console.print(f"          entity [cyan]{e.type}[/] {shown}")
+        if event.sentiment:
+            feeling = common_pb2.Sentiment.Name(event.sentiment).removeprefix("SENTIMENT_")
+            console.print(f"          sentiment {feeling.lower()} {event.sentiment_score:+.2f}")
+    elif event.type == Event.EVENT_TYPE_CALL_SUMMARY:
+        _print_summary(event.summary)
+
+
+def _print_summary(summary: speech_pb2.CallSummary) -> None:
+    seconds = summary.duration.ToTimedelta().total_seconds
+    console.print(
+        f"[bold]call summary[/]  {seconds():.1f} s, non-talk "
+        f"{summary.non_talk_time.ToTimedelta().total_seconds():.1f} s in {summary.silences} "
+        f"silence(s), {summary.interruptions} interruption(s)"
+    )
+    for r in summary.roles:
+        name = speech_pb2.ChannelRole.Name(r.role).removeprefix("CHANNEL_ROLE_").lower()
+        feeling = common_pb2.Sentiment.Name(r.sentiment).removeprefix("SENTIMENT_").lower()
+        console.print(
+            f"          {name}: talk {r.talk_time.ToTimedelta().total_seconds():.1f} s, "
+            f"{r.words_per_minute:.0f} wpm, {r.interruptions} interruption(s), "
+            f"sentiment {feeling} {r.sentiment_score:+.2f} (trend {r.sentiment_trend:+.2f})"
+        )
 
 
 async def _stream(

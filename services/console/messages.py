@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.identity import KEY_FIELDS
@@ -190,6 +191,8 @@ def call_update_json(update: speech_pb2.CallUpdate) -> dict[str, Any]:
     }
     if update.type == speech_pb2.CallUpdate.UPDATE_TYPE_ENDED:
         body["end_reason"] = update.end_reason
+        if update.HasField("summary"):
+            body["summary"] = summary_json(update.summary)
     if update.HasField("event"):
         event = update.event
         body["event"] = {
@@ -201,10 +204,40 @@ def call_update_json(update: speech_pb2.CallUpdate) -> dict[str, Any]:
             "language": event.language_code,
             "intents": [i.name for i in event.intents],
             "entities": [
-                {"type": e.type, "value": e.normalized_value or e.text} for e in event.entities
+                {"type": e.type, "value": e.normalized_value or e.text, "redacted": e.redacted}
+                for e in event.entities
             ],
+            "sentiment": _enum_name(common_pb2.Sentiment, event.sentiment, "SENTIMENT_"),
         }
     return body
+
+
+def summary_json(summary: speech_pb2.CallSummary) -> dict[str, Any]:
+    """A call's summary as the console shows it (seconds as numbers)."""
+
+    def seconds(d: Duration) -> float:
+        return round(d.ToNanoseconds() / 1e9, 2)
+
+    return {
+        "duration_s": seconds(summary.duration),
+        "non_talk_s": seconds(summary.non_talk_time),
+        "silences": summary.silences,
+        "longest_silence_s": seconds(summary.longest_silence),
+        "interruptions": summary.interruptions,
+        "roles": [
+            {
+                "role": _enum_name(speech_pb2.ChannelRole, r.role, "CHANNEL_ROLE_"),
+                "talk_s": seconds(r.talk_time),
+                "utterances": r.utterances,
+                "words_per_minute": round(r.words_per_minute, 1),
+                "interruptions": r.interruptions,
+                "sentiment": _enum_name(common_pb2.Sentiment, r.sentiment, "SENTIMENT_"),
+                "sentiment_score": round(r.sentiment_score, 3),
+                "sentiment_trend": round(r.sentiment_trend, 3),
+            }
+            for r in summary.roles
+        ],
+    }
 
 
 def suggestion_json(s: leads_pb2.MergeSuggestion) -> dict[str, Any]:

@@ -230,6 +230,9 @@ class Settings(BaseSettings):
         description="comma-separated networks AudioSocket connections may come from "
         "(the protocol has no authentication)",
     )
+    speech_summary_silence_s: float = Field(
+        2.0, gt=0, le=600, description="a call's silences this long count as its non-talk time"
+    )
     speech_redact: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_REDACTION),
         description="what calls redact unless their config says: comma-separated of card, "

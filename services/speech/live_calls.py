@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from percept.speech.call_summary import CallSummarizer
 from percept.speech.redacting import CallRedaction
+from percept.understanding.call_categories import CallCategorizer, Categories
 from percept.understanding.redaction import Redactor
 from percept.v1 import speech_pb2
 
@@ -39,11 +41,15 @@ def _now() -> Timestamp:
 @dataclass
 class LiveCall:
     """One call on the board. `call_id` may repeat (two streams of one call);
-    `serial` does not. `redaction` is applied to every event before it is heard."""
+    `serial` does not. `redaction` is applied to every event before it is heard;
+    `summarizer` keeps what the call's summary needs, `categorizer` what its
+    categories do."""
 
     info: speech_pb2.LiveCall
     board: CallBoard
     redaction: CallRedaction = field(default_factory=lambda: CallRedaction(Redactor(())))
+    summarizer: CallSummarizer = field(default_factory=lambda: CallSummarizer("", 2.0))
+    categorizer: CallCategorizer = field(default_factory=lambda: Categories(()).for_call())
     serial: int = field(default_factory=lambda: next(_serial))
     ended: bool = False
 
@@ -53,12 +59,15 @@ class LiveCall:
     def paused(self, paused: bool) -> None:
         self.board.publish(Update(type=PAUSED if paused else RESUMED, call=self.info, time=_now()))
 
-    def end(self, reason: str) -> None:
+    def end(self, reason: str, summary: speech_pb2.CallSummary | None = None) -> None:
         if self.ended:
             return
         self.ended = True
         self.board.calls.pop(self.serial, None)
-        self.board.publish(Update(type=ENDED, call=self.info, end_reason=reason, time=_now()))
+        update = Update(type=ENDED, call=self.info, end_reason=reason, time=_now())
+        if summary is not None:
+            update.summary.CopyFrom(summary)
+        self.board.publish(update)
 
 
 def passes(where: speech_pb2.WatchCallsRequest, update: speech_pb2.CallUpdate) -> bool:
@@ -117,6 +126,8 @@ class CallBoard:
         roles: Sequence[int] = (),
         campaign_id: str = "",
         redaction: CallRedaction | None = None,
+        silence_s: float = 2.0,
+        categories: Categories | None = None,
     ) -> LiveCall:
         info = speech_pb2.LiveCall(
             call_id=call_id,
@@ -125,7 +136,9 @@ class CallBoard:
             started_at=_now(),
             campaign_id=campaign_id,
         )
-        call = LiveCall(info, self)
+        call = LiveCall(info, self, summarizer=CallSummarizer(call_id, silence_s))
+        if categories is not None:
+            call.categorizer = categories.for_call()
         if redaction is not None:
             call.redaction = redaction
         self.calls[call.serial] = call

@@ -16,7 +16,7 @@ from percept.speech.engine import SpeechEngine
 from percept.speech.gateway.server import MediaGateway
 from percept.speech.models import load_transcriber
 from percept.speech.servicer import SpeechServicer, StreamLimits
-from percept.understanding.loading import load_understanding
+from percept.understanding.loading import load_categories, load_understanding
 from percept.understanding.redaction_kinds import parse_kinds
 from percept.v1 import speech_pb2, speech_pb2_grpc
 
@@ -43,6 +43,7 @@ class SpeechService:
         )
         self.servicer.redact = parse_kinds(settings.speech_redact)
         self.servicer.contacts_as_keys = settings.speech_redacted_contacts_as_keys
+        self.servicer.summary_silence_s = settings.speech_summary_silence_s
 
     async def listen(self) -> None:
         """The telephony gateway listens at once; it answers 503 until the model loads."""
@@ -61,6 +62,7 @@ class SpeechService:
         transcriber = await asyncio.to_thread(load_transcriber, self.settings)
         self.servicer.model_name = self.settings.speech_model
         self.servicer.understanding = await asyncio.to_thread(load_understanding, self.settings)
+        self.servicer.categories = await asyncio.to_thread(load_categories, self.settings)
         if not transcriber.english_only:  # finals in other languages: intents in translation
             try:
                 self.servicer.translator = await asyncio.to_thread(load_translator, self.settings)

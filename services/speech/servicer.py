@@ -19,12 +19,15 @@ from percept.runtime.streams import MalformedMessageError, refuse
 from percept.speech.audio import SAMPLE_RATE, AudioError
 from percept.speech.backends import Utterance
 from percept.speech.call_session import CallSession
+from percept.speech.call_summary import CallSummarizer
+from percept.speech.categorizing import category_event, final_of
 from percept.speech.engine import SpeechEngine
 from percept.speech.live_calls import CallBoard, LiveCall, WatcherOverflowError
 from percept.speech.redacting import CallRedaction, Contact
 from percept.speech.signals import utterance_signals
 from percept.speech.stream_audio import decode_all, stream_decoder
 from percept.speech.streaming import StreamOptions
+from percept.understanding.call_categories import Categories
 from percept.understanding.classifier import Understanding
 from percept.understanding.messages import entity_messages, intent_messages
 from percept.understanding.redaction import (
@@ -38,6 +41,12 @@ from percept.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("percept.speech")
 FINAL = speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL
+CALL_SUMMARY = speech_pb2.RecognitionEvent.EVENT_TYPE_CALL_SUMMARY
+SENTIMENTS = {
+    "positive": common_pb2.SENTIMENT_POSITIVE,
+    "neutral": common_pb2.SENTIMENT_NEUTRAL,
+    "negative": common_pb2.SENTIMENT_NEGATIVE,
+}
 CUSTOMER = speech_pb2.CHANNEL_ROLE_CUSTOMER
 UNSPECIFIED = speech_pb2.CHANNEL_ROLE_UNSPECIFIED
 
@@ -73,6 +82,8 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         self.calls = CallBoard()
         self.redact: frozenset[str] = frozenset(DEFAULT_KINDS)  # for configs that say nothing
         self.contacts_as_keys = True
+        self.summary_silence_s = 2.0  # silences this long count as a call's non-talk time
+        self.categories = Categories(())  # call_categories.yaml, once loaded
 
     def english(self, text: str, language: str) -> str:
         """The understanding code reads English (its taxonomy, catalog and examples
@@ -88,7 +99,8 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
 
     def final_event(self, index: int, u: Utterance, language: str) -> speech_pb2.RecognitionEvent:
         read = self.english(u.text, language)
-        return speech_pb2.RecognitionEvent(
+        feeling = self.understanding.sentiment(read)
+        event = speech_pb2.RecognitionEvent(
             intents=intent_messages(self.understanding.intents(read)),
             entities=entity_messages(self.understanding.entities(read)),
             type=FINAL,
@@ -108,6 +120,10 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                 for w in u.words
             ],
         )
+        if feeling is not None:
+            event.sentiment = SENTIMENTS[feeling.label]
+            event.sentiment_score = feeling.score
+        return event
 
     def redaction(self, config: speech_pb2.RecognitionConfig) -> CallRedaction:
         """The call's redaction: its config's kinds, or the server's (checked already)."""
@@ -140,19 +156,46 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         config: speech_pb2.RecognitionConfig,
         call: LiveCall,
         event: speech_pb2.RecognitionEvent,
-    ) -> None:
+    ) -> list[speech_pb2.RecognitionEvent]:
         """What every recognition event of a call goes through, whoever carries the
         call: it is redacted, its watchers hear it, and a customer's final becomes
-        signals. The caller of the stream gets the same (redacted) event."""
+        signals. The caller of the stream gets the same (redacted) event, then the
+        CATEGORY events of the categories it completed, which are returned."""
         contacts = call.redaction.apply(event)
+        call.summarizer.add(event)
         call.recognised(event)
         self._report(config, event, contacts)
+        if event.type != FINAL:
+            return []
+        found = [category_event(m, event) for m in call.categorizer.add(final_of(event))]
+        for category in found:
+            call.summarizer.add(category)
+            call.recognised(category)
+        return found
+
+    def end_call(
+        self,
+        config: speech_pb2.RecognitionConfig,
+        call: LiveCall,
+        reason: str,
+        heard_s: float,
+    ) -> speech_pb2.CallSummary:
+        """The call's summary, for its watchers (the ENDED update) and its caller."""
+        summary = call.summarizer.summary(heard_s)
+        call.end(reason, summary)
+        return summary
 
     def begin_call(self, config: speech_pb2.RecognitionConfig, source: str) -> LiveCall:
         roles = list(config.channel_roles) if config.separate_channel_recognition else []
         call_id = config.call_id or f"{source}-{uuid.uuid4().hex[:12]}"
         return self.calls.begin(
-            call_id, source, roles, config.campaign_id, redaction=self.redaction(config)
+            call_id,
+            source,
+            roles,
+            config.campaign_id,
+            redaction=self.redaction(config),
+            silence_s=self.summary_silence_s,
+            categories=self.categories,
         )
 
     def options(self, config: speech_pb2.RecognitionConfig) -> StreamOptions:
@@ -215,12 +258,18 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             lambda: [self.final_event(i, u, detected) for i, u in enumerate(utterances)]
         )
         redaction = self.redaction(config)
+        summarizer = CallSummarizer(config.call_id, self.summary_silence_s)
+        categorizer = self.categories.for_call()
         for event in results:
             self._report(config, event, redaction.apply(event))
+            summarizer.add(event)
+            for match in categorizer.add(final_of(event)):
+                summarizer.add(category_event(match, event))
         return speech_pb2.RecognizeResponse(
             results=results,
             language_code=detected,
             audio_duration=_duration(len(audio) / SAMPLE_RATE),
+            summary=summarizer.summary(len(audio) / SAMPLE_RATE),
         )
 
     async def StreamingRecognize(
@@ -290,14 +339,20 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                         "start a new stream",
                     )
                 async for event in session.feed(request.audio_content):
-                    self.deliver(config, call, event)
+                    found = self.deliver(config, call, event)
                     yield event
+                    for category in found:
+                        yield category
             if context.cancelled():  # the client went away: nothing to finish for
                 return
             async for event in session.finish():
-                self.deliver(config, call, event)
+                found = self.deliver(config, call, event)
                 yield event
+                for category in found:
+                    yield category
             ended = "completed"
+            summary = self.end_call(config, call, ended, session.received_s)
+            yield speech_pb2.RecognitionEvent(type=CALL_SUMMARY, summary=summary)
         except AudioError as exc:
             ended = "error"
             await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -306,7 +361,8 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             await refuse(context, request_iterator, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             session.close()
-            call.end(ended)
+            if not call.ended:  # dropped or refused: the watchers still get what was heard
+                self.end_call(config, call, ended, session.received_s)
 
     async def WatchCalls(
         self, request: speech_pb2.WatchCallsRequest, context: Context

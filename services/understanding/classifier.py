@@ -12,33 +12,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 import yaml
 
 from percept.understanding import data
 from percept.understanding.entities import EntityMatch, extract_entities
 from percept.understanding.intents import IntentMatch, tag_intents
+from percept.understanding.labelled import Embedder, Example
+
+__all__ = ["Embedder", "Example", "IntentClassifier", "Understanding"]
+
+if TYPE_CHECKING:
+    from percept.understanding.sentiment import SentimentClassifier, SentimentMatch
 
 NONE = "none"  # the label of utterances without a sales intent
 HOLD_OUT_EVERY = 4
 DEFAULT_THRESHOLD = 0.5
-
-Vectors = npt.NDArray[np.float32]
-
-
-class Embedder(Protocol):  # MiniLMEmbedder, or anything giving unit vectors
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        """One unit-length vector per text."""
-        ...
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    label: str
 
 
 def default_examples() -> tuple[Example, ...]:
@@ -158,12 +149,26 @@ class Understanding:
     Shared by the speech service (final utterances) and the nlp service (chat).
     """
 
-    def __init__(self, classifier: IntentClassifier | None) -> None:
+    def __init__(
+        self, classifier: IntentClassifier | None, sentiment: SentimentClassifier | None = None
+    ) -> None:
         self.classifier = classifier
+        self.sentiment_classifier = sentiment
 
     @classmethod
     def load(cls, embedder_dir: Path) -> Understanding:
-        return cls(_trained_classifier(embedder_dir, default_examples()))
+        from percept.understanding.sentiment import training_examples
+
+        return cls(
+            _trained_classifier(embedder_dir, default_examples()),
+            _trained_sentiment(embedder_dir, training_examples()),
+        )
+
+    def sentiment(self, text: str) -> SentimentMatch | None:
+        """None without a classifier (an Understanding built for rules only)."""
+        if self.sentiment_classifier is None:
+            return None
+        return self.sentiment_classifier.predict([text])[0]
 
     def intents(self, text: str) -> list[IntentMatch]:
         learned = self.classifier.predict([text])[0] if self.classifier else None
@@ -174,9 +179,21 @@ class Understanding:
 
 
 @cache
-def _trained_classifier(embedder_dir: Path, examples: tuple[Example, ...]) -> IntentClassifier:
-    """Trained once per process and examples (about 3 s): speech and nlp share it."""
+def _embedder(embedder_dir: Path) -> Embedder:
     from percept.understanding.embeddings import MiniLMEmbedder
 
+    return MiniLMEmbedder(embedder_dir)
+
+
+@cache
+def _trained_classifier(embedder_dir: Path, examples: tuple[Example, ...]) -> IntentClassifier:
+    """Trained once per process and examples (about 3 s): speech and nlp share it."""
     train, _ = split(examples)
-    return IntentClassifier(MiniLMEmbedder(embedder_dir)).train(train)
+    return IntentClassifier(_embedder(embedder_dir)).train(train)
+
+
+@cache
+def _trained_sentiment(embedder_dir: Path, examples: tuple[Example, ...]) -> SentimentClassifier:
+    from percept.understanding.sentiment import SentimentClassifier
+
+    return SentimentClassifier(_embedder(embedder_dir)).train(examples)

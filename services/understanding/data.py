@@ -1,8 +1,9 @@
 """The understanding data files: packaged defaults, or an operator's own.
 
 `taxonomy.yaml` (intents and their phrases), `intent_examples.yaml` (the
-classifier's labelled utterances) and `catalog.yaml` (products, companies) ship
-with the code. A directory set with `use_directory` (PERCEPT_UNDERSTANDING_DIR;
+classifier's labelled utterances), `catalog.yaml` (products, companies) and
+`sentiment_examples.yaml` / `sentiment_heldout.yaml` (labelled call utterances)
+ship with the code. A directory set with `use_directory` (PERCEPT_UNDERSTANDING_DIR;
 in Kubernetes the percept-understanding ConfigMap) overrides any of them, so a
 sales team changes its intents and products without a new image.
 """
@@ -13,7 +14,14 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-FILES = ("taxonomy.yaml", "intent_examples.yaml", "catalog.yaml")
+FILES = (
+    "taxonomy.yaml",
+    "intent_examples.yaml",
+    "catalog.yaml",
+    "sentiment_examples.yaml",
+    "sentiment_heldout.yaml",
+    "call_categories.yaml",
+)
 _directory: Path | None = None
 
 

@@ -7,9 +7,11 @@ import yaml
 from percept.models import model_store
 from percept.runtime.settings import Settings
 from percept.understanding import data
+from percept.understanding.call_categories import Categories, CategoriesError, parse_categories
 from percept.understanding.classifier import Understanding, default_examples
 from percept.understanding.entities import catalog
 from percept.understanding.intents import default_rules
+from percept.understanding.sentiment import held_out_examples, training_examples
 
 EMBEDDINGS = "all-minilm-l6-v2"  # sentence embeddings of the intent classifier
 
@@ -18,12 +20,33 @@ class UnderstandingDataError(ValueError):
     """A data file is malformed; the message names the file and the entry."""
 
 
+def load_categories(settings: Settings) -> Categories:
+    """The call categories, their intents checked against the taxonomy's."""
+    data.use_directory(settings.understanding_dir)
+    intents = known_intents()
+    try:
+        return parse_categories(
+            data.read("call_categories.yaml"), data.source("call_categories.yaml"), intents
+        )
+    except CategoriesError as exc:
+        raise UnderstandingDataError(str(exc)) from exc
+
+
+def known_intents() -> set[str]:
+    """The intents a final can carry: the taxonomy's and the classifier's labels."""
+    return {rule.name for rule in default_rules()} | {e.label for e in default_examples()} - {
+        "none"
+    }
+
+
 def load_understanding(settings: Settings) -> Understanding:
     data.use_directory(settings.understanding_dir)
     for name, parse in (
         ("taxonomy.yaml", default_rules),
         ("intent_examples.yaml", default_examples),
         ("catalog.yaml", catalog),
+        ("sentiment_examples.yaml", training_examples),
+        ("sentiment_heldout.yaml", held_out_examples),
     ):
         try:
             parse()

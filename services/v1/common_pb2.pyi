@@ -106,6 +106,28 @@ SIGNAL_KIND_OUTCOME: SignalKind.ValueType  # 10
 """value = "won" or "lost" """
 Global___SignalKind: _TypeAlias = SignalKind  # noqa: Y015
 
+class _Sentiment:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SentimentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sentiment.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SENTIMENT_UNSPECIFIED: _Sentiment.ValueType  # 0
+    """not read (no classifier, or no words)"""
+    SENTIMENT_POSITIVE: _Sentiment.ValueType  # 1
+    SENTIMENT_NEUTRAL: _Sentiment.ValueType  # 2
+    SENTIMENT_NEGATIVE: _Sentiment.ValueType  # 3
+
+class Sentiment(_Sentiment, metaclass=_SentimentEnumTypeWrapper):
+    """How a speaker or writer feels in an utterance."""
+
+SENTIMENT_UNSPECIFIED: Sentiment.ValueType  # 0
+"""not read (no classifier, or no words)"""
+SENTIMENT_POSITIVE: Sentiment.ValueType  # 1
+SENTIMENT_NEUTRAL: Sentiment.ValueType  # 2
+SENTIMENT_NEGATIVE: Sentiment.ValueType  # 3
+Global___Sentiment: _TypeAlias = Sentiment  # noqa: Y015
+
 @_typing.final
 class IdentityKeys(_message.Message):
     """Keys that identify a person. Any subset may be set; keys seen together in

@@ -238,6 +238,10 @@ class RecognitionEvent(_message.Message):
         """the utterance's final text, intents and entities"""
         EVENT_TYPE_END_OF_UTTERANCE: RecognitionEvent._EventType.ValueType  # 3
         """voice activity ended; a FINAL follows"""
+        EVENT_TYPE_CALL_SUMMARY: RecognitionEvent._EventType.ValueType  # 4
+        """the last event of a stream: summary holds the call's"""
+        EVENT_TYPE_CATEGORY: RecognitionEvent._EventType.ValueType  # 5
+        """a call category matched at the FINAL before it"""
 
     class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
     EVENT_TYPE_UNSPECIFIED: RecognitionEvent.EventType.ValueType  # 0
@@ -247,6 +251,10 @@ class RecognitionEvent(_message.Message):
     """the utterance's final text, intents and entities"""
     EVENT_TYPE_END_OF_UTTERANCE: RecognitionEvent.EventType.ValueType  # 3
     """voice activity ended; a FINAL follows"""
+    EVENT_TYPE_CALL_SUMMARY: RecognitionEvent.EventType.ValueType  # 4
+    """the last event of a stream: summary holds the call's"""
+    EVENT_TYPE_CATEGORY: RecognitionEvent.EventType.ValueType  # 5
+    """a call category matched at the FINAL before it"""
 
     TYPE_FIELD_NUMBER: _builtins.int
     UTTERANCE_INDEX_FIELD_NUMBER: _builtins.int
@@ -261,6 +269,10 @@ class RecognitionEvent(_message.Message):
     ENTITIES_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    SENTIMENT_FIELD_NUMBER: _builtins.int
+    SENTIMENT_SCORE_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     type: Global___RecognitionEvent.EventType.ValueType
     utterance_index: _builtins.int
     """0-based, per stream"""
@@ -273,6 +285,10 @@ class RecognitionEvent(_message.Message):
     """0-based; 0 for a mixed-down or mono stream"""
     role: Global___ChannelRole.ValueType
     """the channel's role from the config"""
+    sentiment: _common_pb2.Sentiment.ValueType
+    """FINAL only: how the speaker sounds in these words"""
+    sentiment_score: _builtins.float
+    """FINAL only: P(positive) - P(negative), in [-1, 1]"""
     @_builtins.property
     def words(self) -> _containers.RepeatedCompositeFieldContainer[Global___WordInfo]: ...
     @_builtins.property
@@ -286,6 +302,14 @@ class RecognitionEvent(_message.Message):
     @_builtins.property
     def entities(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Entity]:
         """FINAL only"""
+
+    @_builtins.property
+    def summary(self) -> Global___CallSummary:
+        """CALL_SUMMARY only"""
+
+    @_builtins.property
+    def category(self) -> Global___CategoryMatch:
+        """CATEGORY only"""
 
     def __init__(
         self,
@@ -303,14 +327,185 @@ class RecognitionEvent(_message.Message):
         entities: _abc.Iterable[_common_pb2.Entity] | None = ...,
         channel: _builtins.int = ...,
         role: Global___ChannelRole.ValueType = ...,
+        sentiment: _common_pb2.Sentiment.ValueType = ...,
+        sentiment_score: _builtins.float = ...,
+        summary: Global___CallSummary | None = ...,
+        category: Global___CategoryMatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "start_offset", b"start_offset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "end_offset", b"end_offset", "start_offset", b"start_offset", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "confidence", b"confidence", "end_offset", b"end_offset", "entities", b"entities", "intents", b"intents", "language_code", b"language_code", "role", b"role", "stable_prefix", b"stable_prefix", "start_offset", b"start_offset", "transcript", b"transcript", "type", b"type", "utterance_index", b"utterance_index", "words", b"words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "confidence", b"confidence", "end_offset", b"end_offset", "entities", b"entities", "intents", b"intents", "language_code", b"language_code", "role", b"role", "sentiment", b"sentiment", "sentiment_score", b"sentiment_score", "stable_prefix", b"stable_prefix", "start_offset", b"start_offset", "summary", b"summary", "transcript", b"transcript", "type", b"type", "utterance_index", b"utterance_index", "words", b"words"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecognitionEvent: _TypeAlias = RecognitionEvent  # noqa: Y015
+
+@_typing.final
+class CategoryMatch(_message.Message):
+    """A call category (a rule of call_categories.yaml) that a call met, and where."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    UTTERANCE_INDEX_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    utterance_index: _builtins.int
+    """the final that met it, on its channel"""
+    channel: _builtins.int
+    role: Global___ChannelRole.ValueType
+    @_builtins.property
+    def offset(self) -> _duration_pb2.Duration:
+        """that final's start in the call"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        utterance_index: _builtins.int = ...,
+        channel: _builtins.int = ...,
+        role: Global___ChannelRole.ValueType = ...,
+        offset: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "description", b"description", "name", b"name", "offset", b"offset", "role", b"role", "utterance_index", b"utterance_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryMatch: _TypeAlias = CategoryMatch  # noqa: Y015
+
+@_typing.final
+class RoleSummary(_message.Message):
+    """One role's part of a call (the channels of a role taken together)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    TALK_TIME_FIELD_NUMBER: _builtins.int
+    UTTERANCES_FIELD_NUMBER: _builtins.int
+    WORDS_FIELD_NUMBER: _builtins.int
+    WORDS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    SENTIMENT_FIELD_NUMBER: _builtins.int
+    SENTIMENT_SCORE_FIELD_NUMBER: _builtins.int
+    SENTIMENT_TREND_FIELD_NUMBER: _builtins.int
+    POSITIVE_UTTERANCES_FIELD_NUMBER: _builtins.int
+    NEUTRAL_UTTERANCES_FIELD_NUMBER: _builtins.int
+    NEGATIVE_UTTERANCES_FIELD_NUMBER: _builtins.int
+    role: Global___ChannelRole.ValueType
+    utterances: _builtins.int
+    words: _builtins.int
+    words_per_minute: _builtins.float
+    """words over talk time"""
+    interruptions: _builtins.int
+    """times it began while another channel spoke"""
+    sentiment: _common_pb2.Sentiment.ValueType
+    """of the mean score below"""
+    sentiment_score: _builtins.float
+    """mean of the finals' scores, in [-1, 1]"""
+    sentiment_trend: _builtins.float
+    """last third's mean score minus the first third's"""
+    positive_utterances: _builtins.int
+    neutral_utterances: _builtins.int
+    negative_utterances: _builtins.int
+    @_builtins.property
+    def talk_time(self) -> _duration_pb2.Duration:
+        """each final's voice, start to end offset"""
+
+    def __init__(
+        self,
+        *,
+        role: Global___ChannelRole.ValueType = ...,
+        talk_time: _duration_pb2.Duration | None = ...,
+        utterances: _builtins.int = ...,
+        words: _builtins.int = ...,
+        words_per_minute: _builtins.float = ...,
+        interruptions: _builtins.int = ...,
+        sentiment: _common_pb2.Sentiment.ValueType = ...,
+        sentiment_score: _builtins.float = ...,
+        sentiment_trend: _builtins.float = ...,
+        positive_utterances: _builtins.int = ...,
+        neutral_utterances: _builtins.int = ...,
+        negative_utterances: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["talk_time", b"talk_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interruptions", b"interruptions", "negative_utterances", b"negative_utterances", "neutral_utterances", b"neutral_utterances", "positive_utterances", b"positive_utterances", "role", b"role", "sentiment", b"sentiment", "sentiment_score", b"sentiment_score", "sentiment_trend", b"sentiment_trend", "talk_time", b"talk_time", "utterances", b"utterances", "words", b"words", "words_per_minute", b"words_per_minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoleSummary: _TypeAlias = RoleSummary  # noqa: Y015
+
+@_typing.final
+class CallSummary(_message.Message):
+    """What happened on a call, when it ends: who talked how much, the silences, the
+    interruptions, how each side felt.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    NON_TALK_TIME_FIELD_NUMBER: _builtins.int
+    SILENCES_FIELD_NUMBER: _builtins.int
+    LONGEST_SILENCE_FIELD_NUMBER: _builtins.int
+    SILENCE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    silences: _builtins.int
+    """how many such silences"""
+    interruptions: _builtins.int
+    """all roles together"""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """of the audio heard"""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoleSummary]:
+        """each role that spoke, in role order"""
+
+    @_builtins.property
+    def non_talk_time(self) -> _duration_pb2.Duration:
+        """silences of at least silence_threshold"""
+
+    @_builtins.property
+    def longest_silence(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def silence_threshold(self) -> _duration_pb2.Duration:
+        """the server's setting"""
+
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryMatch]:
+        """in the order they matched"""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        roles: _abc.Iterable[Global___RoleSummary] | None = ...,
+        non_talk_time: _duration_pb2.Duration | None = ...,
+        silences: _builtins.int = ...,
+        longest_silence: _duration_pb2.Duration | None = ...,
+        silence_threshold: _duration_pb2.Duration | None = ...,
+        interruptions: _builtins.int = ...,
+        categories: _abc.Iterable[Global___CategoryMatch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "longest_silence", b"longest_silence", "non_talk_time", b"non_talk_time", "silence_threshold", b"silence_threshold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "categories", b"categories", "duration", b"duration", "interruptions", b"interruptions", "longest_silence", b"longest_silence", "non_talk_time", b"non_talk_time", "roles", b"roles", "silence_threshold", b"silence_threshold", "silences", b"silences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallSummary: _TypeAlias = CallSummary  # noqa: Y015
 
 @_typing.final
 class RecognizeRequest(_message.Message):
@@ -344,6 +539,7 @@ class RecognizeResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     AUDIO_DURATION_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     language_code: _builtins.str
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecognitionEvent]:
@@ -351,16 +547,19 @@ class RecognizeResponse(_message.Message):
 
     @_builtins.property
     def audio_duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def summary(self) -> Global___CallSummary: ...
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___RecognitionEvent] | None = ...,
         language_code: _builtins.str = ...,
         audio_duration: _duration_pb2.Duration | None = ...,
+        summary: Global___CallSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "language_code", b"language_code", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "language_code", b"language_code", "results", b"results", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,6 +674,7 @@ class CallUpdate(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     type: Global___CallUpdate.UpdateType.ValueType
     end_reason: _builtins.str
     """ENDED: "completed", "hangup", "dropped", "idle", "error", "shutdown" """
@@ -484,6 +684,10 @@ class CallUpdate(_message.Message):
     def event(self) -> Global___RecognitionEvent: ...
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def summary(self) -> Global___CallSummary:
+        """ENDED: what happened on the call"""
+
     def __init__(
         self,
         *,
@@ -492,10 +696,11 @@ class CallUpdate(_message.Message):
         event: Global___RecognitionEvent | None = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         end_reason: _builtins.str = ...,
+        summary: Global___CallSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "event", b"event", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "event", b"event", "summary", b"summary", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "end_reason", b"end_reason", "event", b"event", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "end_reason", b"end_reason", "event", b"event", "summary", b"summary", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -106,8 +106,16 @@ async def test_a_call_streams_partials_then_a_final_per_utterance(
     assert "demo_or_meeting_request" in {i.name for i in finals[1].intents}
     assert {"product", "quantity", "money"} <= {e.type for e in finals[0].entities}
 
+    summary = events[-1]  # the stream's last word: what the call came to
+    assert [e.type for e in events].count(Event.EVENT_TYPE_CALL_SUMMARY) == 1
+    assert summary.type == Event.EVENT_TYPE_CALL_SUMMARY
+    (side,) = summary.summary.roles
+    assert side.utterances == 2 and side.words == sum(len(f.words) for f in finals)
+    talk = sum(seconds(f.end_offset) - seconds(f.start_offset) for f in finals)
+    assert seconds(side.talk_time) == pytest.approx(talk, abs=0.01)
+    assert 60 < side.words_per_minute < 300
     for index, final in enumerate(finals):
-        mine = [e for e in events if e.utterance_index == index]
+        mine = [e for e in events[:-1] if e.utterance_index == index]
         kinds = [e.type for e in mine]
         # partials while speech goes on, then end of utterance, then the final
         assert kinds[-2:] == [Event.EVENT_TYPE_END_OF_UTTERANCE, Event.EVENT_TYPE_FINAL], kinds
@@ -138,7 +146,7 @@ async def test_without_interim_results_only_ends_and_finals_come(
     assert [e.type for e in events] == [
         Event.EVENT_TYPE_END_OF_UTTERANCE,
         Event.EVENT_TYPE_FINAL,
-    ] * 2
+    ] * 2 + [Event.EVENT_TYPE_CALL_SUMMARY]
 
 
 async def test_wav_and_ogg_opus_stream_in_arbitrary_chunks(
@@ -169,7 +177,12 @@ async def test_silence_only_gives_no_result_and_no_error(
     stub: speech_pb2_grpc.SpeechAsyncStub,
 ) -> None:
     quiet = np.zeros(3 * RATE, np.int16).tobytes()
-    assert await stream(stub, requests(linear16(), split(quiet, 3200))) == []
+    (summary,) = await stream(stub, requests(linear16(), split(quiet, 3200)))
+    # a call with no speech has a summary of zeros and the silence, not an error
+    assert summary.type == Event.EVENT_TYPE_CALL_SUMMARY and not summary.summary.roles
+    assert seconds(summary.summary.duration) == pytest.approx(3.0)
+    assert seconds(summary.summary.non_talk_time) == pytest.approx(3.0)
+    assert summary.summary.silences == 1 and summary.summary.interruptions == 0
 
 
 def audio_first() -> list[sp.StreamingRecognizeRequest]:
@@ -313,7 +326,8 @@ async def _refused(
         assert words_in_error in (error.value.details() or "")
         # and the server goes on serving
         quiet = np.zeros(RATE, np.int16).tobytes()
-        assert await stream(stub, requests(linear16(), split(quiet, 3200))) == []
+        events = await stream(stub, requests(linear16(), split(quiet, 3200)))
+        assert [e.type for e in events] == [Event.EVENT_TYPE_CALL_SUMMARY]
 
 
 def decoder_threads() -> int:

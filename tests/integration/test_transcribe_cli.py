@@ -26,10 +26,17 @@ def test_transcribe_prints_one_json_object_per_event(
     events = [json.loads(line) for line in result.output.splitlines()]
     kinds = [e["type"] for e in events]
     assert "EVENT_TYPE_PARTIAL" in kinds
-    assert kinds[-2:] == ["EVENT_TYPE_END_OF_UTTERANCE", "EVENT_TYPE_FINAL"]
-    final = events[-1]
+    assert kinds[-3:] == [
+        "EVENT_TYPE_END_OF_UTTERANCE",
+        "EVENT_TYPE_FINAL",
+        "EVENT_TYPE_CALL_SUMMARY",
+    ]
+    final = events[-2]
     assert "phones" in final["transcript"]
     assert {"name": "purchase_intent"}.items() <= final["intents"][0].items()
+    assert final["sentiment"].startswith("SENTIMENT_")
+    (side,) = events[-1]["summary"]["roles"]
+    assert side["utterances"] == 1 and float(side["talkTime"].rstrip("s")) > 1
 
 
 def test_transcribe_prints_finals_and_intents_as_text(
@@ -42,6 +49,7 @@ def test_transcribe_prints_finals_and_intents_as_text(
     assert result.exit_code == 0, result.output
     assert "schedule a demo" in result.output
     assert "demo_or_meeting_request" in result.output
+    assert "call summary" in result.output and "wpm" in result.output
 
 
 def test_transcribe_rejects_a_file_that_is_not_audio(tmp_path: Path) -> None:

@@ -225,7 +225,7 @@ class GatewayCall:
                 track.recognizer.close()
             failed = self.failed is not None and reason == "completed"
             self.reason = self.reason or ("error" if failed else reason)
-            self.live.end(self.reason)
+            self.servicer.end_call(self.config, self.live, self.reason, self.heard_s)
 
     async def cancel(self) -> None:
         """Stops at once, without finals (the server is stopping past its grace)."""
@@ -241,7 +241,12 @@ class GatewayCall:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await track.worker
             track.recognizer.close()
-        self.live.end(self.reason)
+        self.servicer.end_call(self.config, self.live, self.reason, self.heard_s)
+
+    @property
+    def heard_s(self) -> float:
+        """The call's length as heard: its longest track."""
+        return max((t.received_s for t in self.tracks.values()), default=0.0)
 
     def _emit(self, event: speech_pb2.RecognitionEvent) -> None:
         self.servicer.deliver(self.config, self.live, event)
