@@ -41,6 +41,7 @@ def lead_json(lead: leads_pb2.Lead) -> dict[str, Any]:
         "updated_at": _time(lead.updated_at),
         "last_signal_at": _time(lead.last_signal_at),
         "next_follow_up_at": _time(lead.next_follow_up_at),
+        "next_follow_up_reason": lead.next_follow_up_reason,
         "timeline": [
             {
                 "occurred_at": _time(entry.occurred_at),

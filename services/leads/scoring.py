@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -48,6 +48,23 @@ CHANNEL_NAMES: dict[int, str] = {
     K.SOURCE_VISION: "store visit",
     K.SOURCE_CRM: "CRM",
 }
+# How a call's end moves the score: the customer's mean sentiment over the call
+# (the latest call), and the call categories met (the rest are listed, not scored).
+CALL_SENTIMENT: dict[str, tuple[float, str]] = {
+    "positive": (0.5, "sounded positive on the last call"),
+    "negative": (-0.6, "sounded negative on the last call"),
+}
+CATEGORIES: dict[str, tuple[float, str]] = {
+    "cancellation_after_negative_turn": (-0.8, "asked to cancel after a negative turn"),
+    "escalation_request": (-0.3, "asked for a manager"),
+    "recovered_call": (0.4, "ended a call positive after a negative turn"),
+}
+LEANING = 0.25  # a call's mean sentiment past this is positive or negative
+# Follow-ups (when someone should contact the lead next, and why), by urgency.
+RETENTION_WITHIN = timedelta(hours=4)
+SUPPORT_WITHIN = timedelta(hours=24)
+HOT_WITHIN = timedelta(hours=24)
+WARM_WITHIN = timedelta(hours=72)
 DWELL_WEIGHT, DWELL_FULL_SECONDS = 0.8, 120.0
 RETURN_WEIGHT, RETURN_CAP = 0.4, 3
 CHANNEL_WEIGHT = 0.35
@@ -93,6 +110,8 @@ class Assessment:
     channels: list[int]
     contributions: list[Contribution] = field(default_factory=list)
     model: str = "prior"
+    follow_up_at: datetime | None = None  # when someone should contact the lead next
+    follow_up_reason: str = ""
 
 
 def _lse(a: float | None, b: float) -> float:
@@ -124,6 +143,8 @@ class Features:
     key_types: list[str] = field(default_factory=list)
     channels: list[int] = field(default_factory=list)
     outcome: list[Any] | None = None  # [value, t]
+    call_sentiment: list[Any] | None = None  # the latest call's [customer score, t]
+    categories: dict[str, float] = field(default_factory=dict)  # anchored, latest
     signal_count: int = 0
     last_signal_at: float = 0.0  # epoch seconds
 
@@ -162,6 +183,12 @@ class Features:
             self.returns = _lse(self.returns, anchor)
         elif s.kind == K.SIGNAL_KIND_OUTCOME and (self.outcome is None or t >= self.outcome[1]):
             self.outcome = [s.value, t]
+        elif s.kind == K.SIGNAL_KIND_CALL_SENTIMENT and (
+            self.call_sentiment is None or t >= self.call_sentiment[1]
+        ):
+            self.call_sentiment = [s.numeric_value, t]
+        elif s.kind == K.SIGNAL_KIND_CALL_CATEGORY:
+            self.categories[s.name] = max(self.categories.get(s.name, -math.inf), anchor)
         self.key_types = sorted({*self.key_types, *s.key_types})
         self.channels = sorted({*self.channels, s.source})
         self.signal_count += 1
@@ -193,6 +220,12 @@ class Features:
             self.outcome is None or other.outcome[1] >= self.outcome[1]
         ):
             self.outcome = list(other.outcome)
+        if other.call_sentiment is not None and (
+            self.call_sentiment is None or other.call_sentiment[1] >= self.call_sentiment[1]
+        ):
+            self.call_sentiment = list(other.call_sentiment)
+        for name, anchored in other.categories.items():
+            self.categories[name] = max(self.categories.get(name, -math.inf), anchored)
         self.key_types = sorted({*self.key_types, *other.key_types})
         self.channels = sorted({*self.channels, *other.channels})
         self.signal_count += other.signal_count
@@ -233,6 +266,10 @@ def prior_weight(feature: str) -> float:
         return CONTACT[name][0]
     if kind == "dwell":
         return DWELL_WEIGHT
+    if kind == "call_sentiment":
+        return CALL_SENTIMENT[name][0]
+    if kind == "category":
+        return CATEGORIES.get(name, (0.0, ""))[0]
     return {"returning_visits": RETURN_WEIGHT, "channels": CHANNEL_WEIGHT}.get(feature, 0.0)
 
 
@@ -261,6 +298,13 @@ def feature_values(f: Features, now: datetime) -> dict[str, float]:
     returns = 0.0 if f.returns is None else 2.0 ** (f.returns - now_anchor)
     values["returning_visits"] = min(returns, RETURN_CAP)
     values["channels"] = float(max(len(f.channels) - 1, 0))
+    if f.call_sentiment is not None:
+        score, t = f.call_sentiment
+        fade = 2.0 ** (t / f.half_life_s - now_anchor)
+        values["call_sentiment:positive"] = max(score, 0.0) * fade if score >= LEANING else 0.0
+        values["call_sentiment:negative"] = max(-score, 0.0) * fade if score <= -LEANING else 0.0
+    for name, a in f.categories.items():
+        values[f"category:{name}"] = 2.0 ** (a - now_anchor)
     return values
 
 
@@ -279,6 +323,11 @@ def describe(feature: str, value: float, f: Features) -> str:
         return CONTACT[name][1]
     if kind == "dwell":
         return f"lingered {f.dwell_seconds[name]:.0f} s at the {name} display"
+    if kind == "call_sentiment":
+        score = f.call_sentiment[0] if f.call_sentiment else 0.0
+        return f"{CALL_SENTIMENT[name][1]} ({score:+.2f})"
+    if kind == "category":
+        return CATEGORIES.get(name, (0, f"the call was {name.replace('_', ' ')}"))[1]
     if feature == "returning_visits":
         return f"came back to the store ({value:.1f} recent visits)"
     names = ", ".join(CHANNEL_NAMES.get(c, "?") for c in f.channels)
@@ -327,7 +376,41 @@ def assess_features(
         channels=list(f.channels),
         contributions=contributions,
         model=model.version if model else "prior",
+        **_follow_up(f, values, _classify(score, policy)),
     )
+
+
+def _follow_up(f: Features, values: dict[str, float], lead_class: int) -> dict[str, Any]:
+    """When to contact the lead next, and why: a customer at risk of cancelling who
+    sounded negative is a retention call within hours; a complaint, support within a
+    day; otherwise by class. Won and lost leads, and cold ones, need none."""
+    if f.outcome is not None or not f.last_signal_at:
+        return {}
+    last = datetime.fromtimestamp(f.last_signal_at, tz=UTC)
+    negative = values.get("call_sentiment:negative", 0.0) > 0
+    if values.get("category:cancellation_after_negative_turn", 0.0) >= 0.5 or (
+        values.get("intent:cancellation_risk", 0.0) >= 0.5 and negative
+    ):
+        return {
+            "follow_up_at": last + RETENTION_WITHIN,
+            "follow_up_reason": "retention call: talked about cancelling and sounded negative",
+        }
+    if values.get("intent:complaint", 0.0) >= 0.5 and negative:
+        return {
+            "follow_up_at": last + SUPPORT_WITHIN,
+            "follow_up_reason": "support call: complained and sounded negative",
+        }
+    if lead_class == leads_pb2.LEAD_CLASS_HOT:
+        return {
+            "follow_up_at": last + HOT_WITHIN,
+            "follow_up_reason": "hot lead: call within a day",
+        }
+    if lead_class == leads_pb2.LEAD_CLASS_WARM:
+        return {
+            "follow_up_at": last + WARM_WITHIN,
+            "follow_up_reason": "warm lead: contact within three days",
+        }
+    return {}
 
 
 def class_name(value: int) -> str:

@@ -80,6 +80,9 @@ def _view_message(view: LeadView) -> leads_pb2.Lead:
     a = view.assessment
     lead.score, lead.lead_class, lead.stage = a.score, a.lead_class, a.stage
     lead.product_interest = a.product_interest
+    if a.follow_up_at is not None:
+        lead.next_follow_up_at.CopyFrom(_ts(a.follow_up_at))
+        lead.next_follow_up_reason = a.follow_up_reason
     for entry in view.timeline:
         lead.timeline.append(
             leads_pb2.TimelineEntry(

@@ -20,6 +20,7 @@ NAMED_KINDS = {
     common_pb2.SIGNAL_KIND_ZONE_VISIT,
     common_pb2.SIGNAL_KIND_QUALIFICATION_SLOT,
     common_pb2.SIGNAL_KIND_CROWDING,
+    common_pb2.SIGNAL_KIND_CALL_CATEGORY,
 }
 OUTCOMES = {"won", "lost"}
 SOURCES = frozenset(common_pb2.Source.values()) - {common_pb2.SOURCE_UNSPECIFIED}

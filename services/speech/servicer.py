@@ -24,7 +24,7 @@ from percept.speech.categorizing import category_event, final_of
 from percept.speech.engine import SpeechEngine
 from percept.speech.live_calls import CallBoard, LiveCall, WatcherOverflowError
 from percept.speech.redacting import CallRedaction, Contact
-from percept.speech.signals import utterance_signals
+from percept.speech.signals import call_signals, utterance_signals
 from percept.speech.stream_audio import decode_all, stream_decoder
 from percept.speech.streaming import StreamOptions
 from percept.understanding.call_categories import Categories
@@ -183,7 +183,19 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         """The call's summary, for its watchers (the ENDED update) and its caller."""
         summary = call.summarizer.summary(heard_s)
         call.end(reason, summary)
+        self._report_call(config, summary)
         return summary
+
+    def _report_call(
+        self, config: speech_pb2.RecognitionConfig, summary: speech_pb2.CallSummary
+    ) -> None:
+        if self.publish is None:
+            return
+        try:
+            for signal in call_signals(config, summary):
+                self.publish(signal)
+        except Exception:
+            log.exception("could not queue call signals", extra={"call_id": config.call_id})
 
     def begin_call(self, config: speech_pb2.RecognitionConfig, source: str) -> LiveCall:
         roles = list(config.channel_roles) if config.separate_channel_recognition else []
@@ -265,11 +277,13 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             summarizer.add(event)
             for match in categorizer.add(final_of(event)):
                 summarizer.add(category_event(match, event))
+        summary = summarizer.summary(len(audio) / SAMPLE_RATE)
+        self._report_call(config, summary)
         return speech_pb2.RecognizeResponse(
             results=results,
             language_code=detected,
             audio_duration=_duration(len(audio) / SAMPLE_RATE),
-            summary=summarizer.summary(len(audio) / SAMPLE_RATE),
+            summary=summary,
         )
 
     async def StreamingRecognize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 from percept.runtime.signals import leading_number, new_signal
 from percept.speech.redacting import Contact
@@ -68,3 +69,86 @@ def utterance_signals(
             )
         )
     return signals
+
+
+def _role_name(role: int) -> str:
+    return speech_pb2.ChannelRole.Name(role).removeprefix("CHANNEL_ROLE_").lower()  # type: ignore[arg-type]
+
+
+def _caller_side(summary: speech_pb2.CallSummary) -> speech_pb2.RoleSummary | None:
+    """The customer's part of the call (the unnamed channel of a mono call)."""
+    sides = {r.role: r for r in summary.roles}
+    return sides.get(speech_pb2.CHANNEL_ROLE_CUSTOMER) or sides.get(
+        speech_pb2.CHANNEL_ROLE_UNSPECIFIED
+    )
+
+
+def summary_words(summary: speech_pb2.CallSummary) -> str:
+    """A call's summary as a salesperson reads it on the lead's timeline."""
+    seconds = summary.duration.ToNanoseconds() / 1e9
+    parts = [f"{int(seconds // 60)} min {seconds % 60:.0f} s"]
+    for r in summary.roles:
+        talk = r.talk_time.ToNanoseconds() / 1e9
+        feeling = common_pb2.Sentiment.Name(r.sentiment).removeprefix("SENTIMENT_").lower()
+        mood = f", {feeling} {r.sentiment_score:+.2f}" if r.sentiment else ""
+        parts.append(
+            f"{_role_name(r.role)} talked {talk:.0f} s at {r.words_per_minute:.0f} wpm{mood}"
+        )
+    quiet = summary.non_talk_time.ToNanoseconds() / 1e9
+    parts.append(f"{summary.silences} silence(s) of {quiet:.0f} s in all")
+    parts.append(f"{summary.interruptions} interruption(s)")
+    if summary.categories:
+        parts.append("categories: " + ", ".join(c.name for c in summary.categories))
+    return "; ".join(parts)
+
+
+def call_signals(
+    config: speech_pb2.RecognitionConfig, summary: speech_pb2.CallSummary
+) -> list[common_pb2.Signal]:
+    """What a finished call tells leads about the caller: its summary, how the
+    customer sounded over it, and the categories it met. Figures and category
+    names only: no words of the call (they were in the finals' signals, redacted)."""
+    identity = caller_identity(config)
+    side = _caller_side(summary)
+    if not identity.ListFields() or not summary.roles:
+        return []
+    figures = {
+        "call_id": config.call_id,
+        "duration_s": f"{summary.duration.ToNanoseconds() / 1e9:.1f}",
+        "non_talk_s": f"{summary.non_talk_time.ToNanoseconds() / 1e9:.1f}",
+        "silences": str(summary.silences),
+        "interruptions": str(summary.interruptions),
+    }
+    for r in summary.roles:
+        name = _role_name(r.role)
+        figures[f"{name}_talk_s"] = f"{r.talk_time.ToNanoseconds() / 1e9:.1f}"
+        figures[f"{name}_wpm"] = f"{r.words_per_minute:.0f}"
+        figures[f"{name}_interruptions"] = str(r.interruptions)
+
+    def signal(kind: common_pb2.SignalKind.ValueType, **fields: Any) -> common_pb2.Signal:
+        return new_signal(SPEECH, kind, identity, campaign_id=config.campaign_id, **fields)
+
+    words = summary_words(summary)
+    out = [signal(common_pb2.SIGNAL_KIND_CALL_SUMMARY, value=words, attributes=figures)]
+    if side is not None and side.sentiment:
+        feeling = common_pb2.Sentiment.Name(side.sentiment).removeprefix("SENTIMENT_").lower()
+        out.append(
+            signal(
+                common_pb2.SIGNAL_KIND_CALL_SENTIMENT,
+                value=feeling,
+                numeric_value=side.sentiment_score,
+                evidence=f"the customer sounded {feeling} over the call "
+                f"({side.sentiment_score:+.2f}, trend {side.sentiment_trend:+.2f})",
+                attributes={"call_id": config.call_id, "trend": f"{side.sentiment_trend:.3f}"},
+            )
+        )
+    out += [
+        signal(
+            common_pb2.SIGNAL_KIND_CALL_CATEGORY,
+            name=c.name,
+            evidence=c.description,
+            attributes={"call_id": config.call_id, "role": _role_name(c.role)},
+        )
+        for c in summary.categories
+    ]
+    return out

@@ -3,8 +3,9 @@
 A category names something a contact center wants counted or acted on ("the
 customer asked to cancel after a negative turn", "long hold", "agent talked over
 the customer"). Its `when` holds conditions that one final must meet together:
-who spoke (`role`), what was said (`phrases`, `regex`, `intent`), how it sounded
-(`sentiment`), where in the call (`after_s`, `before_s`), the silence before it
+who spoke (`role`; "customer" takes the unnamed channel of a mono call too), what
+was said (`phrases`, `regex`, `intent`), how it sounded (`sentiment`), where in
+the call (`after_s`, `before_s`), the silence before it
 (`silence_before_s`), the speaker's interruptions so far (`interruptions_at_least`),
 and `earlier`: conditions some earlier final of the call met. A category matches
 once per call, at the first final that meets it.
@@ -25,7 +26,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ROLES = ("customer", "agent", "unspecified", "any")
+# who a role condition takes: a mono call's unnamed channel speaks for the customer
+SPEAKERS = {
+    "customer": ("customer", "unspecified"),
+    "agent": ("agent",),
+    "unspecified": ("unspecified",),
+}
 SENTIMENTS = ("positive", "neutral", "negative")
 
 
@@ -121,7 +127,7 @@ def _meets(
     interruptions: int,
 ) -> bool:
     c = condition
-    if c.role != "any" and final.role != c.role:
+    if c.role != "any" and final.role not in SPEAKERS[c.role]:
         return False
     if phrases is not None and not phrases.search(final.text):
         return False

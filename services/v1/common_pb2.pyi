@@ -79,6 +79,16 @@ class _SignalKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignalKind
     """name = zone, numeric_value = people count"""
     SIGNAL_KIND_OUTCOME: _SignalKind.ValueType  # 10
     """value = "won" or "lost" """
+    SIGNAL_KIND_CALL_SENTIMENT: _SignalKind.ValueType  # 11
+    """A call's end: how the customer sounded over it. value = positive/neutral/negative,
+    numeric_value = the mean score in [-1, 1]; attributes: trend (late minus early).
+    """
+    SIGNAL_KIND_CALL_CATEGORY: _SignalKind.ValueType  # 12
+    """name = a call category the call met"""
+    SIGNAL_KIND_CALL_SUMMARY: _SignalKind.ValueType  # 13
+    """value = the call's summary in words; attributes: its figures (talk seconds per
+    role, words per minute, silences, interruptions, duration).
+    """
 
 class SignalKind(_SignalKind, metaclass=_SignalKindEnumTypeWrapper):
     """What a signal says about a person."""
@@ -104,6 +114,16 @@ SIGNAL_KIND_CROWDING: SignalKind.ValueType  # 9
 """name = zone, numeric_value = people count"""
 SIGNAL_KIND_OUTCOME: SignalKind.ValueType  # 10
 """value = "won" or "lost" """
+SIGNAL_KIND_CALL_SENTIMENT: SignalKind.ValueType  # 11
+"""A call's end: how the customer sounded over it. value = positive/neutral/negative,
+numeric_value = the mean score in [-1, 1]; attributes: trend (late minus early).
+"""
+SIGNAL_KIND_CALL_CATEGORY: SignalKind.ValueType  # 12
+"""name = a call category the call met"""
+SIGNAL_KIND_CALL_SUMMARY: SignalKind.ValueType  # 13
+"""value = the call's summary in words; attributes: its figures (talk seconds per
+role, words per minute, silences, interruptions, duration).
+"""
 Global___SignalKind: _TypeAlias = SignalKind  # noqa: Y015
 
 class _Sentiment:

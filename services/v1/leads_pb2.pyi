@@ -210,6 +210,7 @@ class Lead(_message.Message):
     LAST_SIGNAL_AT_FIELD_NUMBER: _builtins.int
     NEXT_FOLLOW_UP_AT_FIELD_NUMBER: _builtins.int
     TIMELINE_FIELD_NUMBER: _builtins.int
+    NEXT_FOLLOW_UP_REASON_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     score: _builtins.float
     """in [0, 1], decayed to now"""
@@ -217,6 +218,8 @@ class Lead(_message.Message):
     stage: Global___LeadStage.ValueType
     product_interest: _builtins.str
     signal_count: _builtins.int
+    next_follow_up_reason: _builtins.str
+    """GetLead only: why, in words"""
     @_builtins.property
     def identity(self) -> _common_pb2.IdentityKeys:
         """best-known key of each type"""
@@ -234,7 +237,9 @@ class Lead(_message.Message):
     @_builtins.property
     def last_signal_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def next_follow_up_at(self) -> _timestamp_pb2.Timestamp: ...
+    def next_follow_up_at(self) -> _timestamp_pb2.Timestamp:
+        """GetLead only: when to contact next"""
+
     @_builtins.property
     def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimelineEntry]:
         """GetLead only, oldest first"""
@@ -256,10 +261,11 @@ class Lead(_message.Message):
         last_signal_at: _timestamp_pb2.Timestamp | None = ...,
         next_follow_up_at: _timestamp_pb2.Timestamp | None = ...,
         timeline: _abc.Iterable[Global___TimelineEntry] | None = ...,
+        next_follow_up_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "next_follow_up_at", b"next_follow_up_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "lead_class", b"lead_class", "lead_id", b"lead_id", "next_follow_up_at", b"next_follow_up_at", "product_interest", b"product_interest", "qualification", b"qualification", "score", b"score", "signal_count", b"signal_count", "stage", b"stage", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "lead_class", b"lead_class", "lead_id", b"lead_id", "next_follow_up_at", b"next_follow_up_at", "next_follow_up_reason", b"next_follow_up_reason", "product_interest", b"product_interest", "qualification", b"qualification", "score", b"score", "signal_count", b"signal_count", "stage", b"stage", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -164,7 +164,13 @@ async def test_on_a_stereo_call_only_the_customers_words_become_signals(
     )
     assert agent_finals and customer_finals, [(f.channel, f.transcript) for f in done]
     assert {f.channel for f in agent_finals} == {0} and {f.channel for f in customer_finals} == {1}
-    assert all(e.role == (e.channel + 1) for e in events)  # partials and ends too
+    summary = events[-1]
+    assert summary.type == sp.RecognitionEvent.EVENT_TYPE_CALL_SUMMARY
+    assert all(e.role == (e.channel + 1) for e in events[:-1])  # partials and ends too
+    assert [r.role for r in summary.summary.roles] == [
+        sp.CHANNEL_ROLE_AGENT,
+        sp.CHANNEL_ROLE_CUSTOMER,
+    ]
     agent_intents = {i.name for f in agent_finals for i in f.intents}
     assert "demo_or_meeting_request" in agent_intents  # found, for analytics
     assert "purchase_intent" in {i.name for f in customer_finals for i in f.intents}
@@ -172,7 +178,12 @@ async def test_on_a_stereo_call_only_the_customers_words_become_signals(
     assert [f.utterance_index for f in customer_finals] == list(range(len(customer_finals)))
     names = {s.name for s in published if s.kind == common_pb2.SIGNAL_KIND_INTENT}
     assert "purchase_intent" in names and "demo_or_meeting_request" not in names, names
-    assert {s.evidence for s in published} <= {f.transcript for f in customer_finals}
+    said = [s for s in published if s.kind == common_pb2.SIGNAL_KIND_INTENT]
+    assert {s.evidence for s in said} <= {f.transcript for f in customer_finals}
+    # the call's end speaks of the customer's side only
+    (feeling,) = [s for s in published if s.kind == common_pb2.SIGNAL_KIND_CALL_SENTIMENT]
+    (side,) = [r for r in summary.summary.roles if r.role == sp.CHANNEL_ROLE_CUSTOMER]
+    assert feeling.numeric_value == pytest.approx(side.sentiment_score)
 
 
 def test_a_spanish_final_is_understood_through_translation(
@@ -198,3 +209,93 @@ def test_a_spanish_final_is_understood_through_translation(
     assert "purchase_intent" in {i.name for i in final.intents}
     assert {"product", "quantity"} <= {e.type for e in final.entities}
     assert "purchase_intent" not in {i.name for i in alone.intents}  # what translation adds
+
+
+async def test_a_call_that_ends_in_a_cancellation_asks_leads_for_a_retention_call(
+    make_settings: Callable[..., Settings],
+    start_host: HostFactory,
+    channel_to: Channels,
+    tmp_path: Path,
+) -> None:
+    """The call's end reaches leads: its summary (on the lead's timeline), how the
+    customer sounded, its categories; a negative turn and then a cancellation make
+    the lead's next follow-up a retention call within hours."""
+    leads_settings = make_settings(data_dir=tmp_path / "leads")
+    leads = await ready(start_host, LeadsService(leads_settings), leads_settings)
+    speech_settings = make_settings(leads_address=leads.address, data_dir=tmp_path / "speech")
+    speech = await ready(start_host, SpeechService(speech_settings), speech_settings)
+    pause = np.zeros(24000, np.int16)
+    angry = "This is ridiculous, the laptop stopped working after two days."
+    audio = np.concatenate(
+        [
+            pcm16k(speak(angry, tmp_path / "a.wav")),
+            pause,
+            pcm16k(speak("I want to cancel my subscription.", tmp_path / "b.wav")),
+            pause,
+        ]
+    )
+    first = sp.RecognitionConfig(
+        encoding=sp.AUDIO_ENCODING_LINEAR16,
+        sample_rate_hz=16000,
+        caller=common_pb2.IdentityKeys(phone=CALLER),
+        call_id="call-cancel",
+    )
+    messages = [sp.StreamingRecognizeRequest(config=first)] + [
+        sp.StreamingRecognizeRequest(audio_content=audio[i : i + 1600].tobytes())
+        for i in range(0, len(audio), 1600)
+    ]
+    events = [
+        e
+        async for e in speech_pb2_grpc.SpeechStub(channel_to(speech)).StreamingRecognize(
+            iter(messages)
+        )
+    ]
+    said = [(e.transcript, e.sentiment) for e in finals(events)]
+    assert [s for _, s in said] == [common_pb2.SENTIMENT_NEGATIVE] * 2, said
+    categories = [
+        e.category.name for e in events if e.type == sp.RecognitionEvent.EVENT_TYPE_CATEGORY
+    ]
+    assert "cancellation_after_negative_turn" in categories
+    summary = events[-1].summary
+    assert [c.name for c in summary.categories] == categories
+    (side,) = summary.roles
+    assert side.sentiment == common_pb2.SENTIMENT_NEGATIVE and side.utterances == 2
+
+    stub = leads_pb2_grpc.LeadsStub(channel_to(leads))
+    wanted = {
+        common_pb2.SIGNAL_KIND_CALL_SUMMARY,
+        common_pb2.SIGNAL_KIND_CALL_SENTIMENT,
+        common_pb2.SIGNAL_KIND_CALL_CATEGORY,
+    }
+    full = None
+    for _ in range(150):  # the outbox delivers in the background, maybe in two batches
+        page = await stub.ListLeads(leads_pb2.ListLeadsRequest())
+        lead = next((x for x in page.leads if x.identity.phone == CALLER), None)
+        if lead is not None:
+            full = await stub.GetLead(
+                leads_pb2.GetLeadRequest(lead_id=lead.lead_id, include_timeline=True)
+            )
+            if wanted <= {t.kind for t in full.timeline}:
+                break
+        await asyncio.sleep(0.1)
+    assert full is not None
+    # read again: the lead's state and its timeline are two reads
+    full = await stub.GetLead(leads_pb2.GetLeadRequest(lead_id=full.lead_id, include_timeline=True))
+    assert full is not None
+    kinds = {t.kind for t in full.timeline}
+    assert {
+        common_pb2.SIGNAL_KIND_CALL_SUMMARY,
+        common_pb2.SIGNAL_KIND_CALL_SENTIMENT,
+        common_pb2.SIGNAL_KIND_CALL_CATEGORY,
+    } <= kinds
+    (call_summary,) = [
+        t.summary for t in full.timeline if t.kind == common_pb2.SIGNAL_KIND_CALL_SUMMARY
+    ]
+    assert (
+        "unspecified talked" in call_summary and "cancellation_after_negative_turn" in call_summary
+    )
+    assert full.next_follow_up_reason.startswith("retention call"), full.next_follow_up_reason
+    due = full.next_follow_up_at.ToDatetime() - full.last_signal_at.ToDatetime()
+    assert due.total_seconds() == 4 * 3600
+    explained = await stub.ExplainScore(leads_pb2.ExplainScoreRequest(lead_id=full.lead_id))
+    assert "call_sentiment:negative" in {c.feature for c in explained.contributions}

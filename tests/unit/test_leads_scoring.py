@@ -188,3 +188,44 @@ def test_stored_aggregates_read_back_equal_and_older_ones_take_defaults() -> Non
     assert restored.intents == stored["intents"]
     with pytest.raises(TypeError, match="colour"):
         Features.from_json({**stored, "colour": "blue"})
+
+
+def test_a_negative_call_about_cancelling_asks_for_a_retention_call_within_hours() -> None:
+    """The call's end (sentiment, categories) moves the score and sets the follow-up."""
+    base = [fact(c.SIGNAL_KIND_INTENT, "purchase_intent", days_ago=3, confidence=0.9)]
+    calm = assess(base, NOW)
+    assert calm.follow_up_at is not None and not calm.follow_up_reason.startswith("retention")
+    at_risk = [
+        *base,
+        fact(c.SIGNAL_KIND_INTENT, "cancellation_risk", confidence=0.9),
+        fact(c.SIGNAL_KIND_CALL_SENTIMENT, value="negative", numeric=-0.7),
+        fact(c.SIGNAL_KIND_CALL_CATEGORY, "cancellation_after_negative_turn"),
+    ]
+    risky = assess(at_risk, NOW)
+    assert risky.score < calm.score
+    assert risky.follow_up_at == NOW + timedelta(hours=4)
+    assert risky.follow_up_reason.startswith("retention call")
+    features = {x.feature: x for x in risky.contributions}
+    assert features["call_sentiment:negative"].contribution < 0
+    assert (
+        "sounded negative on the last call (-0.70)"
+        in features["call_sentiment:negative"].description
+    )
+    assert features["category:cancellation_after_negative_turn"].contribution < 0
+    # the same words, but the customer sounded fine: no retention call
+    fine = [
+        *base,
+        fact(c.SIGNAL_KIND_INTENT, "cancellation_risk"),
+        fact(c.SIGNAL_KIND_CALL_SENTIMENT, value="positive", numeric=0.6),
+    ]
+    assert not assess(fine, NOW).follow_up_reason.startswith("retention")
+    # a later call decides: the latest call's sentiment counts, merged or not
+    later = [
+        *at_risk,
+        fact(c.SIGNAL_KIND_CALL_SENTIMENT, value="positive", numeric=0.8, days_ago=-0.01),
+    ]
+    left = Features.of(later[::2], ScoringPolicy().half_life)
+    left.merge(Features.of(later[1::2], ScoringPolicy().half_life))
+    assert left.call_sentiment is not None and left.call_sentiment[0] == 0.8
+    # won and lost leads need no follow-up
+    assert assess([*at_risk, fact(c.SIGNAL_KIND_OUTCOME, value="lost")], NOW).follow_up_at is None
