@@ -10,6 +10,9 @@
    <= 1 s with tiny.en on 2 cores.
 3. Capacity: N calls streamed at once at real-time pace, with partials; the
    service holds N when every final still arrives within 2 s of speech end.
+5. Call analytics (bench/speech_analytics.py): redaction, sentiment, categories
+   per final and the summary per call, against the model's decode of a final;
+   sentiment against VADER on the held-out utterances.
 4. Real stereo calls (bench/speech_calls.py): real 8 kHz telephone prompts as
    mu-law stereo, agent and customer taking turns; streamed-vs-bare WER per
    channel, and N concurrent stereo calls at real-time pace with tiny.en and
@@ -183,6 +186,10 @@ async def main() -> None:
                     f"  (same weights, float32 PyTorch; faster-whisper "
                     f"{t_openai / t_bare:.1f}x faster)\n"
                 )
+
+                from speech_analytics import analytics_costs
+
+                analytics_costs(settings, understanding, texts, t_bare / len(texts))
 
                 # 2. latency at real-time pace
                 for interim in (True, False):

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from percept.cli.common import console, fail, settings_or_exit
-from percept.understanding.classifier import Understanding, default_examples, evaluate, split
+from percept.understanding.classifier import Understanding, evaluate, held_out_examples
 from percept.understanding.loading import UnderstandingDataError, load_understanding
 
 app = typer.Typer(help="Intent recognition: evaluate on held-out examples, or tag a sentence.")
@@ -26,10 +26,10 @@ def _understanding() -> Understanding:
 def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
-    """Precision and recall per intent on the held-out examples (never trained on)."""
+    """Precision and recall per intent on intent_heldout.yaml (never trained on)."""
     understanding = _understanding()
     assert understanding.classifier is not None
-    _, held = split(default_examples())
+    held = held_out_examples()
     report = evaluate(understanding.classifier, held)
     if as_json:
         payload = {

@@ -17,6 +17,7 @@ from pathlib import Path
 FILES = (
     "taxonomy.yaml",
     "intent_examples.yaml",
+    "intent_heldout.yaml",
     "catalog.yaml",
     "sentiment_examples.yaml",
     "sentiment_heldout.yaml",

@@ -6,12 +6,11 @@ import yaml
 
 from percept.models import model_store
 from percept.runtime.settings import Settings
-from percept.understanding import data
+from percept.understanding import data, sentiment
 from percept.understanding.call_categories import Categories, CategoriesError, parse_categories
-from percept.understanding.classifier import Understanding, default_examples
+from percept.understanding.classifier import Understanding, default_examples, held_out_examples
 from percept.understanding.entities import catalog
 from percept.understanding.intents import default_rules
-from percept.understanding.sentiment import held_out_examples, training_examples
 
 EMBEDDINGS = "all-minilm-l6-v2"  # sentence embeddings of the intent classifier
 
@@ -44,9 +43,10 @@ def load_understanding(settings: Settings) -> Understanding:
     for name, parse in (
         ("taxonomy.yaml", default_rules),
         ("intent_examples.yaml", default_examples),
+        ("intent_heldout.yaml", held_out_examples),
         ("catalog.yaml", catalog),
-        ("sentiment_examples.yaml", training_examples),
-        ("sentiment_heldout.yaml", held_out_examples),
+        ("sentiment_examples.yaml", sentiment.training_examples),
+        ("sentiment_heldout.yaml", sentiment.held_out_examples),
     ):
         try:
             parse()

@@ -114,8 +114,13 @@ async def test_a_call_streams_partials_then_a_final_per_utterance(
     talk = sum(seconds(f.end_offset) - seconds(f.start_offset) for f in finals)
     assert seconds(side.talk_time) == pytest.approx(talk, abs=0.01)
     assert 60 < side.words_per_minute < 300
+    said = [e for e in events[:-1] if e.type != Event.EVENT_TYPE_CATEGORY]
+    categories = [e for e in events if e.type == Event.EVENT_TYPE_CATEGORY]
+    # the customer (a mono call's caller) wants to buy: the category follows that final
+    (buying,) = [c for c in categories if c.category.name == "buying_signal"]
+    assert events[events.index(buying) - 1] == finals[0] and buying.category.utterance_index == 0
     for index, final in enumerate(finals):
-        mine = [e for e in events[:-1] if e.utterance_index == index]
+        mine = [e for e in said if e.utterance_index == index]
         kinds = [e.type for e in mine]
         # partials while speech goes on, then end of utterance, then the final
         assert kinds[-2:] == [Event.EVENT_TYPE_END_OF_UTTERANCE, Event.EVENT_TYPE_FINAL], kinds
@@ -143,7 +148,8 @@ async def test_without_interim_results_only_ends_and_finals_come(
     stub: speech_pb2_grpc.SpeechAsyncStub, call_audio: np.ndarray
 ) -> None:
     events = await stream(stub, requests(linear16(False), split(call_audio.tobytes(), 3200)))
-    assert [e.type for e in events] == [
+    said = [e.type for e in events if e.type != Event.EVENT_TYPE_CATEGORY]
+    assert said == [
         Event.EVENT_TYPE_END_OF_UTTERANCE,
         Event.EVENT_TYPE_FINAL,
     ] * 2 + [Event.EVENT_TYPE_CALL_SUMMARY]

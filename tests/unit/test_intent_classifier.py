@@ -15,7 +15,7 @@ from percept.understanding.classifier import (
     Understanding,
     default_examples,
     evaluate,
-    split,
+    held_out_examples,
 )
 from percept.understanding.embeddings import MiniLMEmbedder
 
@@ -33,8 +33,7 @@ def embedder(model_dir: Path) -> MiniLMEmbedder:
 
 @pytest.fixture(scope="module")
 def classifier(embedder: MiniLMEmbedder) -> IntentClassifier:
-    train, _ = split(default_examples())
-    return IntentClassifier(embedder).train(train)
+    return IntentClassifier(embedder).train(default_examples())
 
 
 @pytest.mark.slow
@@ -53,25 +52,25 @@ def test_numpy_embeddings_equal_sentence_transformers(
 
 
 def test_held_out_examples_are_never_trained_on() -> None:
-    train, held = split(default_examples())
-    assert not {e.text for e in train} & {e.text for e in held}
+    train, held = default_examples(), held_out_examples()
+    assert not {e.text.lower() for e in train} & {e.text.lower() for e in held}
     labels = {e.label for e in default_examples()}
     assert {e.label for e in held} == labels  # every intent is evaluated
-    assert len(held) * 3 <= len(train) <= len(held) * 4
+    assert len(held) * 3 <= len(train) <= len(held) * 5
 
 
 def test_classifier_precision_and_recall_on_held_out_examples(
     classifier: IntentClassifier,
 ) -> None:
-    _, held = split(default_examples())
-    report = evaluate(classifier, held)
+    report = evaluate(classifier, held_out_examples())
     for method in ("classifier", "combined"):
         scores = report[method]
         precision = sum(s.precision for s in scores) / len(scores)
         recall = sum(s.recall for s in scores) / len(scores)
-        # measured 0.90 / 0.73 (classifier) and 0.86 / 0.73 (with rules); margins for noise
+        # measured 0.86 / 0.77 on the idiomatic held-out file (rules 0.00: it uses
+        # none of their phrases); margins for noise
         assert precision >= 0.8, (method, precision)
-        assert recall >= 0.65, (method, recall)
+        assert recall >= 0.7, (method, recall)
         assert all(s.recall > 0 for s in scores), [s for s in scores if s.recall == 0]
     rules_recall = sum(s.recall for s in report["rules"]) / len(report["rules"])
     assert sum(s.recall for s in report["combined"]) / len(report["combined"]) > rules_recall
