@@ -62,7 +62,10 @@ def analytics_costs(
     t_redact = _per_item(
         lambda: [CallRedaction(redactor).apply(e) for e in _finals(lines)], len(lines)
     )
-    t_sentiment = _per_item(lambda: [understanding.sentiment(t) for t in lines], len(lines))
+    # a final's intents and sentiment share one embedding: sentiment costs the difference
+    t_both = _per_item(lambda: [understanding.intents_and_sentiment(t) for t in lines], len(lines))
+    t_intents = _per_item(lambda: [understanding.intents(t) for t in lines], len(lines))
+    t_sentiment = max(0.0, t_both - t_intents)
     categories = load_categories(settings)
     events = _finals(lines)
     t_categories = _per_item(

@@ -99,9 +99,9 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
 
     def final_event(self, index: int, u: Utterance, language: str) -> speech_pb2.RecognitionEvent:
         read = self.english(u.text, language)
-        feeling = self.understanding.sentiment(read)
+        intents, feeling = self.understanding.intents_and_sentiment(read)
         event = speech_pb2.RecognitionEvent(
-            intents=intent_messages(self.understanding.intents(read)),
+            intents=intent_messages(intents),
             entities=entity_messages(self.understanding.entities(read)),
             type=FINAL,
             utterance_index=index,

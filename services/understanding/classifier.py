@@ -20,7 +20,7 @@ import yaml
 from percept.understanding import data
 from percept.understanding.entities import EntityMatch, extract_entities
 from percept.understanding.intents import IntentMatch, tag_intents
-from percept.understanding.labelled import Embedder, Example
+from percept.understanding.labelled import Embedder, Example, Vectors
 
 __all__ = ["Embedder", "Example", "IntentClassifier", "Understanding"]
 
@@ -74,11 +74,16 @@ class IntentClassifier:
         self.model.fit(vectors, [e.label for e in examples])
         return self
 
-    def predict(self, texts: Sequence[str]) -> list[IntentMatch | None]:
-        """The most likely intent of each text, or None (no intent, or not sure)."""
+    def predict(
+        self, texts: Sequence[str], vectors: Vectors | None = None
+    ) -> list[IntentMatch | None]:
+        """The most likely intent of each text, or None (no intent, or not sure).
+        `vectors`: the texts' embeddings, when the caller has them already."""
         if not texts:
             return []
-        probabilities = self.model.predict_proba(self.embedder.embed(texts))
+        if vectors is None:
+            vectors = self.embedder.embed(texts)
+        probabilities = self.model.predict_proba(vectors)
         out: list[IntentMatch | None] = []
         for text, row in zip(texts, probabilities, strict=True):
             best = int(np.argmax(row))
@@ -163,6 +168,15 @@ class Understanding:
         if self.sentiment_classifier is None:
             return None
         return self.sentiment_classifier.predict([text])[0]
+
+    def intents_and_sentiment(self, text: str) -> tuple[list[IntentMatch], SentimentMatch | None]:
+        """Both from one embedding of the text (a final's: it is half their cost)."""
+        if self.classifier is None or self.sentiment_classifier is None:
+            return self.intents(text), self.sentiment(text)
+        vectors = self.classifier.embedder.embed([text])
+        learned = self.classifier.predict([text], vectors)[0]
+        feeling = self.sentiment_classifier.predict([text], vectors)[0]
+        return combine(tag_intents(text), learned), feeling
 
     def intents(self, text: str) -> list[IntentMatch]:
         learned = self.classifier.predict([text])[0] if self.classifier else None

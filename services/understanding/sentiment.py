@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from percept.understanding import data
-from percept.understanding.labelled import Embedder, Example
+from percept.understanding.labelled import Embedder, Example, Vectors
 
 LABELS = ("positive", "neutral", "negative")
 
@@ -72,10 +72,12 @@ class SentimentClassifier:
         self.model.fit(vectors, [e.label for e in examples])
         return self
 
-    def predict(self, texts: Sequence[str]) -> list[SentimentMatch]:
+    def predict(self, texts: Sequence[str], vectors: Vectors | None = None) -> list[SentimentMatch]:
         if not texts:
             return []
-        rows = self.model.predict_proba(self.embedder.embed(texts))
+        if vectors is None:
+            vectors = self.embedder.embed(texts)
+        rows = self.model.predict_proba(vectors)
         column = {str(c): i for i, c in enumerate(self.model.classes_)}
         out = []
         for row in rows:

@@ -105,3 +105,19 @@ def test_small_talk_has_no_intent(classifier: IntentClassifier, text: str) -> No
 def test_rules_and_classifier_do_not_report_an_intent_twice(classifier: IntentClassifier) -> None:
     names = [m.name for m in Understanding(classifier).intents("I want to buy two phones")]
     assert names.count("purchase_intent") == 1
+
+
+def test_a_finals_intents_and_sentiment_from_one_embedding_equal_each_alone(
+    classifier: IntentClassifier, embedder: MiniLMEmbedder
+) -> None:
+    from percept.understanding.sentiment import SentimentClassifier, training_examples
+
+    understanding = Understanding(
+        classifier, SentimentClassifier(embedder).train(training_examples())
+    )
+    for text in ("I want to cancel, this is useless", "great, we'll take ten", "hello?"):
+        intents, feeling = understanding.intents_and_sentiment(text)
+        assert intents == understanding.intents(text)
+        assert feeling == understanding.sentiment(text)
+    assert understanding.sentiment("I'm fed up, it broke again") is not None
+    assert understanding.intents_and_sentiment("I'm fed up, it broke again")[1].label == "negative"  # type: ignore[union-attr]
