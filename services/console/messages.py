@@ -210,6 +210,11 @@ def call_update_json(update: speech_pb2.CallUpdate) -> dict[str, Any]:
             ],
             "sentiment": _enum_name(common_pb2.Sentiment, event.sentiment, "SENTIMENT_"),
         }
+        if event.HasField("category"):
+            body["event"]["category"] = {
+                "name": event.category.name,
+                "description": event.category.description,
+            }
     return body
 
 

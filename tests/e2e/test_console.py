@@ -495,9 +495,31 @@ async def test_the_calls_page_follows_a_telephone_call_live(
     turn = await customer_turn.first.inner_text()
     assert "laptops" in turn and "product: laptop" in turn, turn  # the words and their tags
     assert await card.locator("li.final[data-role=agent]").count() >= 1
+    assert await card.locator(".tag.category", has_text="buying signal").count() == 1
     await call
-    await page.wait_for_selector("section.call.ended[data-call=CA-console-live]", timeout=30_000)
+    ended = page.locator("section.call.ended[data-call=CA-console-live]")
+    await ended.wait_for(timeout=30_000)
+    # what the call came to: each side's talk, speed and feeling, the silences
+    summary = ended.locator(".summary")
+    await summary.wait_for(timeout=10_000)
+    said = await summary.inner_text()
+    assert "customer" in said and "agent" in said and "wpm" in said and "silence" in said, said
     await page.screenshot(path=str(ARTIFACTS / "calls.png"))
+    # and the caller's lead page lists the call's summary
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH) as client:
+        for _ in range(100):
+            listed = (await client.get("/api/leads", params={"page_size": 500})).json()["leads"]
+            lead = next((x for x in listed if x["identity"].get("phone") == "+14155550199"), None)
+            if lead is not None:
+                full = (await client.get(f"/api/leads/{lead['lead_id']}")).json()
+                if any(t["kind"] == "call_summary" for t in full["timeline"]):
+                    break
+            await asyncio.sleep(0.2)
+    assert lead is not None
+    await page.goto(f"{stack.url}/leads/{lead['lead_id']}")
+    calls = page.locator("#calls-panel:not([hidden]) li.call-summary")
+    await calls.first.wait_for(timeout=15_000)
+    assert "customer talked" in await calls.first.inner_text()
     await context.close()
 
 
