@@ -9,7 +9,7 @@ What counts, by kind:
 - card: digit runs of 13-19 digits passing the Luhn check, and any run of 13 digits
   or more that fails it (a misheard digit must not leak the other 15); in a card
   context (the utterance names a card, or the channel gave one in the last minute)
-  runs of 12,
+  runs of 5 digits or more (half a card, said in two breaths),
   expiry dates (05/27, "oh five twenty seven", "May 2027") and 3-4 digit security
   codes.
 - national_id: US SSN, Spanish DNI/NIE, French NIR, UK National Insurance numbers
@@ -272,8 +272,10 @@ class Redactor:
             # or doubled digit, the expiry said straight after). A run as long as a
             # card that fails Luhn goes too: recognisers mishear a digit ("4539,
             # 1-4880, 0-3-4-3" for 4539 1488 0343), and the other fifteen are the card.
+            # In a card context any run of 5 or more is part of one: a card read out
+            # in two breaths is two finals of 8 digits (3-4 are a security code).
             size = len(run.digits)
-            if _has_card(run) or size >= 13 or (size >= 12 and named):
+            if _has_card(run) or size >= 13 or (size >= 5 and named):
                 spans.append(read.span(run.start, run.end, "card_number"))
             elif size >= 4 and draft:
                 spans.append(read.span(run.start, run.end, "digits"))

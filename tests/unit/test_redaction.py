@@ -56,6 +56,9 @@ def test_a_card_that_fails_luhn_goes_when_the_caller_says_it_is_a_card() -> None
     # twelve digits are a card only when the caller says so
     assert redact("the order is 4111 1111 1112", ("card",)) == "the order is 4111 1111 1112"
     assert redact("my card: 4111 1111 1112", ("card",)) == "my card: [card number]"
+    # a card read out in two breaths: half of it in each final
+    assert redact("my card number is 4539 1488", ("card",)) == "my card number is [card number]"
+    assert redact("then 0343 6467", ("card",), card_context=True) == "then [card number]"
 
 
 def test_expiry_and_security_code_said_with_a_card() -> None:
@@ -192,3 +195,14 @@ def test_contacts_are_not_kept_when_the_deployment_says_so() -> None:
     event.entities.add(type="email", text="ana@example.com", normalized_value="ana@example.com")
     assert CallRedaction(Redactor(("email",)), contacts_as_keys=False).apply(event) == []
     assert "ana@" not in str(event)
+
+
+def test_a_card_read_out_in_two_finals_is_redacted_in_both() -> None:
+    call = CallRedaction(Redactor(("card",)))
+    first, second = _final("my card number is 4539 1488", [], 3), _final("0343 6467", [], 9)
+    call.apply(first)
+    call.apply(second)
+    assert (first.transcript, second.transcript) == (
+        "my card number is [card number]",
+        "[card number]",
+    )
