@@ -24,14 +24,16 @@ def test_transcribe_prints_one_json_object_per_event(
     result = runner.invoke(app, ["transcribe", str(wav), "--fast", "--json"])
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.output.splitlines()]
-    kinds = [e["type"] for e in events]
+    kinds = [e["type"] for e in events if e["type"] != "EVENT_TYPE_CATEGORY"]
+    (category,) = [e["category"] for e in events if e["type"] == "EVENT_TYPE_CATEGORY"]
+    assert category["name"] == "buying_signal"
     assert "EVENT_TYPE_PARTIAL" in kinds
     assert kinds[-3:] == [
         "EVENT_TYPE_END_OF_UTTERANCE",
         "EVENT_TYPE_FINAL",
         "EVENT_TYPE_CALL_SUMMARY",
     ]
-    final = events[-2]
+    final = next(e for e in reversed(events) if e["type"] == "EVENT_TYPE_FINAL")
     assert "phones" in final["transcript"]
     assert {"name": "purchase_intent"}.items() <= final["intents"][0].items()
     assert final["sentiment"].startswith("SENTIMENT_")
