@@ -6,8 +6,8 @@ number words (English, Spanish, French) are digits, with a map back to the
 original characters, so a span found in the reading removes the words said.
 
 What counts, by kind:
-- card: digit runs of 13-19 digits passing the Luhn check, and any run of 13 digits
-  or more that fails it (a misheard digit must not leak the other 15); in a card
+- card: any run of 13 digits or more, Luhn-valid or not (a card number passes Luhn,
+  but a misheard digit must not leak the other 15); in a card
   context (the utterance names a card, or the channel gave one in the last minute)
   runs of 5 digits or more (half a card, said in two breaths),
   expiry dates (05/27, "oh five twenty seven", "May 2027") and 3-4 digit security
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import phonenumbers
 from stdnum import iban as stdnum_iban
-from stdnum import luhn
 from stdnum.es import dni, nie
 from stdnum.fr import nir
 from stdnum.us import ssn
@@ -202,28 +201,10 @@ class _Run:
     start: int  # in the reading
     end: int
     digits: str
-    groups: tuple[tuple[int, int], ...]  # (start, end) of each digit group, in the reading
 
 
 def _runs(text: str) -> list[_Run]:
-    runs = []
-    for m in _RUN.finditer(text):
-        groups = tuple(
-            (g.start() + m.start(), g.end() + m.start()) for g in re.finditer(r"\d+", m.group(0))
-        )
-        runs.append(_Run(m.start(), m.end(), re.sub(r"\D", "", m.group(0)), groups))
-    return runs
-
-
-def _has_card(run: _Run) -> bool:
-    """A window of whole groups (or, in a group of 13 digits or more, any digits) of
-    13-19 digits that passes Luhn."""
-    bounds = [0]
-    for g in run.groups:
-        bounds.append(bounds[-1] + g[1] - g[0])
-    if any(g[1] - g[0] >= 13 for g in run.groups):
-        bounds = list(range(len(run.digits) + 1))
-    return any(13 <= b - a <= 19 and luhn.is_valid(run.digits[a:b]) for a in bounds for b in bounds)
+    return [_Run(m.start(), m.end(), re.sub(r"\D", "", m.group(0))) for m in _RUN.finditer(text)]
 
 
 class Redactor:
@@ -268,14 +249,14 @@ class Redactor:
         named = context or bool(_CARD_WORDS.search(text))
         spans = []
         for run in runs:
-            # the whole run: digits said around a card number belong to it (a misheard
-            # or doubled digit, the expiry said straight after). A run as long as a
-            # card that fails Luhn goes too: recognisers mishear a digit ("4539,
-            # 1-4880, 0-3-4-3" for 4539 1488 0343), and the other fifteen are the card.
-            # In a card context any run of 5 or more is part of one: a card read out
-            # in two breaths is two finals of 8 digits (3-4 are a security code).
+            # A run as long as a card goes whether it passes Luhn or not: recognisers
+            # mishear a digit ("4539, 1-4880, 0-3-4-3" for 4539 1488 0343), and the
+            # other fifteen are still the card; the whole run, as digits said around a
+            # card belong to it (the expiry said straight after). In a card context
+            # any run of 5 or more is part of one: a card read out in two breaths is
+            # two finals of 8 digits (3-4 digits are a security code).
             size = len(run.digits)
-            if _has_card(run) or size >= 13 or (size >= 5 and named):
+            if size >= 13 or (size >= 5 and named):
                 spans.append(read.span(run.start, run.end, "card_number"))
             elif size >= 4 and draft:
                 spans.append(read.span(run.start, run.end, "digits"))

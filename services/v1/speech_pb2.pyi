@@ -131,7 +131,8 @@ class RecognitionConfig(_message.Message):
     @_builtins.property
     def redact(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What to remove from every event before it leaves the service: "card" (numbers
-        passing Luhn, and the expiry dates and security codes said with them),
+        as long as a card, Luhn-valid or misheard, and the expiry dates and security
+        codes said with them),
         "national_id", "iban", "phone", "email", "name"; "none" alone for nothing.
         Empty: the server's default (PERCEPT_SPEECH_REDACT). Each redaction is an
         entity with redacted set: its type and place, never its value.
