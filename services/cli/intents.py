@@ -15,7 +15,8 @@ from percept.understanding.loading import UnderstandingDataError, load_understan
 app = typer.Typer(help="Intent recognition: evaluate on held-out examples, or tag a sentence.")
 
 
-def _understanding() -> Understanding:
+def understanding_or_exit() -> Understanding:
+    """The understanding as the services load it; a bad data file exits 2, named."""
     try:
         return load_understanding(settings_or_exit())
     except UnderstandingDataError as exc:
@@ -27,7 +28,7 @@ def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Precision and recall per intent on intent_heldout.yaml (never trained on)."""
-    understanding = _understanding()
+    understanding = understanding_or_exit()
     assert understanding.classifier is not None
     held = held_out_examples()
     report = evaluate(understanding.classifier, held)
@@ -65,7 +66,7 @@ def tag_command(
     text: Annotated[str, typer.Argument(help="a sentence, as a caller would say it")],
 ) -> None:
     """Intents and entities of one sentence."""
-    understanding = _understanding()
+    understanding = understanding_or_exit()
     for i in understanding.intents(text):
         console.print(f"intent  [bold]{i.name}[/] {i.confidence:.2f} ({i.method}: {i.evidence!r})")
     for e in understanding.entities(text):

@@ -8,19 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from percept.cli.common import console, fail, settings_or_exit
-from percept.understanding.classifier import Understanding
-from percept.understanding.loading import UnderstandingDataError, load_understanding
+from percept.cli.common import console
+from percept.cli.intents import understanding_or_exit
 from percept.understanding.sentiment import evaluate, held_out_examples
 
 app = typer.Typer(help="Sentiment of call utterances: evaluate on held-out examples, or read one.")
-
-
-def _understanding() -> Understanding:
-    try:
-        return load_understanding(settings_or_exit())
-    except UnderstandingDataError as exc:
-        fail(str(exc), 2)
 
 
 @app.command("evaluate")
@@ -28,7 +20,7 @@ def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Precision and recall per label on sentiment_heldout.yaml (never trained on)."""
-    classifier = _understanding().sentiment_classifier
+    classifier = understanding_or_exit().sentiment_classifier
     assert classifier is not None
     held = held_out_examples()
     predicted = [m.label for m in classifier.predict([e.text for e in held])]
@@ -54,6 +46,6 @@ def read_command(
     text: Annotated[str, typer.Argument(help="an utterance, as said on a call")],
 ) -> None:
     """The sentiment of one utterance."""
-    found = _understanding().sentiment(text)
+    found = understanding_or_exit().sentiment(text)
     assert found is not None
     console.print(f"[bold]{found.label}[/] (score {found.score:+.2f}, p {found.confidence:.2f})")

@@ -20,7 +20,7 @@ import yaml
 from percept.understanding import data
 from percept.understanding.entities import EntityMatch, extract_entities
 from percept.understanding.intents import IntentMatch, tag_intents
-from percept.understanding.labelled import Embedder, Example, Vectors
+from percept.understanding.labelled import Embedder, Example, Vectors, precision_recall
 
 __all__ = ["Embedder", "Example", "IntentClassifier", "Understanding"]
 
@@ -128,17 +128,10 @@ def evaluate(
     for method, predicted in found.items():
         scores = []
         for intent in intents:
-            truth = [e.label == intent for e in held_out]
-            said = [intent in p for p in predicted]
-            hits = sum(t and s for t, s in zip(truth, said, strict=True))
-            scores.append(
-                IntentScore(
-                    intent,
-                    precision=hits / sum(said) if sum(said) else 0.0,
-                    recall=hits / sum(truth) if sum(truth) else 0.0,
-                    support=sum(truth),
-                )
+            precision, recall, support = precision_recall(
+                [e.label == intent for e in held_out], [intent in p for p in predicted]
             )
+            scores.append(IntentScore(intent, precision, recall, support))
         report[method] = scores
     return report
 

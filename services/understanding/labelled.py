@@ -22,3 +22,12 @@ class Embedder(Protocol):  # MiniLMEmbedder, or anything giving unit vectors
 class Example:
     text: str
     label: str
+
+
+def precision_recall(truth: Sequence[bool], said: Sequence[bool]) -> tuple[float, float, int]:
+    """(precision, recall, support) of one label: whether each example has it, and
+    whether it was said to."""
+    hits = sum(t and s for t, s in zip(truth, said, strict=True))
+    precision = hits / sum(said) if sum(said) else 0.0
+    recall = hits / sum(truth) if sum(truth) else 0.0
+    return precision, recall, sum(truth)
