@@ -15,7 +15,8 @@ What counts, by kind:
 - national_id: US SSN, Spanish DNI/NIE, French NIR, UK National Insurance numbers
   (check digits where the scheme has them), and digit runs named as an id.
 - iban: IBANs that pass the mod-97 check, and digit runs named as an account number.
-- phone, email: what the entity finder reads as one (spoken e-mails too).
+- phone, email: what the entity finder reads as one (spoken e-mails too), and an
+  address half spoken ("ana.silva at example.com", as Whisper writes one).
 - name: the words after "my name is", "this is", "me llamo", "je m'appelle"...
 """
 
@@ -99,6 +100,12 @@ _ACCOUNT_WORDS = re.compile(
     r"(?i)\b(iban|account number|bank account|routing number|sort code|cuenta|"
     r"numéro de compte|rib)\b"
 )
+# an address half spoken, as Whisper often writes it: "ana.silva at example.com"
+_HALF_SPOKEN_EMAIL = re.compile(
+    r"\b([a-z0-9][\w.+-]*)\s+at\s+([a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,})\b", re.IGNORECASE
+)
+_NOT_A_MAILBOX = {"me", "us", "him", "her", "them", "it", "that", "this", "is", "are", "was",
+                  "not", "re", "home", "work", "look", "looking", "arrive", "arrived"}  # fmt: skip
 _NAME_INTRO = re.compile(
     r"(?i)\b(?:my name is|my name's|this is|i am|i'm|me llamo|mi nombre es|soy|"
     r"je m'appelle|je suis|mon nom est)\s+"
@@ -237,6 +244,11 @@ class Redactor:
         if "email" in self.kinds:
             spans += [Span(m.start(), m.end(), "email") for m in EMAIL_CANDIDATE.finditer(text)]
             spans += [Span(m.start(), m.end(), "email") for m in SPOKEN_EMAIL.finditer(text)]
+            spans += [
+                Span(m.start(), m.end(), "email")
+                for m in _HALF_SPOKEN_EMAIL.finditer(text)
+                if m.group(1).lower() not in _NOT_A_MAILBOX
+            ]
         if "name" in self.kinds:
             spans += _names(text)
         return _disjoint(spans)

@@ -91,6 +91,9 @@ def test_contacts_and_names_only_when_asked() -> None:
     said = "I'm Ana Silva, ana dot silva at example dot com, 415 555 0123"
     assert redact(said, ("card",)) == said
     assert redact(said, ("email", "phone", "name")) == "I'm [name], [email], [phone]"
+    # half spoken, as Whisper writes an address; "me at" is no mailbox
+    assert redact("it's ana.silva at example.com", ("email",)) == "it's [email]"
+    assert redact("email me at example.com", ("email",)) == "email me at example.com"
 
 
 def test_number_words_keep_their_place_in_the_text() -> None:
