@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.duration_pb2 import Duration
 
+from percept.understanding.call_categories import barges_in
 from percept.v1 import common_pb2, speech_pb2
 
 FINAL = speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL
@@ -29,8 +30,6 @@ POSITIVE, NEUTRAL, NEGATIVE = (
 # a mean score past these is a positive or negative call side (a single final's
 # label is the classifier's own)
 LEANING = 0.25
-# an overlap shorter than this is the end of one turn meeting the next, not a barge-in
-OVERLAP_S = 0.3
 
 
 def _seconds(d: Duration) -> float:
@@ -111,14 +110,10 @@ def _silences(turns: list[Turn], duration_s: float, threshold: float) -> list[fl
 
 
 def _interruptions(turns: list[Turn]) -> dict[int, int]:
-    """Per role, the turns begun while another channel's turn went on (by more than
-    OVERLAP_S past the start)."""
+    """Per role, the turns begun while another channel's turn went on."""
     barged: dict[int, int] = defaultdict(int)
     for t in turns:
-        if any(
-            o.channel != t.channel and o.start < t.start and o.end - t.start > OVERLAP_S
-            for o in turns
-        ):
+        if barges_in(t, turns):
             barged[t.role] += 1
     return barged
 

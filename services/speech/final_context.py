@@ -51,17 +51,16 @@ def merge(utterances: list[Utterance], offset: float) -> Utterance | None:
     )
 
 
-def voiced_from(utterance: Utterance, voice: float) -> Utterance:
-    """The utterance with no word starting before the voice did. Whisper starts the
-    first word where its audio starts, which is the pre-roll before the voice
-    (measured on real prompts: 0.24-0.28 s early); a call's talk time and a word's
-    time should say when the speaker spoke."""
-    if utterance.start >= voice:
-        return utterance
+def voiced(utterance: Utterance, voice: float, silence: float) -> Utterance:
+    """The utterance over the VAD's voice, from `voice` to `silence` (within 0.1 s
+    of a real prompt's edges), no word starting before the voice. Whisper starts
+    the first word where its audio starts, the pre-roll (measured on real prompts:
+    0.24-0.28 s early), and ends the last up to 0.2 s off; a call's talk time and a
+    word's time should say when the speaker spoke."""
     words = tuple(
         replace(w, start=min(voice, w.end)) if w.start < voice else w for w in utterance.words
     )
-    return replace(utterance, start=min(voice, utterance.end), words=words)
+    return replace(utterance, start=voice, end=silence, words=words)
 
 
 def hallucinated(segment: Utterance, speech_end: float) -> bool:

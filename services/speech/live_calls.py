@@ -15,10 +15,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from percept.speech.call_summary import CallSummarizer
-from percept.speech.redacting import CallRedaction
-from percept.understanding.call_categories import CallCategorizer, Categories
-from percept.understanding.redaction import Redactor
+from percept.speech.call_analysis import CallAnalysis
 from percept.v1 import speech_pb2
 
 Update = speech_pb2.CallUpdate
@@ -41,15 +38,11 @@ def _now() -> Timestamp:
 @dataclass
 class LiveCall:
     """One call on the board. `call_id` may repeat (two streams of one call);
-    `serial` does not. `redaction` is applied to every event before it is heard;
-    `summarizer` keeps what the call's summary needs, `categorizer` what its
-    categories do."""
+    `serial` does not. Every event goes through `analysis` before it is heard."""
 
     info: speech_pb2.LiveCall
     board: CallBoard
-    redaction: CallRedaction = field(default_factory=lambda: CallRedaction(Redactor(())))
-    summarizer: CallSummarizer = field(default_factory=lambda: CallSummarizer("", 2.0))
-    categorizer: CallCategorizer = field(default_factory=lambda: Categories(()).for_call())
+    analysis: CallAnalysis = field(default_factory=CallAnalysis)
     serial: int = field(default_factory=lambda: next(_serial))
     ended: bool = False
 
@@ -125,9 +118,7 @@ class CallBoard:
         source: str,
         roles: Sequence[int] = (),
         campaign_id: str = "",
-        redaction: CallRedaction | None = None,
-        silence_s: float = 2.0,
-        categories: Categories | None = None,
+        analysis: CallAnalysis | None = None,
     ) -> LiveCall:
         info = speech_pb2.LiveCall(
             call_id=call_id,
@@ -136,11 +127,7 @@ class CallBoard:
             started_at=_now(),
             campaign_id=campaign_id,
         )
-        call = LiveCall(info, self, summarizer=CallSummarizer(call_id, silence_s))
-        if categories is not None:
-            call.categorizer = categories.for_call()
-        if redaction is not None:
-            call.redaction = redaction
+        call = LiveCall(info, self, analysis or CallAnalysis())
         self.calls[call.serial] = call
         self.publish(Update(type=STARTED, call=info, time=info.started_at))
         return call

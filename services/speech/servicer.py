@@ -18,9 +18,10 @@ from percept.nlp.translation import Translator, UnsupportedPairError
 from percept.runtime.streams import MalformedMessageError, refuse
 from percept.speech.audio import SAMPLE_RATE, AudioError
 from percept.speech.backends import Utterance
+from percept.speech.call_analysis import CallAnalysis
 from percept.speech.call_session import CallSession
 from percept.speech.call_summary import CallSummarizer
-from percept.speech.categorizing import category_event, final_of
+from percept.speech.categorizing import SENTIMENT_NAMES
 from percept.speech.engine import SpeechEngine
 from percept.speech.live_calls import CallBoard, LiveCall, WatcherOverflowError
 from percept.speech.redacting import CallRedaction, Contact
@@ -42,11 +43,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("percept.speech")
 FINAL = speech_pb2.RecognitionEvent.EVENT_TYPE_FINAL
 CALL_SUMMARY = speech_pb2.RecognitionEvent.EVENT_TYPE_CALL_SUMMARY
-SENTIMENTS = {
-    "positive": common_pb2.SENTIMENT_POSITIVE,
-    "neutral": common_pb2.SENTIMENT_NEUTRAL,
-    "negative": common_pb2.SENTIMENT_NEGATIVE,
-}
+SENTIMENTS = {name: value for value, name in SENTIMENT_NAMES.items()}
 CUSTOMER = speech_pb2.CHANNEL_ROLE_CUSTOMER
 UNSPECIFIED = speech_pb2.CHANNEL_ROLE_UNSPECIFIED
 
@@ -125,10 +122,15 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             event.sentiment_score = feeling.score
         return event
 
-    def redaction(self, config: speech_pb2.RecognitionConfig) -> CallRedaction:
-        """The call's redaction: its config's kinds, or the server's (checked already)."""
+    def analysis(self, config: speech_pb2.RecognitionConfig, call_id: str) -> CallAnalysis:
+        """A call's analysis: redaction of its config's kinds (checked already) or the
+        server's, its summary and its categories."""
         kinds = parse_kinds(config.redact) if config.redact else self.redact
-        return CallRedaction(Redactor(kinds), self.contacts_as_keys)
+        return CallAnalysis(
+            CallRedaction(Redactor(kinds), self.contacts_as_keys),
+            CallSummarizer(call_id, self.summary_silence_s),
+            self.categories.for_call(),
+        )
 
     def _report(
         self,
@@ -161,15 +163,10 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         call: it is redacted, its watchers hear it, and a customer's final becomes
         signals. The caller of the stream gets the same (redacted) event, then the
         CATEGORY events of the categories it completed, which are returned."""
-        contacts = call.redaction.apply(event)
-        call.summarizer.add(event)
+        contacts, found = call.analysis.event(event)
         call.recognised(event)
         self._report(config, event, contacts)
-        if event.type != FINAL:
-            return []
-        found = [category_event(m, event) for m in call.categorizer.add(final_of(event))]
         for category in found:
-            call.summarizer.add(category)
             call.recognised(category)
         return found
 
@@ -181,7 +178,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         heard_s: float,
     ) -> speech_pb2.CallSummary:
         """The call's summary, for its watchers (the ENDED update) and its caller."""
-        summary = call.summarizer.summary(heard_s)
+        summary = call.analysis.summary(heard_s)
         call.end(reason, summary)
         self._report_call(config, summary)
         return summary
@@ -205,9 +202,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             source,
             roles,
             config.campaign_id,
-            redaction=self.redaction(config),
-            silence_s=self.summary_silence_s,
-            categories=self.categories,
+            analysis=self.analysis(config, call_id),
         )
 
     def options(self, config: speech_pb2.RecognitionConfig) -> StreamOptions:
@@ -269,15 +264,11 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         results = await asyncio.to_thread(
             lambda: [self.final_event(i, u, detected) for i, u in enumerate(utterances)]
         )
-        redaction = self.redaction(config)
-        summarizer = CallSummarizer(config.call_id, self.summary_silence_s)
-        categorizer = self.categories.for_call()
+        analysis = self.analysis(config, config.call_id)
         for event in results:
-            self._report(config, event, redaction.apply(event))
-            summarizer.add(event)
-            for match in categorizer.add(final_of(event)):
-                summarizer.add(category_event(match, event))
-        summary = summarizer.summary(len(audio) / SAMPLE_RATE)
+            contacts, _ = analysis.event(event)  # the categories are in the summary
+            self._report(config, event, contacts)
+        summary = analysis.summary(len(audio) / SAMPLE_RATE)
         self._report_call(config, summary)
         return speech_pb2.RecognizeResponse(
             results=results,

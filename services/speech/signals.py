@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 from percept.runtime.signals import leading_number, new_signal
+from percept.speech.categorizing import ROLE_NAMES, SENTIMENT_NAMES
 from percept.speech.redacting import Contact
 from percept.v1 import common_pb2, speech_pb2
 
@@ -71,10 +72,6 @@ def utterance_signals(
     return signals
 
 
-def _role_name(role: int) -> str:
-    return speech_pb2.ChannelRole.Name(role).removeprefix("CHANNEL_ROLE_").lower()  # type: ignore[arg-type]
-
-
 def _caller_side(summary: speech_pb2.CallSummary) -> speech_pb2.RoleSummary | None:
     """The customer's part of the call (the unnamed channel of a mono call)."""
     sides = {r.role: r for r in summary.roles}
@@ -89,10 +86,9 @@ def summary_words(summary: speech_pb2.CallSummary) -> str:
     parts = [f"{int(seconds // 60)} min {seconds % 60:.0f} s"]
     for r in summary.roles:
         talk = r.talk_time.ToNanoseconds() / 1e9
-        feeling = common_pb2.Sentiment.Name(r.sentiment).removeprefix("SENTIMENT_").lower()
-        mood = f", {feeling} {r.sentiment_score:+.2f}" if r.sentiment else ""
+        mood = f", {SENTIMENT_NAMES[r.sentiment]} {r.sentiment_score:+.2f}" if r.sentiment else ""
         parts.append(
-            f"{_role_name(r.role)} talked {talk:.0f} s at {r.words_per_minute:.0f} wpm{mood}"
+            f"{ROLE_NAMES[r.role]} talked {talk:.0f} s at {r.words_per_minute:.0f} wpm{mood}"
         )
     quiet = summary.non_talk_time.ToNanoseconds() / 1e9
     parts.append(f"{summary.silences} silence(s) of {quiet:.0f} s in all")
@@ -120,7 +116,7 @@ def call_signals(
         "interruptions": str(summary.interruptions),
     }
     for r in summary.roles:
-        name = _role_name(r.role)
+        name = ROLE_NAMES[r.role]
         figures[f"{name}_talk_s"] = f"{r.talk_time.ToNanoseconds() / 1e9:.1f}"
         figures[f"{name}_wpm"] = f"{r.words_per_minute:.0f}"
         figures[f"{name}_interruptions"] = str(r.interruptions)
@@ -131,7 +127,7 @@ def call_signals(
     words = summary_words(summary)
     out = [signal(common_pb2.SIGNAL_KIND_CALL_SUMMARY, value=words, attributes=figures)]
     if side is not None and side.sentiment:
-        feeling = common_pb2.Sentiment.Name(side.sentiment).removeprefix("SENTIMENT_").lower()
+        feeling = SENTIMENT_NAMES[side.sentiment]
         out.append(
             signal(
                 common_pb2.SIGNAL_KIND_CALL_SENTIMENT,
@@ -147,7 +143,7 @@ def call_signals(
             common_pb2.SIGNAL_KIND_CALL_CATEGORY,
             name=c.name,
             evidence=c.description,
-            attributes={"call_id": config.call_id, "role": _role_name(c.role)},
+            attributes={"call_id": config.call_id, "role": ROLE_NAMES[c.role]},
         )
         for c in summary.categories
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from percept.speech.agreement import LocalAgreement
@@ -26,7 +26,7 @@ from percept.speech.final_context import (
     SHORT_UTTERANCE_S,
     FinalJob,
     merge,
-    voiced_from,
+    voiced,
 )
 from percept.speech.language_vote import LanguageVote
 from percept.v1 import speech_pb2
@@ -216,14 +216,7 @@ class ChannelRecognizer:
         utterances, language, probability = await self._final(start, sample, boundary.cut)
         utterance = merge(utterances, 0.0)
         if utterance is not None:
-            # the utterance is where the VAD heard the voice (within 0.1 s of a real
-            # prompt's edges; Whisper's first word starts at the pre-roll, its last
-            # ends up to 0.2 s off)
-            utterance = replace(
-                voiced_from(utterance, _seconds(self.voice_start)),
-                start=_seconds(self.voice_start),
-                end=_seconds(sample),
-            )
+            utterance = voiced(utterance, _seconds(self.voice_start), _seconds(sample))
             self.vote.observe(language, probability)
         if utterance is not None and utterance.text.strip():
             self.history.append((start, sample, utterance.text))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,6 +33,28 @@ SPEAKERS = {
     "unspecified": ("unspecified",),
 }
 SENTIMENTS = ("positive", "neutral", "negative")
+
+
+# an overlap shorter than this is the end of one turn meeting the next, not a barge-in
+OVERLAP_S = 0.3
+
+
+class Spoken(Protocol):  # a final, or a summary's turn: who spoke, from when to when
+    @property
+    def channel(self) -> int: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+
+
+def barges_in(turn: Spoken, others: Iterable[Spoken]) -> bool:
+    """The turn began while another channel's turn went on (by more than OVERLAP_S):
+    an interruption, for the rules and for a call's summary alike."""
+    return any(
+        o.channel != turn.channel and o.start < turn.start and o.end - turn.start > OVERLAP_S
+        for o in others
+    )
 
 
 class CategoriesError(ValueError):
@@ -114,7 +136,7 @@ class Match:
 class _Rule:
     def __init__(self, category: Category) -> None:
         self.category = category
-        self.checks = [(category.when, category.when.compiled())]
+        self.phrases = category.when.compiled()
         earlier = category.when.earlier
         self.earlier = (earlier, earlier.compiled()) if earlier is not None else None
 
@@ -158,11 +180,7 @@ class CallCategorizer:
 
     def add(self, final: Final) -> list[Match]:
         silence = max(0.0, final.start - self.reached)
-        barged = any(
-            o.channel != final.channel and o.start < final.start and o.end - final.start > 0.3
-            for o in self.finals
-        )
-        if barged:
+        if barges_in(final, self.finals):
             self.interruptions[final.channel] = self.interruptions.get(final.channel, 0) + 1
         count = self.interruptions.get(final.channel, 0)
         found = []
@@ -170,8 +188,7 @@ class CallCategorizer:
             name = rule.category.name
             if name in self.matched:
                 continue
-            when, phrases = rule.checks[0]
-            if not _meets(when, phrases, final, silence, count):
+            if not _meets(rule.category.when, rule.phrases, final, silence, count):
                 continue
             if rule.earlier is not None:
                 condition, words = rule.earlier

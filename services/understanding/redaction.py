@@ -272,20 +272,22 @@ class Redactor:
                 spans.append(read.span(run.start, run.end, "card_number"))
             elif size >= 4 and draft:
                 spans.append(read.span(run.start, run.end, "digits"))
-        if named or _EXPIRY_WORDS.search(text):
+        expiry_named = bool(_EXPIRY_WORDS.search(text))
+        if named or expiry_named:
             for m in (*_EXPIRY.finditer(text), *_MONTH_YEAR.finditer(text)):
                 spans.append(read.span(m.start(), m.end(), "card_expiry"))
-            for run in runs:  # "oh five twenty seven": MMYY
-                if (
-                    len(run.digits) == 4
-                    and 1 <= int(run.digits[:2]) <= 12
-                    and _EXPIRY_WORDS.search(text)
-                ):
-                    spans.append(read.span(run.start, run.end, "card_expiry"))
+        if expiry_named:  # "oh five twenty seven": MMYY
+            spans += [
+                read.span(run.start, run.end, "card_expiry")
+                for run in runs
+                if len(run.digits) == 4 and 1 <= int(run.digits[:2]) <= 12
+            ]
         if named or _SECURITY_WORDS.search(text):
-            for run in runs:
-                if len(run.digits) in (3, 4) and (named or _SECURITY_WORDS.search(text)):
-                    spans.append(read.span(run.start, run.end, "card_security_code"))
+            spans += [
+                read.span(run.start, run.end, "card_security_code")
+                for run in runs
+                if len(run.digits) in (3, 4)
+            ]
         return spans
 
     def _national_ids(self, read: Reading, runs: list[_Run]) -> list[Span]:
