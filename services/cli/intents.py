@@ -15,10 +15,10 @@ from percept.understanding.loading import UnderstandingDataError, load_understan
 app = typer.Typer(help="Intent recognition: evaluate on held-out examples, or tag a sentence.")
 
 
-def understanding_or_exit() -> Understanding:
+def understanding_or_exit(*, sentiment_too: bool = False) -> Understanding:
     """The understanding as the services load it; a bad data file exits 2, named."""
     try:
-        return load_understanding(settings_or_exit())
+        return load_understanding(settings_or_exit(), sentiment_too=sentiment_too)
     except UnderstandingDataError as exc:
         fail(str(exc), 2)
 

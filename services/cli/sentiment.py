@@ -20,7 +20,7 @@ def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Precision and recall per label on sentiment_heldout.yaml (never trained on)."""
-    classifier = understanding_or_exit().sentiment_classifier
+    classifier = understanding_or_exit(sentiment_too=True).sentiment_classifier
     assert classifier is not None
     held = held_out_examples()
     predicted = [m.label for m in classifier.predict([e.text for e in held])]
@@ -46,6 +46,6 @@ def read_command(
     text: Annotated[str, typer.Argument(help="an utterance, as said on a call")],
 ) -> None:
     """The sentiment of one utterance."""
-    found = understanding_or_exit().sentiment(text)
+    found = understanding_or_exit(sentiment_too=True).sentiment(text)
     assert found is not None
     console.print(f"[bold]{found.label}[/] (score {found.score:+.2f}, p {found.confidence:.2f})")

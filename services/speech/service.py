@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -61,7 +62,9 @@ class SpeechService:
     async def load(self) -> None:
         transcriber = await asyncio.to_thread(load_transcriber, self.settings)
         self.servicer.model_name = self.settings.speech_model
-        self.servicer.understanding = await asyncio.to_thread(load_understanding, self.settings)
+        self.servicer.understanding = await asyncio.to_thread(
+            partial(load_understanding, self.settings, sentiment_too=True)
+        )
         self.servicer.categories = await asyncio.to_thread(load_categories, self.settings)
         if not transcriber.english_only:  # finals in other languages: intents in translation
             try:

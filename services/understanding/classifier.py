@@ -149,13 +149,13 @@ class Understanding:
         self.sentiment_classifier = sentiment
 
     @classmethod
-    def load(cls, embedder_dir: Path) -> Understanding:
+    def load(cls, embedder_dir: Path, *, sentiment_too: bool = False) -> Understanding:
         from percept.understanding.sentiment import training_examples
 
-        return cls(
-            _trained_classifier(embedder_dir, default_examples()),
-            _trained_sentiment(embedder_dir, training_examples()),
-        )
+        intents = _trained_classifier(embedder_dir, default_examples())
+        if not sentiment_too:
+            return cls(intents)
+        return cls(intents, _trained_sentiment(embedder_dir, training_examples()))
 
     def sentiment(self, text: str) -> SentimentMatch | None:
         """None without a classifier (an Understanding built for rules only)."""

@@ -38,7 +38,9 @@ def known_intents() -> set[str]:
     }
 
 
-def load_understanding(settings: Settings) -> Understanding:
+def load_understanding(settings: Settings, *, sentiment_too: bool = False) -> Understanding:
+    """Intents and entities; with `sentiment_too` the sentiment classifier as well
+    (speech reads every final's sentiment; chat does not, and skips its training)."""
     data.use_directory(settings.understanding_dir)
     for name, parse in (
         ("taxonomy.yaml", default_rules),
@@ -52,4 +54,5 @@ def load_understanding(settings: Settings) -> Understanding:
             parse()
         except (ValueError, yaml.YAMLError) as exc:
             raise UnderstandingDataError(f"{data.source(name)}: {exc}") from exc
-    return Understanding.load(model_store(settings).resolve(EMBEDDINGS).path)
+    path = model_store(settings).resolve(EMBEDDINGS).path
+    return Understanding.load(path, sentiment_too=sentiment_too)
