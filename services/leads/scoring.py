@@ -59,7 +59,6 @@ CATEGORIES: dict[str, tuple[float, str]] = {
     "escalation_request": (-0.3, "asked for a manager"),
     "recovered_call": (0.4, "ended a call positive after a negative turn"),
 }
-LEANING = 0.25  # a call's mean sentiment past this is positive or negative
 # Follow-ups (when someone should contact the lead next, and why), by urgency.
 RETENTION_WITHIN = timedelta(hours=4)
 SUPPORT_WITHIN = timedelta(hours=24)
@@ -122,6 +121,13 @@ def _lse(a: float | None, b: float) -> float:
     return high + math.log2(1.0 + 2.0 ** (low - high))
 
 
+def _later(mine: list[Any] | None, theirs: list[Any] | None) -> list[Any] | None:
+    """Of two [value, t, ...] records, the later one (theirs on a tie); a copy."""
+    if theirs is None or (mine is not None and mine[1] > theirs[1]):
+        return mine
+    return list(theirs)
+
+
 @dataclass
 class Features:
     """Aggregates of a lead's signals, ready to be decayed to any moment.
@@ -143,7 +149,8 @@ class Features:
     key_types: list[str] = field(default_factory=list)
     channels: list[int] = field(default_factory=list)
     outcome: list[Any] | None = None  # [value, t]
-    call_sentiment: list[Any] | None = None  # the latest call's [customer score, t]
+    # the latest call's customer sentiment: [label, t, score] (speech's label)
+    call_sentiment: list[Any] | None = None
     categories: dict[str, float] = field(default_factory=dict)  # anchored, latest
     signal_count: int = 0
     last_signal_at: float = 0.0  # epoch seconds
@@ -181,12 +188,10 @@ class Features:
             self._interest(zone, math.log2(share) + anchor)
         elif s.kind == K.SIGNAL_KIND_RETURNING_VISIT:
             self.returns = _lse(self.returns, anchor)
-        elif s.kind == K.SIGNAL_KIND_OUTCOME and (self.outcome is None or t >= self.outcome[1]):
-            self.outcome = [s.value, t]
-        elif s.kind == K.SIGNAL_KIND_CALL_SENTIMENT and (
-            self.call_sentiment is None or t >= self.call_sentiment[1]
-        ):
-            self.call_sentiment = [s.numeric_value, t]
+        elif s.kind == K.SIGNAL_KIND_OUTCOME:
+            self.outcome = _later(self.outcome, [s.value, t])
+        elif s.kind == K.SIGNAL_KIND_CALL_SENTIMENT:
+            self.call_sentiment = _later(self.call_sentiment, [s.value, t, s.numeric_value])
         elif s.kind == K.SIGNAL_KIND_CALL_CATEGORY:
             self.categories[s.name] = max(self.categories.get(s.name, -math.inf), anchor)
         self.key_types = sorted({*self.key_types, *s.key_types})
@@ -216,14 +221,8 @@ class Features:
             self.interest[product] = _lse(self.interest.get(product), anchored)
         if other.returns is not None:
             self.returns = _lse(self.returns, other.returns)
-        if other.outcome is not None and (
-            self.outcome is None or other.outcome[1] >= self.outcome[1]
-        ):
-            self.outcome = list(other.outcome)
-        if other.call_sentiment is not None and (
-            self.call_sentiment is None or other.call_sentiment[1] >= self.call_sentiment[1]
-        ):
-            self.call_sentiment = list(other.call_sentiment)
+        self.outcome = _later(self.outcome, other.outcome)
+        self.call_sentiment = _later(self.call_sentiment, other.call_sentiment)
         for name, anchored in other.categories.items():
             self.categories[name] = max(self.categories.get(name, -math.inf), anchored)
         self.key_types = sorted({*self.key_types, *other.key_types})
@@ -298,11 +297,9 @@ def feature_values(f: Features, now: datetime) -> dict[str, float]:
     returns = 0.0 if f.returns is None else 2.0 ** (f.returns - now_anchor)
     values["returning_visits"] = min(returns, RETURN_CAP)
     values["channels"] = float(max(len(f.channels) - 1, 0))
-    if f.call_sentiment is not None:
-        score, t = f.call_sentiment
-        fade = 2.0 ** (t / f.half_life_s - now_anchor)
-        values["call_sentiment:positive"] = max(score, 0.0) * fade if score >= LEANING else 0.0
-        values["call_sentiment:negative"] = max(-score, 0.0) * fade if score <= -LEANING else 0.0
+    if f.call_sentiment is not None and f.call_sentiment[0] in CALL_SENTIMENT:
+        label, t, score = f.call_sentiment  # a neutral call moves nothing
+        values[f"call_sentiment:{label}"] = abs(score) * 2.0 ** (t / f.half_life_s - now_anchor)
     for name, a in f.categories.items():
         values[f"category:{name}"] = 2.0 ** (a - now_anchor)
     return values
@@ -324,7 +321,7 @@ def describe(feature: str, value: float, f: Features) -> str:
     if kind == "dwell":
         return f"lingered {f.dwell_seconds[name]:.0f} s at the {name} display"
     if kind == "call_sentiment":
-        score = f.call_sentiment[0] if f.call_sentiment else 0.0
+        score = f.call_sentiment[2] if f.call_sentiment else 0.0
         return f"{CALL_SENTIMENT[name][1]} ({score:+.2f})"
     if kind == "category":
         return CATEGORIES.get(name, (0, f"the call was {name.replace('_', ' ')}"))[1]

@@ -226,6 +226,6 @@ def test_a_negative_call_about_cancelling_asks_for_a_retention_call_within_hours
     ]
     left = Features.of(later[::2], ScoringPolicy().half_life)
     left.merge(Features.of(later[1::2], ScoringPolicy().half_life))
-    assert left.call_sentiment is not None and left.call_sentiment[0] == 0.8
+    assert left.call_sentiment is not None and left.call_sentiment[2] == 0.8
     # won and lost leads need no follow-up
     assert assess([*at_risk, fact(c.SIGNAL_KIND_OUTCOME, value="lost")], NOW).follow_up_at is None
