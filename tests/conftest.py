@@ -18,6 +18,8 @@ from percept.runtime.settings import Settings
 from percept.v1 import vision_pb2_grpc
 
 if TYPE_CHECKING:
+    from percept.speech.service import SpeechService
+    from percept.v1 import common_pb2
     from percept.vision.service import VisionService
 
 # Imported lazily: most tests never load the vision stack.
@@ -121,3 +123,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'leads.db'}"
     cluster: ThrowawayCluster = request.getfixturevalue("postgres_cluster")
     return cluster.new_database()
+
+
+def record_published(service: SpeechService) -> list[common_pb2.Signal]:
+    """The signals a speech service publishes from now on, as it publishes them
+    (they still go to its outbox)."""
+    published: list[common_pb2.Signal] = []
+    forward = service.servicer.publish
+    assert forward is not None
+
+    def record(signal: common_pb2.Signal) -> None:
+        published.append(signal)
+        forward(signal)
+
+    service.servicer.publish = record
+    return published

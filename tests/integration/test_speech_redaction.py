@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 import pytest
 import real_media
-from conftest import HostFactory
+from conftest import HostFactory, record_published
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.signal import resample_poly
@@ -106,15 +106,7 @@ async def test_a_card_and_an_email_never_leave_in_clear(
     service = SpeechService(speech_settings)
     speech = await start_host(service, speech_settings)
     await asyncio.wait_for(asyncio.gather(leads.ready.wait(), speech.ready.wait()), 120)
-    published: list[common_pb2.Signal] = []
-    forward = service.servicer.publish
-    assert forward is not None
-
-    def record(signal: common_pb2.Signal) -> None:
-        published.append(signal)
-        forward(signal)
-
-    service.servicer.publish = record
+    published = record_published(service)
 
     stub = speech_pb2_grpc.SpeechStub(channel_to(speech))
     watch = stub.WatchCalls(sp.WatchCallsRequest(include_partials=True))

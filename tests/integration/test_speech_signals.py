@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import HostFactory
+from conftest import HostFactory, record_published
 from speech_audio import pcm16k, speak
 
 from percept.leads.service import LeadsService
@@ -126,15 +126,7 @@ async def test_on_a_stereo_call_only_the_customers_words_become_signals(
     settings = make_settings(leads_address="127.0.0.1:9")  # the outbox keeps what is published
     service = SpeechService(settings)
     speech = await ready(start_host, service, settings)
-    published: list[common_pb2.Signal] = []
-    forward = service.servicer.publish
-    assert forward is not None
-
-    def record(signal: common_pb2.Signal) -> None:
-        published.append(signal)
-        forward(signal)
-
-    service.servicer.publish = record
+    published = record_published(service)
     agent = pcm16k(speak(AGENT_SAYS, tmp_path / "agent.wav"))[::2]  # 8 kHz
     customer = pcm16k(speak(CUSTOMER_SAYS, tmp_path / "customer.wav"))[::2]
     quiet = np.zeros(8000, np.int16)
