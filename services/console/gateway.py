@@ -3,7 +3,9 @@
 One small ASGI app (Starlette, served by uvicorn). The leads board follows
 `WatchLeads` and the calls page speech's `WatchCalls` through server-sent
 events, so both update without a reload; the camera page polls
-`GetCameraView`; the embeddable widget talks to nlp's `Chat`.
+`GetCameraView`; the embeddable widget talks to nlp's `Chat` and follows its own
+chat's `WatchChats` (a salesperson's messages), and the inbox lets salespeople
+claim, answer and release the chats the assistant hands off.
 With API keys configured, every data call needs one (a bearer header, or the
 cookie the key form sets); the public chat is open but rate-limited per chat
 session and per client address, and is the only path other origins may call.
@@ -39,12 +41,16 @@ from percept.console.messages import (
     call_update_json,
     camera_json,
     change_json,
+    chat_event_json,
+    chat_message_json,
     explanation_json,
     footfall_json,
     lead_json,
+    live_chat_json,
     reply_json,
     suggestion_json,
     view_json,
+    widget_event_json,
 )
 from percept.leads.scoring import class_name
 from percept.runtime.auth import KeyRing, bearer_token
@@ -54,6 +60,7 @@ from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
 from percept.v1 import (
+    common_pb2,
     leads_pb2,
     leads_pb2_grpc,
     nlp_pb2,
@@ -78,6 +85,7 @@ PAGES = {
     "/calls": "calls.html",
     "/cameras": "cameras.html",
     "/chat": "chat.html",
+    "/inbox": "inbox.html",
 }
 ASSETS = {
     "/static/console.css": ("console.css", "text/css"),
@@ -91,6 +99,11 @@ HTTP_STATUS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+MAX_NAME = 100
+CHAT_STATUSES = {
+    name: getattr(nlp_pb2, f"CHAT_STATUS_{name.upper()}")
+    for name in ("assistant", "waiting", "claimed", "callback")
 }
 CLASSES = {
     class_name(c): c
@@ -158,6 +171,21 @@ async def _call(call: Callable[..., Awaitable[Any]], request: Any, backends: Bac
         raise ApiError(status, exc.details() or exc.code().name) from exc
 
 
+def _is_chat_events(path: str) -> bool:
+    """/api/chat/<session>/events: a visitor's widget following its own chat."""
+    parts = path.split("/")
+    return len(parts) == 5 and parts[1:3] == ["api", "chat"] and parts[4] == "events"
+
+
+def _salesperson(body: dict[str, Any]) -> str:
+    name = body.get("salesperson")
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, "salesperson: required, the name the visitor sees")
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise ApiError(400, f"salesperson: at most {MAX_NAME} printable characters")
+    return name.strip()
+
+
 def _client_address(request: Request, trust_forwarded: bool) -> str:
     if trust_forwarded:
         forwarded = request.headers.get("x-forwarded-for", "")
@@ -168,8 +196,9 @@ def _client_address(request: Request, trust_forwarded: bool) -> str:
 
 
 class _Auth(BaseHTTPMiddleware):
-    """With keys configured, `/api/` calls (but the public chat) need one: with the `read`
-    scope to look, `admin` to change (erase)."""
+    """With keys configured, `/api/` calls (but the public chat and its own event stream)
+    need one: with the `read` scope to look, `respond` to answer chats from the inbox,
+    `admin` to change (erase)."""
 
     def __init__(self, app: Any, keys: KeyRing) -> None:
         super().__init__(app)
@@ -177,7 +206,11 @@ class _Auth(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
-        open_path = path in ("/api/chat", "/api/login") or not path.startswith("/api/")
+        open_path = (
+            path in ("/api/chat", "/api/login")
+            or _is_chat_events(path)
+            or not path.startswith("/api/")
+        )
         if not self.keys or open_path:
             return await call_next(request)
         given = bearer_token(request.headers.get("authorization", ""))
@@ -190,6 +223,8 @@ class _Auth(BaseHTTPMiddleware):
                 status_code=401,
             )
         scope = "read" if request.method in ("GET", "HEAD") else "admin"
+        if scope == "admin" and path.startswith("/api/inbox/"):
+            scope = "respond"
         if scope not in key.scopes:
             return JSONResponse(
                 {"error": f"this API key lacks the {scope!r} scope this needs"}, status_code=403
@@ -415,6 +450,112 @@ class Api:
             self.per_session.allow(reply.session_id)
         return JSONResponse(reply_json(reply))
 
+    async def chat_events(self, request: Request) -> Response:
+        """Server-sent events of one chat for its visitor's widget: the messages after
+        `after` (a salesperson's among them) and who answers. The session id is the
+        widget's secret: only its holder follows the chat."""
+        session = request.path_params["session_id"]
+        after = request.query_params.get("after", "0")
+        if not after.isdigit():
+            raise ApiError(400, f"after: {after!r} is not a message number")
+        address = _client_address(request, self.settings.console_trust_forwarded_for)
+        wait = self.per_address.allow(address)  # each stream holds a watch open: not free
+        if wait > 0:
+            raise ApiError(429, f"too many chat requests: try again in {wait:.0f} s")
+        stream = self.backends.nlp.WatchChats(
+            nlp_pb2.WatchChatsRequest(session_id=session, after_seq=int(after)),
+            metadata=self.backends.metadata,
+        )
+        return await _event_stream(stream, "chat", widget_event_json, "watching the chat")
+
+    # -- inbox (salespeople) ---------------------------------------------------------
+
+    async def list_chats(self, request: Request) -> Response:
+        wanted = [s for s in request.query_params.get("status", "").split(",") if s]
+        unknown = [s for s in wanted if s not in CHAT_STATUSES]
+        if unknown:
+            raise ApiError(400, f"status: {unknown[0]!r} is not one of {', '.join(CHAT_STATUSES)}")
+        found = await _call(
+            self.backends.nlp.ListChats,
+            nlp_pb2.ListChatsRequest(statuses=[CHAT_STATUSES[s] for s in wanted]),
+            self.backends,
+        )
+        return JSONResponse(
+            {"chats": [live_chat_json(c) for c in found.chats]},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def get_chat(self, request: Request) -> Response:
+        """The chat with its transcript, and the visitor's lead card when leads has one."""
+        session = request.path_params["session_id"]
+        chat = await _call(
+            self.backends.nlp.GetChat, nlp_pb2.GetChatRequest(session_id=session), self.backends
+        )
+        lead = None
+        with contextlib.suppress(ApiError):  # no lead yet: the chat said nothing that makes one
+            found = await _call(
+                self.backends.leads.GetLead,
+                leads_pb2.GetLeadRequest(key=common_pb2.IdentityKeys(chat_session_id=session)),
+                self.backends,
+            )
+            lead = lead_json(found) | {
+                "next_follow_up_reason": found.next_follow_up_reason,
+            }
+        return JSONResponse(
+            live_chat_json(chat) | {"lead": lead}, headers={"Cache-Control": "no-store"}
+        )
+
+    async def claim_chat(self, request: Request) -> Response:
+        body = await _json_body(request)
+        chat = await _call(
+            self.backends.nlp.ClaimChat,
+            nlp_pb2.ClaimChatRequest(
+                session_id=request.path_params["session_id"], salesperson=_salesperson(body)
+            ),
+            self.backends,
+        )
+        return JSONResponse(live_chat_json(chat))
+
+    async def release_chat(self, request: Request) -> Response:
+        body = await _json_body(request)
+        chat = await _call(
+            self.backends.nlp.ReleaseChat,
+            nlp_pb2.ReleaseChatRequest(
+                session_id=request.path_params["session_id"], salesperson=_salesperson(body)
+            ),
+            self.backends,
+        )
+        return JSONResponse(live_chat_json(chat))
+
+    async def send_chat_message(self, request: Request) -> Response:
+        body = await _json_body(request)
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "text: required, a non-empty string")
+        if len(text) > MAX_CHAT_TEXT:
+            raise ApiError(400, f"text: {len(text)} characters, at most {MAX_CHAT_TEXT}")
+        sent = await _call(
+            self.backends.nlp.SendSalespersonMessage,
+            nlp_pb2.SalespersonMessage(
+                session_id=request.path_params["session_id"],
+                salesperson=_salesperson(body),
+                text=text,
+            ),
+            self.backends,
+        )
+        return JSONResponse(chat_message_json(sent))
+
+    async def inbox_events(self, request: Request) -> Response:
+        """Server-sent events of every chat for the inbox; with `salesperson`, their inbox
+        counts as connected while the stream is open."""
+        name = request.query_params.get("salesperson", "")
+        if len(name) > MAX_NAME or not name.isprintable():
+            raise ApiError(400, f"salesperson: at most {MAX_NAME} printable characters")
+        stream = self.backends.nlp.WatchChats(
+            nlp_pb2.WatchChatsRequest(salesperson=name.strip()), metadata=self.backends.metadata
+        )
+        return await _event_stream(stream, "chat", chat_event_json, "watching chats")
+
     async def login(self, request: Request) -> Response:
         """Checks a key and keeps it in an HttpOnly cookie for the pages' calls."""
         body = await _json_body(request)
@@ -511,9 +652,8 @@ class _ChatCors(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         origin = request.headers.get("origin", "")
-        allowed = request.url.path == "/api/chat" and (
-            "*" in self.origins or origin in self.origins
-        )
+        public = request.url.path == "/api/chat" or _is_chat_events(request.url.path)
+        allowed = public and ("*" in self.origins or origin in self.origins)
         if request.method == "OPTIONS" and request.url.path == "/api/chat":
             response: Response = Response(status_code=204 if allowed else 403)
         else:
@@ -521,7 +661,7 @@ class _ChatCors(BaseHTTPMiddleware):
         if allowed and origin:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
-            response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type"
         return response
 
@@ -567,6 +707,13 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
         Route("/api/cameras/{camera_id}", _handle(api.camera_view)),
         Route("/api/cameras/{camera_id}/footfall", _handle(api.camera_footfall)),
         Route("/api/chat", _handle(api.chat), methods=["POST", "OPTIONS"]),
+        Route("/api/chat/{session_id}/events", _handle(api.chat_events)),
+        Route("/api/inbox", _handle(api.list_chats)),
+        Route("/api/inbox/events", _handle(api.inbox_events)),
+        Route("/api/inbox/{session_id}", _handle(api.get_chat)),
+        Route("/api/inbox/{session_id}/claim", _handle(api.claim_chat), methods=["POST"]),
+        Route("/api/inbox/{session_id}/release", _handle(api.release_chat), methods=["POST"]),
+        Route("/api/inbox/{session_id}/messages", _handle(api.send_chat_message), methods=["POST"]),
         Route("/api/login", _handle(api.login), methods=["POST"]),
     ]
     middleware = [

@@ -82,13 +82,78 @@ def explanation_json(explanation: leads_pb2.ScoreExplanation) -> dict[str, Any]:
 
 
 def reply_json(reply: nlp_pb2.ChatReply) -> dict[str, Any]:
-    """What the widget shows: the reply, and whether a person takes over (no slot values)."""
+    """What the widget shows: the reply, and whether a person takes over (no slot values);
+    the transcript's numbers of the visitor's message and the reply, so the live stream
+    does not show them twice."""
     return {
         "session_id": reply.session_id,
         "text": reply.text,
         "language_code": reply.language_code,
         "handoff": reply.handoff,
+        "status": chat_status(reply.status),
+        "salesperson": reply.salesperson,
+        "visitor_seq": reply.visitor_seq,
+        "reply_seq": reply.reply_seq,
     }
+
+
+def chat_status(status: int) -> str:
+    return _enum_name(nlp_pb2.ChatStatus, status, "CHAT_STATUS_")
+
+
+def chat_message_json(message: nlp_pb2.ChatMessage) -> dict[str, Any]:
+    return {
+        "seq": message.seq,
+        "session_id": message.session_id,
+        "role": _enum_name(nlp_pb2.ChatRole, message.role, "CHAT_ROLE_"),
+        "author": message.author,
+        "text": message.text,
+        "sent_at": _time(message.sent_at),
+    }
+
+
+def live_chat_json(chat: nlp_pb2.LiveChat) -> dict[str, Any]:
+    """A chat as the inbox lists it (with its transcript when the call gave one)."""
+    return {
+        "session_id": chat.session_id,
+        "status": chat_status(chat.status),
+        "salesperson": chat.salesperson,
+        "salesperson_connected": chat.salesperson_connected,
+        "handoff_reason": chat.handoff_reason,
+        "language_code": chat.language_code,
+        "waiting_since": _time(chat.waiting_since) if chat.HasField("waiting_since") else None,
+        "last_message_at": _time(chat.last_message_at),
+        "product": chat.product,
+        "visitor": {f.name: v for f, v in chat.visitor.ListFields()},
+        "qualification": [
+            {"name": s.name, "value": s.value, "original": s.original}
+            for s in chat.qualification
+            if s.filled
+        ],
+        "messages": [chat_message_json(m) for m in chat.messages],
+    }
+
+
+def chat_event_json(event: nlp_pb2.ChatEvent) -> dict[str, Any]:
+    """A WatchChats event: a message, or a chat's new status."""
+    if event.HasField("message"):
+        return {"type": "message", **chat_message_json(event.message)}
+    return {"type": "status", **live_chat_json(event.chat)}
+
+
+def widget_event_json(event: nlp_pb2.ChatEvent) -> dict[str, Any]:
+    """What a visitor's widget may see of its own chat: messages and who answers."""
+    if event.HasField("message"):
+        m = event.message
+        return {
+            "type": "message",
+            "seq": m.seq,
+            "role": _enum_name(nlp_pb2.ChatRole, m.role, "CHAT_ROLE_"),
+            "author": m.author,
+            "text": m.text,
+        }
+    chat = event.chat
+    return {"type": "status", "status": chat_status(chat.status), "salesperson": chat.salesperson}
 
 
 def source_json(source: vision_pb2.CameraSource) -> dict[str, Any]:

@@ -60,6 +60,7 @@ CATEGORIES: dict[str, tuple[float, str]] = {
     "recovered_call": (0.4, "ended a call positive after a negative turn"),
 }
 # Follow-ups (when someone should contact the lead next, and why), by urgency.
+CALLBACK_WITHIN = timedelta(hours=1)  # the chat promised it to a visitor nobody could take
 RETENTION_WITHIN = timedelta(hours=4)
 SUPPORT_WITHIN = timedelta(hours=24)
 HOT_WITHIN = timedelta(hours=24)
@@ -152,6 +153,8 @@ class Features:
     # the latest call's customer sentiment: [label, t, score] (speech's label)
     call_sentiment: list[Any] | None = None
     categories: dict[str, float] = field(default_factory=dict)  # anchored, latest
+    callback_promised_at: float = 0.0  # epoch seconds of the latest promise, 0 if none
+    salesperson_wrote_at: float = 0.0  # the latest chat message of a salesperson
     signal_count: int = 0
     last_signal_at: float = 0.0  # epoch seconds
 
@@ -194,6 +197,10 @@ class Features:
             self.call_sentiment = _later(self.call_sentiment, [s.value, t, s.numeric_value])
         elif s.kind == K.SIGNAL_KIND_CALL_CATEGORY:
             self.categories[s.name] = max(self.categories.get(s.name, -math.inf), anchor)
+        elif s.kind == K.SIGNAL_KIND_CALLBACK_PROMISED:
+            self.callback_promised_at = max(self.callback_promised_at, t)
+        elif s.kind == K.SIGNAL_KIND_CHAT_MESSAGE and s.name == "salesperson":
+            self.salesperson_wrote_at = max(self.salesperson_wrote_at, t)
         self.key_types = sorted({*self.key_types, *s.key_types})
         self.channels = sorted({*self.channels, s.source})
         self.signal_count += 1
@@ -225,6 +232,8 @@ class Features:
         self.call_sentiment = _later(self.call_sentiment, other.call_sentiment)
         for name, anchored in other.categories.items():
             self.categories[name] = max(self.categories.get(name, -math.inf), anchored)
+        self.callback_promised_at = max(self.callback_promised_at, other.callback_promised_at)
+        self.salesperson_wrote_at = max(self.salesperson_wrote_at, other.salesperson_wrote_at)
         self.key_types = sorted({*self.key_types, *other.key_types})
         self.channels = sorted({*self.channels, *other.channels})
         self.signal_count += other.signal_count
@@ -378,11 +387,18 @@ def assess_features(
 
 
 def _follow_up(f: Features, values: dict[str, float], lead_class: int) -> dict[str, Any]:
-    """When to contact the lead next, and why: a customer at risk of cancelling who
-    sounded negative is a retention call within hours; a complaint, support within a
-    day; otherwise by class. Won and lost leads, and cold ones, need none."""
+    """When to contact the lead next, and why: a callback the chat promised (and no
+    salesperson has written since) within the hour; a customer at risk of cancelling
+    who sounded negative, a retention call within hours; a complaint, support within
+    a day; otherwise by class. Won and lost leads, and cold ones, need none."""
     if f.outcome is not None or not f.last_signal_at:
         return {}
+    if f.callback_promised_at > f.salesperson_wrote_at:
+        promised = datetime.fromtimestamp(f.callback_promised_at, tz=UTC)
+        return {
+            "follow_up_at": promised + CALLBACK_WITHIN,
+            "follow_up_reason": "callback promised in the chat: nobody could take it over",
+        }
     last = datetime.fromtimestamp(f.last_signal_at, tz=UTC)
     negative = values.get("call_sentiment:negative", 0.0) > 0
     if values.get("category:cancellation_after_negative_turn", 0.0) >= 0.5 or (

@@ -16,11 +16,11 @@ from percept.leads.face_erasure import FaceErasure
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.servicer import LeadsServicer
 from percept.leads.store import LeadStore
-from percept.leads.webhooks import WebhookDelivery
 from percept.runtime.batching import BatchMetrics
 from percept.runtime.clients import bearer_of, service_channel
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
+from percept.runtime.webhooks import WebhookDelivery
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
 SERVICE = leads_pb2.DESCRIPTOR.services_by_name["Leads"].full_name

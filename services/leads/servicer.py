@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.analytics import Membership, campaign_report
 from percept.leads.changes import Change
-from percept.leads.identity import to_proto
+from percept.leads.identity import InvalidIdentityError, keys_of, to_proto
 from percept.leads.listen import ChangeListener
 from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.store import (
@@ -99,6 +99,8 @@ def _view_message(view: LeadView) -> leads_pb2.Lead:
 def _summary(entry: dict[str, Any]) -> str:
     kind = common_pb2.SignalKind.Name(entry["kind"]).removeprefix("SIGNAL_KIND_").lower()
     channel = CHANNEL_NAMES.get(entry["source"], "unknown channel")
+    if entry["kind"] == common_pb2.SIGNAL_KIND_CHAT_MESSAGE:  # a chat a salesperson took over
+        return f"{channel}: {entry['name']} wrote: {entry['value']}"
     what = " ".join(p for p in (entry["name"], entry["value"]) if p)
     return f"{channel}: {kind.replace('_', ' ')} {what}".strip()
 
@@ -283,7 +285,10 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         return await self._answer(total, context)
 
     async def GetLead(self, request: leads_pb2.GetLeadRequest, context: Context) -> leads_pb2.Lead:
-        view = await self._view(request.lead_id, context, timeline=request.include_timeline)
+        lead_id = request.lead_id
+        if not lead_id.strip() and request.HasField("key"):
+            lead_id = await self._lead_of_key(request.key, context)
+        view = await self._view(lead_id, context, timeline=request.include_timeline)
         return _view_message(view)
 
     async def ListLeads(
@@ -462,6 +467,22 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
 
     async def _current(self, lead_id: str, context: Context) -> leads_pb2.Lead:
         return _view_message(await self._view(lead_id, context))
+
+    async def _lead_of_key(self, key: common_pb2.IdentityKeys, context: Context) -> str:
+        """The lead holding the first key given (a chat's session id...), or NOT_FOUND."""
+        try:
+            keys = keys_of(key, self.store.default_region)
+        except InvalidIdentityError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"key: {exc}")
+        if not keys:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key: no identity key set")
+        found = await asyncio.to_thread(self.store.lead_of_key, keys[0])
+        if found is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no lead has the {keys[0].key_type} key given"
+            )
+        assert found is not None
+        return found
 
     async def _view(self, lead_id: str, context: Context, *, timeline: bool = False) -> LeadView:
         """The lead (a merged lead's id finds its survivor), or INVALID_ARGUMENT / NOT_FOUND."""

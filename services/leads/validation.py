@@ -21,6 +21,7 @@ NAMED_KINDS = {
     common_pb2.SIGNAL_KIND_QUALIFICATION_SLOT,
     common_pb2.SIGNAL_KIND_CROWDING,
     common_pb2.SIGNAL_KIND_CALL_CATEGORY,
+    common_pb2.SIGNAL_KIND_CHAT_MESSAGE,
 }
 OUTCOMES = {"won", "lost"}
 SOURCES = frozenset(common_pb2.Source.values()) - {common_pb2.SOURCE_UNSPECIFIED}

@@ -1,7 +1,9 @@
 """The company's knowledge the assistant answers from, and retrieval over it.
 
 Entries come from YAML or CSV the company edits (PERCEPT_NLP_KNOWLEDGE_FILE;
-the packaged knowledge.yaml otherwise). A visitor's message is embedded with
+the packaged knowledge.yaml otherwise). A title or an answer is English text,
+or a mapping from BCP-47 tags to the text in each language (English required:
+retrieval and machine translation start from it). A visitor's message is embedded with
 all-MiniLM-L6-v2 and compared with each entry's title and questions; the best
 cosine per entry is its score. Errors name the file and line at start-up.
 """
@@ -9,8 +11,8 @@ cosine per entry is its score. Errors name the file and line at start-up.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from percept.nlp.language_tags import LanguageTagError, check_tag, primary
 from percept.understanding.classifier import Embedder
 
 FIELDS = ("id", "title", "answer", "questions", "product")
 OTHER_PRODUCT_PENALTY = 0.1
+ENGLISH = "en"
 
 
 class KnowledgeError(ValueError):
@@ -31,10 +35,28 @@ class KnowledgeError(ValueError):
 @dataclass(frozen=True)
 class Entry:
     id: str
-    title: str
-    answer: str
+    title: str  # English
+    answer: str  # English
     questions: tuple[str, ...] = ()
     product: str = ""
+    titles: Mapping[str, str] = field(default_factory=dict)  # other languages, by tag
+    answers: Mapping[str, str] = field(default_factory=dict)
+
+    def title_in(self, language: str) -> str | None:
+        """The title written in `language` ('es-MX' falls back to 'es'), None if not."""
+        return _written_in(language, self.title, self.titles)
+
+    def answer_in(self, language: str) -> str | None:
+        return _written_in(language, self.answer, self.answers)
+
+
+def _written_in(language: str, english: str, others: Mapping[str, str]) -> str | None:
+    if language == ENGLISH or primary(language) == ENGLISH:
+        return english
+    found = others.get(language) or others.get(primary(language))
+    if found is None:  # 'es' asked, only 'es-MX' written: a variant beats MT
+        found = next((t for tag, t in others.items() if primary(tag) == primary(language)), None)
+    return found
 
 
 @dataclass(frozen=True)
@@ -56,10 +78,11 @@ def _entry(raw: dict[str, Any], where: str, seen: set[str]) -> Entry:
     unknown = sorted(set(raw) - {*FIELDS, "__line__"})
     if unknown:
         raise KnowledgeError(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
-    for name in ("id", "title", "answer"):
-        value = raw.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise KnowledgeError(f"{where}: {name!r} is missing or not text")
+    value = raw.get("id")
+    if not isinstance(value, str) or not value.strip():
+        raise KnowledgeError(f"{where}: 'id' is missing or not text")
+    title, titles = _texts(raw.get("title"), "title", where)
+    answer, answers = _texts(raw.get("answer"), "answer", where)
     entry_id = raw["id"].strip()
     if entry_id in seen:
         raise KnowledgeError(f"{where}: id {entry_id!r} is used twice")
@@ -74,11 +97,40 @@ def _entry(raw: dict[str, Any], where: str, seen: set[str]) -> Entry:
         raise KnowledgeError(f"{where}: 'product' must be a product id from catalog.yaml")
     return Entry(
         entry_id,
-        raw["title"].strip(),
-        raw["answer"].strip(),
+        title,
+        answer,
         tuple(q.strip() for q in questions if q.strip()),
         product.strip(),
+        titles,
+        answers,
     )
+
+
+def _texts(value: Any, name: str, where: str) -> tuple[str, dict[str, str]]:
+    """(English, {tag: text} of the other languages) of a title or an answer."""
+    if isinstance(value, str) and value.strip():
+        return value.strip(), {}
+    if not isinstance(value, dict):
+        raise KnowledgeError(f"{where}: {name!r} is missing or not text")
+    line = value.pop("__line__", None)
+    at = f"{where.rsplit(' line ', 1)[0]} line {line}" if line else where
+    texts: dict[str, str] = {}
+    for tag, text in value.items():
+        try:
+            language = check_tag(str(tag))
+        except LanguageTagError as exc:
+            raise KnowledgeError(f"{at}: {name}: {exc}") from exc
+        if not isinstance(text, str) or not text.strip():
+            raise KnowledgeError(f"{at}: {name} in {language!r} is empty or not text")
+        if language in texts:
+            raise KnowledgeError(f"{at}: {name} has {language!r} twice")
+        texts[language] = text.strip()
+    english = texts.pop(ENGLISH, None)
+    if english is None:
+        raise KnowledgeError(
+            f"{at}: {name} has no English ('en') text (retrieval and translation start from it)"
+        )
+    return english, texts
 
 
 def parse_yaml(text: str, name: str) -> list[Entry]:
@@ -104,7 +156,7 @@ def parse_yaml(text: str, name: str) -> list[Entry]:
 
 def parse_csv(text: str, name: str) -> list[Entry]:
     reader = csv.DictReader(text.splitlines())
-    missing = {"id", "title", "answer"} - set(reader.fieldnames or ())
+    missing = {"id", "title", "answer"} - {c.partition(".")[0] for c in reader.fieldnames or ()}
     if missing:
         raise KnowledgeError(f"{name} line 1: missing column(s) {', '.join(sorted(missing))}")
     seen: set[str] = set()
@@ -112,7 +164,20 @@ def parse_csv(text: str, name: str) -> list[Entry]:
     for row in reader:
         if None in row:
             raise KnowledgeError(f"{name} line {reader.line_num}: more values than columns")
-        values = {k: v for k, v in row.items() if v}
+        values: dict[str, Any] = {}
+        for column, value in row.items():
+            if not value:
+                continue
+            field_name, dot, tag = column.partition(".")  # answer.es: the answer in Spanish
+            if dot and field_name in ("title", "answer"):
+                values.setdefault(f"{field_name}.", {})[tag] = value
+            else:
+                values[column] = value  # an unknown column is refused by _entry
+        for field_name in ("title", "answer"):
+            translated = values.pop(f"{field_name}.", None)
+            if translated is not None:
+                english = {"en": values[field_name]} if values.get(field_name) else {}
+                values[field_name] = {**english, **translated}
         entries.append(_entry(values, f"{name} line {reader.line_num}", seen))
     if not entries:
         raise KnowledgeError(f"{name}: no entries")

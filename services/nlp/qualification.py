@@ -32,16 +32,6 @@ SLOTS = (
 )
 # The order questions come in; "contact" asks for an e-mail or a phone number.
 ASK_ORDER = ("product", "quantity", "timeline", "budget", "decision_role", "name", "contact")
-QUESTIONS = {
-    # short and plain: they are machine-translated for visitors in other languages
-    "product": "Which product are you interested in?",
-    "quantity": "How many do you need?",
-    "timeline": "When do you need them?",
-    "budget": "What is your budget?",
-    "decision_role": "What is your role in the decision?",
-    "name": "What is your name?",
-    "contact": "What is your e-mail or phone number?",
-}
 INTEREST = {"purchase_intent", "price_inquiry", "product_question", "demo_or_meeting_request"}
 MAX_ASKS = 2
 
@@ -89,8 +79,9 @@ _BUDGET_WORDS = re.compile(r"\b(budget|estimate|spend|afford)\b", re.IGNORECASE)
 
 @dataclass
 class Slot:
-    value: str = ""
+    value: str = ""  # in English (normalised where the slot has a form: money, dates)
     confidence: float = 0.0
+    original: str = ""  # the visitor's own words, when they wrote in another language
 
     @property
     def filled(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,11 +11,21 @@ from typing import Any
 import grpc
 
 from percept.nlp.apertium import ApertiumError
+from percept.nlp.chat_messages import (
+    STATUS,
+    STATUS_OF,
+    changed_chat,
+    chat_message,
+    live_chat,
+    qualification,
+)
 from percept.nlp.dialogue import Assistant, Reply, Turn
+from percept.nlp.inbox import CLAIMED, SALESPERSON, WAITING, ClaimedByOtherError, NotClaimedError
 from percept.nlp.language import LanguageDetector, iso_639_1
 from percept.nlp.metrics import NlpMetrics
 from percept.nlp.sessions import SessionExpiredError, SessionNotFoundError
-from percept.nlp.signals import chat_signals
+from percept.nlp.signals import chat_message_signal, chat_signals
+from percept.nlp.takeover import Takeovers
 from percept.nlp.translation import Translated, Translator, UnsupportedPairError
 from percept.runtime.ratelimit import RateLimiter
 from percept.understanding.messages import entity_messages, intent_messages
@@ -25,6 +36,18 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TEXT_CHARS = 10_000
 MAX_TEXTS = 512  # per Translate call
 AUTO = ("", "auto")
+MAX_NAME = 100  # a salesperson's name
+WATCH_POLL_S = 0.5  # how often a watch reads the transcript (other replicas' messages)
+WATCH_GRACE_S = 5.0  # a message may commit this long after a later one (PostgreSQL)
+PRESENCE_EVERY_S = 5.0  # a salesperson's open watch says they are connected this often
+
+
+def _check_salesperson(name: str) -> str | None:
+    if not name.strip():
+        return "salesperson: required (the name the visitor sees)"
+    if len(name) > MAX_NAME or not name.isprintable():
+        return f"salesperson: at most {MAX_NAME} printable characters"
+    return None
 
 
 def _check_session_id(session_id: str) -> str | None:
@@ -67,7 +90,14 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         self.detector: LanguageDetector | None = None  # set when loaded
         self.translator: Translator | None = None
         self.assistant: Assistant | None = None
+        self.takeovers: Takeovers | None = None
         self.publish: Callable[[common_pb2.Signal], None] | None = None
+        self.wrote = asyncio.Event()  # wakes this replica's watches at once
+
+    def wake_watches(self) -> None:
+        """Something was written to the transcript: this replica's watches read it now."""
+        self.wrote.set()
+        self.wrote = asyncio.Event()
 
     async def _translator(self, context: Context) -> Translator:
         if self.translator is None or self.detector is None:
@@ -200,6 +230,7 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         if self.publish is not None:
             for signal in chat_signals(reply, request.text, request.page_url):
                 self.publish(signal)
+        self.wake_watches()
         return chat_reply(reply)
 
     async def Chat(self, request: nlp_pb2.ChatTurn, context: Context) -> nlp_pb2.ChatReply:
@@ -214,6 +245,166 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
             yield nlp_pb2.ChatReplyChunk(text_delta=piece)
         yield nlp_pb2.ChatReplyChunk(reply=reply)
 
+    # -- live takeover -------------------------------------------------------------
+
+    async def _takeovers(self, context: Context) -> Takeovers:
+        if self.takeovers is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the assistant is still loading")
+        assert self.takeovers is not None
+        return self.takeovers
+
+    async def _chat_call(self, context: Context, session_id: str, salesperson: str | None) -> None:
+        problem = _check_session_id(session_id) or (
+            "session_id: required" if not session_id else None
+        )
+        if problem is None and salesperson is not None:
+            problem = _check_salesperson(salesperson)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    async def _run(self, context: Context, session_id: str, work: Callable[[], Any]) -> Any:
+        """A takeover step off the loop, its refusals as statuses that say why."""
+        try:
+            return await asyncio.to_thread(work)
+        except SessionNotFoundError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"session_id: no chat {session_id!r}")
+        except SessionExpiredError:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"session_id: chat {session_id!r} has ended (the visitor left)",
+            )
+        except ClaimedByOtherError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except NotClaimedError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    async def ListChats(
+        self, request: nlp_pb2.ListChatsRequest, context: Context
+    ) -> nlp_pb2.ListChatsResponse:
+        takeovers = await self._takeovers(context)
+        unknown = [s for s in request.statuses if s not in STATUS_OF]
+        if unknown:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"statuses: {unknown[0]} is not a chat status"
+            )
+        if not 0 <= request.limit <= 1000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit: from 0 to 1000")
+        statuses = [STATUS_OF[s] for s in request.statuses] or [WAITING, CLAIMED]
+        views = await asyncio.to_thread(takeovers.chats, statuses, request.limit or 100)
+        return nlp_pb2.ListChatsResponse(chats=[live_chat(v) for v in views])
+
+    async def GetChat(self, request: nlp_pb2.GetChatRequest, context: Context) -> nlp_pb2.LiveChat:
+        takeovers = await self._takeovers(context)
+        await self._chat_call(context, request.session_id, None)
+        view = await self._run(
+            context, request.session_id, lambda: takeovers.view(request.session_id)
+        )
+        return live_chat(view)
+
+    async def ClaimChat(
+        self, request: nlp_pb2.ClaimChatRequest, context: Context
+    ) -> nlp_pb2.LiveChat:
+        takeovers = await self._takeovers(context)
+        await self._chat_call(context, request.session_id, request.salesperson)
+        view = await self._run(
+            context,
+            request.session_id,
+            lambda: takeovers.claim(request.session_id, request.salesperson.strip()),
+        )
+        self.wake_watches()
+        return live_chat(view)
+
+    async def ReleaseChat(
+        self, request: nlp_pb2.ReleaseChatRequest, context: Context
+    ) -> nlp_pb2.LiveChat:
+        takeovers = await self._takeovers(context)
+        await self._chat_call(context, request.session_id, request.salesperson)
+        view = await self._run(
+            context,
+            request.session_id,
+            lambda: takeovers.release(request.session_id, request.salesperson.strip()),
+        )
+        self.wake_watches()
+        return live_chat(view)
+
+    async def SendSalespersonMessage(
+        self, request: nlp_pb2.SalespersonMessage, context: Context
+    ) -> nlp_pb2.ChatMessage:
+        takeovers = await self._takeovers(context)
+        await self._chat_call(context, request.session_id, request.salesperson)
+        problem = check_text(request.text)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        salesperson = request.salesperson.strip()
+        session, line = await self._run(
+            context,
+            request.session_id,
+            lambda: takeovers.send(request.session_id, salesperson, request.text),
+        )
+        if self.publish is not None:
+            self.publish(chat_message_signal(session, SALESPERSON, request.text, salesperson))
+        self.wake_watches()
+        return chat_message(line)
+
+    async def WatchChats(
+        self, request: nlp_pb2.WatchChatsRequest, context: Context
+    ) -> AsyncIterator[nlp_pb2.ChatEvent]:
+        """Follows the transcript table: this replica's writes wake it at once, other
+        replicas' are read every WATCH_POLL_S. A message that commits after a later one
+        (PostgreSQL sequences) is still sent: the watch reads WATCH_GRACE_S back."""
+        takeovers = await self._takeovers(context)
+        session_id, salesperson = request.session_id, request.salesperson.strip()
+        problem = _check_session_id(session_id) or (
+            _check_salesperson(salesperson) if request.salesperson else None
+        )
+        if request.after_seq < 0:
+            problem = "after_seq: negative"
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        inbox = takeovers.inbox
+        floor = request.after_seq
+        if not floor and not session_id:  # every chat: from now
+            floor = await asyncio.to_thread(inbox.last_seq)
+        await context.send_initial_metadata(())
+        if session_id:  # one chat: its state first, then its transcript from after_seq
+            try:
+                view = await asyncio.to_thread(takeovers.view, session_id, transcript=False)
+                yield nlp_pb2.ChatEvent(chat=live_chat(view))
+            except LookupError:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"session_id: no chat {session_id!r}"
+                )
+        sent: set[int] = set()
+        states: dict[str, tuple[str, str]] = {}
+        present_at = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            wake = self.wrote
+            if salesperson and loop.time() - present_at >= PRESENCE_EVERY_S:
+                await asyncio.to_thread(inbox.seen, salesperson)
+                present_at = loop.time()
+            lines = await asyncio.to_thread(inbox.since, floor, session_id)
+            settled = inbox.clock() - WATCH_GRACE_S
+            for line in lines:
+                if line.seq in sent:
+                    continue
+                sent.add(line.seq)
+                state = (line.status, line.salesperson)
+                if states.get(line.session_id, state) != state or (
+                    line.session_id not in states and not session_id
+                ):
+                    yield nlp_pb2.ChatEvent(chat=changed_chat(line))
+                states[line.session_id] = state
+                yield nlp_pb2.ChatEvent(message=chat_message(line))
+            old = [line.seq for line in lines if line.sent_at < settled]
+            if len(lines) >= 500:  # a backlog: move on whatever its age
+                old = [lines[-1].seq]
+            if old:
+                floor = max(floor, max(old))
+                sent = {seq for seq in sent if seq > floor}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), WATCH_POLL_S)
+
 
 def _translation(source: str, done: Translated) -> nlp_pb2.Translation:
     return nlp_pb2.Translation(
@@ -222,19 +413,13 @@ def _translation(source: str, done: Translated) -> nlp_pb2.Translation:
 
 
 def chat_reply(reply: Reply) -> nlp_pb2.ChatReply:
-    slots = reply.session.qualification.slots
     return nlp_pb2.ChatReply(
         session_id=reply.session.id,
         text=reply.text,
         language_code=reply.language,
         intents=intent_messages(reply.intents),
         entities=entity_messages(reply.entities),
-        qualification=[
-            nlp_pb2.QualificationSlot(
-                name=name, value=slot.value, filled=slot.filled, confidence=slot.confidence
-            )
-            for name, slot in slots.items()
-        ],
+        qualification=qualification(reply.session),
         handoff=bool(reply.handoff_reason),
         handoff_reason=reply.handoff_reason,
         sources=[
@@ -242,6 +427,11 @@ def chat_reply(reply: Reply) -> nlp_pb2.ChatReply:
             for h in reply.sources
         ],
         confidence=reply.confidence,
+        text_source=reply.text_source,
+        status=STATUS[reply.status],
+        salesperson=reply.salesperson,
+        visitor_seq=reply.visitor_seq,
+        reply_seq=reply.reply_seq,
     )
 
 

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 
 KEEP_EXPIRED_S = 86_400.0
 
-_metadata = sa.MetaData()
+metadata = sa.MetaData()
 _sessions = sa.Table(
     "chat_sessions",
-    _metadata,
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
@@ -37,18 +37,18 @@ class SessionExpiredError(LookupError):
 class SessionStore:
     def __init__(self, url: str, ttl_s: float) -> None:
         if url == "memory":
-            self._engine = sa.create_engine(
+            self.engine = sa.create_engine(
                 "sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
             )
         else:
-            self._engine = sa.create_engine(url)
-        _metadata.create_all(self._engine)  # one table of JSON documents: no migrations yet
+            self.engine = sa.create_engine(url)
+        metadata.create_all(self.engine)  # one table of JSON documents: no migrations yet
         self.ttl_s = ttl_s
         self._last_purge = 0.0
 
     def get(self, session_id: str, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(_sessions.c.state, _sessions.c.expires_at).where(
                     _sessions.c.id == session_id
@@ -64,7 +64,7 @@ class SessionStore:
     def put(self, session_id: str, state: dict[str, Any], now: float | None = None) -> None:
         now = time.time() if now is None else now
         values = {"state": json.dumps(state), "expires_at": now + self.ttl_s}
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             updated = conn.execute(
                 sa.update(_sessions).where(_sessions.c.id == session_id).values(**values)
             ).rowcount
@@ -77,4 +77,4 @@ class SessionStore:
                 )
 
     def close(self) -> None:
-        self._engine.dispose()
+        self.engine.dispose()

@@ -3,7 +3,8 @@
 `PERCEPT_API_KEYS` lists keys, each optionally with its scopes after a colon
 (`KEY` has every scope, `KEY:ingest` may only send signals, `KEY:read+admin`...).
 A perception service's key needs `ingest` on leads; the console's needs `read`
-(and `admin` to erase); a call-center system's needs `perceive`. Every method of
+(and `admin` to erase, `respond` for salespeople to answer chats); a
+call-center system's needs `perceive`. Every method of
 every service has a scope here, and a method that has none (a new RPC someone
 forgot to classify) needs `admin`: closed by default.
 """
@@ -14,7 +15,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SCOPES = ("perceive", "ingest", "read", "admin")
+SCOPES = ("perceive", "ingest", "read", "respond", "admin")
 MIN_KEY_LENGTH = 16
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)  # load balancers and kubelets need no key
 
@@ -29,7 +30,10 @@ _BY_SERVICE: dict[str, dict[str, tuple[str, ...]]] = {
         "admin": ("Enroll", "ForgetVisitor"),  # biometric data of consenting visitors
     },
     "percept.v1.Nlp": {
-        "perceive": ("DetectLanguage", "Translate", "ListLanguagePairs", "Chat", "ChatStream")
+        "perceive": ("DetectLanguage", "Translate", "ListLanguagePairs", "Chat", "ChatStream"),
+        "read": ("ListChats", "GetChat", "WatchChats"),
+        # a salesperson answering chats in the assistant's place
+        "respond": ("ClaimChat", "ReleaseChat", "SendSalespersonMessage"),
     },
     "percept.v1.Leads": {
         "ingest": ("Ingest", "IngestBatch"),

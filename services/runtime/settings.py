@@ -177,6 +177,31 @@ class Settings(BaseSettings):
     nlp_answer_threshold: float = Field(
         0.45, ge=0, le=1, description="knowledge match (cosine) below which the assistant asks"
     )
+    nlp_prompts_dir: Path | None = Field(
+        None,
+        description="a folder of <language>.yaml files with the assistant's own words "
+        "(en.yaml required); default: the packaged English, Spanish and French",
+    )
+    nlp_handoff_wait_s: float = Field(
+        120.0,
+        gt=0,
+        description="how long a handed-off visitor waits for a salesperson before the chat "
+        "promises a callback (a follow-up for leads)",
+    )
+    nlp_salesperson_presence_s: float = Field(
+        30.0,
+        gt=0,
+        description="a salesperson whose inbox has not been connected for this long is gone: "
+        "their chats go back to the waiting list",
+    )
+    nlp_handoff_webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated URLs (a help desk) told when a chat waits for, is "
+        "claimed by or released by a salesperson",
+    )
+    nlp_handoff_webhook_secret: str = Field(
+        "", description="HMAC key that signs the hand-off webhook requests"
+    )
     speech_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     speech_device: Literal["auto", "cpu", "cuda"] = "auto"
     speech_cpu_threads: int = Field(2, ge=1, le=64)
@@ -346,6 +371,7 @@ class Settings(BaseSettings):
     @field_validator(
         "api_keys",
         "leads_webhook_urls",
+        "nlp_handoff_webhook_urls",
         "nlp_languages",
         "nlp_translation_backends",
         "nlp_translation_models",
@@ -421,6 +447,11 @@ class Settings(BaseSettings):
         if self.leads_webhook_urls and len(self.leads_webhook_secret) < 16:
             raise ValueError(
                 "leads_webhook_secret of at least 16 characters is needed with webhooks"
+            )
+        if self.nlp_handoff_webhook_urls and len(self.nlp_handoff_webhook_secret) < 16:
+            raise ValueError(
+                "nlp_handoff_webhook_secret of at least 16 characters is needed with "
+                "nlp_handoff_webhook_urls"
             )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")

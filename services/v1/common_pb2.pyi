@@ -89,6 +89,15 @@ class _SignalKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignalKind
     """value = the call's summary in words; attributes: its figures (talk seconds per
     role, words per minute, silences, interruptions, duration).
     """
+    SIGNAL_KIND_CHAT_MESSAGE: _SignalKind.ValueType  # 14
+    """A message of a chat a salesperson took over (or the visitor's while they wait):
+    name = the role (visitor, salesperson), evidence = the text; attributes: the
+    salesperson, the language.
+    """
+    SIGNAL_KIND_CALLBACK_PROMISED: _SignalKind.ValueType  # 15
+    """The chat promised the visitor a callback (nobody could take it over in time):
+    a follow-up is due. value = why.
+    """
 
 class SignalKind(_SignalKind, metaclass=_SignalKindEnumTypeWrapper):
     """What a signal says about a person."""
@@ -123,6 +132,15 @@ SIGNAL_KIND_CALL_CATEGORY: SignalKind.ValueType  # 12
 SIGNAL_KIND_CALL_SUMMARY: SignalKind.ValueType  # 13
 """value = the call's summary in words; attributes: its figures (talk seconds per
 role, words per minute, silences, interruptions, duration).
+"""
+SIGNAL_KIND_CHAT_MESSAGE: SignalKind.ValueType  # 14
+"""A message of a chat a salesperson took over (or the visitor's while they wait):
+name = the role (visitor, salesperson), evidence = the text; attributes: the
+salesperson, the language.
+"""
+SIGNAL_KIND_CALLBACK_PROMISED: SignalKind.ValueType  # 15
+"""The chat promised the visitor a callback (nobody could take it over in time):
+a follow-up is due. value = why.
 """
 Global___SignalKind: _TypeAlias = SignalKind  # noqa: Y015
 

@@ -277,17 +277,23 @@ class GetLeadRequest(_message.Message):
 
     LEAD_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_TIMELINE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     include_timeline: _builtins.bool
+    @_builtins.property
+    def key(self) -> _common_pb2.IdentityKeys:
+        """Instead of lead_id: the lead that holds one of these keys (e.g. a chat session id)."""
+
     def __init__(
         self,
         *,
         lead_id: _builtins.str = ...,
         include_timeline: _builtins.bool = ...,
+        key: _common_pb2.IdentityKeys | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_timeline", b"include_timeline", "lead_id", b"lead_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_timeline", b"include_timeline", "key", b"key", "lead_id", b"lead_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

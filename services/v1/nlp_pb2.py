@@ -22,44 +22,69 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from percept.v1 import common_pb2 as percept_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14percept/v1/nlp.proto\x12\npercept.v1\x1a\x17percept/v1/common.proto\"%\n\x15\x44\x65tectLanguageRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\">\n\x11LanguageCandidate\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x88\x01\n\x16\x44\x65tectLanguageResponse\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x10\n\x08reliable\x18\x03 \x01(\x08\x12\x31\n\ncandidates\x18\x04 \x03(\x0b\x32\x1d.percept.v1.LanguageCandidate\"S\n\x10TranslateRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x17\n\x0fsource_language\x18\x02 \x01(\t\x12\x17\n\x0ftarget_language\x18\x03 \x01(\t\"]\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x17\n\x0fsource_language\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x16\n\x0epivot_language\x18\x04 \x01(\t\"B\n\x11TranslateResponse\x12-\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x17.percept.v1.Translation\"\x1a\n\x18ListLanguagePairsRequest\"Q\n\x0cLanguagePair\x12\x17\n\x0fsource_language\x18\x01 \x01(\t\x12\x17\n\x0ftarget_language\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"D\n\x19ListLanguagePairsResponse\x12\'\n\x05pairs\x18\x01 \x03(\x0b\x32\x18.percept.v1.LanguagePair\"\x95\x01\n\x08\x43hatTurn\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12)\n\x07visitor\x18\x04 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\x12\x13\n\x0b\x63\x61mpaign_id\x18\x05 \x01(\t\x12\x10\n\x08page_url\x18\x06 \x01(\t\"T\n\x11QualificationSlot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06\x66illed\x18\x03 \x01(\x08\x12\x12\n\nconfidence\x18\x04 \x01(\x02\";\n\x0fKnowledgeSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xb0\x02\n\tChatReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12#\n\x07intents\x18\x04 \x03(\x0b\x32\x12.percept.v1.Intent\x12$\n\x08\x65ntities\x18\x05 \x03(\x0b\x32\x12.percept.v1.Entity\x12\x34\n\rqualification\x18\x06 \x03(\x0b\x32\x1d.percept.v1.QualificationSlot\x12\x0f\n\x07handoff\x18\x07 \x01(\x08\x12\x16\n\x0ehandoff_reason\x18\x08 \x01(\t\x12,\n\x07sources\x18\t \x03(\x0b\x32\x1b.percept.v1.KnowledgeSource\x12\x12\n\nconfidence\x18\n \x01(\x02\"W\n\x0e\x43hatReplyChunk\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.percept.v1.ChatReplyH\x00\x42\x07\n\x05\x63hunk2\x81\x03\n\x03Nlp\x12W\n\x0e\x44\x65tectLanguage\x12!.percept.v1.DetectLanguageRequest\x1a\".percept.v1.DetectLanguageResponse\x12H\n\tTranslate\x12\x1c.percept.v1.TranslateRequest\x1a\x1d.percept.v1.TranslateResponse\x12`\n\x11ListLanguagePairs\x12$.percept.v1.ListLanguagePairsRequest\x1a%.percept.v1.ListLanguagePairsResponse\x12\x33\n\x04\x43hat\x12\x14.percept.v1.ChatTurn\x1a\x15.percept.v1.ChatReply\x12@\n\nChatStream\x12\x14.percept.v1.ChatTurn\x1a\x1a.percept.v1.ChatReplyChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14percept/v1/nlp.proto\x12\npercept.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17percept/v1/common.proto\"%\n\x15\x44\x65tectLanguageRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\">\n\x11LanguageCandidate\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x88\x01\n\x16\x44\x65tectLanguageResponse\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x10\n\x08reliable\x18\x03 \x01(\x08\x12\x31\n\ncandidates\x18\x04 \x03(\x0b\x32\x1d.percept.v1.LanguageCandidate\"S\n\x10TranslateRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x17\n\x0fsource_language\x18\x02 \x01(\t\x12\x17\n\x0ftarget_language\x18\x03 \x01(\t\"]\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x17\n\x0fsource_language\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x16\n\x0epivot_language\x18\x04 \x01(\t\"B\n\x11TranslateResponse\x12-\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x17.percept.v1.Translation\"\x1a\n\x18ListLanguagePairsRequest\"Q\n\x0cLanguagePair\x12\x17\n\x0fsource_language\x18\x01 \x01(\t\x12\x17\n\x0ftarget_language\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"D\n\x19ListLanguagePairsResponse\x12\'\n\x05pairs\x18\x01 \x03(\x0b\x32\x18.percept.v1.LanguagePair\"\x95\x01\n\x08\x43hatTurn\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12)\n\x07visitor\x18\x04 \x01(\x0b\x32\x18.percept.v1.IdentityKeys\x12\x13\n\x0b\x63\x61mpaign_id\x18\x05 \x01(\t\x12\x10\n\x08page_url\x18\x06 \x01(\t\"f\n\x11QualificationSlot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06\x66illed\x18\x03 \x01(\x08\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x10\n\x08original\x18\x05 \x01(\t\";\n\x0fKnowledgeSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xaa\x03\n\tChatReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12#\n\x07intents\x18\x04 \x03(\x0b\x32\x12.percept.v1.Intent\x12$\n\x08\x65ntities\x18\x05 \x03(\x0b\x32\x12.percept.v1.Entity\x12\x34\n\rqualification\x18\x06 \x03(\x0b\x32\x1d.percept.v1.QualificationSlot\x12\x0f\n\x07handoff\x18\x07 \x01(\x08\x12\x16\n\x0ehandoff_reason\x18\x08 \x01(\t\x12,\n\x07sources\x18\t \x03(\x0b\x32\x1b.percept.v1.KnowledgeSource\x12\x12\n\nconfidence\x18\n \x01(\x02\x12\x13\n\x0btext_source\x18\x0b \x01(\t\x12&\n\x06status\x18\x0c \x01(\x0e\x32\x16.percept.v1.ChatStatus\x12\x13\n\x0bsalesperson\x18\r \x01(\t\x12\x13\n\x0bvisitor_seq\x18\x0e \x01(\x03\x12\x11\n\treply_seq\x18\x0f \x01(\x03\"\xb4\x01\n\x0b\x43hatMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.percept.v1.ChatRole\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12+\n\x07sent_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlanguage_code\x18\x07 \x01(\t\"\xae\x03\n\x08LiveChat\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.percept.v1.ChatStatus\x12\x13\n\x0bsalesperson\x18\x03 \x01(\t\x12\x1d\n\x15salesperson_connected\x18\x04 \x01(\x08\x12\x16\n\x0ehandoff_reason\x18\x05 \x01(\t\x12\x15\n\rlanguage_code\x18\x06 \x01(\t\x12\x31\n\rwaiting_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_message_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07visitor\x18\t \x01(\x0b\x32\x18.percept.v1.IdentityKeys\x12\x0f\n\x07product\x18\n \x01(\t\x12\x34\n\rqualification\x18\x0b \x03(\x0b\x32\x1d.percept.v1.QualificationSlot\x12)\n\x08messages\x18\x0c \x03(\x0b\x32\x17.percept.v1.ChatMessage\"K\n\x10ListChatsRequest\x12(\n\x08statuses\x18\x01 \x03(\x0e\x32\x16.percept.v1.ChatStatus\x12\r\n\x05limit\x18\x02 \x01(\x05\"8\n\x11ListChatsResponse\x12#\n\x05\x63hats\x18\x01 \x03(\x0b\x32\x14.percept.v1.LiveChat\"$\n\x0eGetChatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x10\x43laimChatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bsalesperson\x18\x02 \x01(\t\"=\n\x12ReleaseChatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bsalesperson\x18\x02 \x01(\t\"K\n\x12SalespersonMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bsalesperson\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"O\n\x11WatchChatsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x13\n\x0bsalesperson\x18\x03 \x01(\t\"f\n\tChatEvent\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x17.percept.v1.ChatMessageH\x00\x12$\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x14.percept.v1.LiveChatH\x00\x42\x07\n\x05\x65vent\"W\n\x0e\x43hatReplyChunk\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.percept.v1.ChatReplyH\x00\x42\x07\n\x05\x63hunk*\x90\x01\n\nChatStatus\x12\x1b\n\x17\x43HAT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HAT_STATUS_ASSISTANT\x10\x01\x12\x17\n\x13\x43HAT_STATUS_WAITING\x10\x02\x12\x17\n\x13\x43HAT_STATUS_CLAIMED\x10\x03\x12\x18\n\x14\x43HAT_STATUS_CALLBACK\x10\x04*p\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HAT_ROLE_VISITOR\x10\x01\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x02\x12\x19\n\x15\x43HAT_ROLE_SALESPERSON\x10\x03\x32\xa7\x06\n\x03Nlp\x12W\n\x0e\x44\x65tectLanguage\x12!.percept.v1.DetectLanguageRequest\x1a\".percept.v1.DetectLanguageResponse\x12H\n\tTranslate\x12\x1c.percept.v1.TranslateRequest\x1a\x1d.percept.v1.TranslateResponse\x12`\n\x11ListLanguagePairs\x12$.percept.v1.ListLanguagePairsRequest\x1a%.percept.v1.ListLanguagePairsResponse\x12\x33\n\x04\x43hat\x12\x14.percept.v1.ChatTurn\x1a\x15.percept.v1.ChatReply\x12@\n\nChatStream\x12\x14.percept.v1.ChatTurn\x1a\x1a.percept.v1.ChatReplyChunk0\x01\x12H\n\tListChats\x12\x1c.percept.v1.ListChatsRequest\x1a\x1d.percept.v1.ListChatsResponse\x12;\n\x07GetChat\x12\x1a.percept.v1.GetChatRequest\x1a\x14.percept.v1.LiveChat\x12?\n\tClaimChat\x12\x1c.percept.v1.ClaimChatRequest\x1a\x14.percept.v1.LiveChat\x12\x43\n\x0bReleaseChat\x12\x1e.percept.v1.ReleaseChatRequest\x1a\x14.percept.v1.LiveChat\x12Q\n\x16SendSalespersonMessage\x12\x1e.percept.v1.SalespersonMessage\x1a\x17.percept.v1.ChatMessage\x12\x44\n\nWatchChats\x12\x1d.percept.v1.WatchChatsRequest\x1a\x15.percept.v1.ChatEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'percept.v1.nlp_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=61
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=98
-  _globals['_LANGUAGECANDIDATE']._serialized_start=100
-  _globals['_LANGUAGECANDIDATE']._serialized_end=162
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=165
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=301
-  _globals['_TRANSLATEREQUEST']._serialized_start=303
-  _globals['_TRANSLATEREQUEST']._serialized_end=386
-  _globals['_TRANSLATION']._serialized_start=388
-  _globals['_TRANSLATION']._serialized_end=481
-  _globals['_TRANSLATERESPONSE']._serialized_start=483
-  _globals['_TRANSLATERESPONSE']._serialized_end=549
-  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_start=551
-  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_end=577
-  _globals['_LANGUAGEPAIR']._serialized_start=579
-  _globals['_LANGUAGEPAIR']._serialized_end=660
-  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_start=662
-  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_end=730
-  _globals['_CHATTURN']._serialized_start=733
-  _globals['_CHATTURN']._serialized_end=882
-  _globals['_QUALIFICATIONSLOT']._serialized_start=884
-  _globals['_QUALIFICATIONSLOT']._serialized_end=968
-  _globals['_KNOWLEDGESOURCE']._serialized_start=970
-  _globals['_KNOWLEDGESOURCE']._serialized_end=1029
-  _globals['_CHATREPLY']._serialized_start=1032
-  _globals['_CHATREPLY']._serialized_end=1336
-  _globals['_CHATREPLYCHUNK']._serialized_start=1338
-  _globals['_CHATREPLYCHUNK']._serialized_end=1425
-  _globals['_NLP']._serialized_start=1428
-  _globals['_NLP']._serialized_end=1813
+  _globals['_CHATSTATUS']._serialized_start=2776
+  _globals['_CHATSTATUS']._serialized_end=2920
+  _globals['_CHATROLE']._serialized_start=2922
+  _globals['_CHATROLE']._serialized_end=3034
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=94
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=131
+  _globals['_LANGUAGECANDIDATE']._serialized_start=133
+  _globals['_LANGUAGECANDIDATE']._serialized_end=195
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=198
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=334
+  _globals['_TRANSLATEREQUEST']._serialized_start=336
+  _globals['_TRANSLATEREQUEST']._serialized_end=419
+  _globals['_TRANSLATION']._serialized_start=421
+  _globals['_TRANSLATION']._serialized_end=514
+  _globals['_TRANSLATERESPONSE']._serialized_start=516
+  _globals['_TRANSLATERESPONSE']._serialized_end=582
+  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_start=584
+  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_end=610
+  _globals['_LANGUAGEPAIR']._serialized_start=612
+  _globals['_LANGUAGEPAIR']._serialized_end=693
+  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_start=695
+  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_end=763
+  _globals['_CHATTURN']._serialized_start=766
+  _globals['_CHATTURN']._serialized_end=915
+  _globals['_QUALIFICATIONSLOT']._serialized_start=917
+  _globals['_QUALIFICATIONSLOT']._serialized_end=1019
+  _globals['_KNOWLEDGESOURCE']._serialized_start=1021
+  _globals['_KNOWLEDGESOURCE']._serialized_end=1080
+  _globals['_CHATREPLY']._serialized_start=1083
+  _globals['_CHATREPLY']._serialized_end=1509
+  _globals['_CHATMESSAGE']._serialized_start=1512
+  _globals['_CHATMESSAGE']._serialized_end=1692
+  _globals['_LIVECHAT']._serialized_start=1695
+  _globals['_LIVECHAT']._serialized_end=2125
+  _globals['_LISTCHATSREQUEST']._serialized_start=2127
+  _globals['_LISTCHATSREQUEST']._serialized_end=2202
+  _globals['_LISTCHATSRESPONSE']._serialized_start=2204
+  _globals['_LISTCHATSRESPONSE']._serialized_end=2260
+  _globals['_GETCHATREQUEST']._serialized_start=2262
+  _globals['_GETCHATREQUEST']._serialized_end=2298
+  _globals['_CLAIMCHATREQUEST']._serialized_start=2300
+  _globals['_CLAIMCHATREQUEST']._serialized_end=2359
+  _globals['_RELEASECHATREQUEST']._serialized_start=2361
+  _globals['_RELEASECHATREQUEST']._serialized_end=2422
+  _globals['_SALESPERSONMESSAGE']._serialized_start=2424
+  _globals['_SALESPERSONMESSAGE']._serialized_end=2499
+  _globals['_WATCHCHATSREQUEST']._serialized_start=2501
+  _globals['_WATCHCHATSREQUEST']._serialized_end=2580
+  _globals['_CHATEVENT']._serialized_start=2582
+  _globals['_CHATEVENT']._serialized_end=2684
+  _globals['_CHATREPLYCHUNK']._serialized_start=2686
+  _globals['_CHATREPLYCHUNK']._serialized_end=2773
+  _globals['_NLP']._serialized_start=3037
+  _globals['_NLP']._serialized_end=3844
 # @@protoc_insertion_point(module_scope)

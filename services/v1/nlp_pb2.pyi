@@ -8,7 +8,9 @@ assistant for website chat widgets.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from percept.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +22,54 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ChatStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChatStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChatStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHAT_STATUS_UNSPECIFIED: _ChatStatus.ValueType  # 0
+    CHAT_STATUS_ASSISTANT: _ChatStatus.ValueType  # 1
+    """the assistant answers"""
+    CHAT_STATUS_WAITING: _ChatStatus.ValueType  # 2
+    """handed off: waiting for a salesperson (the assistant still answers)"""
+    CHAT_STATUS_CLAIMED: _ChatStatus.ValueType  # 3
+    """a salesperson answers; the assistant is quiet"""
+    CHAT_STATUS_CALLBACK: _ChatStatus.ValueType  # 4
+    """nobody took it in time: a callback was promised"""
+
+class ChatStatus(_ChatStatus, metaclass=_ChatStatusEnumTypeWrapper): ...
+
+CHAT_STATUS_UNSPECIFIED: ChatStatus.ValueType  # 0
+CHAT_STATUS_ASSISTANT: ChatStatus.ValueType  # 1
+"""the assistant answers"""
+CHAT_STATUS_WAITING: ChatStatus.ValueType  # 2
+"""handed off: waiting for a salesperson (the assistant still answers)"""
+CHAT_STATUS_CLAIMED: ChatStatus.ValueType  # 3
+"""a salesperson answers; the assistant is quiet"""
+CHAT_STATUS_CALLBACK: ChatStatus.ValueType  # 4
+"""nobody took it in time: a callback was promised"""
+Global___ChatStatus: _TypeAlias = ChatStatus  # noqa: Y015
+
+class _ChatRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChatRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChatRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHAT_ROLE_UNSPECIFIED: _ChatRole.ValueType  # 0
+    CHAT_ROLE_VISITOR: _ChatRole.ValueType  # 1
+    CHAT_ROLE_ASSISTANT: _ChatRole.ValueType  # 2
+    CHAT_ROLE_SALESPERSON: _ChatRole.ValueType  # 3
+
+class ChatRole(_ChatRole, metaclass=_ChatRoleEnumTypeWrapper): ...
+
+CHAT_ROLE_UNSPECIFIED: ChatRole.ValueType  # 0
+CHAT_ROLE_VISITOR: ChatRole.ValueType  # 1
+CHAT_ROLE_ASSISTANT: ChatRole.ValueType  # 2
+CHAT_ROLE_SALESPERSON: ChatRole.ValueType  # 3
+Global___ChatRole: _TypeAlias = ChatRole  # noqa: Y015
 
 @_typing.final
 class DetectLanguageRequest(_message.Message):
@@ -281,12 +331,17 @@ class QualificationSlot(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     FILLED_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    ORIGINAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """need, product, quantity, budget, timeline, decision_role, name, email, phone"""
     value: _builtins.str
-    """normalised value; empty while unknown"""
+    """normalised value, in English; empty while unknown"""
     filled: _builtins.bool
     confidence: _builtins.float
+    original: _builtins.str
+    """The visitor's own words for a free-text slot (need, decision_role, timeline) when
+    they wrote in another language: "directora de compras" beside "director of purchases".
+    """
     def __init__(
         self,
         *,
@@ -294,10 +349,11 @@ class QualificationSlot(_message.Message):
         value: _builtins.str = ...,
         filled: _builtins.bool = ...,
         confidence: _builtins.float = ...,
+        original: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "filled", b"filled", "name", b"name", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "filled", b"filled", "name", b"name", "original", b"original", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,6 +398,11 @@ class ChatReply(_message.Message):
     HANDOFF_REASON_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    TEXT_SOURCE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SALESPERSON_FIELD_NUMBER: _builtins.int
+    VISITOR_SEQ_FIELD_NUMBER: _builtins.int
+    REPLY_SEQ_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     text: _builtins.str
     """in the visitor's language"""
@@ -350,6 +411,17 @@ class ChatReply(_message.Message):
     """a human should take over"""
     handoff_reason: _builtins.str
     confidence: _builtins.float
+    text_source: _builtins.str
+    """How the text came to be in the visitor's language: "native" (written in it: the
+    knowledge's and prompts' own text), "machine_translation", or "mixed" (some of each).
+    """
+    status: Global___ChatStatus.ValueType
+    """Set while a salesperson has the chat: the assistant does not answer (text is empty)."""
+    salesperson: _builtins.str
+    visitor_seq: _builtins.int
+    """the visitor's message in the chat's transcript"""
+    reply_seq: _builtins.int
+    """the reply's; 0 when there is none"""
     @_builtins.property
     def intents(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Intent]: ...
     @_builtins.property
@@ -371,14 +443,318 @@ class ChatReply(_message.Message):
         handoff_reason: _builtins.str = ...,
         sources: _abc.Iterable[Global___KnowledgeSource] | None = ...,
         confidence: _builtins.float = ...,
+        text_source: _builtins.str = ...,
+        status: Global___ChatStatus.ValueType = ...,
+        salesperson: _builtins.str = ...,
+        visitor_seq: _builtins.int = ...,
+        reply_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "entities", b"entities", "handoff", b"handoff", "handoff_reason", b"handoff_reason", "intents", b"intents", "language_code", b"language_code", "qualification", b"qualification", "session_id", b"session_id", "sources", b"sources", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "entities", b"entities", "handoff", b"handoff", "handoff_reason", b"handoff_reason", "intents", b"intents", "language_code", b"language_code", "qualification", b"qualification", "reply_seq", b"reply_seq", "salesperson", b"salesperson", "session_id", b"session_id", "sources", b"sources", "status", b"status", "text", b"text", "text_source", b"text_source", "visitor_seq", b"visitor_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatReply: _TypeAlias = ChatReply  # noqa: Y015
+
+@_typing.final
+class ChatMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """rises across every chat: the transcript's order and where to resume"""
+    session_id: _builtins.str
+    role: Global___ChatRole.ValueType
+    author: _builtins.str
+    """the salesperson's name"""
+    text: _builtins.str
+    language_code: _builtins.str
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        session_id: _builtins.str = ...,
+        role: Global___ChatRole.ValueType = ...,
+        author: _builtins.str = ...,
+        text: _builtins.str = ...,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+        language_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "language_code", b"language_code", "role", b"role", "sent_at", b"sent_at", "seq", b"seq", "session_id", b"session_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class LiveChat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SALESPERSON_FIELD_NUMBER: _builtins.int
+    SALESPERSON_CONNECTED_FIELD_NUMBER: _builtins.int
+    HANDOFF_REASON_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    WAITING_SINCE_FIELD_NUMBER: _builtins.int
+    LAST_MESSAGE_AT_FIELD_NUMBER: _builtins.int
+    VISITOR_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    QUALIFICATION_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    status: Global___ChatStatus.ValueType
+    salesperson: _builtins.str
+    """who claimed it"""
+    salesperson_connected: _builtins.bool
+    """their inbox is open"""
+    handoff_reason: _builtins.str
+    """visitor_request, complaint, low_confidence, salesperson, ..."""
+    language_code: _builtins.str
+    product: _builtins.str
+    @_builtins.property
+    def waiting_since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_message_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def visitor(self) -> _common_pb2.IdentityKeys:
+        """the keys leads knows the visitor by"""
+
+    @_builtins.property
+    def qualification(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualificationSlot]: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """GetChat, ClaimChat, ReleaseChat: the transcript"""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        status: Global___ChatStatus.ValueType = ...,
+        salesperson: _builtins.str = ...,
+        salesperson_connected: _builtins.bool = ...,
+        handoff_reason: _builtins.str = ...,
+        language_code: _builtins.str = ...,
+        waiting_since: _timestamp_pb2.Timestamp | None = ...,
+        last_message_at: _timestamp_pb2.Timestamp | None = ...,
+        visitor: _common_pb2.IdentityKeys | None = ...,
+        product: _builtins.str = ...,
+        qualification: _abc.Iterable[Global___QualificationSlot] | None = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_message_at", b"last_message_at", "visitor", b"visitor", "waiting_since", b"waiting_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handoff_reason", b"handoff_reason", "language_code", b"language_code", "last_message_at", b"last_message_at", "messages", b"messages", "product", b"product", "qualification", b"qualification", "salesperson", b"salesperson", "salesperson_connected", b"salesperson_connected", "session_id", b"session_id", "status", b"status", "visitor", b"visitor", "waiting_since", b"waiting_since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiveChat: _TypeAlias = LiveChat  # noqa: Y015
+
+@_typing.final
+class ListChatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """0: 100"""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___ChatStatus.ValueType]:
+        """empty: waiting and claimed"""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___ChatStatus.ValueType] | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChatsRequest: _TypeAlias = ListChatsRequest  # noqa: Y015
+
+@_typing.final
+class ListChatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chats(self) -> _containers.RepeatedCompositeFieldContainer[Global___LiveChat]:
+        """waiting first (longest wait first), then claimed"""
+
+    def __init__(
+        self,
+        *,
+        chats: _abc.Iterable[Global___LiveChat] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chats", b"chats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChatsResponse: _TypeAlias = ListChatsResponse  # noqa: Y015
+
+@_typing.final
+class GetChatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChatRequest: _TypeAlias = GetChatRequest  # noqa: Y015
+
+@_typing.final
+class ClaimChatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SALESPERSON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    salesperson: _builtins.str
+    """the name the visitor sees"""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        salesperson: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["salesperson", b"salesperson", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimChatRequest: _TypeAlias = ClaimChatRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseChatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SALESPERSON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    salesperson: _builtins.str
+    """must be the one who claimed it"""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        salesperson: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["salesperson", b"salesperson", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseChatRequest: _TypeAlias = ReleaseChatRequest  # noqa: Y015
+
+@_typing.final
+class SalespersonMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SALESPERSON_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    salesperson: _builtins.str
+    """must be the one who claimed it"""
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        salesperson: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["salesperson", b"salesperson", "session_id", b"session_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SalespersonMessage: _TypeAlias = SalespersonMessage  # noqa: Y015
+
+@_typing.final
+class WatchChatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    SALESPERSON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """empty: every chat"""
+    after_seq: _builtins.int
+    """resume after this message (0: from now, with no history)"""
+    salesperson: _builtins.str
+    """A salesperson's inbox: while the stream is open they count as connected."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+        salesperson: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "salesperson", b"salesperson", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchChatsRequest: _TypeAlias = WatchChatsRequest  # noqa: Y015
+
+@_typing.final
+class ChatEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CHAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def message(self) -> Global___ChatMessage: ...
+    @_builtins.property
+    def chat(self) -> Global___LiveChat:
+        """a chat's status changed (no transcript)"""
+
+    def __init__(
+        self,
+        *,
+        message: Global___ChatMessage | None = ...,
+        chat: Global___LiveChat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message", "chat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___ChatEvent: _TypeAlias = ChatEvent  # noqa: Y015
 
 @_typing.final
 class ChatReplyChunk(_message.Message):

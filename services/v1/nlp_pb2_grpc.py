@@ -59,6 +59,36 @@ class NlpStub:
                 request_serializer=percept_dot_v1_dot_nlp__pb2.ChatTurn.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_nlp__pb2.ChatReplyChunk.FromString,
                 _registered_method=True)
+        self.ListChats = channel.unary_unary(
+                '/percept.v1.Nlp/ListChats',
+                request_serializer=percept_dot_v1_dot_nlp__pb2.ListChatsRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_nlp__pb2.ListChatsResponse.FromString,
+                _registered_method=True)
+        self.GetChat = channel.unary_unary(
+                '/percept.v1.Nlp/GetChat',
+                request_serializer=percept_dot_v1_dot_nlp__pb2.GetChatRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_nlp__pb2.LiveChat.FromString,
+                _registered_method=True)
+        self.ClaimChat = channel.unary_unary(
+                '/percept.v1.Nlp/ClaimChat',
+                request_serializer=percept_dot_v1_dot_nlp__pb2.ClaimChatRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_nlp__pb2.LiveChat.FromString,
+                _registered_method=True)
+        self.ReleaseChat = channel.unary_unary(
+                '/percept.v1.Nlp/ReleaseChat',
+                request_serializer=percept_dot_v1_dot_nlp__pb2.ReleaseChatRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_nlp__pb2.LiveChat.FromString,
+                _registered_method=True)
+        self.SendSalespersonMessage = channel.unary_unary(
+                '/percept.v1.Nlp/SendSalespersonMessage',
+                request_serializer=percept_dot_v1_dot_nlp__pb2.SalespersonMessage.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_nlp__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.WatchChats = channel.unary_stream(
+                '/percept.v1.Nlp/WatchChats',
+                request_serializer=percept_dot_v1_dot_nlp__pb2.WatchChatsRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_nlp__pb2.ChatEvent.FromString,
+                _registered_method=True)
 
 
 class NlpServicer:
@@ -96,6 +126,49 @@ class NlpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChats(self, request, context):
+        """Live takeover: a salesperson answers a chat in the assistant's place.
+        The chats waiting for a salesperson and those being answered by one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChat(self, request, context):
+        """One chat with its transcript.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimChat(self, request, context):
+        """Takes a chat over: the assistant goes quiet. One salesperson wins a race.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseChat(self, request, context):
+        """Gives a claimed chat back to the assistant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendSalespersonMessage(self, request, context):
+        """A salesperson's message to the visitor of a chat they claimed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchChats(self, request, context):
+        """Messages and chat changes as they happen, every chat's or one's, from after_seq on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NlpServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +196,36 @@ def add_NlpServicer_to_server(servicer, server):
                     servicer.ChatStream,
                     request_deserializer=percept_dot_v1_dot_nlp__pb2.ChatTurn.FromString,
                     response_serializer=percept_dot_v1_dot_nlp__pb2.ChatReplyChunk.SerializeToString,
+            ),
+            'ListChats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChats,
+                    request_deserializer=percept_dot_v1_dot_nlp__pb2.ListChatsRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_nlp__pb2.ListChatsResponse.SerializeToString,
+            ),
+            'GetChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChat,
+                    request_deserializer=percept_dot_v1_dot_nlp__pb2.GetChatRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_nlp__pb2.LiveChat.SerializeToString,
+            ),
+            'ClaimChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimChat,
+                    request_deserializer=percept_dot_v1_dot_nlp__pb2.ClaimChatRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_nlp__pb2.LiveChat.SerializeToString,
+            ),
+            'ReleaseChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseChat,
+                    request_deserializer=percept_dot_v1_dot_nlp__pb2.ReleaseChatRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_nlp__pb2.LiveChat.SerializeToString,
+            ),
+            'SendSalespersonMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendSalespersonMessage,
+                    request_deserializer=percept_dot_v1_dot_nlp__pb2.SalespersonMessage.FromString,
+                    response_serializer=percept_dot_v1_dot_nlp__pb2.ChatMessage.SerializeToString,
+            ),
+            'WatchChats': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchChats,
+                    request_deserializer=percept_dot_v1_dot_nlp__pb2.WatchChatsRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_nlp__pb2.ChatEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +363,168 @@ class Nlp:
             '/percept.v1.Nlp/ChatStream',
             percept_dot_v1_dot_nlp__pb2.ChatTurn.SerializeToString,
             percept_dot_v1_dot_nlp__pb2.ChatReplyChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Nlp/ListChats',
+            percept_dot_v1_dot_nlp__pb2.ListChatsRequest.SerializeToString,
+            percept_dot_v1_dot_nlp__pb2.ListChatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Nlp/GetChat',
+            percept_dot_v1_dot_nlp__pb2.GetChatRequest.SerializeToString,
+            percept_dot_v1_dot_nlp__pb2.LiveChat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Nlp/ClaimChat',
+            percept_dot_v1_dot_nlp__pb2.ClaimChatRequest.SerializeToString,
+            percept_dot_v1_dot_nlp__pb2.LiveChat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Nlp/ReleaseChat',
+            percept_dot_v1_dot_nlp__pb2.ReleaseChatRequest.SerializeToString,
+            percept_dot_v1_dot_nlp__pb2.LiveChat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendSalespersonMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Nlp/SendSalespersonMessage',
+            percept_dot_v1_dot_nlp__pb2.SalespersonMessage.SerializeToString,
+            percept_dot_v1_dot_nlp__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchChats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/percept.v1.Nlp/WatchChats',
+            percept_dot_v1_dot_nlp__pb2.WatchChatsRequest.SerializeToString,
+            percept_dot_v1_dot_nlp__pb2.ChatEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,20 @@ class NlpStub:
     """One visitor message in, one assistant reply out."""
     ChatStream: _grpc.UnaryStreamMultiCallable[_nlp_pb2.ChatTurn, _nlp_pb2.ChatReplyChunk]
     """Same as Chat, with the reply streamed as it is produced."""
+    ListChats: _grpc.UnaryUnaryMultiCallable[_nlp_pb2.ListChatsRequest, _nlp_pb2.ListChatsResponse]
+    """Live takeover: a salesperson answers a chat in the assistant's place.
+    The chats waiting for a salesperson and those being answered by one.
+    """
+    GetChat: _grpc.UnaryUnaryMultiCallable[_nlp_pb2.GetChatRequest, _nlp_pb2.LiveChat]
+    """One chat with its transcript."""
+    ClaimChat: _grpc.UnaryUnaryMultiCallable[_nlp_pb2.ClaimChatRequest, _nlp_pb2.LiveChat]
+    """Takes a chat over: the assistant goes quiet. One salesperson wins a race."""
+    ReleaseChat: _grpc.UnaryUnaryMultiCallable[_nlp_pb2.ReleaseChatRequest, _nlp_pb2.LiveChat]
+    """Gives a claimed chat back to the assistant."""
+    SendSalespersonMessage: _grpc.UnaryUnaryMultiCallable[_nlp_pb2.SalespersonMessage, _nlp_pb2.ChatMessage]
+    """A salesperson's message to the visitor of a chat they claimed."""
+    WatchChats: _grpc.UnaryStreamMultiCallable[_nlp_pb2.WatchChatsRequest, _nlp_pb2.ChatEvent]
+    """Messages and chat changes as they happen, every chat's or one's, from after_seq on."""
 
 @_typing.type_check_only
 class NlpAsyncStub(NlpStub):
@@ -51,6 +65,20 @@ class NlpAsyncStub(NlpStub):
     """One visitor message in, one assistant reply out."""
     ChatStream: _aio.UnaryStreamMultiCallable[_nlp_pb2.ChatTurn, _nlp_pb2.ChatReplyChunk]  # type: ignore[assignment]
     """Same as Chat, with the reply streamed as it is produced."""
+    ListChats: _aio.UnaryUnaryMultiCallable[_nlp_pb2.ListChatsRequest, _nlp_pb2.ListChatsResponse]  # type: ignore[assignment]
+    """Live takeover: a salesperson answers a chat in the assistant's place.
+    The chats waiting for a salesperson and those being answered by one.
+    """
+    GetChat: _aio.UnaryUnaryMultiCallable[_nlp_pb2.GetChatRequest, _nlp_pb2.LiveChat]  # type: ignore[assignment]
+    """One chat with its transcript."""
+    ClaimChat: _aio.UnaryUnaryMultiCallable[_nlp_pb2.ClaimChatRequest, _nlp_pb2.LiveChat]  # type: ignore[assignment]
+    """Takes a chat over: the assistant goes quiet. One salesperson wins a race."""
+    ReleaseChat: _aio.UnaryUnaryMultiCallable[_nlp_pb2.ReleaseChatRequest, _nlp_pb2.LiveChat]  # type: ignore[assignment]
+    """Gives a claimed chat back to the assistant."""
+    SendSalespersonMessage: _aio.UnaryUnaryMultiCallable[_nlp_pb2.SalespersonMessage, _nlp_pb2.ChatMessage]  # type: ignore[assignment]
+    """A salesperson's message to the visitor of a chat they claimed."""
+    WatchChats: _aio.UnaryStreamMultiCallable[_nlp_pb2.WatchChatsRequest, _nlp_pb2.ChatEvent]  # type: ignore[assignment]
+    """Messages and chat changes as they happen, every chat's or one's, from after_seq on."""
 
 class NlpServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -89,5 +117,55 @@ class NlpServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_nlp_pb2.ChatReplyChunk], _abc.AsyncIterator[_nlp_pb2.ChatReplyChunk]]:
         """Same as Chat, with the reply streamed as it is produced."""
+
+    @_abc_1.abstractmethod
+    def ListChats(
+        self,
+        request: _nlp_pb2.ListChatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nlp_pb2.ListChatsResponse, _abc.Awaitable[_nlp_pb2.ListChatsResponse]]:
+        """Live takeover: a salesperson answers a chat in the assistant's place.
+        The chats waiting for a salesperson and those being answered by one.
+        """
+
+    @_abc_1.abstractmethod
+    def GetChat(
+        self,
+        request: _nlp_pb2.GetChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nlp_pb2.LiveChat, _abc.Awaitable[_nlp_pb2.LiveChat]]:
+        """One chat with its transcript."""
+
+    @_abc_1.abstractmethod
+    def ClaimChat(
+        self,
+        request: _nlp_pb2.ClaimChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nlp_pb2.LiveChat, _abc.Awaitable[_nlp_pb2.LiveChat]]:
+        """Takes a chat over: the assistant goes quiet. One salesperson wins a race."""
+
+    @_abc_1.abstractmethod
+    def ReleaseChat(
+        self,
+        request: _nlp_pb2.ReleaseChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nlp_pb2.LiveChat, _abc.Awaitable[_nlp_pb2.LiveChat]]:
+        """Gives a claimed chat back to the assistant."""
+
+    @_abc_1.abstractmethod
+    def SendSalespersonMessage(
+        self,
+        request: _nlp_pb2.SalespersonMessage,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nlp_pb2.ChatMessage, _abc.Awaitable[_nlp_pb2.ChatMessage]]:
+        """A salesperson's message to the visitor of a chat they claimed."""
+
+    @_abc_1.abstractmethod
+    def WatchChats(
+        self,
+        request: _nlp_pb2.WatchChatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_nlp_pb2.ChatEvent], _abc.AsyncIterator[_nlp_pb2.ChatEvent]]:
+        """Messages and chat changes as they happen, every chat's or one's, from after_seq on."""
 
 def add_NlpServicer_to_server(servicer: NlpServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,7 +16,7 @@ from chat_scripts import ENGLISH_CHAT, SPANISH_CHAT
 from local_servers import local_settings
 
 from percept.leads.service import LeadsService
-from percept.nlp.qualification import QUESTIONS
+from percept.nlp.prompts import load_prompts
 from percept.nlp.service import NlpService
 from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.server import ServiceHost
@@ -25,6 +25,11 @@ from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 # the slots a lead has once the visitor gave everything but contacts (e-mail, phone)
 ALL_SLOTS = {"need", "product", "quantity", "budget", "timeline", "decision_role", "name"}
+QUESTIONS = {
+    name.removeprefix("ask_"): text
+    for name, text in load_prompts().english.texts.items()
+    if name.startswith("ask_")
+}
 
 
 @dataclass
@@ -134,16 +139,21 @@ async def test_a_spanish_chat_is_answered_in_spanish_and_qualifies_the_lead(
 ) -> None:
     replies = await converse(suite.nlp, SPANISH_CHAT)
     assert all(r.language_code == "es" for r in replies)
-    assert "$1,299" in replies[0].text and "memoria" in replies[0].text  # answered, in Spanish
-    assert "necesitas" in replies[0].text.lower()  # "How many do you need?" asked in Spanish
+    # answered from the knowledge's Spanish text and the Spanish prompts, not MT
+    assert replies[0].text.startswith("El Percept Laptop cuesta 1299 $ con 16 GB de memoria")
+    assert "¿Cuántas unidades necesitas?" in replies[0].text
+    assert all(r.text_source == "native" for r in replies)
     filled = slots(replies[-1])
     assert ALL_SLOTS | {"email", "phone"} == set(filled)  # every slot
     assert filled["phone"] == "+34612345678"
     assert filled["budget"] == "15000.00 EUR" and filled["quantity"] == "10"
     assert filled["name"] == "Ana García" and filled["email"] == "ana.garcia@empresa.example"
-    assert "decision maker" in filled["decision_role"]
+    assert "decision maker" in filled["decision_role"]  # the English reading, for scoring
+    role = next(s for s in replies[-1].qualification if s.name == "decision_role")
+    assert role.original == "directora de compras"  # and the visitor's own words
     lead = await lead_of(suite, replies[-1].session_id, len(ALL_SLOTS), filled["email"])
     assert dict(lead.qualification)["name"] == "Ana García"
+    assert dict(lead.qualification)["decision_role"] == "directora de compras"
 
 
 async def test_follow_ups_use_the_product_under_discussion(suite: Suite) -> None:

@@ -1,6 +1,8 @@
 // percept chat widget: <script src="https://CONSOLE/widget.js" data-title="…" data-language="es"
 // data-campaign="…"></script>. It talks to the console that served it; its styles live in a
-// shadow root, so the host page's CSS and the widget's cannot collide.
+// shadow root, so the host page's CSS and the widget's cannot collide. Once a chat has begun
+// it follows the chat's event stream: a salesperson who takes over writes through it. Every
+// message has a number in the chat's transcript, so none shows twice and all in order.
 (() => {
   "use strict";
   const script = document.currentScript;
@@ -27,6 +29,8 @@
       .msg { max-width: 85%; padding: 7px 10px; border-radius: 10px; white-space: pre-wrap; }
       .me { align-self: flex-end; background: #4e5ba6; color: #fff; }
       .bot { align-self: flex-start; background: #eef0f5; }
+      .person { align-self: flex-start; background: #e3f4ea; }
+      .by { display: block; font-size: 11px; color: #475467; }
       .note { align-self: center; color: #b42318; font-size: 12px; }
       form { display: flex; border-top: 1px solid #e4e7ec; }
       input { flex: 1; border: 0; padding: 10px; font: inherit; outline: none; }
@@ -54,13 +58,45 @@
     if (panel.classList.contains("shown")) input.focus();
   });
 
-  function add(kind, text) {
+  function add(kind, text, by) {
     const node = document.createElement("div");
     node.className = `msg ${kind}`;
     node.textContent = text;  // never HTML: replies are text
+    if (by) {
+      const name = document.createElement("span");
+      name.className = "by";
+      name.textContent = by;
+      node.prepend(name);
+    }
     log.append(node);
     log.scrollTop = log.scrollHeight;
     return node;
+  }
+
+  const shown = new Set();  // transcript numbers already on screen
+  let events = null;
+  let last = 0;
+  let sending = false;  // the visitor's own message may come back on the stream meanwhile
+  let failures = 0;
+
+  function follow(session) {
+    if (events) return;
+    events = new EventSource(`${origin}/api/chat/${encodeURIComponent(session)}/events?after=${last}`);
+    events.addEventListener("chat", (event) => {
+      const data = JSON.parse(event.data);
+      if (data.type !== "message" || shown.has(data.seq)) return;
+      shown.add(data.seq);
+      last = Math.max(last, data.seq);
+      failures = 0;
+      if (data.role === "visitor") { if (!sending) add("me", data.text); return; }
+      if (data.role === "salesperson") add("person", data.text, data.author);
+      else add("bot", data.text);
+    });
+    events.addEventListener("gone", () => {  // the service restarted, or the chat ended
+      events.close();
+      events = null;
+      if (++failures < 5) setTimeout(() => follow(session), 2000 * failures);
+    });
   }
 
   form.addEventListener("submit", async (event) => {
@@ -70,6 +106,7 @@
     input.value = "";
     add("me", text);
     const pending = add("bot", "…");
+    sending = true;
     try {
       const response = await fetch(`${origin}/api/chat`, {
         method: "POST",
@@ -85,13 +122,21 @@
       const reply = await response.json().catch(() => ({}));
       if (!response.ok) throw new Error(reply.error || `the assistant is unavailable (${response.status})`);
       sessionStorage.setItem(storageKey, reply.session_id);
-      pending.textContent = reply.text;
-      if (reply.handoff) add("note", "A colleague will take over this conversation.");
+      shown.add(reply.visitor_seq);
+      if (!reply.text || shown.has(reply.reply_seq)) pending.remove();  // none, or the stream's
+      else { pending.textContent = reply.text; shown.add(reply.reply_seq); }
+      last = Math.max(last, reply.visitor_seq, reply.reply_seq);
+      follow(reply.session_id);
     } catch (error) {
       pending.remove();
       add("note", error.message);
+    } finally {
+      sending = false;
     }
   });
+
+  const stored = sessionStorage.getItem(storageKey);
+  if (stored) follow(stored);  // a reload: the conversation so far, then live
 
   (document.body || document.documentElement).append(host);
 })();

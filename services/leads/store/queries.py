@@ -65,6 +65,17 @@ class QueriesMixin(StateMixin):
             row["keys"] = keys.get(row["lead_id"], [])
         return rows
 
+    def lead_of_key(self, key: IdentityKey) -> str | None:
+        """The lead a key belongs to (get() follows it to a merge's survivor)."""
+        ident = schema.identities.c
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(ident.lead_id).where(
+                    ident.key_type == key.key_type, ident.key_value == key.value
+                )
+            ).scalar()
+        return str(found) if found is not None else None
+
     def get(self, lead_id: str, *, include_timeline: bool = False) -> LeadView | None:
         """The lead (following merges to the survivor), scored as of now."""
         leads, ident, sig = schema.leads.c, schema.identities.c, schema.signals.c

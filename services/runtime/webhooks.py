@@ -1,8 +1,9 @@
-"""Delivers lead changes to CRMs as signed HTTP POSTs, retrying with back-off.
+"""Delivers queued events to HTTP receivers as signed POSTs, retrying with back-off.
 
-Events are queued in the leads database in the same transaction as the change
-(see LeadStore._queue_webhooks), so a crash loses none; delivery is at least
-once and receivers de-duplicate by `event_id`. Each request carries
+Leads tells CRMs of class and stage changes, nlp tells help desks of chats
+waiting for a salesperson. Each service queues its events in its own database
+in the transaction that made them (a `WebhookQueue`), so a crash loses none;
+delivery is at least once and receivers de-duplicate by `event_id`. Each request carries
 `X-Percept-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`;
 receivers recompute it with the shared secret and reject stale timestamps.
 """
@@ -17,13 +18,32 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import httpx
 
-from percept.leads.store import LeadStore, now_utc
+log = logging.getLogger("percept.webhooks")
 
-log = logging.getLogger("percept.leads.webhooks")
+
+class WebhookQueue(Protocol):
+    def due_webhooks(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Claims due events: dicts with event_id, payload (its `url` among them), attempts."""
+        ...
+
+    def webhook_attempted(
+        self,
+        event_id: str,
+        *,
+        delivered: bool,
+        now: datetime,
+        retry_at: datetime | None,
+        error: str | None,
+    ) -> None: ...
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -34,7 +54,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 class WebhookDelivery:
     def __init__(
         self,
-        store: LeadStore,
+        store: WebhookQueue,
         secret: str,
         *,
         max_attempts: int = 10,

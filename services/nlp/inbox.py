@@ -1,0 +1,473 @@
+"""Who answers each chat, and every message of it, in the nlp session store.
+
+A chat is the assistant's until it hands off (it waits for a salesperson) or a
+salesperson claims it; a claimed chat is the salesperson's until they release
+it. The state lives in the session store's database, never in a replica's
+memory, so any replica serves any visitor and any salesperson:
+- `chat_takeovers` holds a chat's state once it has left the assistant; a claim
+  is one conditional UPDATE (or an INSERT guarded by the primary key), so of two
+  salespeople claiming at once exactly one wins;
+- `chat_messages` is every message in the order it was said (`seq`), with the
+  chat's state after it: watchers follow that one log, and a state change always
+  comes with a message (a hand-off reply, "Ana has joined the chat"...);
+- `chat_salespeople` says when each salesperson's inbox was last connected;
+- `chat_webhook_events` queues the help desk's webhooks with the change.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from percept.nlp.sessions import metadata
+
+ASSISTANT, WAITING, CLAIMED, CALLBACK = "assistant", "waiting", "claimed", "callback"
+STATUSES = (ASSISTANT, WAITING, CLAIMED, CALLBACK)
+VISITOR, BOT, SALESPERSON = "visitor", "assistant", "salesperson"
+CLAIM_LEASE_S = 30.0  # a webhook batch is one replica's to deliver for this long
+
+_takeovers = sa.Table(
+    "chat_takeovers",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("salesperson", sa.String(100), nullable=False, default=""),
+    sa.Column("reason", sa.String(40), nullable=False, default=""),
+    sa.Column("waiting_since", sa.Float, nullable=True),
+    sa.Column("changed_at", sa.Float, nullable=False),
+)
+_messages = sa.Table(
+    "chat_messages",
+    metadata,
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
+    ),  # SQLite's INTEGER PRIMARY KEY is its rowid: rising
+    sa.Column("session_id", sa.String(64), nullable=False, index=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("author", sa.String(100), nullable=False, default=""),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("language", sa.String(35), nullable=False, default=""),
+    sa.Column("sent_at", sa.Float, nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),  # the chat's, once this was said
+    sa.Column("salesperson", sa.String(100), nullable=False, default=""),
+)
+_salespeople = sa.Table(
+    "chat_salespeople",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("seen_at", sa.Float, nullable=False),
+)
+_webhooks = sa.Table(
+    "chat_webhook_events",
+    metadata,
+    sa.Column("event_id", sa.String(32), primary_key=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("failed", sa.Boolean, nullable=False, default=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+)
+
+
+class TakeoverError(Exception):
+    """A salesperson asked for what the chat's state does not allow; says why."""
+
+
+class ClaimedByOtherError(TakeoverError):
+    pass
+
+
+class NotClaimedError(TakeoverError):
+    pass
+
+
+@dataclass(frozen=True)
+class Takeover:
+    session_id: str
+    status: str = ASSISTANT
+    salesperson: str = ""
+    reason: str = ""
+    waiting_since: float | None = None
+    changed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    session_id: str
+    role: str
+    author: str
+    text: str
+    language: str
+    sent_at: float
+    status: str
+    salesperson: str
+
+
+@dataclass(frozen=True)
+class Said:
+    """A message to add to a chat's transcript."""
+
+    role: str
+    text: str
+    author: str = ""
+    language: str = ""
+
+
+class ChatInbox:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        presence_s: float = 30.0,
+        webhook_urls: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.presence_s = presence_s
+        self.webhook_urls = list(webhook_urls)
+        self.clock = clock
+        metadata.create_all(engine)
+
+    # -- reading ----------------------------------------------------------------
+
+    def takeover(self, session_id: str) -> Takeover:
+        with self.engine.connect() as conn:
+            return self._takeover(conn, session_id)
+
+    def chats(self, statuses: Sequence[str], limit: int, active_s: float) -> list[Takeover]:
+        """Chats in these states: waiting first (longest wait first), then by last change;
+        the assistant's own chats are those with a message in the last `active_s`."""
+        t, m = _takeovers.c, _messages.c
+        order = sa.case((t.status == WAITING, 0), (t.status == CLAIMED, 1), else_=2)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_takeovers)
+                .where(t.status.in_([s for s in statuses if s != ASSISTANT]))
+                .order_by(order, t.waiting_since, t.changed_at.desc())
+                .limit(limit)
+            ).mappings()
+            found = [Takeover(**r) for r in rows]
+            if ASSISTANT in statuses and len(found) < limit:
+                latest = sa.func.max(m.seq)
+                recent = conn.execute(
+                    sa.select(m.session_id, sa.func.max(m.sent_at))
+                    .outerjoin(_takeovers, t.session_id == m.session_id)
+                    .where(
+                        m.sent_at > self.clock() - active_s,
+                        sa.or_(t.status.is_(None), t.status == ASSISTANT),
+                    )
+                    .group_by(m.session_id)
+                    .order_by(latest.desc())
+                    .limit(limit - len(found))
+                ).all()
+                found += [Takeover(r[0], changed_at=float(r[1])) for r in recent]
+            return found
+
+    def messages(self, session_id: str, after: int = 0, limit: int = 500) -> list[Message]:
+        m = _messages.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_messages)
+                .where(m.session_id == session_id, m.seq > after)
+                .order_by(m.seq.desc())
+                .limit(limit)
+            ).mappings()
+            return [Message(**r) for r in reversed(list(rows))]
+
+    def since(self, floor: int, session_id: str = "", limit: int = 500) -> list[Message]:
+        """Messages after seq `floor` (one chat's, or every chat's), oldest first."""
+        m = _messages.c
+        query = sa.select(_messages).where(m.seq > floor)
+        if session_id:
+            query = query.where(m.session_id == session_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(m.seq).limit(limit)).mappings()
+            return [Message(**r) for r in rows]
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(_messages.c.seq))).scalar() or 0)
+
+    def connected(self, salesperson: str, now: float | None = None) -> bool:
+        now = self.clock() if now is None else now
+        with self.engine.connect() as conn:
+            seen = conn.execute(
+                sa.select(_salespeople.c.seen_at).where(_salespeople.c.name == salesperson)
+            ).scalar()
+        return seen is not None and now - seen <= self.presence_s
+
+    # -- changing ---------------------------------------------------------------
+
+    def say(self, session_id: str, *said: Said) -> list[Message]:
+        """Adds messages to the transcript; the chat's state stays as it is."""
+        with self.engine.begin() as conn:
+            current = self._takeover(conn, session_id)
+            return [self._append(conn, current, s) for s in said]
+
+    def hand_off(self, session_id: str, reason: str, said: Sequence[Said]) -> list[Message]:
+        """The assistant gives up the chat: it waits for a salesperson (unless one has it)."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            current = self._takeover(conn, session_id)
+            if current.status in (ASSISTANT, CALLBACK):
+                current = self._set(conn, current, WAITING, "", reason, waiting_since=now)
+                self._queue(conn, "chat.waiting", current)
+            return [self._append(conn, current, s) for s in said]
+
+    def claim(self, session_id: str, salesperson: str, said: Sequence[Said]) -> list[Message]:
+        """Takes the chat over; ClaimedByOtherError when another salesperson has it."""
+        t = _takeovers.c
+        now = self.clock()
+        values = {"status": CLAIMED, "salesperson": salesperson, "changed_at": now}
+        for _ in range(2):  # an insert that lost a race to another claim is tried as an update
+            try:
+                with self.engine.begin() as conn:
+                    won = conn.execute(
+                        sa.update(_takeovers)
+                        .where(
+                            t.session_id == session_id,
+                            sa.or_(t.status != CLAIMED, t.salesperson == salesperson),
+                        )
+                        .values(**values)
+                    ).rowcount
+                    if not won:
+                        holder = self._takeover(conn, session_id)
+                        if holder.status == CLAIMED:
+                            raise ClaimedByOtherError(
+                                f"session_id: chat {session_id!r} is already claimed by "
+                                f"{holder.salesperson!r}"
+                            )
+                        conn.execute(
+                            sa.insert(_takeovers).values(
+                                session_id=session_id, reason=SALESPERSON, **values
+                            )
+                        )
+                    current = self._takeover(conn, session_id)
+                    self._queue(conn, "chat.claimed", current)
+                    self._seen(conn, salesperson, now)
+                    return [self._append(conn, current, s) for s in said]
+            except IntegrityError:
+                continue
+        raise ClaimedByOtherError(f"session_id: chat {session_id!r} was claimed at the same time")
+
+    def release(self, session_id: str, salesperson: str, said: Sequence[Said]) -> list[Message]:
+        """Gives the chat back to the assistant; NotClaimedError unless `salesperson` has it."""
+        with self.engine.begin() as conn:
+            current = self._holder(conn, session_id, salesperson)
+            current = self._set(conn, current, ASSISTANT, "", current.reason)
+            self._queue(conn, "chat.released", current, salesperson=salesperson)
+            return [self._append(conn, current, s) for s in said]
+
+    def send(self, session_id: str, salesperson: str, said: Said) -> Message:
+        """A salesperson's message; NotClaimedError unless they hold the chat."""
+        with self.engine.begin() as conn:
+            current = self._holder(conn, session_id, salesperson)
+            self._seen(conn, salesperson, self.clock())
+            return self._append(conn, current, said)
+
+    def salesperson_gone(
+        self, session_id: str, salesperson: str, said: Sequence[Said]
+    ) -> list[Message]:
+        """A claimed chat whose salesperson's inbox is gone waits for another one."""
+        t = _takeovers.c
+        now = self.clock()
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                sa.update(_takeovers)
+                .where(
+                    t.session_id == session_id,
+                    t.status == CLAIMED,
+                    t.salesperson == salesperson,
+                )
+                .values(
+                    status=WAITING,
+                    salesperson="",
+                    reason="salesperson_gone",
+                    waiting_since=now,
+                    changed_at=now,
+                )
+            ).rowcount
+            current = self._takeover(conn, session_id)
+            if moved:
+                self._queue(conn, "chat.waiting", current, salesperson=salesperson)
+            return [self._append(conn, current, s) for s in said]
+
+    def overdue(self, waited_s: float) -> list[Takeover]:
+        """Chats that have waited for a salesperson longer than `waited_s`."""
+        t = _takeovers.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_takeovers).where(
+                    t.status == WAITING, t.waiting_since < self.clock() - waited_s
+                )
+            ).mappings()
+            return [Takeover(**r) for r in rows]
+
+    def promise_callback(self, chat: Takeover, said: Sequence[Said]) -> list[Message] | None:
+        """A waiting chat gets its callback promise: None when another replica (or a claim)
+        got there first."""
+        t = _takeovers.c
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                sa.update(_takeovers)
+                .where(
+                    t.session_id == chat.session_id,
+                    t.status == WAITING,
+                    t.waiting_since == chat.waiting_since,
+                )
+                .values(status=CALLBACK, changed_at=self.clock())
+            ).rowcount
+            if not moved:
+                return None
+            current = self._takeover(conn, chat.session_id)
+            self._queue(conn, "chat.callback_promised", current)
+            return [self._append(conn, current, s) for s in said]
+
+    def seen(self, salesperson: str) -> None:
+        """The salesperson's inbox is connected now."""
+        with self.engine.begin() as conn:
+            self._seen(conn, salesperson, self.clock())
+
+    # -- webhooks (runtime.webhooks.WebhookQueue) -------------------------------
+
+    def due_webhooks(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        w = _webhooks.c
+        query = (
+            sa.select(w.event_id, w.payload, w.attempts)
+            .where(w.delivered_at.is_(None), w.failed.is_(False), w.next_attempt_at <= now)
+            .order_by(w.next_attempt_at, w.event_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            if rows:
+                conn.execute(
+                    sa.update(_webhooks)
+                    .where(w.event_id.in_([r["event_id"] for r in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
+                )
+            return rows
+
+    def webhook_attempted(
+        self,
+        event_id: str,
+        *,
+        delivered: bool,
+        now: datetime,
+        retry_at: datetime | None,
+        error: str | None,
+    ) -> None:
+        w = _webhooks.c
+        values: dict[str, Any] = {"attempts": w.attempts + 1, "last_error": error}
+        if delivered:
+            values["delivered_at"] = now
+        elif retry_at is None:
+            values["failed"] = True
+        else:
+            values["next_attempt_at"] = retry_at
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(_webhooks).where(w.event_id == event_id).values(**values))
+
+    # -- inside a transaction ---------------------------------------------------
+
+    def _takeover(self, conn: Connection, session_id: str) -> Takeover:
+        row = (
+            conn.execute(sa.select(_takeovers).where(_takeovers.c.session_id == session_id))
+            .mappings()
+            .first()
+        )
+        return Takeover(**row) if row else Takeover(session_id)
+
+    def _holder(self, conn: Connection, session_id: str, salesperson: str) -> Takeover:
+        current = self._takeover(conn, session_id)
+        if current.status != CLAIMED:
+            raise NotClaimedError(
+                f"session_id: chat {session_id!r} is not claimed; claim it before answering"
+            )
+        if current.salesperson != salesperson:
+            raise NotClaimedError(
+                f"session_id: chat {session_id!r} is claimed by {current.salesperson!r}, "
+                f"not {salesperson!r}"
+            )
+        return current
+
+    def _set(
+        self,
+        conn: Connection,
+        current: Takeover,
+        status: str,
+        salesperson: str,
+        reason: str,
+        waiting_since: float | None = None,
+    ) -> Takeover:
+        now = self.clock()
+        values = {
+            "status": status,
+            "salesperson": salesperson,
+            "reason": reason,
+            "waiting_since": waiting_since,
+            "changed_at": now,
+        }
+        t = _takeovers.c
+        updated = conn.execute(
+            sa.update(_takeovers).where(t.session_id == current.session_id).values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(sa.insert(_takeovers).values(session_id=current.session_id, **values))
+        return Takeover(current.session_id, status, salesperson, reason, waiting_since, now)
+
+    def _append(self, conn: Connection, current: Takeover, said: Said) -> Message:
+        values = {
+            "session_id": current.session_id,
+            "role": said.role,
+            "author": said.author,
+            "text": said.text,
+            "language": said.language,
+            "sent_at": self.clock(),
+            "status": current.status,
+            "salesperson": current.salesperson,
+        }
+        key = conn.execute(sa.insert(_messages).values(**values)).inserted_primary_key
+        assert key is not None
+        return Message(seq=int(key[0]), **values)  # type: ignore[arg-type]
+
+    def _seen(self, conn: Connection, salesperson: str, now: float) -> None:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(_salespeople).values(name=salesperson, seen_at=now)
+        conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_={"seen_at": now}))
+
+    def _queue(self, conn: Connection, kind: str, chat: Takeover, **extra: str) -> None:
+        if not self.webhook_urls:
+            return
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        payload = {
+            "type": kind,
+            "session_id": chat.session_id,
+            "status": chat.status,
+            "salesperson": chat.salesperson,
+            "reason": chat.reason,
+            "changed_at": now.isoformat(),
+            **extra,
+        }
+        for url in self.webhook_urls:
+            conn.execute(
+                sa.insert(_webhooks).values(
+                    event_id=uuid.uuid4().hex,
+                    payload={**payload, "url": url},
+                    attempts=0,
+                    next_attempt_at=now,
+                    failed=False,
+                )
+            )

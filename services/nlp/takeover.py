@@ -1,0 +1,118 @@
+"""A salesperson taking a chat over: claim, answer, release, and the visitor who
+waits too long.
+
+The visitor's side (the assistant going quiet, the salesperson who is gone) is in
+the Assistant's turn; this is the salesperson's side, and what the visitor is
+told when it changes, said in the visitor's language like every prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from percept.nlp.dialogue import Assistant, Session
+from percept.nlp.inbox import (
+    BOT,
+    CLAIMED,
+    SALESPERSON,
+    ChatInbox,
+    Message,
+    Said,
+    Takeover,
+)
+from percept.nlp.sessions import SessionExpiredError
+
+
+@dataclass
+class ChatView:
+    """A chat as the inbox shows it: who has it, the visitor's session, its transcript."""
+
+    takeover: Takeover
+    session: Session | None  # None once the session has expired and been purged
+    connected: bool = False  # the salesperson who has it has their inbox open
+    messages: list[Message] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Promise:
+    session: Session
+    waited_s: float
+    messages: list[Message]
+
+
+class Takeovers:
+    def __init__(self, assistant: Assistant, inbox: ChatInbox) -> None:
+        self.assistant, self.inbox = assistant, inbox
+
+    def _session(self, session_id: str, *, expired_ok: bool = False) -> Session:
+        """Raises SessionNotFoundError / SessionExpiredError for a chat there is not."""
+        try:
+            return Session.from_state(self.assistant.store.get(session_id))
+        except SessionExpiredError:
+            if not expired_ok:
+                raise
+            return Session(session_id)
+
+    def view(self, session_id: str, *, transcript: bool = True) -> ChatView:
+        session = self._session(session_id, expired_ok=True)
+        chat = self.inbox.takeover(session_id)
+        return ChatView(
+            chat,
+            session,
+            chat.status == CLAIMED and self.inbox.connected(chat.salesperson),
+            self.inbox.messages(session_id) if transcript else [],
+        )
+
+    def chats(self, statuses: Sequence[str], limit: int) -> list[ChatView]:
+        found = self.inbox.chats(statuses, limit, self.assistant.store.ttl_s)
+        views = []
+        for chat in found:
+            try:
+                session: Session | None = self._session(chat.session_id, expired_ok=True)
+            except LookupError:
+                session = None
+            connected = chat.status == CLAIMED and self.inbox.connected(chat.salesperson)
+            views.append(ChatView(chat, session, connected))
+        return views
+
+    def claim(self, session_id: str, salesperson: str) -> ChatView:
+        """Raises ClaimedByOtherError when another salesperson has it."""
+        session = self._session(session_id)
+        text = self._say(session, "salesperson_joined", salesperson=salesperson)
+        self.inbox.claim(session_id, salesperson, [Said(BOT, text, language=session.language)])
+        return self.view(session_id)
+
+    def release(self, session_id: str, salesperson: str) -> ChatView:
+        """Raises NotClaimedError unless `salesperson` has it."""
+        session = self._session(session_id, expired_ok=True)
+        text = self._say(session, "salesperson_left", salesperson=salesperson)
+        self.inbox.release(session_id, salesperson, [Said(BOT, text, language=session.language)])
+        return self.view(session_id)
+
+    def send(self, session_id: str, salesperson: str, text: str) -> tuple[Session, Message]:
+        """Raises NotClaimedError unless `salesperson` has it, SessionExpiredError after
+        the visitor has left."""
+        session = self._session(session_id)
+        said = Said(SALESPERSON, text, author=salesperson)
+        return session, self.inbox.send(session_id, salesperson, said)
+
+    def promise_callbacks(self, wait_s: float) -> list[Promise]:
+        """Every chat that has waited longer than `wait_s` is promised a callback (and
+        asked for a contact it has not given); this replica's share of them."""
+        done = []
+        for chat in self.inbox.overdue(wait_s):
+            session = self._session(chat.session_id, expired_ok=True)
+            text = self._say(session, "callback_promise")
+            if not session.qualification.known("contact"):
+                text += " " + self._say(session, "leave_contact")
+            said = [Said(BOT, text, language=session.language)]
+            messages = self.inbox.promise_callback(chat, said)
+            if messages is not None:
+                waited = messages[-1].sent_at - (chat.waiting_since or messages[-1].sent_at)
+                done.append(Promise(session, waited, messages))
+        return done
+
+    def _say(self, session: Session, prompt: str, **values: str) -> str:
+        text, _ = self.assistant.say(prompt, session.language or "en", **values)
+        return text
