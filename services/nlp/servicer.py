@@ -365,22 +365,26 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         floor = request.after_seq
         if not floor and not session_id:  # every chat: from now
             floor = await asyncio.to_thread(inbox.last_seq)
-        await context.send_initial_metadata(())
-        if session_id:  # one chat: its state first, then its transcript from after_seq
+        sent: set[int] = set()
+        states: dict[str, tuple[str, str]] = {}
+        if session_id:  # one chat: NOT_FOUND before the stream begins for a chat there is not
             try:
                 view = await asyncio.to_thread(takeovers.view, session_id, transcript=False)
-                yield nlp_pb2.ChatEvent(chat=live_chat(view))
             except LookupError:
                 await context.abort(
                     grpc.StatusCode.NOT_FOUND, f"session_id: no chat {session_id!r}"
                 )
-        sent: set[int] = set()
-        states: dict[str, tuple[str, str]] = {}
+        await context.send_initial_metadata(())
+        if session_id and not await asyncio.to_thread(inbox.since, floor, session_id, 1):
+            # nothing to replay: the chat's state now; a replay carries its own states
+            states[session_id] = (view.takeover.status, view.takeover.salesperson)
+            yield nlp_pb2.ChatEvent(chat=live_chat(view))
         present_at = 0.0
+        every = min(PRESENCE_EVERY_S, inbox.presence_s / 3)
         loop = asyncio.get_running_loop()
         while True:
             wake = self.wrote
-            if salesperson and loop.time() - present_at >= PRESENCE_EVERY_S:
+            if salesperson and loop.time() - present_at >= every:
                 await asyncio.to_thread(inbox.seen, salesperson)
                 present_at = loop.time()
             lines = await asyncio.to_thread(inbox.since, floor, session_id)
@@ -390,9 +394,7 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
                     continue
                 sent.add(line.seq)
                 state = (line.status, line.salesperson)
-                if states.get(line.session_id, state) != state or (
-                    line.session_id not in states and not session_id
-                ):
+                if states.get(line.session_id) != state:  # a chat's first message, or a change
                     yield nlp_pb2.ChatEvent(chat=changed_chat(line))
                 states[line.session_id] = state
                 yield nlp_pb2.ChatEvent(message=chat_message(line))

@@ -104,3 +104,71 @@ def test_the_understanding_dir_can_carry_the_knowledge(tmp_path: Path) -> None:
     assert knowledge_file(Settings(understanding_dir=tmp_path, nlp_knowledge_file=explicit)) == (
         explicit
     )
+
+
+def test_answers_and_titles_per_language_fall_back_to_the_region_free_tag(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kb.yaml",
+        "entries:\n"
+        "  - id: hours\n"
+        "    title: {en: Opening hours, es: Horario}\n"
+        "    answer:\n"
+        "      en: We open at 9.\n"
+        "      es-MX: Abrimos a las 9.\n"
+        "      pt-BR: Abrimos às 9.\n",
+    )
+    (entry,) = load_entries(path)
+    assert (entry.title, entry.answer) == ("Opening hours", "We open at 9.")
+    assert entry.answer_in("es") == "Abrimos a las 9."  # only es-MX written: a variant beats MT
+    assert entry.answer_in("es-MX") == entry.answer_in("es-AR") == "Abrimos a las 9."
+    assert entry.title_in("es-MX") == "Horario"
+    assert entry.answer_in("pt") == "Abrimos às 9."
+    assert entry.answer_in("fr") is None and entry.title_in("fr") is None  # MT's turn
+    assert entry.answer_in("en-GB") == "We open at 9."
+
+
+def test_csv_columns_carry_other_languages(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kb.csv",
+        "id,title,title.es,answer,answer.es,answer.fr\n"
+        "hours,Opening hours,Horario,We open at 9.,Abrimos a las 9.,Nous ouvrons à 9 h.\n",
+    )
+    (entry,) = load_entries(path)
+    assert entry.titles == {"es": "Horario"}
+    assert entry.answers == {"es": "Abrimos a las 9.", "fr": "Nous ouvrons à 9 h."}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "    answer: {en: Hi., spanish: Hola.}\n",
+            "kb.yaml line 4: answer: 'spanish' is not a BCP-47 language tag",
+        ),
+        (
+            "    answer: {en: Hi., es_ES: Hola.}\n",
+            "kb.yaml line 4: answer: 'es_ES' is not a BCP-47 language tag (subtags take '-'",
+        ),
+        (
+            "    answer: {en: Hi., xx: Hola.}\n",
+            "kb.yaml line 4: answer: 'xx' is not a BCP-47 language tag",
+        ),
+        ("    answer: {es: Hola.}\n", "kb.yaml line 4: answer has no English ('en') text"),
+        ("    answer: {en: Hi., es: ''}\n", "kb.yaml line 4: answer in 'es' is empty"),
+    ],
+    ids=["a-name", "underscore", "unregistered", "no-english", "empty"],
+)
+def test_a_language_tag_that_is_not_bcp47_is_refused_with_its_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, "kb.yaml", "entries:\n  - id: a\n    title: A\n" + text)
+    with pytest.raises(KnowledgeError) as raised:
+        load_entries(path)
+    assert str(raised.value).startswith(str(path).replace("kb.yaml", "") + message)
+
+
+def test_the_packaged_knowledge_is_written_in_english_spanish_and_french() -> None:
+    for entry in load_entries():
+        assert set(entry.answers) == set(entry.titles) == {"es", "fr"}, entry.id
