@@ -281,7 +281,7 @@ async def test_of_two_salespeople_claiming_at_once_one_wins(suite: Suite) -> Non
             "text: empty",
         ),
         (
-            lambda s, sid: s.ListChats(S.ListChatsRequest(statuses=[42])),
+            lambda s, sid: s.ListChats(S.ListChatsRequest(statuses=[42])),  # type: ignore[list-item]
             grpc.StatusCode.INVALID_ARGUMENT,
             "statuses: 42 is not a chat status",
         ),

@@ -47,7 +47,7 @@ def test_lead_ins_come_off_the_visitors_words() -> None:
 
 
 def test_a_prompts_file_missing_a_prompt_is_refused_naming_it(tmp_path: Path) -> None:
-    spanish = {"prompts": {n: f"texto {n}" for n in NAMES if n != "ask_budget"}}
+    spanish: dict[str, object] = {"prompts": {n: f"texto {n}" for n in NAMES if n != "ask_budget"}}
     folder = write_folder(tmp_path, {"en.yaml": english_file(), "es.yaml": spanish})
     with pytest.raises(PromptsError, match=r"es\.yaml: prompt 'ask_budget' is missing$"):
         load_prompts(folder)
