@@ -93,6 +93,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         console_port=0,
         console_chat_burst=3,
         console_chat_per_minute=2,
+        console_chat_address_burst=60,  # every test's chat comes from 127.0.0.1
         api_keys=[KEY, f"{READER}:read"],
     )
     gateway = ConsoleGateway(gateway_settings)
@@ -279,6 +280,54 @@ async def test_only_the_chat_answers_other_origins(stack: Stack) -> None:
         assert "access-control-allow-origin" not in leads.headers
 
 
+async def test_the_inbox_api_needs_the_respond_scope_and_says_what_is_wrong(
+    stack: Stack,
+) -> None:
+    reader = {"Authorization": f"Bearer {READER}"}
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        first = await client.post("/api/chat", json={"text": "How much is the watch?"})
+        session = first.json()["session_id"]
+        assert first.json()["reply_seq"] > first.json()["visitor_seq"] > 0
+        listed = await client.get("/api/inbox?status=assistant", headers=reader)
+        assert session in [c["session_id"] for c in listed.json()["chats"]]
+        claim = f"/api/inbox/{session}/claim"
+        refused = await client.post(claim, json={"salesperson": "Ana"}, headers=reader)
+        assert refused.status_code == 403 and "'respond' scope" in refused.json()["error"]
+        nameless = await client.post(claim, json={}, headers=AUTH)
+        assert nameless.status_code == 400
+        assert nameless.json()["error"].startswith("salesperson: required")
+        unclaimed = await client.post(
+            f"/api/inbox/{session}/messages",
+            json={"salesperson": "Ana", "text": "Hi"},
+            headers=AUTH,
+        )
+        assert unclaimed.status_code == 409 and "is not claimed" in unclaimed.json()["error"]
+        bad = await client.get("/api/inbox?status=lost", headers=AUTH)
+        assert bad.status_code == 400 and "'lost' is not one of" in bad.json()["error"]
+        # the widget's own stream needs no key, and starts with who answers the chat
+        async with client.stream("GET", f"/api/chat/{session}/events?after=0") as events:
+            assert events.status_code == 200
+            lines = events.aiter_lines()
+            data = [line async for line in _first(lines, 3, "data:")]
+        said = [json.loads(line.removeprefix("data: ")) for line in data]
+        assert said[0] == {"type": "status", "status": "assistant", "salesperson": ""}
+        assert said[1]["role"] == "visitor" and said[1]["text"] == "How much is the watch?"
+        assert said[2]["role"] == "assistant" and "$299" in said[2]["text"]
+        wrong = await client.get(f"/api/chat/{session}/events?after=-1")
+        assert wrong.status_code == 400
+
+
+async def _first(lines: AsyncIterator[str], n: int, prefix: str) -> AsyncIterator[str]:
+    """The first n lines that start with prefix."""
+    async with asyncio.timeout(15):
+        async for line in lines:
+            if line.startswith(prefix):
+                yield line
+                n -= 1
+                if not n:
+                    return
+
+
 async def test_camera_views_show_zones_counts_and_no_face(stack: Stack) -> None:
     person = media.astronaut_person()
     frames = media.walk(person, [430, 436, 430, 436, 430], height=440)  # at the laptops
@@ -441,6 +490,95 @@ async def test_the_chat_widget_sends_a_message_and_shows_the_reply(
     mine = await widget.locator(".msg.me").bounding_box()
     assert mine is not None and _share(shot, mine, (0x4E, 0x5B, 0xA6)) > 0.4
     await page.close()
+
+
+async def test_a_salesperson_takes_over_a_chat_the_assistant_handed_off(
+    stack: Stack, browser: Browser
+) -> None:
+    """Two browsers: a visitor's widget on a shop page, a signed-in salesperson's inbox.
+    The assistant misses twice and hands off; the salesperson claims, answers, reads the
+    visitor's answer and releases; the widget shows every message once, in order."""
+    shown = (
+        "() => [...document.querySelector('#percept-chat').shadowRoot"
+        ".querySelectorAll('.msg')].map((m) => [m.className.replace('msg ', ''), m.textContent])"
+    )
+    visitor = await browser.new_context(viewport={"width": 1280, "height": 800})
+    shop = await visitor.new_page()
+    await shop.goto(stack.url + "/chat")
+    widget = shop.locator("#percept-chat")
+    await widget.locator(".open").click()
+
+    async def say(text: str, replies: int) -> None:
+        await widget.locator("input").fill(text)
+        await widget.locator("input").press("Enter")
+        await shop.wait_for_function(  # the reply is in (not '…'), or none came
+            f"() => {{ const m = ({shown})(); return m.filter(([k]) => k === 'bot').length "
+            f">= {replies} && !m.some(([, t]) => t === '…'); }}",
+            timeout=30_000,
+        )
+
+    await say("Do you sell cars?", 1)
+    await say("What is the capital of France?", 2)
+    session = await shop.evaluate("() => sessionStorage.getItem('percept-chat-session')")
+    handoff = (await shop.evaluate(shown))[-1][1]
+    assert "A colleague will help you now" in handoff
+
+    seller = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await seller.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])
+    await seller.add_init_script("localStorage.setItem('percept-salesperson', 'Ana')")
+    inbox = await seller.new_page()
+    await inbox.goto(stack.url + "/inbox")
+    await inbox.wait_for_selector("#live.on")
+    waiting = inbox.locator(f"li[data-session='{session}']")
+    await waiting.wait_for(timeout=15_000)
+    assert "waiting" in (await waiting.inner_text()).lower()
+    await waiting.click()
+    await inbox.wait_for_selector("#transcript li.visitor")
+    assert "low_confidence" not in await inbox.inner_text("#lead-card")  # words, not codes
+    await inbox.click("#claim")
+    await inbox.wait_for_selector("#reply:not([hidden])")
+    await inbox.fill("#reply-text", "Hi, I am Ana from sales. Which car do you mean?")
+    await inbox.press("#reply-text", "Enter")
+
+    person = widget.locator(".msg.person")
+    await person.wait_for(timeout=15_000)
+    assert "Ana" in await person.locator(".by").inner_text()
+    await say("Sorry, I meant laptops. I need 20.", 3)  # the assistant stays quiet
+    await inbox.wait_for_selector(
+        "#transcript li.visitor:has-text('I meant laptops')", timeout=15_000
+    )
+    await inbox.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
+    await inbox.click("#release")
+    await inbox.wait_for_selector("#claim:not([hidden])")
+    await shop.wait_for_function(
+        f"() => ({shown})().some(([, t]) => t.includes('has left the chat'))", timeout=15_000
+    )
+    await shop.screenshot(path=str(ARTIFACTS / "widget-takeover.png"))
+
+    messages = await shop.evaluate(shown)
+    texts = [text for _, text in messages]
+    assert len(texts) == len(set(texts)), messages  # each message once
+    assert [kind for kind, _ in messages] == [
+        "me",
+        "bot",
+        "me",
+        "bot",
+        "bot",
+        "person",
+        "me",
+        "bot",
+    ], messages
+    assert texts[0] == "Do you sell cars?" and texts[2] == "What is the capital of France?"
+    assert texts[4] == "Ana from our sales team has joined the chat."
+    assert texts[5].endswith("Hi, I am Ana from sales. Which car do you mean?")
+    assert texts[6] == "Sorry, I meant laptops. I need 20."
+    assert texts[7].startswith("Ana has left the chat.")
+    # the inbox's transcript has the same conversation, once each
+    lines = await inbox.locator("#transcript li").all_inner_texts()
+    assert sum("I meant laptops" in line for line in lines) == 1
+    assert sum("Which car do you mean?" in line for line in lines) == 1
+    await visitor.close()
+    await seller.close()
 
 
 async def test_the_camera_page_draws_zones_and_counts_over_the_frame(

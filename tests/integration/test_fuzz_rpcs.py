@@ -42,7 +42,7 @@ DOCUMENTED = {
 }
 MODULES = {"speech": speech_pb2, "vision": vision_pb2, "nlp": nlp_pb2, "leads": leads_pb2}
 CALL_TIMEOUT_S = 60.0
-WATCH_S = 1.0  # WatchLeads and WatchCalls never end by themselves: a watch ends here
+WATCH_S = 1.0  # WatchLeads, WatchCalls and WatchChats never end by themselves: it ends here
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _call(
     channel = suite.channels[service]
     path = f"/{method.containing_service.full_name}/{method.name}"
     out: Callable[[bytes], bytes] = lambda b: b  # noqa: E731 - the bytes go out as they are
-    watch = method.name in ("WatchLeads", "WatchCalls")
+    watch = method.name in ("WatchLeads", "WatchCalls", "WatchChats")
     timeout = WATCH_S if watch else CALL_TIMEOUT_S
     try:
         if method.client_streaming and method.server_streaming:

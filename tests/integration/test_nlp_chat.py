@@ -12,10 +12,12 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+import yaml
 from chat_scripts import ENGLISH_CHAT, SPANISH_CHAT
 from local_servers import local_settings
 
 from percept.leads.service import LeadsService
+from percept.nlp.knowledge import load_entries
 from percept.nlp.prompts import load_prompts
 from percept.nlp.service import NlpService
 from percept.runtime.ratelimit import RateLimiter
@@ -154,6 +156,43 @@ async def test_a_spanish_chat_is_answered_in_spanish_and_qualifies_the_lead(
     lead = await lead_of(suite, replies[-1].session_id, len(ALL_SLOTS), filled["email"])
     assert dict(lead.qualification)["name"] == "Ana García"
     assert dict(lead.qualification)["decision_role"] == "directora de compras"
+
+
+HELDOUT = yaml.safe_load((Path(__file__).parents[1] / "chat_heldout.yaml").read_text("utf-8"))
+
+
+async def test_held_out_spanish_conversations_are_answered_from_the_spanish_texts(
+    suite: Suite,
+) -> None:
+    """Conversations written for this test (none of it is in the knowledge file): every
+    reply is Spanish as written, and each knowledge answer is the entry's Spanish text."""
+    entries = {e.id: e for e in load_entries()}
+    answered = 0
+    for conversation in HELDOUT["conversations"]:
+        lines = [turn["text"] for turn in conversation["turns"]]
+        for line, reply in zip(lines, await converse(suite.nlp, lines), strict=True):
+            assert reply.language_code == "es", (line, reply.text)
+            assert reply.text_source == "native", (line, reply.text)
+            if len(reply.sources) == 1 and reply.confidence >= 0.45:  # a knowledge answer
+                spanish = entries[reply.sources[0].id].answer_in("es")
+                assert spanish is not None and reply.text.startswith(spanish), (line, reply.text)
+                answered += 1
+    assert answered >= 8  # of the 10 knowledge questions (the others got a clarifying question)
+
+
+async def test_retrieval_on_held_out_paraphrases_in_english_and_spanish(suite: Suite) -> None:
+    """Top-1 of the knowledge entry for the same questions asked in English and in Spanish
+    (retrieval reads the Spanish through Apertium): reported, with floors below what was
+    measured (en 27/34, es 25/34) so a regression fails."""
+    top1 = {}
+    for language in ("en", "es"):
+        hits = 0
+        for item in HELDOUT["paraphrases"]:
+            (reply,) = await converse(suite.nlp, [item[language]])
+            hits += bool(reply.sources) and reply.sources[0].id == item["entry"]
+        top1[language] = hits / len(HELDOUT["paraphrases"])
+    print(f"knowledge top-1 on held-out paraphrases: en {top1['en']:.2f}, es {top1['es']:.2f}")
+    assert top1["en"] >= 0.7 and top1["es"] >= 0.65, top1
 
 
 async def test_follow_ups_use_the_product_under_discussion(suite: Suite) -> None:
