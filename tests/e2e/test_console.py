@@ -251,7 +251,16 @@ async def test_chat_is_answered_validated_and_rate_limited_per_session(stack: St
         assert first.status_code == 200, first.text
         reply = first.json()
         assert "1,299" in reply["text"] and reply["session_id"]
-        assert set(reply) == {"session_id", "text", "language_code", "handoff"}  # no slot values
+        assert set(reply) == {  # no slot values: who answers, and the transcript's numbers
+            "session_id",
+            "text",
+            "language_code",
+            "handoff",
+            "status",
+            "salesperson",
+            "visitor_seq",
+            "reply_seq",
+        }
         session = reply["session_id"]
         for _ in range(2):  # the burst is 3
             more = await client.post("/api/chat", json={"text": "Thanks", "session_id": session})

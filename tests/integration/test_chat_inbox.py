@@ -1,11 +1,11 @@
 """Who has each chat, in the session store's database: one claim wins, only the claimer
 answers or releases, a gone salesperson's chat waits again, an overdue chat is promised a
-callback once however many replicas look, and every change is in the transcript."""
+callback once however many replicas look, and every change is in the transcript; on the
+embedded SQLite and on real PostgreSQL (the Kubernetes store)."""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -33,18 +33,17 @@ class Clock:
         return self.now
 
 
-def replicas(tmp_path: Path, n: int = 2, **options: object) -> tuple[Clock, list[ChatInbox]]:
-    """Inboxes of `n` replicas over one SQLite file, on one clock."""
+def replicas(url: str, n: int = 2, **options: object) -> tuple[Clock, list[ChatInbox]]:
+    """Inboxes of `n` replicas over one database, on one clock."""
     clock = Clock()
-    url = f"sqlite:///{tmp_path / 'chats.db'}"
     return clock, [
         ChatInbox(sa.create_engine(url), clock=clock, **options)  # type: ignore[arg-type]
         for _ in range(n)
     ]
 
 
-def test_of_two_salespeople_claiming_at_once_exactly_one_wins(tmp_path: Path) -> None:
-    _, (one, two) = replicas(tmp_path)
+def test_of_two_salespeople_claiming_at_once_exactly_one_wins(database_url: str) -> None:
+    _, (one, two) = replicas(database_url)
     for session in ("fresh", "waiting"):  # no row yet (an insert race), and an update race
         if session == "waiting":
             one.hand_off(session, "visitor_request", [Said(BOT, "A colleague will help you.")])
@@ -81,8 +80,8 @@ def test_of_two_salespeople_claiming_at_once_exactly_one_wins(tmp_path: Path) ->
         assert f"{winner} joined" in texts and f"{lost[0]} joined" not in texts
 
 
-def test_only_the_salesperson_who_claimed_answers_or_releases(tmp_path: Path) -> None:
-    _, (inbox,) = replicas(tmp_path, 1)
+def test_only_the_salesperson_who_claimed_answers_or_releases(database_url: str) -> None:
+    _, (inbox,) = replicas(database_url, 1)
     with pytest.raises(NotClaimedError, match="is not claimed; claim it before answering"):
         inbox.send("s1", "Ana", Said(SALESPERSON, "Hello", author="Ana"))
     inbox.claim("s1", "Ana", [])
@@ -104,8 +103,8 @@ def test_only_the_salesperson_who_claimed_answers_or_releases(tmp_path: Path) ->
         inbox.send("s1", "Ana", Said(SALESPERSON, "Still there?", author="Ana"))
 
 
-def test_a_salesperson_is_connected_while_their_inbox_says_so(tmp_path: Path) -> None:
-    clock, (inbox,) = replicas(tmp_path, 1, presence_s=30.0)
+def test_a_salesperson_is_connected_while_their_inbox_says_so(database_url: str) -> None:
+    clock, (inbox,) = replicas(database_url, 1, presence_s=30.0)
     assert not inbox.connected("Ana")
     inbox.seen("Ana")
     clock.now += 30
@@ -115,9 +114,9 @@ def test_a_salesperson_is_connected_while_their_inbox_says_so(tmp_path: Path) ->
 
 
 def test_a_visitor_message_to_a_gone_salesperson_is_kept_and_the_chat_waits_again(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    clock, (inbox,) = replicas(tmp_path, 1)
+    clock, (inbox,) = replicas(database_url, 1)
     inbox.claim("s1", "Ana", [])
     clock.now += 60
     said = [Said(VISITOR, "Are you there?"), Said(BOT, "Ana lost the connection.")]
@@ -135,8 +134,8 @@ def test_a_visitor_message_to_a_gone_salesperson_is_kept_and_the_chat_waits_agai
     assert inbox.takeover("s1").salesperson == "Luis"
 
 
-def test_an_overdue_chat_is_promised_a_callback_once_across_replicas(tmp_path: Path) -> None:
-    clock, (one, two) = replicas(tmp_path)
+def test_an_overdue_chat_is_promised_a_callback_once_across_replicas(database_url: str) -> None:
+    clock, (one, two) = replicas(database_url)
     one.hand_off("s1", "low_confidence", [Said(BOT, "A colleague will help you now.")])
     clock.now += 100
     assert one.overdue(120) == []
@@ -150,8 +149,8 @@ def test_an_overdue_chat_is_promised_a_callback_once_across_replicas(tmp_path: P
     assert one.overdue(120) == []
 
 
-def test_a_claim_before_the_promise_wins_over_it(tmp_path: Path) -> None:
-    clock, (inbox,) = replicas(tmp_path, 1)
+def test_a_claim_before_the_promise_wins_over_it(database_url: str) -> None:
+    clock, (inbox,) = replicas(database_url, 1)
     inbox.hand_off("s1", "visitor_request", [])
     clock.now += 500
     (late,) = inbox.overdue(120)
@@ -161,9 +160,9 @@ def test_a_claim_before_the_promise_wins_over_it(tmp_path: Path) -> None:
 
 
 def test_the_transcript_is_one_rising_sequence_across_chats_and_replicas(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    _, (one, two) = replicas(tmp_path)
+    _, (one, two) = replicas(database_url)
     one.say("a", Said(VISITOR, "hello"))
     two.say("b", Said(VISITOR, "hola"))
     one.say("a", Said(BOT, "Hi!"))
@@ -175,10 +174,10 @@ def test_the_transcript_is_one_rising_sequence_across_chats_and_replicas(
     assert one.last_seq() == both[-1].seq
 
 
-def test_hand_off_webhooks_are_queued_with_the_change(tmp_path: Path) -> None:
+def test_hand_off_webhooks_are_queued_with_the_change(database_url: str) -> None:
     from datetime import UTC, datetime
 
-    clock, (inbox,) = replicas(tmp_path, 1, webhook_urls=["https://desk.example/hook"])
+    clock, (inbox,) = replicas(database_url, 1, webhook_urls=["https://desk.example/hook"])
     inbox.hand_off("s1", "complaint", [])
     inbox.claim("s1", "Ana", [])
     due = inbox.due_webhooks(datetime.fromtimestamp(clock.now + 1, UTC), 10)
