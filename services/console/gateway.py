@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -36,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from percept.console.chat_hub import ChatHub
 from percept.console.fan_in import FanIn
 from percept.console.messages import (
     call_update_json,
@@ -101,6 +103,7 @@ HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 MAX_NAME = 100
+MAX_WIDGET_STREAMS = 3  # per chat session (tabs of one visitor)
 CHAT_STATUSES = {
     name: getattr(nlp_pb2, f"CHAT_STATUS_{name.upper()}")
     for name in ("assistant", "waiting", "claimed", "callback")
@@ -237,6 +240,11 @@ class Api:
 
     def __init__(self, settings: Settings, backends: Backends) -> None:
         self.settings, self.backends = settings, backends
+        self.hub = ChatHub(
+            lambda after: backends.nlp.WatchChats(
+                nlp_pb2.WatchChatsRequest(after_seq=after), metadata=backends.metadata
+            )
+        )
         self.keys = KeyRing(settings.api_keys)
         self.per_session = RateLimiter(
             settings.console_chat_per_minute, settings.console_chat_burst
@@ -453,20 +461,67 @@ class Api:
     async def chat_events(self, request: Request) -> Response:
         """Server-sent events of one chat for its visitor's widget: the messages after
         `after` (a salesperson's among them) and who answers. The session id is the
-        widget's secret: only its holder follows the chat."""
+        widget's secret: only its holder follows the chat. Every widget stream of this
+        process is fed by one watch (ChatHub), not a watch each."""
         session = request.path_params["session_id"]
         after = request.query_params.get("after", "0")
-        if not after.isdigit():
-            raise ApiError(400, f"after: {after!r} is not a message number")
+        if not re.fullmatch(r"[0-9]{1,18}", after):
+            raise ApiError(400, f"after: {after[:20]!r} is not a message number")
         address = _client_address(request, self.settings.console_trust_forwarded_for)
-        wait = self.per_address.allow(address)  # each stream holds a watch open: not free
+        wait = self.per_address.allow(address)  # each stream is held open: not free
         if wait > 0:
             raise ApiError(429, f"too many chat requests: try again in {wait:.0f} s")
-        stream = self.backends.nlp.WatchChats(
-            nlp_pb2.WatchChatsRequest(session_id=session, after_seq=int(after)),
-            metadata=self.backends.metadata,
+        if self.hub.streams(session) >= MAX_WIDGET_STREAMS:
+            raise ApiError(429, f"this chat already has {MAX_WIDGET_STREAMS} open streams")
+        subscription = self.hub.subscribe(session)
+        queue = subscription.__enter__()
+        try:
+            await self.hub.opened(WATCH_OPEN_S)
+            chat = await _call(
+                self.backends.nlp.GetChat, nlp_pb2.GetChatRequest(session_id=session), self.backends
+            )
+        except TimeoutError:
+            subscription.__exit__(None, None, None)
+            raise ApiError(503, "the chat service is not answering") from None
+        except BaseException:
+            subscription.__exit__(None, None, None)
+            raise
+
+        def sse(event: nlp_pb2.ChatEvent) -> str:
+            return f"event: chat\ndata: {json.dumps(widget_event_json(event))}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\n: watching the chat\n\n"
+                state = nlp_pb2.LiveChat(status=chat.status, salesperson=chat.salesperson)
+                yield sse(nlp_pb2.ChatEvent(chat=state))
+                last = int(after)
+                for message in chat.messages:
+                    if message.seq > last:
+                        yield sse(nlp_pb2.ChatEvent(message=message))
+                        last = message.seq
+                while True:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    if event is None:  # fell behind: the widget resumes after `last`
+                        yield f"event: gone\ndata: {json.dumps({'error': 'resume'})}\n\n"
+                        return
+                    if event.HasField("message"):
+                        if event.message.seq <= last:
+                            continue
+                        last = event.message.seq
+                    yield sse(event)
+            finally:
+                subscription.__exit__(None, None, None)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
-        return await _event_stream(stream, "chat", widget_event_json, "watching the chat")
 
     # -- inbox (salespeople) ---------------------------------------------------------
 
@@ -720,7 +775,9 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
         Middleware(_ChatCors, origins=settings.console_chat_origins),
         Middleware(_Auth, keys=api.keys),
     ]
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.api = api
+    return app
 
 
 class _Server(uvicorn.Server):
@@ -740,6 +797,7 @@ class ConsoleGateway:
         self.settings = settings
         self.backends: Backends | None = None
         self._server: uvicorn.Server | None = None
+        self._app: Starlette | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -749,8 +807,9 @@ class ConsoleGateway:
 
     async def start(self, hosts: Sequence[ServiceHost] = ()) -> None:
         self.backends = Backends(self.settings, Addresses.of(self.settings, hosts))
+        self._app = create_app(self.settings, self.backends)
         config = uvicorn.Config(
-            create_app(self.settings, self.backends),
+            self._app,
             host=self.settings.console_host,
             port=self.settings.console_port,
             log_level="warning",
@@ -782,5 +841,7 @@ class ConsoleGateway:
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, 5.0)
+        if self._app is not None:
+            await self._app.state.api.hub.close()
         if self.backends is not None:
             await self.backends.close()

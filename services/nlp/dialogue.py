@@ -87,13 +87,17 @@ class Session:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Session:
         q = state["qualification"]
+        known = Slot.__dataclass_fields__
         qualification = Qualification(
-            slots={name: Slot(**q["slots"].get(name, {})) for name in SLOTS},
+            slots={
+                name: Slot(**{k: v for k, v in q["slots"].get(name, {}).items() if k in known})
+                for name in SLOTS
+            },
             asked=dict(q["asked"]),
             interested=bool(q["interested"]),
         )
-        known = {k: v for k, v in state.items() if k in cls.__dataclass_fields__}
-        return cls(**{**known, "qualification": qualification})
+        fields = {k: v for k, v in state.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "qualification": qualification})
 
 
 @dataclass(frozen=True)

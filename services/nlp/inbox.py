@@ -26,7 +26,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from percept.nlp.sessions import metadata
 
@@ -48,9 +47,7 @@ _takeovers = sa.Table(
 _messages = sa.Table(
     "chat_messages",
     metadata,
-    sa.Column(
-        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
-    ),  # SQLite's INTEGER PRIMARY KEY is its rowid: rising
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("session_id", sa.String(64), nullable=False, index=True),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("author", sa.String(100), nullable=False, default=""),
@@ -59,6 +56,7 @@ _messages = sa.Table(
     sa.Column("sent_at", sa.Float, nullable=False, index=True),
     sa.Column("status", sa.String(16), nullable=False),  # the chat's, once this was said
     sa.Column("salesperson", sa.String(100), nullable=False, default=""),
+    sqlite_autoincrement=True,  # a number is never used twice, even after a purge
 )
 _salespeople = sa.Table(
     "chat_salespeople",
@@ -150,11 +148,12 @@ class ChatInbox:
         the assistant's own chats are those with a message in the last `active_s`."""
         t, m = _takeovers.c, _messages.c
         order = sa.case((t.status == WAITING, 0), (t.status == CLAIMED, 1), else_=2)
+        waited = sa.case((t.status == WAITING, t.waiting_since), else_=None)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(_takeovers)
                 .where(t.status.in_([s for s in statuses if s != ASSISTANT]))
-                .order_by(order, t.waiting_since, t.changed_at.desc())
+                .order_by(order, waited, t.changed_at.desc())
                 .limit(limit)
             ).mappings()
             found = [Takeover(**r) for r in rows]
@@ -195,9 +194,15 @@ class ChatInbox:
             rows = conn.execute(query.order_by(m.seq).limit(limit)).mappings()
             return [Message(**r) for r in rows]
 
-    def last_seq(self) -> int:
+    def settled_seq(self, grace_s: float) -> int:
+        """The last message number below which every message has committed: the newest
+        one older than `grace_s` (a sequence number may commit after a later one)."""
+        m = _messages.c
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.max(_messages.c.seq))).scalar() or 0)
+            found = conn.execute(
+                sa.select(sa.func.max(m.seq)).where(m.sent_at < self.clock() - grace_s)
+            ).scalar()
+            return int(found or 0)
 
     def connected(self, salesperson: str, now: float | None = None) -> bool:
         now = self.clock() if now is None else now
@@ -212,54 +217,34 @@ class ChatInbox:
     def say(self, session_id: str, *said: Said) -> list[Message]:
         """Adds messages to the transcript; the chat's state stays as it is."""
         with self.engine.begin() as conn:
-            current = self._takeover(conn, session_id)
+            current = self._lock(conn, session_id)
             return [self._append(conn, current, s) for s in said]
 
     def hand_off(self, session_id: str, reason: str, said: Sequence[Said]) -> list[Message]:
         """The assistant gives up the chat: it waits for a salesperson (unless one has it)."""
-        now = self.clock()
         with self.engine.begin() as conn:
-            current = self._takeover(conn, session_id)
+            current = self._lock(conn, session_id)
             if current.status in (ASSISTANT, CALLBACK):
-                current = self._set(conn, current, WAITING, "", reason, waiting_since=now)
+                current = self._set(conn, current, WAITING, "", reason, self.clock())
                 self._queue(conn, "chat.waiting", current)
             return [self._append(conn, current, s) for s in said]
 
     def claim(self, session_id: str, salesperson: str, said: Sequence[Said]) -> list[Message]:
-        """Takes the chat over; ClaimedByOtherError when another salesperson has it."""
-        t = _takeovers.c
-        now = self.clock()
-        values = {"status": CLAIMED, "salesperson": salesperson, "changed_at": now}
-        for _ in range(2):  # an insert that lost a race to another claim is tried as an update
-            try:
-                with self.engine.begin() as conn:
-                    won = conn.execute(
-                        sa.update(_takeovers)
-                        .where(
-                            t.session_id == session_id,
-                            sa.or_(t.status != CLAIMED, t.salesperson == salesperson),
-                        )
-                        .values(**values)
-                    ).rowcount
-                    if not won:
-                        holder = self._takeover(conn, session_id)
-                        if holder.status == CLAIMED:
-                            raise ClaimedByOtherError(
-                                f"session_id: chat {session_id!r} is already claimed by "
-                                f"{holder.salesperson!r}"
-                            )
-                        conn.execute(
-                            sa.insert(_takeovers).values(
-                                session_id=session_id, reason=SALESPERSON, **values
-                            )
-                        )
-                    current = self._takeover(conn, session_id)
-                    self._queue(conn, "chat.claimed", current)
-                    self._seen(conn, salesperson, now)
-                    return [self._append(conn, current, s) for s in said]
-            except IntegrityError:
-                continue
-        raise ClaimedByOtherError(f"session_id: chat {session_id!r} was claimed at the same time")
+        """Takes the chat over; ClaimedByOtherError when another salesperson has it. A claim
+        of one's own chat again changes nothing and says nothing."""
+        with self.engine.begin() as conn:
+            current = self._lock(conn, session_id)
+            self._seen(conn, salesperson, self.clock())
+            if current.status == CLAIMED:
+                if current.salesperson == salesperson:
+                    return []
+                raise ClaimedByOtherError(
+                    f"session_id: chat {session_id!r} is already claimed by {current.salesperson!r}"
+                )
+            reason = current.reason if current.status != ASSISTANT else SALESPERSON
+            current = self._set(conn, current, CLAIMED, salesperson, reason)
+            self._queue(conn, "chat.claimed", current)
+            return [self._append(conn, current, s) for s in said]
 
     def release(self, session_id: str, salesperson: str, said: Sequence[Said]) -> list[Message]:
         """Gives the chat back to the assistant; NotClaimedError unless `salesperson` has it."""
@@ -280,26 +265,10 @@ class ChatInbox:
         self, session_id: str, salesperson: str, said: Sequence[Said]
     ) -> list[Message]:
         """A claimed chat whose salesperson's inbox is gone waits for another one."""
-        t = _takeovers.c
-        now = self.clock()
         with self.engine.begin() as conn:
-            moved = conn.execute(
-                sa.update(_takeovers)
-                .where(
-                    t.session_id == session_id,
-                    t.status == CLAIMED,
-                    t.salesperson == salesperson,
-                )
-                .values(
-                    status=WAITING,
-                    salesperson="",
-                    reason="salesperson_gone",
-                    waiting_since=now,
-                    changed_at=now,
-                )
-            ).rowcount
-            current = self._takeover(conn, session_id)
-            if moved:
+            current = self._lock(conn, session_id)
+            if current.status == CLAIMED and current.salesperson == salesperson:
+                current = self._set(conn, current, WAITING, "", "salesperson_gone", self.clock())
                 self._queue(conn, "chat.waiting", current, salesperson=salesperson)
             return [self._append(conn, current, s) for s in said]
 
@@ -317,20 +286,11 @@ class ChatInbox:
     def promise_callback(self, chat: Takeover, said: Sequence[Said]) -> list[Message] | None:
         """A waiting chat gets its callback promise: None when another replica (or a claim)
         got there first."""
-        t = _takeovers.c
         with self.engine.begin() as conn:
-            moved = conn.execute(
-                sa.update(_takeovers)
-                .where(
-                    t.session_id == chat.session_id,
-                    t.status == WAITING,
-                    t.waiting_since == chat.waiting_since,
-                )
-                .values(status=CALLBACK, changed_at=self.clock())
-            ).rowcount
-            if not moved:
+            current = self._lock(conn, chat.session_id)
+            if current.status != WAITING or current.waiting_since != chat.waiting_since:
                 return None
-            current = self._takeover(conn, chat.session_id)
+            current = self._set(conn, current, CALLBACK, "", current.reason, current.waiting_since)
             self._queue(conn, "chat.callback_promised", current)
             return [self._append(conn, current, s) for s in said]
 
@@ -390,8 +350,34 @@ class ChatInbox:
         )
         return Takeover(**row) if row else Takeover(session_id)
 
+    def _lock(self, conn: Connection, session_id: str) -> Takeover:
+        """The chat's state, held until the transaction ends: a row lock in PostgreSQL; in
+        SQLite the insert takes the database's write lock before anything is read. Every
+        writing transaction starts here, so none acts on a state another has changed."""
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(
+            dialect.insert(_takeovers)
+            .values(
+                session_id=session_id,
+                status=ASSISTANT,
+                salesperson="",
+                reason="",
+                waiting_since=None,
+                changed_at=self.clock(),
+            )
+            .on_conflict_do_nothing(index_elements=["session_id"])
+        )
+        row = (
+            conn.execute(
+                sa.select(_takeovers).where(_takeovers.c.session_id == session_id).with_for_update()
+            )
+            .mappings()
+            .one()
+        )
+        return Takeover(**row)
+
     def _holder(self, conn: Connection, session_id: str, salesperson: str) -> Takeover:
-        current = self._takeover(conn, session_id)
+        current = self._lock(conn, session_id)
         if current.status != CLAIMED:
             raise NotClaimedError(
                 f"session_id: chat {session_id!r} is not claimed; claim it before answering"
@@ -420,12 +406,11 @@ class ChatInbox:
             "waiting_since": waiting_since,
             "changed_at": now,
         }
-        t = _takeovers.c
-        updated = conn.execute(
-            sa.update(_takeovers).where(t.session_id == current.session_id).values(**values)
-        ).rowcount
-        if not updated:
-            conn.execute(sa.insert(_takeovers).values(session_id=current.session_id, **values))
+        conn.execute(
+            sa.update(_takeovers)
+            .where(_takeovers.c.session_id == current.session_id)
+            .values(**values)
+        )
         return Takeover(current.session_id, status, salesperson, reason, waiting_since, now)
 
     def _append(self, conn: Connection, current: Takeover, said: Said) -> Message:

@@ -78,7 +78,10 @@ class NlpService:
                     takeovers.promise_callbacks, self.settings.nlp_handoff_wait_s
                 )
             except SQLAlchemyError as exc:  # the database is away: try again later
-                log.warning("callback check failed", extra={"error": str(exc)})
+                log.warning("callback check failed", extra={"error": type(exc).__name__})
+                promises = []
+            except Exception:  # never let the check die: no chat would be promised again
+                log.exception("callback check failed")
                 promises = []
             for promise in promises:
                 self.signals.publish(callback_signal(promise.session, promise.waited_s))

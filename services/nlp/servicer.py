@@ -363,8 +363,8 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         inbox = takeovers.inbox
         floor = request.after_seq
-        if not floor and not session_id:  # every chat: from now
-            floor = await asyncio.to_thread(inbox.last_seq)
+        if not floor and not session_id:  # every chat: from now (and the last moments again)
+            floor = await asyncio.to_thread(inbox.settled_seq, WATCH_GRACE_S)
         sent: set[int] = set()
         states: dict[str, tuple[str, str]] = {}
         if session_id:  # one chat: NOT_FOUND before the stream begins for a chat there is not

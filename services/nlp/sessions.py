@@ -3,7 +3,8 @@
 SQLite in the data dir by default, so a restart loses no conversation; any
 SQLAlchemy URL (the leads PostgreSQL in Kubernetes) for several replicas; or
 'memory' for tests and throwaway runs. An expired session is kept a day more
-so its visitor gets "expired", not "unknown".
+so its visitor gets "expired", not "unknown"; then it is deleted with its transcript
+and takeover state.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 KEEP_EXPIRED_S = 86_400.0
+# the inbox's tables (percept.nlp.inbox) keyed by session: purged with their session
+TRANSCRIPT_TABLES = ("chat_messages", "chat_takeovers")
 
 metadata = sa.MetaData()
 _sessions = sa.Table(
@@ -72,6 +75,13 @@ class SessionStore:
                 conn.execute(sa.insert(_sessions).values(id=session_id, **values))
             if now - self._last_purge > 60:
                 self._last_purge = now
+                gone = sa.select(_sessions.c.id).where(
+                    _sessions.c.expires_at < now - KEEP_EXPIRED_S
+                )
+                for name in TRANSCRIPT_TABLES:  # a session's transcript goes with it
+                    table = metadata.tables.get(name)
+                    if table is not None:
+                        conn.execute(sa.delete(table).where(table.c.session_id.in_(gone)))
                 conn.execute(
                     sa.delete(_sessions).where(_sessions.c.expires_at < now - KEEP_EXPIRED_S)
                 )

@@ -8,9 +8,13 @@ told when it changes, said in the visitor's language like every prompt.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from percept.nlp.apertium import ApertiumError
 from percept.nlp.dialogue import Assistant, Session
 from percept.nlp.inbox import (
     BOT,
@@ -21,7 +25,10 @@ from percept.nlp.inbox import (
     Said,
     Takeover,
 )
-from percept.nlp.sessions import SessionExpiredError
+from percept.nlp.sessions import SessionExpiredError, SessionNotFoundError
+from percept.nlp.translation import UnsupportedPairError
+
+log = logging.getLogger("percept.nlp.takeover")
 
 
 @dataclass
@@ -45,12 +52,19 @@ class Takeovers:
     def __init__(self, assistant: Assistant, inbox: ChatInbox) -> None:
         self.assistant, self.inbox = assistant, inbox
 
-    def _session(self, session_id: str, *, expired_ok: bool = False) -> Session:
-        """Raises SessionNotFoundError / SessionExpiredError for a chat there is not."""
+    def _session(
+        self, session_id: str, *, expired_ok: bool = False, missing_ok: bool = False
+    ) -> Session:
+        """Raises SessionNotFoundError / SessionExpiredError for a chat there is not; with
+        `expired_ok`, a chat whose visitor left is empty (with `missing_ok`, one purged)."""
         try:
             return Session.from_state(self.assistant.store.get(session_id))
         except SessionExpiredError:
             if not expired_ok:
+                raise
+            return Session(session_id)
+        except SessionNotFoundError:
+            if not missing_ok:
                 raise
             return Session(session_id)
 
@@ -102,17 +116,30 @@ class Takeovers:
         asked for a contact it has not given); this replica's share of them."""
         done = []
         for chat in self.inbox.overdue(wait_s):
-            session = self._session(chat.session_id, expired_ok=True)
-            text = self._say(session, "callback_promise")
-            if not session.qualification.known("contact"):
-                text += " " + self._say(session, "leave_contact")
-            said = [Said(BOT, text, language=session.language)]
-            messages = self.inbox.promise_callback(chat, said)
+            try:
+                session = self._session(chat.session_id, expired_ok=True, missing_ok=True)
+                text = self._say(session, "callback_promise")
+                if not session.qualification.known("contact"):
+                    text += " " + self._say(session, "leave_contact")
+                said = [Said(BOT, text, language=session.language)]
+                messages = self.inbox.promise_callback(chat, said)
+            except SQLAlchemyError:
+                raise  # the database is away: every chat would fail alike
+            except Exception:  # one chat's trouble must not keep the others waiting
+                log.exception("callback promise failed", extra={"session_id": chat.session_id})
+                continue
             if messages is not None:
                 waited = messages[-1].sent_at - (chat.waiting_since or messages[-1].sent_at)
                 done.append(Promise(session, waited, messages))
         return done
 
     def _say(self, session: Session, prompt: str, **values: str) -> str:
-        text, _ = self.assistant.say(prompt, session.language or "en", **values)
+        """The prompt in the visitor's language; in English when translation fails (a
+        claim or a promise must not wait for the translator)."""
+        language = session.language or "en"
+        try:
+            text, _ = self.assistant.say(prompt, language, **values)
+        except (ApertiumError, UnsupportedPairError):
+            log.warning("prompt not translated", extra={"language": language, "prompt": prompt})
+            text, _ = self.assistant.say(prompt, "en", **values)
         return text

@@ -710,7 +710,7 @@ class WatchChatsRequest(_message.Message):
     session_id: _builtins.str
     """empty: every chat"""
     after_seq: _builtins.int
-    """resume after this message (0: from now, with no history)"""
+    """Resume after this message. 0: one chat's whole transcript; every chat's from now."""
     salesperson: _builtins.str
     """A salesperson's inbox: while the stream is open they count as connected."""
     def __init__(

@@ -162,7 +162,7 @@ def test_a_claim_before_the_promise_wins_over_it(database_url: str) -> None:
 def test_the_transcript_is_one_rising_sequence_across_chats_and_replicas(
     database_url: str,
 ) -> None:
-    _, (one, two) = replicas(database_url)
+    clock, (one, two) = replicas(database_url)
     one.say("a", Said(VISITOR, "hello"))
     two.say("b", Said(VISITOR, "hola"))
     one.say("a", Said(BOT, "Hi!"))
@@ -171,7 +171,9 @@ def test_the_transcript_is_one_rising_sequence_across_chats_and_replicas(
     assert [m.seq for m in both] == sorted(m.seq for m in both)
     assert [m.text for m in two.since(0, "a")] == ["hello", "Hi!"]
     assert [m.text for m in two.messages("a", after=both[0].seq)] == ["Hi!"]
-    assert one.last_seq() == both[-1].seq
+    assert one.settled_seq(0) == 0  # all of it said this instant: nothing settled yet
+    clock.now += 6
+    assert one.settled_seq(5) == both[-1].seq
 
 
 def test_hand_off_webhooks_are_queued_with_the_change(database_url: str) -> None:

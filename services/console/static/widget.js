@@ -58,7 +58,8 @@
     if (panel.classList.contains("shown")) input.focus();
   });
 
-  function add(kind, text, by) {
+  // A message with its number goes before any later-numbered one: the transcript's order.
+  function add(kind, text, by, seq) {
     const node = document.createElement("div");
     node.className = `msg ${kind}`;
     node.textContent = text;  // never HTML: replies are text
@@ -68,7 +69,10 @@
       name.textContent = by;
       node.prepend(name);
     }
-    log.append(node);
+    if (seq) node.dataset.seq = String(seq);
+    const later = seq && [...log.querySelectorAll(".msg[data-seq]")].find((m) => Number(m.dataset.seq) > seq);
+    if (later) log.insertBefore(node, later);
+    else log.append(node);
     log.scrollTop = log.scrollHeight;
     return node;
   }
@@ -84,19 +88,21 @@
     events = new EventSource(`${origin}/api/chat/${encodeURIComponent(session)}/events?after=${last}`);
     events.addEventListener("chat", (event) => {
       const data = JSON.parse(event.data);
+      failures = 0;
       if (data.type !== "message" || shown.has(data.seq)) return;
       shown.add(data.seq);
       last = Math.max(last, data.seq);
-      failures = 0;
-      if (data.role === "visitor") { if (!sending) add("me", data.text); return; }
-      if (data.role === "salesperson") add("person", data.text, data.author);
-      else add("bot", data.text);
+      if (data.role === "visitor") { if (!sending) add("me", data.text, "", data.seq); return; }
+      if (data.role === "salesperson") add("person", data.text, data.author, data.seq);
+      else add("bot", data.text, "", data.seq);
     });
-    events.addEventListener("gone", () => {  // the service restarted, or the chat ended
+    const again = () => {  // the console restarted, the stream fell behind, or was refused
       events.close();
       events = null;
-      if (++failures < 5) setTimeout(() => follow(session), 2000 * failures);
-    });
+      if (++failures <= 8) setTimeout(() => follow(session), Math.min(30000, 2000 * failures));
+    };
+    events.addEventListener("gone", again);
+    events.addEventListener("error", () => { if (events && events.readyState === EventSource.CLOSED) again(); });
   }
 
   form.addEventListener("submit", async (event) => {
@@ -104,7 +110,7 @@
     const text = input.value.trim();
     if (!text) return;
     input.value = "";
-    add("me", text);
+    const mine = add("me", text);
     const pending = add("bot", "…");
     sending = true;
     try {
@@ -123,8 +129,13 @@
       if (!response.ok) throw new Error(reply.error || `the assistant is unavailable (${response.status})`);
       sessionStorage.setItem(storageKey, reply.session_id);
       shown.add(reply.visitor_seq);
+      mine.dataset.seq = String(reply.visitor_seq);
       if (!reply.text || shown.has(reply.reply_seq)) pending.remove();  // none, or the stream's
-      else { pending.textContent = reply.text; shown.add(reply.reply_seq); }
+      else {
+        pending.textContent = reply.text;
+        pending.dataset.seq = String(reply.reply_seq);
+        shown.add(reply.reply_seq);
+      }
       last = Math.max(last, reply.visitor_seq, reply.reply_seq);
       follow(reply.session_id);
     } catch (error) {
