@@ -228,6 +228,8 @@ class _Auth(BaseHTTPMiddleware):
         scope = "read" if request.method in ("GET", "HEAD") else "admin"
         if scope == "admin" and path.startswith("/api/inbox/"):
             scope = "respond"
+        if path == "/api/inbox/events" and request.query_params.get("salesperson"):
+            scope = "respond"  # an open inbox keeps its salesperson present
         if scope not in key.scopes:
             return JSONResponse(
                 {"error": f"this API key lacks the {scope!r} scope this needs"}, status_code=403

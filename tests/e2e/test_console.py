@@ -302,6 +302,8 @@ async def test_the_inbox_api_needs_the_respond_scope_and_says_what_is_wrong(
         claim = f"/api/inbox/{session}/claim"
         refused = await client.post(claim, json={"salesperson": "Ana"}, headers=reader)
         assert refused.status_code == 403 and "'respond' scope" in refused.json()["error"]
+        present = await client.get("/api/inbox/events?salesperson=Ana", headers=reader)
+        assert present.status_code == 403  # only a salesperson's key keeps one present
         nameless = await client.post(claim, json={}, headers=AUTH)
         assert nameless.status_code == 400
         assert nameless.json()["error"].startswith("salesperson: required")
