@@ -555,9 +555,7 @@ class Api:
                 leads_pb2.GetLeadRequest(key=common_pb2.IdentityKeys(chat_session_id=session)),
                 self.backends,
             )
-            lead = lead_json(found) | {
-                "next_follow_up_reason": found.next_follow_up_reason,
-            }
+            lead = lead_json(found)
         return JSONResponse(
             live_chat_json(chat) | {"lead": lead}, headers={"Cache-Control": "no-store"}
         )

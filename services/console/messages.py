@@ -42,6 +42,9 @@ def lead_json(lead: leads_pb2.Lead) -> dict[str, Any]:
         "last_signal_at": _time(lead.last_signal_at),
         "next_follow_up_at": _time(lead.next_follow_up_at),
         "next_follow_up_reason": lead.next_follow_up_reason,
+        "next_follow_up_action": lead.next_follow_up_action,
+        "next_follow_up_owner": lead.next_follow_up_owner,
+        "next_follow_up_priority": lead.next_follow_up_priority,
         "timeline": [
             {
                 "occurred_at": _time(entry.occurred_at),

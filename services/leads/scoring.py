@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime, timedelta
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
+from percept.leads.followups import FollowUp, FollowUpRules, load_rules
 from percept.v1 import common_pb2, leads_pb2
 
 K = common_pb2  # signal kinds and sources
@@ -60,11 +61,6 @@ CATEGORIES: dict[str, tuple[float, str]] = {
     "recovered_call": (0.4, "ended a call positive after a negative turn"),
 }
 # Follow-ups (when someone should contact the lead next, and why), by urgency.
-CALLBACK_WITHIN = timedelta(hours=1)  # the chat promised it to a visitor nobody could take
-RETENTION_WITHIN = timedelta(hours=4)
-SUPPORT_WITHIN = timedelta(hours=24)
-HOT_WITHIN = timedelta(hours=24)
-WARM_WITHIN = timedelta(hours=72)
 DWELL_WEIGHT, DWELL_FULL_SECONDS = 0.8, 120.0
 RETURN_WEIGHT, RETURN_CAP = 0.4, 3
 CHANNEL_WEIGHT = 0.35
@@ -77,6 +73,7 @@ class ScoringPolicy:
     hot_threshold: float = 0.7
     warm_threshold: float = 0.4
     bias: float = -2.5
+    follow_ups: FollowUpRules | None = None  # None: the packaged followups.yaml
 
 
 class SignalFacts(NamedTuple):
@@ -110,8 +107,15 @@ class Assessment:
     channels: list[int]
     contributions: list[Contribution] = field(default_factory=list)
     model: str = "prior"
-    follow_up_at: datetime | None = None  # when someone should contact the lead next
-    follow_up_reason: str = ""
+    follow_up: FollowUp | None = None  # who should contact the lead next, when and why
+
+    @property
+    def follow_up_at(self) -> datetime | None:
+        return self.follow_up.due_at if self.follow_up else None
+
+    @property
+    def follow_up_reason(self) -> str:
+        return self.follow_up.reason if self.follow_up else ""
 
 
 def _lse(a: float | None, b: float) -> float:
@@ -382,48 +386,17 @@ def assess_features(
         channels=list(f.channels),
         contributions=contributions,
         model=model.version if model else "prior",
-        **_follow_up(f, values, _classify(score, policy)),
+        follow_up=_rules(policy).next_for(f, values, class_name(_classify(score, policy))),
     )
 
 
-def _follow_up(f: Features, values: dict[str, float], lead_class: int) -> dict[str, Any]:
-    """When to contact the lead next, and why: a callback the chat promised (and no
-    salesperson has written since) within the hour; a customer at risk of cancelling
-    who sounded negative, a retention call within hours; a complaint, support within
-    a day; otherwise by class. Won and lost leads, and cold ones, need none."""
-    if f.outcome is not None or not f.last_signal_at:
-        return {}
-    if f.callback_promised_at > f.salesperson_wrote_at:
-        promised = datetime.fromtimestamp(f.callback_promised_at, tz=UTC)
-        return {
-            "follow_up_at": promised + CALLBACK_WITHIN,
-            "follow_up_reason": "callback promised in the chat: nobody could take it over",
-        }
-    last = datetime.fromtimestamp(f.last_signal_at, tz=UTC)
-    negative = values.get("call_sentiment:negative", 0.0) > 0
-    if values.get("category:cancellation_after_negative_turn", 0.0) >= 0.5 or (
-        values.get("intent:cancellation_risk", 0.0) >= 0.5 and negative
-    ):
-        return {
-            "follow_up_at": last + RETENTION_WITHIN,
-            "follow_up_reason": "retention call: talked about cancelling and sounded negative",
-        }
-    if values.get("intent:complaint", 0.0) >= 0.5 and negative:
-        return {
-            "follow_up_at": last + SUPPORT_WITHIN,
-            "follow_up_reason": "support call: complained and sounded negative",
-        }
-    if lead_class == leads_pb2.LEAD_CLASS_HOT:
-        return {
-            "follow_up_at": last + HOT_WITHIN,
-            "follow_up_reason": "hot lead: call within a day",
-        }
-    if lead_class == leads_pb2.LEAD_CLASS_WARM:
-        return {
-            "follow_up_at": last + WARM_WITHIN,
-            "follow_up_reason": "warm lead: contact within three days",
-        }
-    return {}
+@cache
+def _packaged_rules() -> FollowUpRules:
+    return load_rules()
+
+
+def _rules(policy: ScoringPolicy) -> FollowUpRules:
+    return policy.follow_ups if policy.follow_ups is not None else _packaged_rules()
 
 
 def class_name(value: int) -> str:

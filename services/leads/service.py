@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from percept.leads.face_erasure import FaceErasure
+from percept.leads.followups import load_rules
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.servicer import LeadsServicer
 from percept.leads.store import LeadStore
@@ -21,6 +22,7 @@ from percept.runtime.clients import bearer_of, service_channel
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
 from percept.runtime.webhooks import WebhookDelivery
+from percept.understanding.loading import known_intents, load_categories
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
 SERVICE = leads_pb2.DESCRIPTOR.services_by_name["Leads"].full_name
@@ -28,10 +30,14 @@ RETENTION_INTERVAL_S = 3600.0  # expired signals are purged at start and then ho
 
 
 def scoring_policy(settings: Settings) -> ScoringPolicy:
+    """The thresholds, and the follow-up rules checked against the intents and call
+    categories there are (a rule naming one nobody knows is refused at start-up)."""
+    categories = [c.name for c in load_categories(settings).categories]
     return ScoringPolicy(
         half_life=timedelta(days=settings.leads_half_life_days),
         hot_threshold=settings.leads_hot_threshold,
         warm_threshold=settings.leads_warm_threshold,
+        follow_ups=load_rules(settings.understanding_dir, known_intents(), categories),
     )
 
 

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.analytics import Membership, campaign_report
 from percept.leads.changes import Change
+from percept.leads.followups import Owners
 from percept.leads.identity import InvalidIdentityError, keys_of, to_proto
 from percept.leads.listen import ChangeListener
 from percept.leads.scoring import CHANNEL_NAMES
@@ -75,14 +76,18 @@ def _lead_message(row: dict[str, Any], keys: Any) -> leads_pb2.Lead:
     )
 
 
-def _view_message(view: LeadView) -> leads_pb2.Lead:
+def _view_message(view: LeadView, owners: Owners) -> leads_pb2.Lead:
     lead = _lead_message(view.row, view.keys)
     a = view.assessment
     lead.score, lead.lead_class, lead.stage = a.score, a.lead_class, a.stage
     lead.product_interest = a.product_interest
-    if a.follow_up_at is not None:
-        lead.next_follow_up_at.CopyFrom(_ts(a.follow_up_at))
-        lead.next_follow_up_reason = a.follow_up_reason
+    if a.follow_up is not None:
+        lead.next_follow_up_at.CopyFrom(_ts(a.follow_up.due_at))
+        lead.next_follow_up_reason = a.follow_up.reason
+        lead.next_follow_up_action = a.follow_up.action
+        lead.next_follow_up_priority = a.follow_up.priority
+        lead.next_follow_up_rule = a.follow_up.rule
+        lead.next_follow_up_owner = a.follow_up.owner(owners, lead.lead_id, a.product_interest)
     for entry in view.timeline:
         lead.timeline.append(
             leads_pb2.TimelineEntry(
@@ -289,7 +294,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         if not lead_id.strip() and request.HasField("key"):
             lead_id = await self._lead_of_key(request.key, context)
         view = await self._view(lead_id, context, timeline=request.include_timeline)
-        return _view_message(view)
+        return _view_message(view, self._owners())
 
     async def ListLeads(
         self, request: leads_pb2.ListLeadsRequest, context: Context
@@ -466,7 +471,11 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         return changes
 
     async def _current(self, lead_id: str, context: Context) -> leads_pb2.Lead:
-        return _view_message(await self._view(lead_id, context))
+        return _view_message(await self._view(lead_id, context), self._owners())
+
+    def _owners(self) -> Owners:
+        rules = self.store.policy.follow_ups
+        return rules.owners if rules is not None else Owners()
 
     async def _lead_of_key(self, key: common_pb2.IdentityKeys, context: Context) -> str:
         """The lead holding the first key given (a chat's session id...), or NOT_FOUND."""

@@ -211,6 +211,10 @@ class Lead(_message.Message):
     NEXT_FOLLOW_UP_AT_FIELD_NUMBER: _builtins.int
     TIMELINE_FIELD_NUMBER: _builtins.int
     NEXT_FOLLOW_UP_REASON_FIELD_NUMBER: _builtins.int
+    NEXT_FOLLOW_UP_ACTION_FIELD_NUMBER: _builtins.int
+    NEXT_FOLLOW_UP_PRIORITY_FIELD_NUMBER: _builtins.int
+    NEXT_FOLLOW_UP_OWNER_FIELD_NUMBER: _builtins.int
+    NEXT_FOLLOW_UP_RULE_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     score: _builtins.float
     """in [0, 1], decayed to now"""
@@ -220,6 +224,14 @@ class Lead(_message.Message):
     signal_count: _builtins.int
     next_follow_up_reason: _builtins.str
     """GetLead only: why, in words"""
+    next_follow_up_action: _builtins.str
+    """GetLead only, from the follow-up rule the lead meets (followups.yaml): what to do
+    (call, email, send_quote, support_call, retention_call), how urgent (1 first), who.
+    """
+    next_follow_up_priority: _builtins.int
+    next_follow_up_owner: _builtins.str
+    """empty when the rules name nobody"""
+    next_follow_up_rule: _builtins.str
     @_builtins.property
     def identity(self) -> _common_pb2.IdentityKeys:
         """best-known key of each type"""
@@ -262,10 +274,14 @@ class Lead(_message.Message):
         next_follow_up_at: _timestamp_pb2.Timestamp | None = ...,
         timeline: _abc.Iterable[Global___TimelineEntry] | None = ...,
         next_follow_up_reason: _builtins.str = ...,
+        next_follow_up_action: _builtins.str = ...,
+        next_follow_up_priority: _builtins.int = ...,
+        next_follow_up_owner: _builtins.str = ...,
+        next_follow_up_rule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "next_follow_up_at", b"next_follow_up_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "lead_class", b"lead_class", "lead_id", b"lead_id", "next_follow_up_at", b"next_follow_up_at", "next_follow_up_reason", b"next_follow_up_reason", "product_interest", b"product_interest", "qualification", b"qualification", "score", b"score", "signal_count", b"signal_count", "stage", b"stage", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "lead_class", b"lead_class", "lead_id", b"lead_id", "next_follow_up_action", b"next_follow_up_action", "next_follow_up_at", b"next_follow_up_at", "next_follow_up_owner", b"next_follow_up_owner", "next_follow_up_priority", b"next_follow_up_priority", "next_follow_up_reason", b"next_follow_up_reason", "next_follow_up_rule", b"next_follow_up_rule", "product_interest", b"product_interest", "qualification", b"qualification", "score", b"score", "signal_count", b"signal_count", "stage", b"stage", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,6 +13,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from importlib import resources
 
 import grpc
 import pytest
@@ -47,7 +48,11 @@ class Suite:
 async def suite(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Suite]:
     root = tmp_path_factory.mktemp("takeover")
     desk = Receiver(0)
-    leads_settings = local_settings(root / "leads")
+    rules = root / "understanding"  # the company's follow-up rules: one salesperson
+    rules.mkdir()
+    packaged = resources.files("percept.leads").joinpath("followups.yaml").read_text("utf-8")
+    (rules / "followups.yaml").write_text(packaged.replace("team: []", "team: [Ana]"), "utf-8")
+    leads_settings = local_settings(root / "leads", understanding_dir=rules)
     leads = ServiceHost(LeadsService(leads_settings), leads_settings)
     await leads.start()
     await asyncio.wait_for(leads.ready.wait(), 60)
@@ -380,6 +385,10 @@ async def test_a_visitor_waiting_too_long_is_promised_a_callback_and_leads_follo
         return lead is not None and lead.next_follow_up_reason.startswith("callback promised")
 
     await eventually(follows_up)
+    lead = await timeline_of(suite, session)
+    assert lead is not None
+    assert (lead.next_follow_up_rule, lead.next_follow_up_action) == ("callback", "call")
+    assert lead.next_follow_up_priority == 1 and lead.next_follow_up_owner == "Ana"
 
     def told(kind: str) -> list[dict[str, str]]:
         bodies = [json.loads(body) for _, body, _ in suite.desk.requests]

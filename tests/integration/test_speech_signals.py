@@ -287,6 +287,7 @@ async def test_a_call_that_ends_in_a_cancellation_asks_leads_for_a_retention_cal
         "unspecified talked" in call_summary and "cancellation_after_negative_turn" in call_summary
     )
     assert full.next_follow_up_reason.startswith("retention call"), full.next_follow_up_reason
+    assert full.next_follow_up_action == "retention_call" and full.next_follow_up_priority == 1
     due = full.next_follow_up_at.ToDatetime() - full.last_signal_at.ToDatetime()
     assert due.total_seconds() == 4 * 3600
     explained = await stub.ExplainScore(leads_pb2.ExplainScoreRequest(lead_id=full.lead_id))
