@@ -562,24 +562,16 @@ class Api:
 
     async def claim_chat(self, request: Request) -> Response:
         body = await _json_body(request)
-        chat = await _call(
-            self.backends.nlp.ClaimChat,
-            nlp_pb2.ClaimChatRequest(
-                session_id=request.path_params["session_id"], salesperson=_salesperson(body)
-            ),
-            self.backends,
-        )
+        session, name = request.path_params["session_id"], _salesperson(body)
+        claim = nlp_pb2.ClaimChatRequest(session_id=session, salesperson=name)
+        chat = await _call(self.backends.nlp.ClaimChat, claim, self.backends)
         return JSONResponse(live_chat_json(chat))
 
     async def release_chat(self, request: Request) -> Response:
         body = await _json_body(request)
-        chat = await _call(
-            self.backends.nlp.ReleaseChat,
-            nlp_pb2.ReleaseChatRequest(
-                session_id=request.path_params["session_id"], salesperson=_salesperson(body)
-            ),
-            self.backends,
-        )
+        session, name = request.path_params["session_id"], _salesperson(body)
+        release = nlp_pb2.ReleaseChatRequest(session_id=session, salesperson=name)
+        chat = await _call(self.backends.nlp.ReleaseChat, release, self.backends)
         return JSONResponse(live_chat_json(chat))
 
     async def send_chat_message(self, request: Request) -> Response:

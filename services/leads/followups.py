@@ -22,6 +22,8 @@ from typing import Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from percept.runtime.yaml_lines import LINE, first_error, line_of, load_with_lines, strip_lines
+
 CLASSES = ("hot", "warm", "cold")
 SENTIMENTS = ("positive", "neutral", "negative")
 STRONG = 0.5  # an intent or a category counts from this decayed strength on
@@ -126,33 +128,6 @@ class FollowUpRules:
         return None
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Keeps each mapping's line, so an error can say where it is."""
-
-
-def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
-
-
-def _strip_lines(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
-    if isinstance(value, list):
-        return [_strip_lines(v) for v in value]
-    return value
-
-
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    at = ".".join(str(p) for p in first["loc"]) or "entry"
-    return f"{at}: {str(first['msg']).removeprefix('Value error, ')}"
-
-
 def parse_rules(
     text: str,
     source: str = "followups.yaml",
@@ -161,30 +136,29 @@ def parse_rules(
 ) -> FollowUpRules:
     """The rules of a file; `intents` and `categories`: the names conditions may take."""
     try:
-        content = yaml.load(text, Loader=_LineLoader)
+        content = load_with_lines(text)
     except yaml.YAMLError as exc:
         raise FollowUpRulesError(f"{source}: not YAML: {exc}") from None
     if not isinstance(content, dict) or not isinstance(content.get("rules"), list):
         raise FollowUpRulesError(f"{source}: a 'rules' list is required")
-    unknown = sorted(set(content) - {"owners", "rules", "__line__"})
+    unknown = sorted(set(content) - {"owners", "rules", LINE})
     if unknown:
         raise FollowUpRulesError(f"{source}: {unknown[0]!r} is not 'owners' or 'rules'")
     raw_owners = content.get("owners") or {}
     try:
-        owners = Owners.model_validate(_strip_lines(raw_owners))
+        owners = Owners.model_validate(strip_lines(raw_owners))
     except ValidationError as exc:
-        line = raw_owners.get("__line__", "?") if isinstance(raw_owners, dict) else "?"
-        raise FollowUpRulesError(f"{source}:{line}: owners: {_first_error(exc)}") from None
+        where = f"{source}:{line_of(raw_owners)}: owners"
+        raise FollowUpRulesError(f"{where}: {first_error(exc)}") from None
     known = {"intent": set(intents), "category": set(categories)}
     people = owners.people()
     rules: list[Rule] = []
     for number, entry in enumerate(content["rules"], 1):
-        line = entry.get("__line__", "?") if isinstance(entry, dict) else "?"
-        where = f"{source}:{line}: rules[{number}]"
+        where = f"{source}:{line_of(entry)}: rules[{number}]"
         try:
-            rule = Rule.model_validate(_strip_lines(entry))
+            rule = Rule.model_validate(strip_lines(entry))
         except ValidationError as exc:
-            raise FollowUpRulesError(f"{where}: {_first_error(exc)}") from None
+            raise FollowUpRulesError(f"{where}: {first_error(exc)}") from None
         for kind in ("intent", "category"):
             name = getattr(rule.when, kind)
             if name is not None and known[kind] and name not in known[kind]:

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from percept.nlp.sessions import metadata
+from percept.runtime.webhooks import claim_due, record_attempt
 
 ASSISTANT, WAITING, CLAIMED, CALLBACK = "assistant", "waiting", "claimed", "callback"
 STATUSES = (ASSISTANT, WAITING, CLAIMED, CALLBACK)
@@ -302,23 +303,8 @@ class ChatInbox:
     # -- webhooks (runtime.webhooks.WebhookQueue) -------------------------------
 
     def due_webhooks(self, now: datetime, limit: int) -> list[dict[str, Any]]:
-        w = _webhooks.c
-        query = (
-            sa.select(w.event_id, w.payload, w.attempts)
-            .where(w.delivered_at.is_(None), w.failed.is_(False), w.next_attempt_at <= now)
-            .order_by(w.next_attempt_at, w.event_id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         with self.engine.begin() as conn:
-            rows = [dict(r) for r in conn.execute(query).mappings()]
-            if rows:
-                conn.execute(
-                    sa.update(_webhooks)
-                    .where(w.event_id.in_([r["event_id"] for r in rows]))
-                    .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
-                )
-            return rows
+            return claim_due(conn, _webhooks, now, limit, CLAIM_LEASE_S)
 
     def webhook_attempted(
         self,
@@ -329,16 +315,16 @@ class ChatInbox:
         retry_at: datetime | None,
         error: str | None,
     ) -> None:
-        w = _webhooks.c
-        values: dict[str, Any] = {"attempts": w.attempts + 1, "last_error": error}
-        if delivered:
-            values["delivered_at"] = now
-        elif retry_at is None:
-            values["failed"] = True
-        else:
-            values["next_attempt_at"] = retry_at
         with self.engine.begin() as conn:
-            conn.execute(sa.update(_webhooks).where(w.event_id == event_id).values(**values))
+            record_attempt(
+                conn,
+                _webhooks,
+                event_id,
+                delivered=delivered,
+                now=now,
+                retry_at=retry_at,
+                error=error,
+            )
 
     # -- inside a transaction ---------------------------------------------------
 

@@ -304,25 +304,27 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
     async def ClaimChat(
         self, request: nlp_pb2.ClaimChatRequest, context: Context
     ) -> nlp_pb2.LiveChat:
-        takeovers = await self._takeovers(context)
-        await self._chat_call(context, request.session_id, request.salesperson)
-        view = await self._run(
-            context,
-            request.session_id,
-            lambda: takeovers.claim(request.session_id, request.salesperson.strip()),
-        )
-        self.wake_watches()
-        return live_chat(view)
+        return await self._hand_over(request, context, "claim")
 
     async def ReleaseChat(
         self, request: nlp_pb2.ReleaseChatRequest, context: Context
     ) -> nlp_pb2.LiveChat:
+        return await self._hand_over(request, context, "release")
+
+    async def _hand_over(
+        self,
+        request: nlp_pb2.ClaimChatRequest | nlp_pb2.ReleaseChatRequest,
+        context: Context,
+        step: str,
+    ) -> nlp_pb2.LiveChat:
+        """A salesperson takes the chat (`claim`) or gives it back (`release`)."""
         takeovers = await self._takeovers(context)
         await self._chat_call(context, request.session_id, request.salesperson)
+        act = takeovers.claim if step == "claim" else takeovers.release
         view = await self._run(
             context,
             request.session_id,
-            lambda: takeovers.release(request.session_id, request.salesperson.strip()),
+            lambda: act(request.session_id, request.salesperson.strip()),
         )
         self.wake_watches()
         return live_chat(view)

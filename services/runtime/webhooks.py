@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
+from sqlalchemy import Table, select, update
+from sqlalchemy.engine import Connection
 
 log = logging.getLogger("percept.webhooks")
 
@@ -44,6 +46,54 @@ class WebhookQueue(Protocol):
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def claim_due(
+    conn: Connection, table: Table, now: datetime, limit: int, lease_s: float
+) -> list[dict[str, Any]]:
+    """Claims a queue table's due events: this replica's to deliver for `lease_s`.
+    Replicas skip rows another is claiming (FOR UPDATE SKIP LOCKED) and claimed rows
+    are due again only when the lease ends, so each event goes out once; one whose
+    replica died in the middle is delivered by another after the lease."""
+    w = table.c
+    query = (
+        select(w.event_id, w.payload, w.attempts)
+        .where(w.delivered_at.is_(None), w.failed.is_(False), w.next_attempt_at <= now)
+        .order_by(w.next_attempt_at, w.event_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    if rows:
+        conn.execute(
+            update(table)
+            .where(w.event_id.in_([r["event_id"] for r in rows]))
+            .values(next_attempt_at=now + timedelta(seconds=lease_s))
+        )
+    return rows
+
+
+def record_attempt(
+    conn: Connection,
+    table: Table,
+    event_id: str,
+    *,
+    delivered: bool,
+    now: datetime,
+    retry_at: datetime | None,
+    error: str | None,
+) -> None:
+    """An attempt on a queue table's event: delivered, retried later, or (retry_at
+    None) given up."""
+    w = table.c
+    values: dict[str, Any] = {"attempts": w.attempts + 1, "last_error": error}
+    if delivered:
+        values["delivered_at"] = now
+    elif retry_at is None:
+        values["failed"] = True
+    else:
+        values["next_attempt_at"] = retry_at
+    conn.execute(update(table).where(w.event_id == event_id).values(**values))
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:

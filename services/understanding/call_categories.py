@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from percept.runtime.yaml_lines import first_error, line_of, load_with_lines, strip_lines
 
 # who a role condition takes: a mono call's unnamed channel speaks for the customer
 SPEAKERS = {
@@ -218,33 +220,12 @@ class Categories:
         return [m for f in sorted(finals, key=lambda f: f.start) for m in call.add(f)]
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Keeps each mapping's line, so an error can say where it is."""
-
-
-def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
-
-
-def _strip_lines(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
-    if isinstance(value, list):
-        return [_strip_lines(v) for v in value]
-    return value
-
-
 def parse_categories(
     text: str, source: str = "call_categories.yaml", intents: Iterable[str] = ()
 ) -> Categories:
     """The categories of a file; `intents`: the names an `intent` may take."""
     try:
-        content = yaml.load(text, Loader=_LineLoader)
+        content = load_with_lines(text)
     except yaml.YAMLError as exc:
         raise CategoriesError(f"{source}: not YAML: {exc}") from None
     if not isinstance(content, dict) or not isinstance(content.get("categories"), list):
@@ -252,15 +233,11 @@ def parse_categories(
     known_intents = set(intents)
     out: list[Category] = []
     for number, entry in enumerate(content["categories"], 1):
-        line = entry.get("__line__", "?") if isinstance(entry, dict) else "?"
-        where = f"{source}:{line}: categories[{number}]"
+        where = f"{source}:{line_of(entry)}: categories[{number}]"
         try:
-            category = Category.model_validate(_strip_lines(entry))
+            category = Category.model_validate(strip_lines(entry))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            at = ".".join(str(p) for p in first["loc"]) or "entry"
-            message = str(first["msg"]).removeprefix("Value error, ")
-            raise CategoriesError(f"{where}: {at}: {message}") from None
+            raise CategoriesError(f"{where}: {first_error(exc)}") from None
         for condition, at in ((category.when, "when"), (category.when.earlier, "when.earlier")):
             intent = condition.intent if condition is not None else None
             if intent is not None and known_intents and intent not in known_intents:

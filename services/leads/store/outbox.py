@@ -27,6 +27,7 @@ from percept.leads.store.base import (
     CLAIM_LEASE_S,
     StoreBase,
 )
+from percept.runtime.webhooks import claim_due, record_attempt
 
 log = logging.getLogger("percept.leads.store")
 
@@ -138,30 +139,11 @@ class OutboxMixin(StoreBase):
     def due_webhooks(
         self, now: datetime, limit: int, lease_s: float = CLAIM_LEASE_S
     ) -> list[dict[str, Any]]:
-        """Claims due events: this replica's to deliver for `lease_s`. Replicas skip rows
-        another is claiming (FOR UPDATE SKIP LOCKED) and claimed rows are due again only
-        when the lease ends, so each event goes out once; one whose replica died in
-        the middle is delivered by another after the lease."""
-        w = schema.webhook_events.c
-        query = (
-            select(w.event_id, w.payload, w.attempts)
-            .where(w.delivered_at.is_(None), w.failed.is_(False), w.next_attempt_at <= now)
-            .order_by(w.next_attempt_at, w.event_id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        """Claims due events (see runtime.webhooks.claim_due)."""
+        return self._write(
+            lambda conn: claim_due(conn, schema.webhook_events, now, limit, lease_s),
+            serial=False,
         )
-
-        def work(conn: Connection) -> list[dict[str, Any]]:
-            rows = [dict(r) for r in conn.execute(query).mappings()]
-            if rows:
-                conn.execute(
-                    update(schema.webhook_events)
-                    .where(w.event_id.in_([r["event_id"] for r in rows]))
-                    .values(next_attempt_at=now + timedelta(seconds=lease_s))
-                )
-            return rows
-
-        return self._write(work, serial=False)
 
     def webhook_attempted(
         self,
@@ -172,16 +154,13 @@ class OutboxMixin(StoreBase):
         retry_at: datetime | None,
         error: str | None,
     ) -> None:
-        """Records an attempt: delivered, retried later, or (retry_at None) given up."""
-        w = schema.webhook_events.c
-        values: dict[str, Any] = {"attempts": w.attempts + 1, "last_error": error}
-        if delivered:
-            values["delivered_at"] = now
-        elif retry_at is None:
-            values["failed"] = True
-        else:
-            values["next_attempt_at"] = retry_at
         with self.engine.begin() as conn:
-            conn.execute(
-                update(schema.webhook_events).where(w.event_id == event_id).values(**values)
+            record_attempt(
+                conn,
+                schema.webhook_events,
+                event_id,
+                delivered=delivered,
+                now=now,
+                retry_at=retry_at,
+                error=error,
             )
