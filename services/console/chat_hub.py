@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -38,20 +38,20 @@ class ChatHub:
     def streams(self, session_id: str) -> int:
         return len(self._queues.get(session_id, ()))
 
-    @contextlib.contextmanager
-    def subscribe(self, session_id: str) -> Iterator[asyncio.Queue[nlp_pb2.ChatEvent | None]]:
-        """The session's events from now on; None when the stream fell too far behind."""
+    def subscribe(self, session_id: str) -> asyncio.Queue[nlp_pb2.ChatEvent | None]:
+        """The session's events from now on; None when the stream fell too far behind.
+        The caller unsubscribes when its stream ends."""
         queue: asyncio.Queue[nlp_pb2.ChatEvent | None] = asyncio.Queue(QUEUE)
         self._queues.setdefault(session_id, set()).add(queue)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="console-chat-hub")
-        try:
-            yield queue
-        finally:
-            mine = self._queues.get(session_id, set())
-            mine.discard(queue)
-            if not mine:
-                self._queues.pop(session_id, None)
+        return queue
+
+    def unsubscribe(self, session_id: str, queue: asyncio.Queue[nlp_pb2.ChatEvent | None]) -> None:
+        mine = self._queues.get(session_id, set())
+        mine.discard(queue)
+        if not mine:
+            self._queues.pop(session_id, None)
 
     async def opened(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._open.wait(), timeout_s)

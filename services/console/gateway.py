@@ -475,22 +475,21 @@ class Api:
             raise ApiError(429, f"too many chat requests: try again in {wait:.0f} s")
         if self.hub.streams(session) >= MAX_WIDGET_STREAMS:
             raise ApiError(429, f"this chat already has {MAX_WIDGET_STREAMS} open streams")
-        subscription = self.hub.subscribe(session)
-        queue = subscription.__enter__()
+        queue = self.hub.subscribe(session)
         try:
             await self.hub.opened(WATCH_OPEN_S)
             chat = await _call(
                 self.backends.nlp.GetChat, nlp_pb2.GetChatRequest(session_id=session), self.backends
             )
         except TimeoutError:
-            subscription.__exit__(None, None, None)
+            self.hub.unsubscribe(session, queue)
             raise ApiError(503, "the chat service is not answering") from None
         except BaseException:
-            subscription.__exit__(None, None, None)
+            self.hub.unsubscribe(session, queue)
             raise
 
         def sse(event: nlp_pb2.ChatEvent) -> str:
-            return f"event: chat\ndata: {json.dumps(widget_event_json(event))}\n\n"
+            return _sse("chat", widget_event_json(event))
 
         async def events() -> AsyncIterator[str]:
             try:
@@ -509,7 +508,7 @@ class Api:
                         yield ": keepalive\n\n"
                         continue
                     if event is None:  # fell behind: the widget resumes after `last`
-                        yield f"event: gone\ndata: {json.dumps({'error': 'resume'})}\n\n"
+                        yield _sse("gone", {"error": "resume"})
                         return
                     if event.HasField("message"):
                         if event.message.seq <= last:
@@ -517,13 +516,9 @@ class Api:
                         last = event.message.seq
                     yield sse(event)
             finally:
-                subscription.__exit__(None, None, None)
+                self.hub.unsubscribe(session, queue)
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return _sse_response(events())
 
     # -- inbox (salespeople) ---------------------------------------------------------
 
@@ -650,16 +645,25 @@ async def _event_stream(
                     continue
                 except StopAsyncIteration:
                     return
-                yield f"event: {name}\ndata: {json.dumps(to_json(message))}\n\n"
+                yield _sse(name, to_json(message))
         except grpc.aio.AioRpcError as exc:
-            yield f"event: gone\ndata: {json.dumps({'error': exc.details()})}\n\n"
+            yield _sse("gone", {"error": exc.details()})
         except OSError as exc:  # the address did not resolve (FanIn)
-            yield f"event: gone\ndata: {json.dumps({'error': str(exc)})}\n\n"
+            yield _sse("gone", {"error": str(exc)})
         finally:
             stream.cancel()
 
+    return _sse_response(events())
+
+
+def _sse(name: str, data: dict[str, Any]) -> str:
+    """One server-sent event named `name` with `data` as JSON."""
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+def _sse_response(events: AsyncIterator[str]) -> Response:
     return StreamingResponse(
-        events(),
+        events,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -60,7 +60,6 @@ CATEGORIES: dict[str, tuple[float, str]] = {
     "escalation_request": (-0.3, "asked for a manager"),
     "recovered_call": (0.4, "ended a call positive after a negative turn"),
 }
-# Follow-ups (when someone should contact the lead next, and why), by urgency.
 DWELL_WEIGHT, DWELL_FULL_SECONDS = 0.8, 120.0
 RETURN_WEIGHT, RETURN_CAP = 0.4, 3
 CHANNEL_WEIGHT = 0.35
@@ -108,14 +107,6 @@ class Assessment:
     contributions: list[Contribution] = field(default_factory=list)
     model: str = "prior"
     follow_up: FollowUp | None = None  # who should contact the lead next, when and why
-
-    @property
-    def follow_up_at(self) -> datetime | None:
-        return self.follow_up.due_at if self.follow_up else None
-
-    @property
-    def follow_up_reason(self) -> str:
-        return self.follow_up.reason if self.follow_up else ""
 
 
 def _lse(a: float | None, b: float) -> float:

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from percept.runtime.settings import Settings
 
 ENGLISH = "en"
-HISTORY = 20  # turns kept with the session, for the human who takes over
 CLARIFY_BAND = 0.1  # below the threshold by less than this: "do you mean ...?"
 AMBIGUOUS_MARGIN = 0.03  # two entries this close: ask which one
 MISSES_BEFORE_HANDOFF = 2
@@ -223,11 +222,8 @@ class Assistant:
         def say(prompt: str, **values: str) -> Piece:
             return _prompt(self.prompts.english, native, prompt, values)
 
-        if chat.status == CLAIMED:  # the salesperson answers, if their inbox is still open
-            assert self.inbox is not None
-            gone = not self.inbox.connected(chat.salesperson)
-            pieces = [say("salesperson_gone", salesperson=chat.salesperson)] if gone else []
-            text, source = self.in_language(pieces, language) if pieces else ("", NATIVE)
+        def reply(parts: list[Piece], outcome: str, **extra: Any) -> Reply:
+            text, source = self.in_language(parts, language)
             return Reply(
                 session=session,
                 text=text,
@@ -235,11 +231,22 @@ class Assistant:
                 intents=intents,
                 entities=entities,
                 filled=filled,
+                handoff_reason=session.handoff_reason,
+                outcome=outcome,
+                text_source=source,
+                **extra,
+            )
+
+        if chat.status == CLAIMED:  # the salesperson answers, if their inbox is still open
+            assert self.inbox is not None
+            gone = not self.inbox.connected(chat.salesperson)
+            pieces = [say("salesperson_gone", salesperson=chat.salesperson)] if gone else []
+            outcome = "salesperson_gone" if gone else "with_salesperson"
+            return reply(
+                pieces,
+                outcome,
                 sources=[],
                 confidence=1.0,
-                handoff_reason=session.handoff_reason,
-                outcome="salesperson_gone" if gone else "with_salesperson",
-                text_source=source,
                 status=CLAIMED,
                 salesperson=chat.salesperson,
             )
@@ -284,20 +291,7 @@ class Assistant:
                 parts.append(say(f"ask_{slot}"))
                 session.asked = slot
                 session.qualification.asked[slot] = session.qualification.asked.get(slot, 0) + 1
-        text, source = self.in_language(parts, language)
-        return Reply(
-            session=session,
-            text=text,
-            language=language,
-            intents=intents,
-            entities=entities,
-            filled=filled,
-            sources=sources,
-            confidence=confidence,
-            handoff_reason=session.handoff_reason,
-            outcome=outcome,
-            text_source=source,
-        )
+        return reply(parts, outcome, sources=sources, confidence=confidence)
 
     def in_language(self, parts: list[Piece], language: str) -> tuple[str, str]:
         """The reply in `language`: each piece as written there, the others translated."""
@@ -336,7 +330,7 @@ class Assistant:
         product = named[0] if named else session.product
         hits = self.knowledge.search(english, 3, product=product)
         best = hits[0]
-        language = native.language if native else session.language
+        language = session.language
         if best.score >= self.threshold and (
             len(hits) < 2 or best.score - hits[1].score >= AMBIGUOUS_MARGIN
         ):

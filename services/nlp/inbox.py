@@ -160,13 +160,10 @@ class ChatInbox:
             found = [Takeover(**r) for r in rows]
             if ASSISTANT in statuses and len(found) < limit:
                 latest = sa.func.max(m.seq)
-                recent = conn.execute(
+                recent = conn.execute(  # every chat with a message has its row (_lock)
                     sa.select(m.session_id, sa.func.max(m.sent_at))
-                    .outerjoin(_takeovers, t.session_id == m.session_id)
-                    .where(
-                        m.sent_at > self.clock() - active_s,
-                        sa.or_(t.status.is_(None), t.status == ASSISTANT),
-                    )
+                    .join(_takeovers, t.session_id == m.session_id)
+                    .where(m.sent_at > self.clock() - active_s, t.status == ASSISTANT)
                     .group_by(m.session_id)
                     .order_by(latest.desc())
                     .limit(limit - len(found))
@@ -340,9 +337,8 @@ class ChatInbox:
         """The chat's state, held until the transaction ends: a row lock in PostgreSQL; in
         SQLite the insert takes the database's write lock before anything is read. Every
         writing transaction starts here, so none acts on a state another has changed."""
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(
-            dialect.insert(_takeovers)
+            _upsert(conn, _takeovers)
             .values(
                 session_id=session_id,
                 status=ASSISTANT,
@@ -415,8 +411,7 @@ class ChatInbox:
         return Message(seq=int(key[0]), **values)  # type: ignore[arg-type]
 
     def _seen(self, conn: Connection, salesperson: str, now: float) -> None:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        insert = dialect.insert(_salespeople).values(name=salesperson, seen_at=now)
+        insert = _upsert(conn, _salespeople).values(name=salesperson, seen_at=now)
         conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_={"seen_at": now}))
 
     def _queue(self, conn: Connection, kind: str, chat: Takeover, **extra: str) -> None:
@@ -442,3 +437,9 @@ class ChatInbox:
                     failed=False,
                 )
             )
+
+
+def _upsert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL, SQLite)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from percept.nlp.language_tags import LanguageTagError, check_tag, primary
+from percept.runtime.yaml_lines import LINE, load_with_lines
 from percept.understanding.classifier import Embedder
 
 FIELDS = ("id", "title", "answer", "questions", "product")
@@ -65,17 +66,8 @@ class Hit:
     score: float  # cosine similarity of the closest title or question
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Records the line each mapping starts on, for error messages."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        mapping = super().construct_mapping(node, deep=deep)
-        mapping["__line__"] = node.start_mark.line + 1
-        return mapping
-
-
 def _entry(raw: dict[str, Any], where: str, seen: set[str]) -> Entry:
-    unknown = sorted(set(raw) - {*FIELDS, "__line__"})
+    unknown = sorted(set(raw) - {*FIELDS, LINE})
     if unknown:
         raise KnowledgeError(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
     value = raw.get("id")
@@ -112,7 +104,7 @@ def _texts(value: Any, name: str, where: str) -> tuple[str, dict[str, str]]:
         return value.strip(), {}
     if not isinstance(value, dict):
         raise KnowledgeError(f"{where}: {name!r} is missing or not text")
-    line = value.pop("__line__", None)
+    line = value.pop(LINE, None)
     at = f"{where.rsplit(' line ', 1)[0]} line {line}" if line else where
     texts: dict[str, str] = {}
     for tag, text in value.items():
@@ -135,7 +127,7 @@ def _texts(value: Any, name: str, where: str) -> tuple[str, dict[str, str]]:
 
 def parse_yaml(text: str, name: str) -> list[Entry]:
     try:
-        data = yaml.load(text, Loader=_LineLoader)
+        data = load_with_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name} line {mark.line + 1}, column {mark.column + 1}" if mark else name
@@ -148,7 +140,7 @@ def parse_yaml(text: str, name: str) -> list[Entry]:
     for i, raw in enumerate(data["entries"]):
         if not isinstance(raw, dict):
             raise KnowledgeError(f"{name}: entry #{i + 1} is not a mapping")
-        entries.append(_entry(raw, f"{name} line {raw['__line__']}", seen))
+        entries.append(_entry(raw, f"{name} line {raw[LINE]}", seen))
     if not entries:
         raise KnowledgeError(f"{name}: no entries")
     return entries

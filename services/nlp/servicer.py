@@ -20,7 +20,7 @@ from percept.nlp.chat_messages import (
     qualification,
 )
 from percept.nlp.dialogue import Assistant, Reply, Turn
-from percept.nlp.inbox import CLAIMED, SALESPERSON, WAITING, ClaimedByOtherError, NotClaimedError
+from percept.nlp.inbox import CLAIMED, SALESPERSON, WAITING, TakeoverError
 from percept.nlp.language import LanguageDetector, iso_639_1
 from percept.nlp.metrics import NlpMetrics
 from percept.nlp.sessions import SessionExpiredError, SessionNotFoundError
@@ -273,9 +273,7 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"session_id: chat {session_id!r} has ended (the visitor left)",
             )
-        except ClaimedByOtherError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except NotClaimedError as exc:
+        except TakeoverError as exc:  # claimed by another, or not by this salesperson
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
     async def ListChats(

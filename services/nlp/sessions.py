@@ -75,16 +75,13 @@ class SessionStore:
                 conn.execute(sa.insert(_sessions).values(id=session_id, **values))
             if now - self._last_purge > 60:
                 self._last_purge = now
-                gone = sa.select(_sessions.c.id).where(
-                    _sessions.c.expires_at < now - KEEP_EXPIRED_S
-                )
+                expired = _sessions.c.expires_at < now - KEEP_EXPIRED_S
+                gone = sa.select(_sessions.c.id).where(expired)
                 for name in TRANSCRIPT_TABLES:  # a session's transcript goes with it
                     table = metadata.tables.get(name)
                     if table is not None:
                         conn.execute(sa.delete(table).where(table.c.session_id.in_(gone)))
-                conn.execute(
-                    sa.delete(_sessions).where(_sessions.c.expires_at < now - KEEP_EXPIRED_S)
-                )
+                conn.execute(sa.delete(_sessions).where(expired))
 
     def close(self) -> None:
         self.engine.dispose()

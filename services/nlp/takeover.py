@@ -71,12 +71,8 @@ class Takeovers:
     def view(self, session_id: str, *, transcript: bool = True) -> ChatView:
         session = self._session(session_id, expired_ok=True)
         chat = self.inbox.takeover(session_id)
-        return ChatView(
-            chat,
-            session,
-            chat.status == CLAIMED and self.inbox.connected(chat.salesperson),
-            self.inbox.messages(session_id) if transcript else [],
-        )
+        messages = self.inbox.messages(session_id) if transcript else []
+        return ChatView(chat, session, self._connected(chat), messages)
 
     def chats(self, statuses: Sequence[str], limit: int) -> list[ChatView]:
         found = self.inbox.chats(statuses, limit, self.assistant.store.ttl_s)
@@ -86,9 +82,12 @@ class Takeovers:
                 session: Session | None = self._session(chat.session_id, expired_ok=True)
             except LookupError:
                 session = None
-            connected = chat.status == CLAIMED and self.inbox.connected(chat.salesperson)
-            views.append(ChatView(chat, session, connected))
+            views.append(ChatView(chat, session, self._connected(chat)))
         return views
+
+    def _connected(self, chat: Takeover) -> bool:
+        """The salesperson who has the chat has their inbox open."""
+        return chat.status == CLAIMED and self.inbox.connected(chat.salesperson)
 
     def claim(self, session_id: str, salesperson: str) -> ChatView:
         """Raises ClaimedByOtherError when another salesperson has it."""

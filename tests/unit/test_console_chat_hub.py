@@ -63,15 +63,18 @@ async def test_events_go_to_their_session_and_the_watch_resumes_after_a_break(
         return FakeWatch(first if len(opened) == 1 else later, after, breaks=len(opened) == 1)
 
     hub = ChatHub(watch)
-    with hub.subscribe("a") as one, hub.subscribe("a") as two, hub.subscribe("b") as other:
-        await hub.opened(1)
-        got = [(await asyncio.wait_for(one.get(), 1)) for _ in range(3)]
-        assert [e.message.seq for e in got if e is not None] == [1, 3, 4]
-        assert [(await two.get()).message.seq for _ in range(3)] == [1, 3, 4]  # type: ignore[union-attr]
-        assert (await other.get()).message.seq == 2  # type: ignore[union-attr]
-        assert other.empty()
-        assert opened == [0, 3]  # resumed after the last message it passed on
-        assert hub.streams("a") == 2
+    one, two, other = hub.subscribe("a"), hub.subscribe("a"), hub.subscribe("b")
+    await hub.opened(1)
+    got = [(await asyncio.wait_for(one.get(), 1)) for _ in range(3)]
+    assert [e.message.seq for e in got if e is not None] == [1, 3, 4]
+    assert [(await two.get()).message.seq for _ in range(3)] == [1, 3, 4]  # type: ignore[union-attr]
+    assert (await other.get()).message.seq == 2  # type: ignore[union-attr]
+    assert other.empty()
+    assert opened == [0, 3]  # resumed after the last message it passed on
+    assert hub.streams("a") == 2
+    hub.unsubscribe("a", one)
+    hub.unsubscribe("a", two)
+    hub.unsubscribe("b", other)
     assert hub.streams("a") == 0
     await hub.close()
 
@@ -80,10 +83,11 @@ async def test_a_stream_that_falls_behind_is_ended(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(chat_hub, "QUEUE", 4)
     events = [message(seq, "a") for seq in range(1, 11)]
     hub = ChatHub(lambda after: FakeWatch(events, after, breaks=False))
-    with hub.subscribe("a") as queue:
-        await hub.opened(1)
-        for _ in range(50):
-            await asyncio.sleep(0)
-        drained = [queue.get_nowait() for _ in range(queue.qsize())]
-        assert drained[-1] is None  # the end: its widget resumes from what it showed
+    queue = hub.subscribe("a")
+    await hub.opened(1)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    drained = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert drained[-1] is None  # the end: its widget resumes from what it showed
+    hub.unsubscribe("a", queue)
     await hub.close()

@@ -194,7 +194,7 @@ def test_a_negative_call_about_cancelling_asks_for_a_retention_call_within_hours
     """The call's end (sentiment, categories) moves the score and sets the follow-up."""
     base = [fact(c.SIGNAL_KIND_INTENT, "purchase_intent", days_ago=3, confidence=0.9)]
     calm = assess(base, NOW)
-    assert calm.follow_up_at is not None and not calm.follow_up_reason.startswith("retention")
+    assert calm.follow_up is not None and not calm.follow_up.reason.startswith("retention")
     at_risk = [
         *base,
         fact(c.SIGNAL_KIND_INTENT, "cancellation_risk", confidence=0.9),
@@ -203,8 +203,8 @@ def test_a_negative_call_about_cancelling_asks_for_a_retention_call_within_hours
     ]
     risky = assess(at_risk, NOW)
     assert risky.score < calm.score
-    assert risky.follow_up_at == NOW + timedelta(hours=4)
-    assert risky.follow_up_reason.startswith("retention call")
+    assert risky.follow_up is not None and risky.follow_up.due_at == NOW + timedelta(hours=4)
+    assert risky.follow_up.reason.startswith("retention call")
     features = {x.feature: x for x in risky.contributions}
     assert features["call_sentiment:negative"].contribution < 0
     assert (
@@ -218,7 +218,8 @@ def test_a_negative_call_about_cancelling_asks_for_a_retention_call_within_hours
         fact(c.SIGNAL_KIND_INTENT, "cancellation_risk"),
         fact(c.SIGNAL_KIND_CALL_SENTIMENT, value="positive", numeric=0.6),
     ]
-    assert not assess(fine, NOW).follow_up_reason.startswith("retention")
+    fine_follow_up = assess(fine, NOW).follow_up
+    assert fine_follow_up is None or not fine_follow_up.reason.startswith("retention")
     # a later call decides: the latest call's sentiment counts, merged or not
     later = [
         *at_risk,
@@ -228,4 +229,4 @@ def test_a_negative_call_about_cancelling_asks_for_a_retention_call_within_hours
     left.merge(Features.of(later[1::2], ScoringPolicy().half_life))
     assert left.call_sentiment is not None and left.call_sentiment[2] == 0.8
     # won and lost leads need no follow-up
-    assert assess([*at_risk, fact(c.SIGNAL_KIND_OUTCOME, value="lost")], NOW).follow_up_at is None
+    assert assess([*at_risk, fact(c.SIGNAL_KIND_OUTCOME, value="lost")], NOW).follow_up is None
