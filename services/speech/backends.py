@@ -71,14 +71,17 @@ def drop_loops(text: str) -> str:
     of three or more words said twice, or a shorter run said three times; "the
     phone, the phone case" is language."""
     words = text.split()
-    keys = [loop_key(w) for w in words]
-    for i in range(len(words)):
-        for k in range(2, (len(words) - i) // 2 + 1):
+    # rounds are compared on words: a bare "…" or "-" between them is no word
+    # ("You are no longer muted … You are no longer muted.")
+    spoken = [j for j, w in enumerate(words) if loop_key(w)]
+    keys = [loop_key(words[j]) for j in spoken]
+    for i in range(len(keys)):
+        for k in range(2, (len(keys) - i) // 2 + 1):
             rounds = 1
             while keys[i : i + k] == keys[i + rounds * k : i + (rounds + 1) * k]:
                 rounds += 1
             if rounds >= 3 or (rounds == 2 and k >= 3):
-                return " ".join(words[: i + k])
+                return " ".join(words[: spoken[i + k - 1] + 1])
     return text
 
 

@@ -54,6 +54,10 @@ def test_local_agreement_keeps_the_last_word_open() -> None:
             "thank you for your patient. Thank you for your patients.",
             "thank you for your patient.",
         ),
+        (  # rounds of one loop with a bare ellipsis between them
+            "You are no longer muted … You are no longer muted. You are no longer muted…",
+            "You are no longer muted",
+        ),
         ("I want two laptops and two laptop bags", "I want two laptops and two laptop bags"),
         ("I had had enough", "I had had enough"),  # one repeated word is language
         ("the phone, the phone case", "the phone, the phone case"),
