@@ -20,7 +20,7 @@ from percept.leads.analytics import segment
 from percept.leads.scoring import CHANNEL_NAMES, class_name, stage_name
 from percept.leads.service import scoring_policy
 from percept.leads.store import LeadStore
-from percept.leads.training import OutcomesError, read_outcomes, train
+from percept.leads.training import Outcome, OutcomesError, read_outcomes, train
 from percept.runtime.clients import bearer
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
@@ -169,8 +169,14 @@ def forget(
 @app.command("train")
 def train_command(
     outcomes: Annotated[
-        Path, typer.Option(help="CSV: lead_id,outcome[,recorded_at]", exists=True, dir_okay=False)
-    ],
+        Path | None,
+        typer.Option(
+            help="CSV: lead_id,outcome[,recorded_at]; without it, the outcomes recorded in "
+            "the store (follow-ups completed as won or lost, CRM outcome signals)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Fit the score on recorded won/lost outcomes; activate it only if it beats the prior.
 
@@ -181,7 +187,16 @@ def train_command(
     store = LeadStore(settings.resolved_database_url, scoring_policy(settings))
     try:
         store.migrate()
-        report = train(store, read_outcomes(outcomes))
+        if outcomes is not None:
+            recorded = read_outcomes(outcomes)
+        else:
+            recorded = [Outcome(lead, o == "won", at) for lead, o, at in store.recorded_outcomes()]
+            if not recorded:
+                raise OutcomesError(
+                    "no outcomes recorded in the store yet: complete follow-ups as won or "
+                    "lost, or give --outcomes FILE"
+                )
+        report = train(store, recorded)
     except OutcomesError as exc:
         fail(str(exc), 2)
     finally:

@@ -83,6 +83,15 @@ class FollowUp:
     due_at: datetime
     reason: str
     owner_rule: str
+    within_h: float = 24.0
+    since: str = "last_signal"
+
+    def due_after(self, touched_at: datetime | None) -> datetime:
+        """When it is due once a salesperson last touched the lead at `touched_at` (a
+        completed follow-up counts as a contact, as a signal does; a promise does not move)."""
+        if touched_at is None or self.since != "last_signal":
+            return self.due_at
+        return max(self.due_at, touched_at + timedelta(hours=self.within_h))
 
     def owner(self, owners: Owners, lead_id: str, product: str) -> str:
         """Who does it: a name, the product's people or the team in turn (stable per
@@ -124,7 +133,16 @@ class FollowUpRules:
             start = f.callback_promised_at if rule.since == "callback_promise" else 0.0
             start = start or f.last_signal_at
             due = datetime.fromtimestamp(start, tz=UTC) + timedelta(hours=rule.within_h)
-            return FollowUp(rule.id, rule.action, rule.priority, due, rule.reason, rule.owner)
+            return FollowUp(
+                rule.id,
+                rule.action,
+                rule.priority,
+                due,
+                rule.reason,
+                rule.owner,
+                rule.within_h,
+                rule.since,
+            )
         return None
 
 

@@ -182,6 +182,49 @@ face_erasures = Table(
     Column("last_error", Text, nullable=True),
 )
 
+# Who contacts which lead next (followups.yaml): at most one open per lead, kept in step
+# with the lead's state by every write; closed ones stay as the lead's history.
+follow_ups = Table(
+    "follow_ups",
+    metadata,
+    Column("follow_up_id", String(32), primary_key=True),
+    Column("lead_id", String(32), ForeignKey("leads.lead_id"), nullable=False, index=True),
+    Column("rule", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("owner", String(200), nullable=False),  # '' when the rules name nobody
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("snoozed_until", DateTime(timezone=True), nullable=True),
+    Column("status", String(16), nullable=False),  # open | done | replaced | dropped
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    Column("outcome", String(8), nullable=True),  # won | lost | '' (contacted, nothing decided)
+    Column("note", Text, nullable=True),
+    Column("overdue_at", DateTime(timezone=True), nullable=True),  # when it was found overdue
+    Index("ix_follow_ups_status_due", "status", "due_at", "follow_up_id"),
+    Index("ix_follow_ups_owner_status_due", "owner", "status", "due_at", "follow_up_id"),
+)
+
+# Every step of a follow-up (created, snoozed, completed, replaced, dropped, overdue): the
+# lead's timeline shows them beside its signals.
+follow_up_steps = Table(
+    "follow_up_steps",
+    metadata,
+    Column("step_id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "follow_up_id",
+        String(32),
+        ForeignKey("follow_ups.follow_up_id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("lead_id", String(32), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
 settings_table = Table(
     "store_settings",
     metadata,

@@ -377,7 +377,7 @@ def assess_features(
         channels=list(f.channels),
         contributions=contributions,
         model=model.version if model else "prior",
-        follow_up=_rules(policy).next_for(f, values, class_name(_classify(score, policy))),
+        follow_up=follow_up_rules(policy).next_for(f, values, class_name(_classify(score, policy))),
     )
 
 
@@ -386,7 +386,8 @@ def _packaged_rules() -> FollowUpRules:
     return load_rules()
 
 
-def _rules(policy: ScoringPolicy) -> FollowUpRules:
+def follow_up_rules(policy: ScoringPolicy) -> FollowUpRules:
+    """The policy's follow-up rules, or the packaged ones."""
     return policy.follow_ups if policy.follow_ups is not None else _packaged_rules()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from percept.leads.followups import load_rules
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.servicer import LeadsServicer
 from percept.leads.store import LeadStore
+from percept.leads.store.follow_ups import OVERDUE_BATCH
 from percept.runtime.batching import BatchMetrics
 from percept.runtime.clients import bearer_of, service_channel
 from percept.runtime.settings import Settings
@@ -25,8 +27,10 @@ from percept.runtime.webhooks import WebhookDelivery
 from percept.understanding.loading import known_intents, load_categories
 from percept.v1 import leads_pb2, leads_pb2_grpc
 
+log = logging.getLogger("percept.leads")
 SERVICE = leads_pb2.DESCRIPTOR.services_by_name["Leads"].full_name
 RETENTION_INTERVAL_S = 3600.0  # expired signals are purged at start and then hourly
+OVERDUE_INTERVAL_S = 60.0  # follow-ups past due are found (and sent to webhooks) this often
 
 
 def scoring_policy(settings: Settings) -> ScoringPolicy:
@@ -67,10 +71,11 @@ class LeadsService:
             default_region=settings.default_phone_region or None,
             webhook_urls=settings.leads_webhook_urls,
             max_people_per_key=settings.leads_max_people_per_key,
+            follow_up_webhook_urls=settings.leads_follow_up_webhook_urls,
         )
         self.webhooks = (
             WebhookDelivery(self.store, settings.leads_webhook_secret)
-            if settings.leads_webhook_urls
+            if settings.leads_webhook_urls or settings.leads_follow_up_webhook_urls
             else None
         )
         self.settings = settings
@@ -78,6 +83,7 @@ class LeadsService:
         self._delivery: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._erasure: asyncio.Task[None] | None = None
+        self._overdue: asyncio.Task[None] | None = None
         self.retention_days = settings.leads_retention_days
         self.retention_by_kind = settings.leads_retention_by_kind
         self.registry = CollectorRegistry()  # served on the metrics port with the RPC metrics
@@ -102,6 +108,7 @@ class LeadsService:
         if self.webhooks is not None:
             self._delivery = asyncio.create_task(self.webhooks.run(), name="leads-webhooks")
         self._retention = asyncio.create_task(self._purge_forever(), name="leads-retention")
+        self._overdue = asyncio.create_task(self._overdue_forever(), name="leads-overdue")
         settings = self.settings
         self.faces = FaceErasure(
             self.store,
@@ -117,8 +124,17 @@ class LeadsService:
             )
             await asyncio.sleep(RETENTION_INTERVAL_S)
 
+    async def _overdue_forever(self) -> None:
+        while True:
+            try:
+                while len(await asyncio.to_thread(self.store.mark_overdue)) == OVERDUE_BATCH:
+                    pass
+            except Exception:  # the database away for a while: found on a later round
+                log.exception("overdue follow-ups not checked")
+            await asyncio.sleep(OVERDUE_INTERVAL_S)
+
     async def close(self) -> None:
-        for task in (self._delivery, self._retention, self._erasure):
+        for task in (self._delivery, self._retention, self._erasure, self._overdue):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.analytics import Membership, campaign_report
 from percept.leads.changes import Change
-from percept.leads.followups import Owners
+from percept.leads.follow_up_rpcs import FollowUpRpcs
 from percept.leads.identity import InvalidIdentityError, keys_of, to_proto
 from percept.leads.listen import ChangeListener
 from percept.leads.scoring import CHANNEL_NAMES
@@ -27,6 +27,7 @@ from percept.leads.store import (
     LeadView,
     utc,
 )
+from percept.leads.store.follow_up_sync import ACTION_WORDS
 from percept.leads.watch import ChangeFeed, WatcherOverflowError
 from percept.runtime.batching import BatchMetrics, MicroBatcher
 from percept.runtime.interceptors import database_unreachable
@@ -76,19 +77,30 @@ def _lead_message(row: dict[str, Any], keys: Any) -> leads_pb2.Lead:
     )
 
 
-def _view_message(view: LeadView, owners: Owners) -> leads_pb2.Lead:
+def _view_message(view: LeadView) -> leads_pb2.Lead:
     lead = _lead_message(view.row, view.keys)
     a = view.assessment
     lead.score, lead.lead_class, lead.stage = a.score, a.lead_class, a.stage
     lead.product_interest = a.product_interest
-    if a.follow_up is not None:
-        lead.next_follow_up_at.CopyFrom(_ts(a.follow_up.due_at))
-        lead.next_follow_up_reason = a.follow_up.reason
-        lead.next_follow_up_action = a.follow_up.action
-        lead.next_follow_up_priority = a.follow_up.priority
-        lead.next_follow_up_rule = a.follow_up.rule
-        lead.next_follow_up_owner = a.follow_up.owner(owners, lead.lead_id, a.product_interest)
+    if (f := view.follow_up) is not None:
+        lead.next_follow_up_id = f["follow_up_id"]
+        lead.next_follow_up_at.CopyFrom(_ts(f["due_at"]))
+        lead.next_follow_up_reason = f["reason"]
+        lead.next_follow_up_action = f["action"]
+        lead.next_follow_up_priority = f["priority"]
+        lead.next_follow_up_rule = f["rule"]
+        lead.next_follow_up_owner = f["owner"]
     for entry in view.timeline:
+        if "follow_up_id" in entry:
+            action = ACTION_WORDS.get(entry["action"], entry["action"])
+            lead.timeline.append(
+                leads_pb2.TimelineEntry(
+                    occurred_at=_ts(entry["occurred_at"]),
+                    summary=f"follow-up {action} {entry['step']}: {entry['detail']}",
+                    follow_up_id=entry["follow_up_id"],
+                )
+            )
+            continue
         lead.timeline.append(
             leads_pb2.TimelineEntry(
                 occurred_at=_ts(entry["occurred_at"]),
@@ -146,7 +158,7 @@ def filter_from_proto(f: leads_pb2.LeadFilter) -> LeadFilter:
     )
 
 
-class LeadsServicer(leads_pb2_grpc.LeadsServicer):
+class LeadsServicer(FollowUpRpcs, leads_pb2_grpc.LeadsServicer):
     def __init__(
         self,
         store: LeadStore,
@@ -294,7 +306,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         if not lead_id.strip() and request.HasField("key"):
             lead_id = await self._lead_of_key(request.key, context)
         view = await self._view(lead_id, context, timeline=request.include_timeline)
-        return _view_message(view, self._owners())
+        return _view_message(view)
 
     async def ListLeads(
         self, request: leads_pb2.ListLeadsRequest, context: Context
@@ -471,11 +483,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServicer):
         return changes
 
     async def _current(self, lead_id: str, context: Context) -> leads_pb2.Lead:
-        return _view_message(await self._view(lead_id, context), self._owners())
-
-    def _owners(self) -> Owners:
-        rules = self.store.policy.follow_ups
-        return rules.owners if rules is not None else Owners()
+        return _view_message(await self._view(lead_id, context))
 
     async def _lead_of_key(self, key: common_pb2.IdentityKeys, context: Context) -> str:
         """The lead holding the first key given (a chat's session id...), or NOT_FOUND."""

@@ -3,7 +3,8 @@
 `PERCEPT_API_KEYS` lists keys, each optionally with its scopes after a colon
 (`KEY` has every scope, `KEY:ingest` may only send signals, `KEY:read+admin`...).
 A perception service's key needs `ingest` on leads; the console's needs `read`
-(and `admin` to erase, `respond` for salespeople to answer chats); a
+(and `admin` to erase, `respond` for salespeople to answer chats and complete
+follow-ups); a
 call-center system's needs `perceive`. Every method of
 every service has a scope here, and a method that has none (a new RPC someone
 forgot to classify) needs `admin`: closed by default.
@@ -45,7 +46,10 @@ _BY_SERVICE: dict[str, dict[str, tuple[str, ...]]] = {
             "ListSegments",
             "CampaignReport",
             "ListMergeSuggestions",
+            "ListFollowUps",
         ),
+        # a salesperson working through the day's follow-ups
+        "respond": ("CompleteFollowUp", "SnoozeFollowUp"),
         "admin": ("MergeLeads", "SplitLead", "ForgetLead", "DismissMergeSuggestion"),
     },
     "grpc.reflection.v1alpha.ServerReflection": {"read": ("ServerReflectionInfo",)},

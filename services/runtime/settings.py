@@ -354,6 +354,10 @@ class Settings(BaseSettings):
     leads_webhook_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated URLs told of class and stage changes"
     )
+    leads_follow_up_webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated URLs told of new and overdue follow-ups",
+    )
     leads_webhook_secret: str = Field("", description="HMAC key that signs webhook requests")
 
     max_message_bytes: int = Field(8 * MIB, ge=1024, le=1024 * MIB)
@@ -371,6 +375,7 @@ class Settings(BaseSettings):
     @field_validator(
         "api_keys",
         "leads_webhook_urls",
+        "leads_follow_up_webhook_urls",
         "nlp_handoff_webhook_urls",
         "nlp_languages",
         "nlp_translation_backends",
@@ -444,7 +449,8 @@ class Settings(BaseSettings):
             raise ValueError("keepalive_timeout_s must be shorter than keepalive_time_s")
         if self.leads_warm_threshold >= self.leads_hot_threshold:
             raise ValueError("leads_warm_threshold must be below leads_hot_threshold")
-        if self.leads_webhook_urls and len(self.leads_webhook_secret) < 16:
+        leads_urls = [*self.leads_webhook_urls, *self.leads_follow_up_webhook_urls]
+        if leads_urls and len(self.leads_webhook_secret) < 16:
             raise ValueError(
                 "leads_webhook_secret of at least 16 characters is needed with webhooks"
             )
@@ -470,9 +476,10 @@ class Settings(BaseSettings):
             )
         if any(days <= 0 for days in self.leads_retention_by_kind.values()):
             raise ValueError("leads_retention_by_kind: every limit must be more than 0 days")
-        bad = [u for u in self.leads_webhook_urls if not u.startswith(("https://", "http://"))]
-        if bad:
-            raise ValueError(f"leads_webhook_urls must be http(s) URLs, not {bad[0]!r}")
+        for name in ("leads_webhook_urls", "leads_follow_up_webhook_urls"):
+            bad = [u for u in getattr(self, name) if not u.startswith(("https://", "http://"))]
+            if bad:
+                raise ValueError(f"{name} must be http(s) URLs, not {bad[0]!r}")
         return self
 
     @property

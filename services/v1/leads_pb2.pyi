@@ -148,11 +148,14 @@ class TimelineEntry(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     SIGNAL_ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
     source: _common_pb2.Source.ValueType
     kind: _common_pb2.SignalKind.ValueType
     summary: _builtins.str
     """e.g. "asked about the price of phone" """
     signal_id: _builtins.str
+    follow_up_id: _builtins.str
+    """instead of signal_id: a step of a follow-up (created, done...)"""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -163,10 +166,11 @@ class TimelineEntry(_message.Message):
         kind: _common_pb2.SignalKind.ValueType = ...,
         summary: _builtins.str = ...,
         signal_id: _builtins.str = ...,
+        follow_up_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "occurred_at", b"occurred_at", "signal_id", b"signal_id", "source", b"source", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_up_id", b"follow_up_id", "kind", b"kind", "occurred_at", b"occurred_at", "signal_id", b"signal_id", "source", b"source", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -215,6 +219,7 @@ class Lead(_message.Message):
     NEXT_FOLLOW_UP_PRIORITY_FIELD_NUMBER: _builtins.int
     NEXT_FOLLOW_UP_OWNER_FIELD_NUMBER: _builtins.int
     NEXT_FOLLOW_UP_RULE_FIELD_NUMBER: _builtins.int
+    NEXT_FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     score: _builtins.float
     """in [0, 1], decayed to now"""
@@ -232,6 +237,8 @@ class Lead(_message.Message):
     next_follow_up_owner: _builtins.str
     """empty when the rules name nobody"""
     next_follow_up_rule: _builtins.str
+    next_follow_up_id: _builtins.str
+    """GetLead only: the open follow-up (ListFollowUps)"""
     @_builtins.property
     def identity(self) -> _common_pb2.IdentityKeys:
         """best-known key of each type"""
@@ -278,10 +285,11 @@ class Lead(_message.Message):
         next_follow_up_priority: _builtins.int = ...,
         next_follow_up_owner: _builtins.str = ...,
         next_follow_up_rule: _builtins.str = ...,
+        next_follow_up_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "next_follow_up_at", b"next_follow_up_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "lead_class", b"lead_class", "lead_id", b"lead_id", "next_follow_up_action", b"next_follow_up_action", "next_follow_up_at", b"next_follow_up_at", "next_follow_up_owner", b"next_follow_up_owner", "next_follow_up_priority", b"next_follow_up_priority", "next_follow_up_reason", b"next_follow_up_reason", "next_follow_up_rule", b"next_follow_up_rule", "product_interest", b"product_interest", "qualification", b"qualification", "score", b"score", "signal_count", b"signal_count", "stage", b"stage", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "created_at", b"created_at", "identity", b"identity", "last_signal_at", b"last_signal_at", "lead_class", b"lead_class", "lead_id", b"lead_id", "next_follow_up_action", b"next_follow_up_action", "next_follow_up_at", b"next_follow_up_at", "next_follow_up_id", b"next_follow_up_id", "next_follow_up_owner", b"next_follow_up_owner", "next_follow_up_priority", b"next_follow_up_priority", "next_follow_up_reason", b"next_follow_up_reason", "next_follow_up_rule", b"next_follow_up_rule", "product_interest", b"product_interest", "qualification", b"qualification", "score", b"score", "signal_count", b"signal_count", "stage", b"stage", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -968,3 +976,212 @@ class CampaignReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignReportResponse: _TypeAlias = CampaignReportResponse  # noqa: Y015
+
+@_typing.final
+class FollowUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    SNOOZED_UNTIL_FIELD_NUMBER: _builtins.int
+    LEAD_CLASS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    PRODUCT_INTEREST_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    follow_up_id: _builtins.str
+    lead_id: _builtins.str
+    rule: _builtins.str
+    """the followups.yaml rule that made it"""
+    action: _builtins.str
+    """call, email, send_quote, support_call, retention_call"""
+    priority: _builtins.int
+    """1 first"""
+    reason: _builtins.str
+    """in words"""
+    owner: _builtins.str
+    """empty when the rules name nobody"""
+    status: _builtins.str
+    """open, done, replaced (another rule applies), dropped (none does)"""
+    outcome: _builtins.str
+    """won, lost, or empty"""
+    note: _builtins.str
+    overdue: _builtins.bool
+    """open and past due"""
+    lead_class: Global___LeadClass.ValueType
+    """The lead as it stands, to order the day by."""
+    score: _builtins.float
+    stage: Global___LeadStage.ValueType
+    product_interest: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def due_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def snoozed_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def identity(self) -> _common_pb2.IdentityKeys: ...
+    def __init__(
+        self,
+        *,
+        follow_up_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        action: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        due_at: _timestamp_pb2.Timestamp | None = ...,
+        status: _builtins.str = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+        outcome: _builtins.str = ...,
+        note: _builtins.str = ...,
+        overdue: _builtins.bool = ...,
+        snoozed_until: _timestamp_pb2.Timestamp | None = ...,
+        lead_class: Global___LeadClass.ValueType = ...,
+        score: _builtins.float = ...,
+        stage: Global___LeadStage.ValueType = ...,
+        product_interest: _builtins.str = ...,
+        identity: _common_pb2.IdentityKeys | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "created_at", b"created_at", "due_at", b"due_at", "identity", b"identity", "snoozed_until", b"snoozed_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "closed_at", b"closed_at", "created_at", b"created_at", "due_at", b"due_at", "follow_up_id", b"follow_up_id", "identity", b"identity", "lead_class", b"lead_class", "lead_id", b"lead_id", "note", b"note", "outcome", b"outcome", "overdue", b"overdue", "owner", b"owner", "priority", b"priority", "product_interest", b"product_interest", "reason", b"reason", "rule", b"rule", "score", b"score", "snoozed_until", b"snoozed_until", "stage", b"stage", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowUp: _TypeAlias = FollowUp  # noqa: Y015
+
+@_typing.final
+class ListFollowUpsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    DUE_BEFORE_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_CLOSED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """empty: everybody's"""
+    lead_id: _builtins.str
+    """only this lead's"""
+    include_closed: _builtins.bool
+    """done, replaced and dropped ones too"""
+    page_size: _builtins.int
+    """0 selects the server default (50); at most 500"""
+    page_token: _builtins.str
+    @_builtins.property
+    def due_before(self) -> _timestamp_pb2.Timestamp:
+        """unset: whenever due"""
+
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        due_before: _timestamp_pb2.Timestamp | None = ...,
+        lead_id: _builtins.str = ...,
+        include_closed: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_before", b"due_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_before", b"due_before", "include_closed", b"include_closed", "lead_id", b"lead_id", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFollowUpsRequest: _TypeAlias = ListFollowUpsRequest  # noqa: Y015
+
+@_typing.final
+class ListFollowUpsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def follow_ups(self) -> _containers.RepeatedCompositeFieldContainer[Global___FollowUp]: ...
+    def __init__(
+        self,
+        *,
+        follow_ups: _abc.Iterable[Global___FollowUp] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_ups", b"follow_ups", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFollowUpsResponse: _TypeAlias = ListFollowUpsResponse  # noqa: Y015
+
+@_typing.final
+class CompleteFollowUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    follow_up_id: _builtins.str
+    outcome: _builtins.str
+    """won, lost, or empty"""
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        follow_up_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_up_id", b"follow_up_id", "note", b"note", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteFollowUpRequest: _TypeAlias = CompleteFollowUpRequest  # noqa: Y015
+
+@_typing.final
+class SnoozeFollowUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    follow_up_id: _builtins.str
+    note: _builtins.str
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """in the future"""
+
+    def __init__(
+        self,
+        *,
+        follow_up_id: _builtins.str = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_up_id", b"follow_up_id", "note", b"note", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnoozeFollowUpRequest: _TypeAlias = SnoozeFollowUpRequest  # noqa: Y015

@@ -100,6 +100,21 @@ class LeadsStub:
                 request_serializer=percept_dot_v1_dot_leads__pb2.DismissMergeSuggestionRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_leads__pb2.MergeSuggestion.FromString,
                 _registered_method=True)
+        self.ListFollowUps = channel.unary_unary(
+                '/percept.v1.Leads/ListFollowUps',
+                request_serializer=percept_dot_v1_dot_leads__pb2.ListFollowUpsRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.ListFollowUpsResponse.FromString,
+                _registered_method=True)
+        self.CompleteFollowUp = channel.unary_unary(
+                '/percept.v1.Leads/CompleteFollowUp',
+                request_serializer=percept_dot_v1_dot_leads__pb2.CompleteFollowUpRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.FollowUp.FromString,
+                _registered_method=True)
+        self.SnoozeFollowUp = channel.unary_unary(
+                '/percept.v1.Leads/SnoozeFollowUp',
+                request_serializer=percept_dot_v1_dot_leads__pb2.SnoozeFollowUpRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.FollowUp.FromString,
+                _registered_method=True)
 
 
 class LeadsServicer:
@@ -191,6 +206,30 @@ class LeadsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFollowUps(self, request, context):
+        """Who contacts which lead next (followups.yaml), soonest due first. Every write to a
+        lead keeps its one open follow-up what the rules say; each step is on its timeline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteFollowUp(self, request, context):
+        """Done, with an outcome: won or lost (recorded on the lead; `percept leads train`
+        learns from it), or empty when the contact decided nothing. The lead's next
+        follow-up is then due counting from now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SnoozeFollowUp(self, request, context):
+        """Not due before `until`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +297,21 @@ def add_LeadsServicer_to_server(servicer, server):
                     servicer.DismissMergeSuggestion,
                     request_deserializer=percept_dot_v1_dot_leads__pb2.DismissMergeSuggestionRequest.FromString,
                     response_serializer=percept_dot_v1_dot_leads__pb2.MergeSuggestion.SerializeToString,
+            ),
+            'ListFollowUps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFollowUps,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.ListFollowUpsRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.ListFollowUpsResponse.SerializeToString,
+            ),
+            'CompleteFollowUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteFollowUp,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.CompleteFollowUpRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.FollowUp.SerializeToString,
+            ),
+            'SnoozeFollowUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.SnoozeFollowUp,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.SnoozeFollowUpRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.FollowUp.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +665,87 @@ class Leads:
             '/percept.v1.Leads/DismissMergeSuggestion',
             percept_dot_v1_dot_leads__pb2.DismissMergeSuggestionRequest.SerializeToString,
             percept_dot_v1_dot_leads__pb2.MergeSuggestion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFollowUps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/ListFollowUps',
+            percept_dot_v1_dot_leads__pb2.ListFollowUpsRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.ListFollowUpsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteFollowUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/CompleteFollowUp',
+            percept_dot_v1_dot_leads__pb2.CompleteFollowUpRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.FollowUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SnoozeFollowUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/SnoozeFollowUp',
+            percept_dot_v1_dot_leads__pb2.SnoozeFollowUpRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.FollowUp.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,17 @@ class LeadsStub:
     different e-mail or CRM id: accepted with MergeLeads(suggestion_id), or dismissed.
     """
     DismissMergeSuggestion: _grpc.UnaryUnaryMultiCallable[_leads_pb2.DismissMergeSuggestionRequest, _leads_pb2.MergeSuggestion]
+    ListFollowUps: _grpc.UnaryUnaryMultiCallable[_leads_pb2.ListFollowUpsRequest, _leads_pb2.ListFollowUpsResponse]
+    """Who contacts which lead next (followups.yaml), soonest due first. Every write to a
+    lead keeps its one open follow-up what the rules say; each step is on its timeline.
+    """
+    CompleteFollowUp: _grpc.UnaryUnaryMultiCallable[_leads_pb2.CompleteFollowUpRequest, _leads_pb2.FollowUp]
+    """Done, with an outcome: won or lost (recorded on the lead; `percept leads train`
+    learns from it), or empty when the contact decided nothing. The lead's next
+    follow-up is then due counting from now.
+    """
+    SnoozeFollowUp: _grpc.UnaryUnaryMultiCallable[_leads_pb2.SnoozeFollowUpRequest, _leads_pb2.FollowUp]
+    """Not due before `until`."""
 
 @_typing.type_check_only
 class LeadsAsyncStub(LeadsStub):
@@ -82,6 +93,17 @@ class LeadsAsyncStub(LeadsStub):
     different e-mail or CRM id: accepted with MergeLeads(suggestion_id), or dismissed.
     """
     DismissMergeSuggestion: _aio.UnaryUnaryMultiCallable[_leads_pb2.DismissMergeSuggestionRequest, _leads_pb2.MergeSuggestion]  # type: ignore[assignment]
+    ListFollowUps: _aio.UnaryUnaryMultiCallable[_leads_pb2.ListFollowUpsRequest, _leads_pb2.ListFollowUpsResponse]  # type: ignore[assignment]
+    """Who contacts which lead next (followups.yaml), soonest due first. Every write to a
+    lead keeps its one open follow-up what the rules say; each step is on its timeline.
+    """
+    CompleteFollowUp: _aio.UnaryUnaryMultiCallable[_leads_pb2.CompleteFollowUpRequest, _leads_pb2.FollowUp]  # type: ignore[assignment]
+    """Done, with an outcome: won or lost (recorded on the lead; `percept leads train`
+    learns from it), or empty when the contact decided nothing. The lead's next
+    follow-up is then due counting from now.
+    """
+    SnoozeFollowUp: _aio.UnaryUnaryMultiCallable[_leads_pb2.SnoozeFollowUpRequest, _leads_pb2.FollowUp]  # type: ignore[assignment]
+    """Not due before `until`."""
 
 class LeadsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -184,5 +206,34 @@ class LeadsServicer(metaclass=_abc_1.ABCMeta):
         request: _leads_pb2.DismissMergeSuggestionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_leads_pb2.MergeSuggestion, _abc.Awaitable[_leads_pb2.MergeSuggestion]]: ...
+
+    @_abc_1.abstractmethod
+    def ListFollowUps(
+        self,
+        request: _leads_pb2.ListFollowUpsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.ListFollowUpsResponse, _abc.Awaitable[_leads_pb2.ListFollowUpsResponse]]:
+        """Who contacts which lead next (followups.yaml), soonest due first. Every write to a
+        lead keeps its one open follow-up what the rules say; each step is on its timeline.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteFollowUp(
+        self,
+        request: _leads_pb2.CompleteFollowUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.FollowUp, _abc.Awaitable[_leads_pb2.FollowUp]]:
+        """Done, with an outcome: won or lost (recorded on the lead; `percept leads train`
+        learns from it), or empty when the contact decided nothing. The lead's next
+        follow-up is then due counting from now.
+        """
+
+    @_abc_1.abstractmethod
+    def SnoozeFollowUp(
+        self,
+        request: _leads_pb2.SnoozeFollowUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.FollowUp, _abc.Awaitable[_leads_pb2.FollowUp]]:
+        """Not due before `until`."""
 
 def add_LeadsServicer_to_server(servicer: LeadsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -61,8 +61,13 @@ async def test_three_channels_fuse_into_one_hot_explained_lead(leads: Leads) -> 
 
     full = await stub.GetLead(lp.GetLeadRequest(lead_id=lead.lead_id, include_timeline=True))
     times = [e.occurred_at.ToDatetime() for e in full.timeline]
-    assert times == sorted(times) and len(times) == 6
+    assert times == sorted(times)
+    assert sum(bool(e.signal_id) for e in full.timeline) == 6
     assert full.timeline[0].summary == "phone call: intent purchase_intent"
+    # the follow-up the hot lead got is a step of its timeline too
+    (step,) = [e for e in full.timeline if e.follow_up_id]
+    assert step.follow_up_id == full.next_follow_up_id
+    assert step.summary.startswith("follow-up call created: call by ")
 
     explained = await stub.ExplainScore(lp.ExplainScoreRequest(lead_id=lead.lead_id))
     assert explained.model == "prior"

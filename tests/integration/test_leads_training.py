@@ -3,67 +3,16 @@
 from __future__ import annotations
 
 import csv
-import math
-import random
-import uuid
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
+from leads_harness import business
 from leads_signals import NOW
 from typer.testing import CliRunner
 
 from percept.cli import app
-from percept.leads.store import LeadFilter, LeadStore
+from percept.leads.store import LeadStore
 from percept.leads.training import OutcomesError, read_outcomes, train
-from percept.v1 import common_pb2 as c
-
-INTENTS = ("competitor_mention", "price_inquiry", "demo_or_meeting_request", "product_question")
-
-
-def business(
-    store: LeadStore, leads: int, seed: int, *, random_outcomes: bool
-) -> list[tuple[str, bool]]:
-    """Leads whose wins follow this business's own pattern, unlike the prior's guess:
-    mentioning a competitor and asking prices convert; demo requests do not."""
-    rng = random.Random(seed)
-    outcomes = []
-    for person in range(leads):
-        shown = {name: rng.random() < 0.45 for name in INTENTS}
-        signals = []
-        for name, present in shown.items():
-            if present:
-                stamp = Timestamp()
-                stamp.FromDatetime(NOW - timedelta(days=rng.uniform(1, 20)))
-                signals.append(
-                    c.Signal(
-                        signal_id=uuid.uuid4().hex,
-                        source=c.SOURCE_CHAT,
-                        kind=c.SIGNAL_KIND_INTENT,
-                        name=name,
-                        confidence=1.0,
-                        occurred_at=stamp,
-                        identity=c.IdentityKeys(chat_session_id=f"s-{seed}-{person}"),
-                    )
-                )
-        if not signals:
-            continue
-        store.ingest(signals)
-        logit = (
-            -1.0
-            + 3.0 * shown["competitor_mention"]
-            + 1.5 * shown["price_inquiry"]
-            - 2.5 * shown["demo_or_meeting_request"]
-        )
-        won = rng.random() < (0.5 if random_outcomes else 1 / (1 + math.exp(-logit)))
-        outcomes.append((f"s-{seed}-{person}", won))
-    rows, token = store.page(LeadFilter(), 500, "")
-    while token:
-        more, token = store.page(LeadFilter(), 500, token)
-        rows += more
-    lead_of = {r["keys"][0].value: r["lead_id"] for r in rows}
-    return [(lead_of[session], won) for session, won in outcomes]
 
 
 def write_outcomes(path: Path, outcomes: list[tuple[str, bool]]) -> Path:
@@ -156,3 +105,7 @@ def test_cli_reports_metrics_and_the_decision(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "missing column(s) lead_id, outcome" in result.output
+    # Without a file it trains on the store's own outcomes: none were recorded here.
+    result = CliRunner().invoke(app, ["leads", "train"], env={"PERCEPT_DATABASE_URL": url})
+    assert result.exit_code == 2
+    assert "no outcomes recorded in the store yet" in result.output

@@ -9,6 +9,8 @@
 - outbox: webhooks and face erasures queued in a write, claimed and done later;
 - retention: expired signals, and leads left without any;
 - queries: reading leads and pages of them;
+- follow_up_sync / follow_ups: the follow-up queue, kept in step by every write, and
+  what salespeople do with it (list, complete, snooze);
 - analytics: what training, segmentation and campaign reports read and write.
 """
 
@@ -28,18 +30,29 @@ from percept.leads.store.base import (
     now_utc,
     utc,
 )
+from percept.leads.store.follow_ups import (
+    FollowUpClosedError,
+    FollowUpNotFoundError,
+    FollowUpQuery,
+    FollowUpsMixin,
+)
 from percept.leads.store.ingest import IngestMixin
 from percept.leads.store.lifecycle import LifecycleMixin
 from percept.leads.store.queries import QueriesMixin
 from percept.leads.store.retention import RetentionMixin
 
 
-class LeadStore(IngestMixin, LifecycleMixin, RetentionMixin, QueriesMixin, AnalyticsMixin):
+class LeadStore(
+    IngestMixin, LifecycleMixin, RetentionMixin, FollowUpsMixin, QueriesMixin, AnalyticsMixin
+):
     """Synchronous SQLAlchemy Core; the servicer calls it from worker threads."""
 
 
 __all__ = [
     "Erasure",
+    "FollowUpClosedError",
+    "FollowUpNotFoundError",
+    "FollowUpQuery",
     "GroupResult",
     "IngestResult",
     "InvalidPageTokenError",

@@ -108,7 +108,8 @@ class LeadView:
     row: dict[str, Any]
     keys: list[IdentityKey]
     assessment: Assessment  # computed at read time, decayed to now
-    timeline: list[dict[str, Any]]
+    timeline: list[dict[str, Any]]  # signals and follow-up steps, oldest first
+    follow_up: dict[str, Any] | None = None  # the open follow-up (follow_ups row), if any
 
 
 @dataclass(frozen=True)
@@ -188,10 +189,12 @@ class StoreBase:
         default_region: str | None = None,
         webhook_urls: Sequence[str] = (),
         max_people_per_key: int = 3,
+        follow_up_webhook_urls: Sequence[str] = (),
     ) -> None:
         self.url = make_url(url)
         self.max_people_per_key = max_people_per_key
-        self.webhook_urls = list(webhook_urls)
+        self.webhook_urls = list(webhook_urls)  # told of class and stage changes
+        self.follow_up_webhook_urls = list(follow_up_webhook_urls)  # of new and overdue ones
         self.policy = policy or ScoringPolicy()
         self.clock = clock
         self.default_region = default_region

@@ -47,23 +47,37 @@ class OutboxMixin(StoreBase):
         """One event per URL for each lead whose class or stage changed (same transaction)."""
         if not self.webhook_urls:
             return
-        events = []
+        payloads = []
         for u in updates:
             old_class, old_stage = before.get(u["target"], (0, 0))
             if (old_class, old_stage) == (u["lead_class"], u["stage"]):
                 continue
-            payload = {
-                "type": "lead.changed",
-                "lead_id": u["target"],
-                "class": class_name(u["lead_class"]),
-                "previous_class": class_name(old_class),
-                "stage": stage_name(u["stage"]),
-                "previous_stage": stage_name(old_stage),
-                "score": round(u["score"], 4),
-                "product_interest": u["product_interest"],
-                "changed_at": now.isoformat(),
-            }
-            for url in self.webhook_urls:
+            payloads.append(
+                {
+                    "type": "lead.changed",
+                    "lead_id": u["target"],
+                    "class": class_name(u["lead_class"]),
+                    "previous_class": class_name(old_class),
+                    "stage": stage_name(u["stage"]),
+                    "previous_stage": stage_name(old_stage),
+                    "score": round(u["score"], 4),
+                    "product_interest": u["product_interest"],
+                    "changed_at": now.isoformat(),
+                }
+            )
+        self._queue_events(conn, payloads, now, self.webhook_urls)
+
+    def _queue_events(
+        self,
+        conn: Connection,
+        payloads: Sequence[dict[str, Any]],
+        now: datetime,
+        urls: Sequence[str],
+    ) -> None:
+        """Each payload to each of these URLs, in the caller's transaction."""
+        events = []
+        for payload in payloads:
+            for url in urls:
                 event_id = uuid.uuid4().hex
                 events.append(
                     {

@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -38,6 +38,12 @@ from percept.leads.store.base import (
 from percept.leads.store.state import StateMixin
 
 log = logging.getLogger("percept.leads.store")
+
+
+class Fingerprinted(Protocol):
+    """What a page token is bound to: a filter whose fingerprint must match."""
+
+    def fingerprint(self) -> str: ...
 
 
 class QueriesMixin(StateMixin):
@@ -122,12 +128,48 @@ class QueriesMixin(StateMixin):
                         .order_by(sig.occurred_at, sig.signal_id)
                     ).mappings()
                 ]
+                timeline = sorted(
+                    [*timeline, *self._follow_up_steps(conn, lead_id)],
+                    key=lambda e: utc(e["occurred_at"]),
+                )
+            f = schema.follow_ups.c
+            follow_up = (
+                conn.execute(
+                    select(schema.follow_ups)
+                    .where(f.lead_id == lead_id, f.status == "open")
+                    .order_by(f.due_at)
+                )
+                .mappings()
+                .first()
+            )
         return LeadView(
             dict(row),
             keys,
             assess_features(features, self.clock(), self.policy, model=self.active_model()),
             timeline,
+            dict(follow_up) if follow_up else None,
         )
+
+    def _follow_up_steps(self, conn: Connection, lead_id: str) -> list[dict[str, Any]]:
+        """The lead's follow-up steps as timeline entries (`follow_up_id` tells them apart)."""
+        st, f = schema.follow_up_steps.c, schema.follow_ups.c
+        rows = conn.execute(
+            select(st.follow_up_id, st.at, st.step, st.detail, f.action, f.reason)
+            .join(schema.follow_ups, f.follow_up_id == st.follow_up_id)
+            .where(st.lead_id == lead_id)
+            .order_by(st.at, st.step_id)
+        )
+        return [
+            {
+                "follow_up_id": r.follow_up_id,
+                "occurred_at": r.at,
+                "step": r.step,
+                "detail": r.detail,
+                "action": r.action,
+                "reason": r.reason,
+            }
+            for r in rows
+        ]
 
     def page(
         self, where: LeadFilter, page_size: int, page_token: str
@@ -181,13 +223,13 @@ class QueriesMixin(StateMixin):
                 keys.setdefault(r.lead_id, []).append(IdentityKey(r.key_type, r.key_value))
         return keys
 
-    def _make_token(self, created: datetime, lead_id: str, where: LeadFilter) -> str:
+    def _make_token(self, created: datetime, lead_id: str, where: Fingerprinted) -> str:
         body = json.dumps({"c": created.isoformat(), "i": lead_id, "f": where.fingerprint()})
         payload = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
         mac = hmac.new(self._token_key, payload.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{payload}.{mac}"
 
-    def _read_token(self, token: str, where: LeadFilter) -> tuple[datetime, str]:
+    def _read_token(self, token: str, where: Fingerprinted) -> tuple[datetime, str]:
         payload, _, mac = token.partition(".")
         expected = hmac.new(self._token_key, payload.encode(), hashlib.sha256).hexdigest()[:32]
         if not mac or not hmac.compare_digest(mac, expected):

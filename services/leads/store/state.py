@@ -22,6 +22,7 @@ from sqlalchemy import (
 from percept.leads import schema
 from percept.leads.bulk import BulkWrite
 from percept.leads.scoring import (
+    Assessment,
     Features,
     LinearModel,
     SignalFacts,
@@ -31,13 +32,13 @@ from percept.leads.store.base import (
     _chunks,
     utc,
 )
-from percept.leads.store.outbox import OutboxMixin
+from percept.leads.store.follow_up_sync import FollowUpSyncMixin
 from percept.leads.validation import ValidSignal
 
 log = logging.getLogger("percept.leads.store")
 
 
-class StateMixin(OutboxMixin):
+class StateMixin(FollowUpSyncMixin):
     """A lead's derived state (score, class, stage, qualification) kept up to date, by
     the trained model when one is active."""
 
@@ -79,6 +80,7 @@ class StateMixin(OutboxMixin):
         """Deletes leads (their signals gone already) with their keys, merges and merge
         suggestions (which hold a key's value: that person's data). (keys, leads) deleted."""
         ident, m, s = schema.identities.c, schema.merges.c, schema.merge_suggestions.c
+        self._delete_follow_ups(conn, ids)
         keys = conn.execute(schema.identities.delete().where(ident.lead_id.in_(ids))).rowcount
         conn.execute(
             schema.merges.delete().where(or_(m.survivor_id.in_(ids), m.absorbed_id.in_(ids)))
@@ -103,6 +105,7 @@ class StateMixin(OutboxMixin):
     ) -> None:
         for table in (schema.identities, schema.signals):
             conn.execute(update(table).where(table.c.lead_id == absorbed).values(lead_id=survivor))
+        self._move_follow_ups(conn, absorbed, survivor)
         leads = schema.leads.c
         conn.execute(
             update(schema.leads)
@@ -209,9 +212,12 @@ class StateMixin(OutboxMixin):
                 ).all()
                 before.update({r.lead_id: (r.lead_class, r.stage) for r in rows})
         updates: list[dict[str, Any]] = []
+        assessed: dict[str, Assessment] = {}
         model = self.active_model()
         for lead, features in states.items():
-            a = assess_features(features, now, self.policy, explain=False, model=model)
+            a = assessed[lead] = assess_features(
+                features, now, self.policy, explain=False, model=model
+            )
             updates.append(
                 {
                     "target": lead,
@@ -230,6 +236,7 @@ class StateMixin(OutboxMixin):
         if updates:
             _REFRESH(conn, updates)  # one executemany for the whole batch
             self._queue_webhooks(conn, updates, before, now)
+            self._sync_follow_ups(conn, assessed, now)
         return before
 
     def _facts(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[SignalFacts]]:

@@ -1,0 +1,155 @@
+"""The follow-up queue's RPCs (ListFollowUps, CompleteFollowUp, SnoozeFollowUp) and
+its message; a part of the leads servicer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from percept.leads.changes import Change
+from percept.leads.identity import to_proto
+from percept.leads.store import (
+    FollowUpQuery,
+    InvalidPageTokenError,
+    LeadStore,
+    utc,
+)
+from percept.leads.store.follow_ups import OUTCOMES
+from percept.v1 import leads_pb2
+
+MAX_NOTE = 4000
+MAX_PAGE = 500
+
+
+def _ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(utc(value))
+    return stamp
+
+
+def follow_up_message(row: dict[str, Any], now: datetime) -> leads_pb2.FollowUp:
+    due = utc(row["due_at"])
+    message = leads_pb2.FollowUp(
+        follow_up_id=row["follow_up_id"],
+        lead_id=row["lead_id"],
+        rule=row["rule"],
+        action=row["action"],
+        priority=row["priority"],
+        reason=row["reason"],
+        owner=row["owner"],
+        created_at=_ts(row["created_at"]),
+        due_at=_ts(due),
+        status=row["status"],
+        outcome=row["outcome"] or "",
+        note=row["note"] or "",
+        overdue=row["status"] == "open" and due <= now,
+        lead_class=row["lead_class"],
+        score=row["score"],
+        stage=row["stage"],
+        product_interest=row["product_interest"],
+        identity=to_proto(list(row["keys"])),
+    )
+    if row["closed_at"] is not None:
+        message.closed_at.CopyFrom(_ts(row["closed_at"]))
+    if row["snoozed_until"] is not None:
+        message.snoozed_until.CopyFrom(_ts(row["snoozed_until"]))
+    return message
+
+
+class FollowUpRpcs:
+    """Needs the servicer's store, `_store_call` (NOT_FOUND / FAILED_PRECONDITION) and
+    `_announce` (watchers hear of a lead a completion changed)."""
+
+    store: LeadStore
+
+    async def _store_call(self, context: Any, action: Any, *args: Any) -> Any: ...
+
+    async def _announce(self, changes: list[Change]) -> None: ...
+
+    async def ListFollowUps(
+        self, request: leads_pb2.ListFollowUpsRequest, context: Any
+    ) -> leads_pb2.ListFollowUpsResponse:
+        if not 0 <= request.page_size <= MAX_PAGE:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page_size: {request.page_size} is not from 0 (the default) to {MAX_PAGE}",
+            )
+        due_before = None
+        if request.HasField("due_before"):
+            due_before = await _time(request.due_before, "due_before", context)
+        query = FollowUpQuery(
+            owner=request.owner.strip(),
+            due_before=due_before,
+            lead_id=request.lead_id.strip(),
+            include_closed=request.include_closed,
+        )
+        try:
+            rows, token = await self._store_call(
+                context, self.store.follow_ups, query, request.page_size, request.page_token
+            )
+        except InvalidPageTokenError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        now = self.store.clock()
+        return leads_pb2.ListFollowUpsResponse(
+            follow_ups=[follow_up_message(r, now) for r in rows], next_page_token=token
+        )
+
+    async def CompleteFollowUp(
+        self, request: leads_pb2.CompleteFollowUpRequest, context: Any
+    ) -> leads_pb2.FollowUp:
+        follow_up_id = await _required_id(request.follow_up_id, context)
+        outcome = request.outcome.strip().lower()
+        if outcome not in (*OUTCOMES, ""):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"outcome: {request.outcome!r} is neither won nor lost "
+                "(leave it empty when the contact decided nothing)",
+            )
+        note = await _note(request.note, context)
+        row, changes = await self._store_call(
+            context, self.store.complete_follow_up, follow_up_id, outcome, note
+        )
+        await self._announce(changes)
+        return follow_up_message(row, self.store.clock())
+
+    async def SnoozeFollowUp(
+        self, request: leads_pb2.SnoozeFollowUpRequest, context: Any
+    ) -> leads_pb2.FollowUp:
+        follow_up_id = await _required_id(request.follow_up_id, context)
+        if not request.HasField("until"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "until: required")
+        until = await _time(request.until, "until", context)
+        if until <= self.store.clock():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"until: {until.isoformat()} is not in the future"
+            )
+        note = await _note(request.note, context)
+        row = await self._store_call(
+            context, self.store.snooze_follow_up, follow_up_id, until, note
+        )
+        return follow_up_message(row, self.store.clock())
+
+
+async def _required_id(value: str, context: Any) -> str:
+    if not value.strip():
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "follow_up_id: required")
+    return value.strip()
+
+
+async def _note(value: str, context: Any) -> str:
+    if len(value) > MAX_NOTE:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"note: longer than {MAX_NOTE} characters"
+        )
+    return value.strip()
+
+
+async def _time(stamp: Timestamp, name: str, context: Any) -> datetime:
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: not a valid time ({exc})")
+    raise AssertionError("unreachable")
