@@ -37,8 +37,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from percept.console.api import ApiError, call_backend, handled, json_body
 from percept.console.chat_hub import ChatHub
 from percept.console.fan_in import FanIn
+from percept.console.follow_ups import FollowUpsApi
 from percept.console.messages import (
     call_update_json,
     camera_json,
@@ -77,8 +79,6 @@ log = logging.getLogger("percept.console")
 
 COOKIE = "percept_key"
 MAX_CHAT_TEXT = 2000
-MAX_BODY_BYTES = 16 * 1024
-CALL_TIMEOUT_S = 30.0
 KEEPALIVE_S = 15.0  # a comment line on idle event streams keeps proxies from closing them
 WATCH_OPEN_S = 10.0  # how long an event stream waits for the service to start watching
 PAGES = {
@@ -88,19 +88,12 @@ PAGES = {
     "/cameras": "cameras.html",
     "/chat": "chat.html",
     "/inbox": "inbox.html",
+    "/today": "today.html",
 }
 ASSETS = {
     "/static/console.css": ("console.css", "text/css"),
     "/static/console.js": ("console.js", "text/javascript"),
     "/widget.js": ("widget.js", "text/javascript"),
-}
-HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.FAILED_PRECONDITION: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 MAX_NAME = 100
 MAX_WIDGET_STREAMS = 3  # per chat session (tabs of one visitor)
@@ -112,12 +105,6 @@ CLASSES = {
     class_name(c): c
     for c in (leads_pb2.LEAD_CLASS_HOT, leads_pb2.LEAD_CLASS_WARM, leads_pb2.LEAD_CLASS_COLD)
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _asset(name: str) -> bytes:
@@ -164,16 +151,6 @@ class Backends:
             await channel.close()
 
 
-async def _call(call: Callable[..., Awaitable[Any]], request: Any, backends: Backends) -> Any:
-    try:
-        return await call(request, metadata=backends.metadata, timeout=CALL_TIMEOUT_S)
-    except grpc.aio.AioRpcError as exc:
-        status = HTTP_STATUS.get(exc.code(), 502)
-        if status == 502:
-            log.warning("console call failed", extra={"code": exc.code().name})
-        raise ApiError(status, exc.details() or exc.code().name) from exc
-
-
 def _is_chat_events(path: str) -> bool:
     """/api/chat/<session>/events: a visitor's widget following its own chat."""
     parts = path.split("/")
@@ -200,8 +177,8 @@ def _client_address(request: Request, trust_forwarded: bool) -> str:
 
 class _Auth(BaseHTTPMiddleware):
     """With keys configured, `/api/` calls (but the public chat and its own event stream)
-    need one: with the `read` scope to look, `respond` to answer chats from the inbox,
-    `admin` to change (erase)."""
+    need one: with the `read` scope to look, `respond` to answer chats from the inbox and
+    complete or snooze follow-ups, `admin` to change (erase)."""
 
     def __init__(self, app: Any, keys: KeyRing) -> None:
         super().__init__(app)
@@ -226,7 +203,7 @@ class _Auth(BaseHTTPMiddleware):
                 status_code=401,
             )
         scope = "read" if request.method in ("GET", "HEAD") else "admin"
-        if scope == "admin" and path.startswith("/api/inbox/"):
+        if scope == "admin" and path.startswith(("/api/inbox/", "/api/follow-ups/")):
             scope = "respond"
         if path == "/api/inbox/events" and request.query_params.get("salesperson"):
             scope = "respond"  # an open inbox keeps its salesperson present
@@ -271,7 +248,7 @@ class Api:
         call = leads_pb2.ListLeadsRequest(
             filter=where, page_size=int(size), page_token=request.query_params.get("page", "")
         )
-        page = await _call(self.backends.leads.ListLeads, call, self.backends)
+        page = await call_backend(self.backends.leads.ListLeads, call, self.backends)
         return JSONResponse(
             {"leads": [lead_json(x) for x in page.leads], "next_page": page.next_page_token}
         )
@@ -279,12 +256,12 @@ class Api:
     async def get_lead(self, request: Request) -> Response:
         lead_id = request.path_params["lead_id"]
         lead, explanation = await asyncio.gather(
-            _call(
+            call_backend(
                 self.backends.leads.GetLead,
                 leads_pb2.GetLeadRequest(lead_id=lead_id, include_timeline=True),
                 self.backends,
             ),
-            _call(
+            call_backend(
                 self.backends.leads.ExplainScore,
                 leads_pb2.ExplainScoreRequest(lead_id=lead_id),
                 self.backends,
@@ -293,11 +270,11 @@ class Api:
         return JSONResponse(lead_json(lead) | {"explanation": explanation_json(explanation)})
 
     async def forget_lead(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         reason = str(body.get("reason", "")).strip()
         if not reason:
             raise ApiError(400, "reason: required (it is kept in the audit record)")
-        done = await _call(
+        done = await call_backend(
             self.backends.leads.ForgetLead,
             leads_pb2.ForgetLeadRequest(lead_id=request.path_params["lead_id"], reason=reason),
             self.backends,
@@ -312,7 +289,7 @@ class Api:
 
     async def lead_suggestions(self, request: Request) -> Response:
         """Leads that may be this lead's person (merge suggestions still open)."""
-        found = await _call(
+        found = await call_backend(
             self.backends.leads.ListMergeSuggestions,
             leads_pb2.ListMergeSuggestionsRequest(lead_id=request.path_params["lead_id"]),
             self.backends,
@@ -327,16 +304,16 @@ class Api:
         suggestion_id = request.path_params["suggestion_id"]
         if request.path_params["decision"] not in ("merge", "dismiss"):
             raise ApiError(404, "a suggestion is decided with /merge or /dismiss")
-        body = await _json_body(request)
+        body = await json_body(request)
         reason = str(body.get("reason", ""))[:500]
         if request.path_params["decision"] == "merge":
-            lead = await _call(
+            lead = await call_backend(
                 self.backends.leads.MergeLeads,
                 leads_pb2.MergeLeadsRequest(suggestion_id=suggestion_id, reason=reason),
                 self.backends,
             )
             return JSONResponse({"lead_id": lead.lead_id})
-        decided = await _call(
+        decided = await call_backend(
             self.backends.leads.DismissMergeSuggestion,
             leads_pb2.DismissMergeSuggestionRequest(suggestion_id=suggestion_id, reason=reason),
             self.backends,
@@ -369,13 +346,13 @@ class Api:
     # -- cameras --------------------------------------------------------------------
 
     async def list_cameras(self, request: Request) -> Response:
-        found = await _call(
+        found = await call_backend(
             self.backends.vision.ListCameras, vision_pb2.ListCamerasRequest(), self.backends
         )
         return JSONResponse({"cameras": [camera_json(c) for c in found.cameras]})
 
     async def camera_view(self, request: Request) -> Response:
-        view = await _call(
+        view = await call_backend(
             self.backends.vision.GetCameraView,
             vision_pb2.GetCameraViewRequest(camera_id=request.path_params["camera_id"]),
             self.backends,
@@ -393,7 +370,7 @@ class Api:
             hours = -1.0
         if not 1 <= hours <= 24 * 31:
             raise ApiError(400, f"hours: {raw!r} is not a number from 1 to {24 * 31}")
-        view = await _call(
+        view = await call_backend(
             self.backends.vision.GetCameraView,
             vision_pb2.GetCameraViewRequest(camera_id=camera_id),
             self.backends,
@@ -405,7 +382,7 @@ class Api:
             request = vision_pb2.GetFootfallRequest(
                 camera_id=camera_id, zone=zone, start=start, bucket=Duration(seconds=bucket_s)
             )
-            return _call(self.backends.vision.GetFootfall, request, self.backends)
+            return call_backend(self.backends.vision.GetFootfall, request, self.backends)
 
         whole_span = math.ceil(hours * 60) * 60 + 3600  # one bucket over it, however aligned
         zones = [z.name for z in view.camera.zones]
@@ -433,7 +410,7 @@ class Api:
     # -- chat (public) ----------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "text: required, a non-empty string")
@@ -455,7 +432,7 @@ class Api:
             page_url=str(body.get("page_url", ""))[:2000],
             campaign_id=str(body.get("campaign_id", ""))[:128],
         )
-        reply = await _call(self.backends.nlp.Chat, turn, self.backends)
+        reply = await call_backend(self.backends.nlp.Chat, turn, self.backends)
         if not session:  # the first message counts against the session it opened
             self.per_session.allow(reply.session_id)
         return JSONResponse(reply_json(reply))
@@ -478,7 +455,7 @@ class Api:
         queue = self.hub.subscribe(session)
         try:
             await self.hub.opened(WATCH_OPEN_S)
-            chat = await _call(
+            chat = await call_backend(
                 self.backends.nlp.GetChat, nlp_pb2.GetChatRequest(session_id=session), self.backends
             )
         except TimeoutError:
@@ -527,7 +504,7 @@ class Api:
         unknown = [s for s in wanted if s not in CHAT_STATUSES]
         if unknown:
             raise ApiError(400, f"status: {unknown[0]!r} is not one of {', '.join(CHAT_STATUSES)}")
-        found = await _call(
+        found = await call_backend(
             self.backends.nlp.ListChats,
             nlp_pb2.ListChatsRequest(statuses=[CHAT_STATUSES[s] for s in wanted]),
             self.backends,
@@ -540,12 +517,12 @@ class Api:
     async def get_chat(self, request: Request) -> Response:
         """The chat with its transcript, and the visitor's lead card when leads has one."""
         session = request.path_params["session_id"]
-        chat = await _call(
+        chat = await call_backend(
             self.backends.nlp.GetChat, nlp_pb2.GetChatRequest(session_id=session), self.backends
         )
         lead = None
         with contextlib.suppress(ApiError):  # no lead yet: the chat said nothing that makes one
-            found = await _call(
+            found = await call_backend(
                 self.backends.leads.GetLead,
                 leads_pb2.GetLeadRequest(key=common_pb2.IdentityKeys(chat_session_id=session)),
                 self.backends,
@@ -556,27 +533,27 @@ class Api:
         )
 
     async def claim_chat(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         session, name = request.path_params["session_id"], _salesperson(body)
         claim = nlp_pb2.ClaimChatRequest(session_id=session, salesperson=name)
-        chat = await _call(self.backends.nlp.ClaimChat, claim, self.backends)
+        chat = await call_backend(self.backends.nlp.ClaimChat, claim, self.backends)
         return JSONResponse(live_chat_json(chat))
 
     async def release_chat(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         session, name = request.path_params["session_id"], _salesperson(body)
         release = nlp_pb2.ReleaseChatRequest(session_id=session, salesperson=name)
-        chat = await _call(self.backends.nlp.ReleaseChat, release, self.backends)
+        chat = await call_backend(self.backends.nlp.ReleaseChat, release, self.backends)
         return JSONResponse(live_chat_json(chat))
 
     async def send_chat_message(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "text: required, a non-empty string")
         if len(text) > MAX_CHAT_TEXT:
             raise ApiError(400, f"text: {len(text)} characters, at most {MAX_CHAT_TEXT}")
-        sent = await _call(
+        sent = await call_backend(
             self.backends.nlp.SendSalespersonMessage,
             nlp_pb2.SalespersonMessage(
                 session_id=request.path_params["session_id"],
@@ -600,7 +577,7 @@ class Api:
 
     async def login(self, request: Request) -> Response:
         """Checks a key and keeps it in an HttpOnly cookie for the pages' calls."""
-        body = await _json_body(request)
+        body = await json_body(request)
         key = str(body.get("key", ""))
         if not self.keys:
             return JSONResponse({"ok": True, "auth": "off"})
@@ -669,31 +646,6 @@ def _sse_response(events: AsyncIterator[str]) -> Response:
     )
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body: {len(raw)} bytes, at most {MAX_BODY_BYTES}")
-    try:
-        body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"request body: not JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body: a JSON object is expected")
-    return body
-
-
-def _handle(
-    handler: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    async def run(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-    return run
-
-
 class _ChatCors(BaseHTTPMiddleware):
     """Only the chat endpoint answers other origins (the widget lives on the shop's pages)."""
 
@@ -743,29 +695,30 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
     routes += [Route(path, asset(name, kind)) for path, (name, kind) in ASSETS.items()]
     routes += [
         Route("/healthz", healthz),
-        Route("/api/leads", _handle(api.list_leads)),
+        Route("/api/leads", handled(api.list_leads)),
         Route("/api/leads/events", api.lead_events),
-        Route("/api/leads/{lead_id}", _handle(api.get_lead)),
-        Route("/api/leads/{lead_id}/forget", _handle(api.forget_lead), methods=["POST"]),
-        Route("/api/leads/{lead_id}/suggestions", _handle(api.lead_suggestions)),
+        Route("/api/leads/{lead_id}", handled(api.get_lead)),
+        Route("/api/leads/{lead_id}/forget", handled(api.forget_lead), methods=["POST"]),
+        Route("/api/leads/{lead_id}/suggestions", handled(api.lead_suggestions)),
         Route(
             "/api/suggestions/{suggestion_id}/{decision:str}",
-            _handle(api.decide_suggestion),
+            handled(api.decide_suggestion),
             methods=["POST"],
         ),
         Route("/api/calls/events", api.call_events),
-        Route("/api/cameras", _handle(api.list_cameras)),
-        Route("/api/cameras/{camera_id}", _handle(api.camera_view)),
-        Route("/api/cameras/{camera_id}/footfall", _handle(api.camera_footfall)),
-        Route("/api/chat", _handle(api.chat), methods=["POST", "OPTIONS"]),
-        Route("/api/chat/{session_id}/events", _handle(api.chat_events)),
-        Route("/api/inbox", _handle(api.list_chats)),
-        Route("/api/inbox/events", _handle(api.inbox_events)),
-        Route("/api/inbox/{session_id}", _handle(api.get_chat)),
-        Route("/api/inbox/{session_id}/claim", _handle(api.claim_chat), methods=["POST"]),
-        Route("/api/inbox/{session_id}/release", _handle(api.release_chat), methods=["POST"]),
-        Route("/api/inbox/{session_id}/messages", _handle(api.send_chat_message), methods=["POST"]),
-        Route("/api/login", _handle(api.login), methods=["POST"]),
+        Route("/api/cameras", handled(api.list_cameras)),
+        Route("/api/cameras/{camera_id}", handled(api.camera_view)),
+        Route("/api/cameras/{camera_id}/footfall", handled(api.camera_footfall)),
+        Route("/api/chat", handled(api.chat), methods=["POST", "OPTIONS"]),
+        Route("/api/chat/{session_id}/events", handled(api.chat_events)),
+        Route("/api/inbox", handled(api.list_chats)),
+        Route("/api/inbox/events", handled(api.inbox_events)),
+        Route("/api/inbox/{session_id}", handled(api.get_chat)),
+        Route("/api/inbox/{session_id}/claim", handled(api.claim_chat), methods=["POST"]),
+        Route("/api/inbox/{session_id}/release", handled(api.release_chat), methods=["POST"]),
+        Route("/api/inbox/{session_id}/messages", handled(api.send_chat_message), methods=["POST"]),
+        Route("/api/login", handled(api.login), methods=["POST"]),
+        *FollowUpsApi(backends).routes(),
     ]
     middleware = [
         Middleware(_ChatCors, origins=settings.console_chat_origins),

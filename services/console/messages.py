@@ -45,12 +45,14 @@ def lead_json(lead: leads_pb2.Lead) -> dict[str, Any]:
         "next_follow_up_action": lead.next_follow_up_action,
         "next_follow_up_owner": lead.next_follow_up_owner,
         "next_follow_up_priority": lead.next_follow_up_priority,
+        "next_follow_up_id": lead.next_follow_up_id,
         "timeline": [
             {
                 "occurred_at": _time(entry.occurred_at),
                 "channel": CHANNEL_NAMES.get(entry.source, "other"),
                 "kind": _enum_name(common_pb2.SignalKind, entry.kind, "SIGNAL_KIND_"),
                 "summary": entry.summary,
+                "follow_up_id": entry.follow_up_id,
             }
             for entry in lead.timeline
         ],

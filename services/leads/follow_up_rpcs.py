@@ -80,7 +80,13 @@ class FollowUpRpcs:
         due_before = None
         if request.HasField("due_before"):
             due_before = await _time(request.due_before, "due_before", context)
+        if request.unassigned and request.owner.strip():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "give owner or unassigned, not both (unassigned ones have no owner)",
+            )
         query = FollowUpQuery(
+            unassigned=request.unassigned,
             owner=request.owner.strip(),
             due_before=due_before,
             lead_id=request.lead_id.strip(),

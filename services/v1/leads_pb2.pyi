@@ -1077,6 +1077,7 @@ class ListFollowUpsRequest(_message.Message):
     INCLUDE_CLOSED_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    UNASSIGNED_FIELD_NUMBER: _builtins.int
     owner: _builtins.str
     """empty: everybody's"""
     lead_id: _builtins.str
@@ -1086,6 +1087,8 @@ class ListFollowUpsRequest(_message.Message):
     page_size: _builtins.int
     """0 selects the server default (50); at most 500"""
     page_token: _builtins.str
+    unassigned: _builtins.bool
+    """only those the rules give nobody (owner empty)"""
     @_builtins.property
     def due_before(self) -> _timestamp_pb2.Timestamp:
         """unset: whenever due"""
@@ -1099,10 +1102,11 @@ class ListFollowUpsRequest(_message.Message):
         include_closed: _builtins.bool = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        unassigned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_before", b"due_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_before", b"due_before", "include_closed", b"include_closed", "lead_id", b"lead_id", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_before", b"due_before", "include_closed", b"include_closed", "lead_id", b"lead_id", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "unassigned", b"unassigned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

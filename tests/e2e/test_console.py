@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
+import io
 import json
 import os
 import re
@@ -16,7 +18,9 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -52,6 +56,7 @@ META = bearer(KEY)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOT_RED = (0xD9, 0x2D, 0x20)  # .badge.hot in console.css
+WARM_ORANGE = (0xF7, 0x90, 0x09)  # .priority.p2
 ZONE_GREEN = (0x32, 0xD5, 0x83)  # product zones on the camera page
 
 
@@ -328,6 +333,65 @@ async def test_the_inbox_api_needs_the_respond_scope_and_says_what_is_wrong(
         assert wrong.status_code == 400
 
 
+def _aged(hours: float, *signals: c.Signal) -> list[c.Signal]:
+    """The signals as if said `hours` ago: a hot lead nobody called since is overdue."""
+    when = datetime.now(UTC) - timedelta(hours=hours)
+    for s in signals:
+        s.occurred_at.FromDatetime(when)
+    return list(signals)
+
+
+async def _follow_up_of(client: httpx.AsyncClient, email: str) -> dict[str, Any]:
+    listed = await client.get("/api/follow-ups?unassigned=1&page_size=500", headers=AUTH)
+    assert listed.status_code == 200, listed.text
+    (found,) = [f for f in listed.json()["follow_ups"] if f["identity"].get("email") == email]
+    return dict(found)
+
+
+async def test_the_follow_up_api_needs_respond_to_act_and_says_what_is_wrong(
+    stack: Stack,
+) -> None:
+    email = "today-api@example.com"
+    await _ingest(stack, *_aged(30, *_hot_signals(email)))
+    reader = {"Authorization": f"Bearer {READER}"}
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        f = await _follow_up_of(client, email)
+        assert (f["action"], f["class"], f["overdue"]) == ("call", "hot", True)
+        assert f["reason"] == "hot lead: call within a day" and f["owner"] == ""
+        done = f"/api/follow-ups/{f['follow_up_id']}/complete"
+        snooze = f"/api/follow-ups/{f['follow_up_id']}/snooze"
+        refused = await client.post(done, json={"outcome": "won"}, headers=reader)
+        assert refused.status_code == 403 and "'respond' scope" in refused.json()["error"]
+        maybe = await client.post(done, json={"outcome": "maybe"}, headers=AUTH)
+        assert maybe.status_code == 400 and "is neither won nor lost" in maybe.json()["error"]
+        for until, error in (
+            ("tomorrow", "until: 'tomorrow' is not an ISO 8601 time"),
+            ("2031-01-01T09:00:00", "has no time zone"),
+            ("2001-01-01T09:00:00Z", "is not in the future"),
+        ):
+            bad = await client.post(snooze, json={"until": until}, headers=AUTH)
+            assert bad.status_code == 400 and error in bad.json()["error"], bad.text
+        later = datetime.now(UTC) + timedelta(days=2)
+        snoozed = await client.post(
+            snooze, json={"until": later.isoformat(), "note": "on holiday"}, headers=AUTH
+        )
+        assert snoozed.status_code == 200, snoozed.text
+        assert datetime.fromisoformat(snoozed.json()["due_at"]) == later
+        assert not snoozed.json()["overdue"]
+        exported = await client.get("/api/follow-ups.csv", headers=reader)
+        assert exported.status_code == 200
+        assert exported.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        (mine,) = [r for r in rows if r["follow_up_id"] == f["follow_up_id"]]
+        assert (mine["lead"], mine["action"], mine["class"]) == (email, "call", "hot")
+        won = await client.post(done, json={"outcome": "won", "note": "signed"}, headers=AUTH)
+        assert won.status_code == 200 and won.json()["stage"] == "won"
+        twice = await client.post(done, json={"outcome": "won"}, headers=AUTH)
+        assert twice.status_code == 409 and "was completed at" in twice.json()["error"]
+        bad_size = await client.get("/api/follow-ups?page_size=0", headers=AUTH)
+        assert bad_size.status_code == 400
+
+
 async def _first(lines: AsyncIterator[str], n: int, prefix: str) -> AsyncIterator[str]:
     """The first n lines that start with prefix."""
     async with asyncio.timeout(15):
@@ -472,9 +536,43 @@ async def test_the_board_signs_in_shows_leads_and_updates_live(
     await page.locator("tr", has_text=email).locator("a").click()
     await page.wait_for_selector(".contrib")
     assert "wants to buy" in await page.inner_text("#explanation")
-    assert await page.locator("#timeline li").count() == 7
+    assert await page.locator("#timeline li").count() == 8  # 7 signals, 1 follow-up step
+    assert await page.locator("#timeline li", has_text="follow-up call created").count() == 1
     await page.screenshot(path=str(ARTIFACTS / "lead.png"), full_page=True)
     await page.close()
+
+
+async def test_today_lists_the_overdue_call_first_and_winning_it_clears_it(
+    stack: Stack, browser: Browser
+) -> None:
+    overdue, upcoming = "today-overdue@example.com", "today-upcoming@example.com"
+    await _ingest(stack, *_aged(30, *_hot_signals(overdue)))
+    await _ingest(stack, *_hot_signals(upcoming))  # due a day from now
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await context.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])
+    page = await context.new_page()
+    await page.goto(stack.url + "/today")
+    await page.check("#unassigned")  # the packaged rules name no owner
+    late = page.locator("#overdue tr", has_text=overdue)
+    await late.wait_for(timeout=15_000)
+    assert "hot lead: call within a day" in await late.inner_text()
+    await page.locator("#week tr", has_text=upcoming).wait_for(timeout=15_000)
+    assert await page.locator("#overdue tr", has_text=upcoming).count() == 0
+    shot = ARTIFACTS / "today.png"
+    await page.screenshot(path=str(shot))
+    pill = await late.locator(".priority").bounding_box()
+    badge = await late.locator(".badge").bounding_box()
+    assert pill is not None and badge is not None
+    assert _share(shot, pill, WARM_ORANGE) > 0.4  # P2, drawn in the priority's colour
+    assert _share(shot, badge, HOT_RED) > 0.5
+    await late.locator("input.note").fill("ordered")
+    await late.locator("button[data-outcome=won]").click()
+    await late.wait_for(state="detached", timeout=15_000)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        lead = (await client.get("/api/leads?page_size=500", headers=AUTH)).json()["leads"]
+        (won,) = [x for x in lead if x["identity"].get("email") == overdue]
+        assert won["stage"] == "won"
+    await context.close()
 
 
 async def test_the_chat_widget_sends_a_message_and_shows_the_reply(

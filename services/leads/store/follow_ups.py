@@ -60,10 +60,11 @@ class FollowUpQuery:
     due_before: datetime | None = None
     lead_id: str = ""
     include_closed: bool = False
+    unassigned: bool = False  # only those nobody owns
 
     def fingerprint(self) -> str:
         due = self.due_before.isoformat() if self.due_before else ""
-        raw = f"{self.owner}|{due}|{self.lead_id}|{self.include_closed}"
+        raw = f"{self.owner}|{due}|{self.lead_id}|{self.include_closed}|{self.unassigned}"
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -84,7 +85,7 @@ class FollowUpsMixin(QueriesMixin):
                 clauses.append(f.lead_id == lead)
             if not query.include_closed:
                 clauses.append(f.status == "open")
-            if query.owner:
+            if query.owner or query.unassigned:
                 clauses.append(f.owner == query.owner)
             if query.due_before is not None:
                 clauses.append(f.due_at < query.due_before)
