@@ -2,8 +2,9 @@
 
 `GET /api/follow-ups` lists (owner, unassigned, due_before, include_closed, page);
 `POST /api/follow-ups/{id}/complete` ({outcome, note}) and `/snooze` ({until, note})
-need the `respond` scope, as answering chats does; `GET /api/follow-ups.csv` is every
-open follow-up, soonest due first.
+need the `respond` scope, as answering chats does; `GET /api/follow-ups/{id}/message`
+is its suggested message; `GET /api/follow-ups.csv` is every open follow-up, soonest
+due first.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class FollowUpsApi:
                 "/api/follow-ups/{follow_up_id}/complete", handled(self.complete), methods=["POST"]
             ),
             Route("/api/follow-ups/{follow_up_id}/snooze", handled(self.snooze), methods=["POST"]),
+            Route("/api/follow-ups/{follow_up_id}/message", handled(self.message)),
         ]
 
     async def list(self, request: Request) -> Response:
@@ -178,6 +180,30 @@ class FollowUpsApi:
             self.backends.leads.ListFollowUps, ask, self.backends
         )
         return page
+
+    async def message(self, request: Request) -> Response:
+        """The suggested message (`channel`, `language` to ask for another)."""
+        q = request.query_params
+        drafted = await call_backend(
+            self.backends.leads.SuggestMessage,
+            leads_pb2.SuggestMessageRequest(
+                follow_up_id=request.path_params["follow_up_id"],
+                channel=q.get("channel", ""),
+                language=q.get("language", ""),
+            ),
+            self.backends,
+        )
+        return JSONResponse(
+            {
+                "channel": drafted.channel,
+                "language": drafted.language,
+                "subject": drafted.subject,
+                "text": drafted.text,
+                "source": drafted.source,
+                "template": drafted.template,
+                "left_out": list(drafted.left_out),
+            }
+        )
 
     async def complete(self, request: Request) -> Response:
         body = await json_body(request)

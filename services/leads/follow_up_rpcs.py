@@ -3,6 +3,7 @@ its message; a part of the leads servicer."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.changes import Change
+from percept.leads.drafting import CHANNELS, Drafting, LeadWords
 from percept.leads.identity import to_proto
 from percept.leads.store import (
     FollowUpQuery,
@@ -18,6 +20,7 @@ from percept.leads.store import (
     utc,
 )
 from percept.leads.store.follow_ups import OUTCOMES
+from percept.nlp.language_tags import LanguageTagError, check_tag
 from percept.v1 import leads_pb2
 
 MAX_NOTE = 4000
@@ -60,10 +63,11 @@ def follow_up_message(row: dict[str, Any], now: datetime) -> leads_pb2.FollowUp:
 
 
 class FollowUpRpcs:
-    """Needs the servicer's store, `_store_call` (NOT_FOUND / FAILED_PRECONDITION) and
-    `_announce` (watchers hear of a lead a completion changed)."""
+    """Needs the servicer's store, `_store_call` (NOT_FOUND / FAILED_PRECONDITION),
+    `_announce` (watchers hear of a lead a completion changed) and `drafting`."""
 
     store: LeadStore
+    drafting: Drafting | None
 
     async def _store_call(self, context: Any, action: Any, *args: Any) -> Any: ...
 
@@ -137,6 +141,52 @@ class FollowUpRpcs:
             context, self.store.snooze_follow_up, follow_up_id, until, note
         )
         return follow_up_message(row, self.store.clock())
+
+    async def SuggestMessage(
+        self, request: leads_pb2.SuggestMessageRequest, context: Any
+    ) -> leads_pb2.SuggestedMessage:
+        follow_up_id = await _required_id(request.follow_up_id, context)
+        channel = request.channel.strip().lower()
+        if channel and channel not in CHANNELS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"channel: {request.channel!r} is not one of {', '.join(CHANNELS)}",
+            )
+        language = request.language.strip()
+        if language:
+            try:
+                language = check_tag(language)
+            except LanguageTagError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"language: {exc}")
+        if self.drafting is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server drafts no messages")
+        assert self.drafting is not None
+        row = await self._store_call(context, self.store.follow_up, follow_up_id)
+        language = language or await asyncio.to_thread(self.store.lead_language, row["lead_id"])
+        lead = LeadWords(
+            slots=row["qualification"],
+            product=row["product_interest"],
+            owner=row["owner"],
+            language=language or "en",
+            keys={k.key_type: k.value for k in row["keys"]},
+        )
+        drafted = await self.drafting.draft(row["action"], lead, channel)
+        if drafted is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"no template in messages.yaml has the action {row['action']!r}",
+            )
+        assert drafted is not None
+        return leads_pb2.SuggestedMessage(
+            follow_up_id=follow_up_id,
+            channel=drafted.channel,
+            language=drafted.language,
+            subject=drafted.subject,
+            text=drafted.text,
+            source=drafted.source,
+            template=drafted.template,
+            left_out=drafted.left_out,
+        )
 
 
 async def _required_id(value: str, context: Any) -> str:

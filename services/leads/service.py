@@ -13,23 +13,28 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from percept.leads.drafting import Drafting, Translate, load_templates
 from percept.leads.face_erasure import FaceErasure
 from percept.leads.followups import load_rules
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.servicer import LeadsServicer
 from percept.leads.store import LeadStore
 from percept.leads.store.follow_ups import OVERDUE_BATCH
+from percept.nlp.knowledge import knowledge_file, load_entries
 from percept.runtime.batching import BatchMetrics
-from percept.runtime.clients import bearer_of, service_channel
+from percept.runtime.clients import Metadata, bearer_of, service_channel
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
 from percept.runtime.webhooks import WebhookDelivery
+from percept.understanding import data
+from percept.understanding.entities import catalog
 from percept.understanding.loading import known_intents, load_categories
-from percept.v1 import leads_pb2, leads_pb2_grpc
+from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
 
 log = logging.getLogger("percept.leads")
 SERVICE = leads_pb2.DESCRIPTOR.services_by_name["Leads"].full_name
 RETENTION_INTERVAL_S = 3600.0  # expired signals are purged at start and then hourly
+TRANSLATE_TIMEOUT_S = 10.0
 OVERDUE_INTERVAL_S = 60.0  # follow-ups past due are found (and sent to webhooks) this often
 
 
@@ -43,6 +48,29 @@ def scoring_policy(settings: Settings) -> ScoringPolicy:
         warm_threshold=settings.leads_warm_threshold,
         follow_ups=load_rules(settings.understanding_dir, known_intents(), categories),
     )
+
+
+def drafting(settings: Settings) -> Drafting:
+    """The message templates, checked against the knowledge entries and the catalog's
+    products there are (a template naming one nobody has is refused at start-up)."""
+    data.use_directory(settings.understanding_dir)
+    facts = {e.id: e for e in load_entries(knowledge_file(settings))}
+    templates = load_templates(settings.understanding_dir, facts, catalog())
+    return Drafting(templates, facts)
+
+
+def english_to(nlp: nlp_pb2_grpc.NlpAsyncStub, metadata: Metadata) -> Translate:
+    """nlp's machine translation from English, as drafting asks for it."""
+
+    async def translate(texts: list[str], language: str) -> list[str]:
+        reply = await nlp.Translate(
+            nlp_pb2.TranslateRequest(texts=texts, source_language="en", target_language=language),
+            metadata=metadata,
+            timeout=TRANSLATE_TIMEOUT_S,
+        )
+        return [t.text for t in reply.translations]
+
+    return translate
 
 
 class WriteConflicts(Collector):
@@ -91,10 +119,15 @@ class LeadsService:
         self.write_metrics = BatchMetrics(self.registry, "percept_leads_write")
         self.registry.register(WriteConflicts(self.store))
         self.servicer: LeadsServicer | None = None
+        self.drafting = drafting(settings)
+        self.nlp: grpc.aio.Channel | None = None  # opened on load: machine translation
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         self.servicer = LeadsServicer(
-            self.store, erase_faces=self._erase_faces, metrics=self.write_metrics
+            self.store,
+            erase_faces=self._erase_faces,
+            metrics=self.write_metrics,
+            drafting=self.drafting,
         )
         leads_pb2_grpc.add_LeadsServicer_to_server(self.servicer, server)
 
@@ -116,6 +149,10 @@ class LeadsService:
             bearer_of(settings.api_keys),
         )
         self._erasure = asyncio.create_task(self.faces.run(), name="leads-face-erasure")
+        self.nlp = service_channel(settings.nlp_address, channel_credentials(settings))
+        self.drafting.translate = english_to(
+            nlp_pb2_grpc.NlpStub(self.nlp), bearer_of(settings.api_keys)
+        )
 
     async def _purge_forever(self) -> None:
         while True:
@@ -144,4 +181,6 @@ class LeadsService:
             await asyncio.to_thread(self.servicer.stop_listening)
         if self.faces is not None:
             await self.faces.channel.close()
+        if self.nlp is not None:
+            await self.nlp.close()
         await asyncio.to_thread(self.store.close)

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.leads.analytics import Membership, campaign_report
 from percept.leads.changes import Change
+from percept.leads.drafting import Drafting
 from percept.leads.follow_up_rpcs import FollowUpRpcs
 from percept.leads.identity import InvalidIdentityError, keys_of, to_proto
 from percept.leads.listen import ChangeListener
@@ -165,8 +166,10 @@ class LeadsServicer(FollowUpRpcs, leads_pb2_grpc.LeadsServicer):
         feed: ChangeFeed | None = None,
         erase_faces: Callable[[Sequence[str]], Awaitable[int]] | None = None,
         metrics: BatchMetrics | None = None,
+        drafting: Drafting | None = None,
     ) -> None:
         self.store = store
+        self.drafting = drafting  # suggested messages (SuggestMessage)
         self.feed = feed or ChangeFeed()
         self.erase_faces = erase_faces  # in the vision service; queued until it confirms
         self._loop: asyncio.AbstractEventLoop | None = None  # the gRPC loop, for the writer

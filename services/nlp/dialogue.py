@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from percept.nlp.inbox import ASSISTANT, BOT, CLAIMED, VISITOR, ChatInbox, Said, Takeover
-from percept.nlp.knowledge import Hit, KnowledgeBase
+from percept.nlp.knowledge import Hit, KnowledgeBase, knowledge_file
 from percept.nlp.prompts import PromptBook, Prompts, load_prompts
 from percept.nlp.qualification import SLOTS, Qualification, Slot
 from percept.nlp.sessions import SessionStore
@@ -408,18 +408,6 @@ def _prompt(
     if native is not None and len(there) == len(native_values or values):
         written = native.say(prompt, **there)
     return Piece(english.say(prompt, **values), written)
-
-
-def knowledge_file(settings: Settings) -> Path | None:
-    """PERCEPT_NLP_KNOWLEDGE_FILE, else knowledge.yaml/.csv in the understanding dir (the
-    Kubernetes ConfigMap), else None: the packaged demo knowledge."""
-    if settings.nlp_knowledge_file is not None:
-        return settings.nlp_knowledge_file
-    if settings.understanding_dir is not None:
-        for name in ("knowledge.yaml", "knowledge.csv"):
-            if (settings.understanding_dir / name).is_file():
-                return settings.understanding_dir / name
-    return None
 
 
 def load_assistant(

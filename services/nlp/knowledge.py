@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from percept.nlp.language_tags import LanguageTagError, check_tag, primary
+from percept.runtime.settings import Settings
 from percept.runtime.yaml_lines import LINE, load_with_lines
 from percept.understanding.classifier import Embedder
 
@@ -222,3 +223,15 @@ class KnowledgeBase:
 def _plain(text: str) -> str:
     """Without end punctuation, which moves MiniLM's cosines by up to 0.07."""
     return text.strip().rstrip("?!.¿¡ ").strip()
+
+
+def knowledge_file(settings: Settings) -> Path | None:
+    """PERCEPT_NLP_KNOWLEDGE_FILE, else knowledge.yaml/.csv in the understanding dir (the
+    Kubernetes ConfigMap), else None: the packaged demo knowledge."""
+    if settings.nlp_knowledge_file is not None:
+        return settings.nlp_knowledge_file
+    if settings.understanding_dir is not None:
+        for name in ("knowledge.yaml", "knowledge.csv"):
+            if (settings.understanding_dir / name).is_file():
+                return settings.understanding_dir / name
+    return None

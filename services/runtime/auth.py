@@ -47,6 +47,7 @@ _BY_SERVICE: dict[str, dict[str, tuple[str, ...]]] = {
             "CampaignReport",
             "ListMergeSuggestions",
             "ListFollowUps",
+            "SuggestMessage",
         ),
         # a salesperson working through the day's follow-ups
         "respond": ("CompleteFollowUp", "SnoozeFollowUp"),

@@ -1189,3 +1189,80 @@ class SnoozeFollowUpRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnoozeFollowUpRequest: _TypeAlias = SnoozeFollowUpRequest  # noqa: Y015
+
+@_typing.final
+class SuggestMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    follow_up_id: _builtins.str
+    channel: _builtins.str
+    """email, phone or chat; empty: the one that reaches the lead"""
+    language: _builtins.str
+    """BCP-47; empty: the lead's (their chat's), else English"""
+    def __init__(
+        self,
+        *,
+        follow_up_id: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "follow_up_id", b"follow_up_id", "language", b"language"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestMessageRequest: _TypeAlias = SuggestMessageRequest  # noqa: Y015
+
+@_typing.final
+class SuggestedMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    LEFT_OUT_FIELD_NUMBER: _builtins.int
+    follow_up_id: _builtins.str
+    channel: _builtins.str
+    """email, phone (a call script) or chat"""
+    language: _builtins.str
+    """the language it is written in"""
+    subject: _builtins.str
+    """e-mail only"""
+    text: _builtins.str
+    source: _builtins.str
+    """template, machine_translation, or mixed (a fact translated)"""
+    template: _builtins.str
+    """the messages.yaml template"""
+    @_builtins.property
+    def left_out(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lines left out because they stated a number neither the facts nor the lead's words
+        hold (a machine translation that changed one): never sent, shown for review.
+        """
+
+    def __init__(
+        self,
+        *,
+        follow_up_id: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        language: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        text: _builtins.str = ...,
+        source: _builtins.str = ...,
+        template: _builtins.str = ...,
+        left_out: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "follow_up_id", b"follow_up_id", "language", b"language", "left_out", b"left_out", "source", b"source", "subject", b"subject", "template", b"template", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestedMessage: _TypeAlias = SuggestedMessage  # noqa: Y015

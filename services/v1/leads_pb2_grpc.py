@@ -115,6 +115,11 @@ class LeadsStub:
                 request_serializer=percept_dot_v1_dot_leads__pb2.SnoozeFollowUpRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_leads__pb2.FollowUp.FromString,
                 _registered_method=True)
+        self.SuggestMessage = channel.unary_unary(
+                '/percept.v1.Leads/SuggestMessage',
+                request_serializer=percept_dot_v1_dot_leads__pb2.SuggestMessageRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.SuggestedMessage.FromString,
+                _registered_method=True)
 
 
 class LeadsServicer:
@@ -230,6 +235,15 @@ class LeadsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuggestMessage(self, request, context):
+        """What to say: a message drafted for a follow-up in the lead's language, on the channel
+        they can be reached by, from messages.yaml, the lead's own words and the company's
+        facts (machine-translated by nlp where no template has the language).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -312,6 +326,11 @@ def add_LeadsServicer_to_server(servicer, server):
                     servicer.SnoozeFollowUp,
                     request_deserializer=percept_dot_v1_dot_leads__pb2.SnoozeFollowUpRequest.FromString,
                     response_serializer=percept_dot_v1_dot_leads__pb2.FollowUp.SerializeToString,
+            ),
+            'SuggestMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestMessage,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.SuggestMessageRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.SuggestedMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -746,6 +765,33 @@ class Leads:
             '/percept.v1.Leads/SnoozeFollowUp',
             percept_dot_v1_dot_leads__pb2.SnoozeFollowUpRequest.SerializeToString,
             percept_dot_v1_dot_leads__pb2.FollowUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/SuggestMessage',
+            percept_dot_v1_dot_leads__pb2.SuggestMessageRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.SuggestedMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,11 @@ class LeadsStub:
     """
     SnoozeFollowUp: _grpc.UnaryUnaryMultiCallable[_leads_pb2.SnoozeFollowUpRequest, _leads_pb2.FollowUp]
     """Not due before `until`."""
+    SuggestMessage: _grpc.UnaryUnaryMultiCallable[_leads_pb2.SuggestMessageRequest, _leads_pb2.SuggestedMessage]
+    """What to say: a message drafted for a follow-up in the lead's language, on the channel
+    they can be reached by, from messages.yaml, the lead's own words and the company's
+    facts (machine-translated by nlp where no template has the language).
+    """
 
 @_typing.type_check_only
 class LeadsAsyncStub(LeadsStub):
@@ -104,6 +109,11 @@ class LeadsAsyncStub(LeadsStub):
     """
     SnoozeFollowUp: _aio.UnaryUnaryMultiCallable[_leads_pb2.SnoozeFollowUpRequest, _leads_pb2.FollowUp]  # type: ignore[assignment]
     """Not due before `until`."""
+    SuggestMessage: _aio.UnaryUnaryMultiCallable[_leads_pb2.SuggestMessageRequest, _leads_pb2.SuggestedMessage]  # type: ignore[assignment]
+    """What to say: a message drafted for a follow-up in the lead's language, on the channel
+    they can be reached by, from messages.yaml, the lead's own words and the company's
+    facts (machine-translated by nlp where no template has the language).
+    """
 
 class LeadsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -235,5 +245,16 @@ class LeadsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_leads_pb2.FollowUp, _abc.Awaitable[_leads_pb2.FollowUp]]:
         """Not due before `until`."""
+
+    @_abc_1.abstractmethod
+    def SuggestMessage(
+        self,
+        request: _leads_pb2.SuggestMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.SuggestedMessage, _abc.Awaitable[_leads_pb2.SuggestedMessage]]:
+        """What to say: a message drafted for a follow-up in the lead's language, on the channel
+        they can be reached by, from messages.yaml, the lead's own words and the company's
+        facts (machine-translated by nlp where no template has the language).
+        """
 
 def add_LeadsServicer_to_server(servicer: LeadsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

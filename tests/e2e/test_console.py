@@ -565,6 +565,14 @@ async def test_today_lists_the_overdue_call_first_and_winning_it_clears_it(
     assert pill is not None and badge is not None
     assert _share(shot, pill, WARM_ORANGE) > 0.4  # P2, drawn in the priority's colour
     assert _share(shot, badge, HOT_RED) > 0.5
+    await late.locator("button.suggest").click()  # what to say on the call
+    await page.wait_for_selector("#draft[open]")
+    said = await page.inner_text("#draft-text")
+    assert "I am following up on your interest in the Percept Laptop." in said
+    assert "You mentioned you need it next week." in said
+    assert "email · en · the company's words" in await page.inner_text("#draft-how")
+    await page.screenshot(path=str(ARTIFACTS / "today-message.png"))
+    await page.click("#draft button:not(#draft-copy)")
     await late.locator("input.note").fill("ordered")
     await late.locator("button[data-outcome=won]").click()
     await late.wait_for(state="detached", timeout=15_000)

@@ -94,7 +94,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_the_understanding_dir_can_carry_the_knowledge(tmp_path: Path) -> None:
-    from percept.nlp.dialogue import knowledge_file
+    from percept.nlp.knowledge import knowledge_file
     from percept.runtime.settings import Settings
 
     assert knowledge_file(Settings(understanding_dir=tmp_path)) is None  # packaged

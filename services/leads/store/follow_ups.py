@@ -197,6 +197,21 @@ class FollowUpsMixin(QueriesMixin):
 
         return self._write(work, serial=False)
 
+    def lead_language(self, lead_id: str) -> str:
+        """The language the lead last chatted in ('' when they never chatted)."""
+        sig = schema.signals.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sig.attributes)
+                .where(sig.lead_id == lead_id, sig.source == common_pb2.SOURCE_CHAT)
+                .order_by(sig.occurred_at.desc())
+                .limit(50)
+            )
+            for (attributes,) in rows:
+                if attributes and attributes.get("language"):
+                    return str(attributes["language"])
+        return ""
+
     def recorded_outcomes(self) -> list[tuple[str, str, datetime]]:
         """Every lead's latest won/lost outcome signal (a completed follow-up's, a CRM's):
         (lead_id, outcome, when), for training."""
