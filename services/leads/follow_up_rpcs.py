@@ -21,6 +21,7 @@ from percept.leads.store import (
 )
 from percept.leads.store.follow_ups import OUTCOMES
 from percept.nlp.language_tags import LanguageTagError, check_tag
+from percept.understanding.entities import catalog
 from percept.v1 import leads_pb2
 
 MAX_NOTE = 4000
@@ -119,8 +120,20 @@ class FollowUpRpcs:
                 "(leave it empty when the contact decided nothing)",
             )
         note = await _note(request.note, context)
+        products = [p.strip().lower() for p in request.products]
+        if products and outcome != "won":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "products: only a won follow-up bought any"
+            )
+        unknown = [p for p in products if p not in catalog()]
+        if unknown:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"products: {unknown[0]!r} is not a catalog product "
+                f"({', '.join(sorted(catalog()))})",
+            )
         row, changes = await self._store_call(
-            context, self.store.complete_follow_up, follow_up_id, outcome, note
+            context, self.store.complete_follow_up, follow_up_id, outcome, note, products
         )
         await self._announce(changes)
         return follow_up_message(row, self.store.clock())

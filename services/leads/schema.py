@@ -51,7 +51,10 @@ leads = Table(
     Column("segment", String(32), nullable=True, index=True),
     # Set when this lead was merged into another; such leads are hidden from lists.
     Column("merged_into", String(32), ForeignKey("leads.lead_id"), nullable=True),
+    # What an open lead is worth (opportunities.expected_value); NULL: won, lost or unknown.
+    Column("expected_value", Float, nullable=True),
     Index("ix_leads_created", "created_at", "lead_id"),
+    Index("ix_leads_expected_value", "expected_value", "lead_id"),
     Index("ix_leads_class_score", "lead_class", "score"),
 )
 

@@ -8,7 +8,7 @@ less than what they said today.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
@@ -73,6 +73,7 @@ class ScoringPolicy:
     warm_threshold: float = 0.4
     bias: float = -2.5
     follow_ups: FollowUpRules | None = None  # None: the packaged followups.yaml
+    prices: Mapping[str, float] | None = None  # list prices by product; None: the catalog's
 
 
 class SignalFacts(NamedTuple):
@@ -389,6 +390,15 @@ def _packaged_rules() -> FollowUpRules:
 def follow_up_rules(policy: ScoringPolicy) -> FollowUpRules:
     """The policy's follow-up rules, or the packaged ones."""
     return policy.follow_ups if policy.follow_ups is not None else _packaged_rules()
+
+
+def list_prices(policy: ScoringPolicy) -> Mapping[str, float]:
+    """The policy's list prices, or the catalog's."""
+    if policy.prices is not None:
+        return policy.prices
+    from percept.understanding.entities import prices  # the catalog file, read once
+
+    return prices()
 
 
 def class_name(value: int) -> str:

@@ -17,6 +17,7 @@ from percept.leads.drafting import Drafting
 from percept.leads.follow_up_rpcs import FollowUpRpcs
 from percept.leads.identity import InvalidIdentityError, keys_of, to_proto
 from percept.leads.listen import ChangeListener
+from percept.leads.opportunity_rpcs import OpportunityRpcs
 from percept.leads.scoring import CHANNEL_NAMES
 from percept.leads.store import (
     IngestResult,
@@ -159,7 +160,7 @@ def filter_from_proto(f: leads_pb2.LeadFilter) -> LeadFilter:
     )
 
 
-class LeadsServicer(FollowUpRpcs, leads_pb2_grpc.LeadsServicer):
+class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer):
     def __init__(
         self,
         store: LeadStore,

@@ -48,6 +48,7 @@ _BY_SERVICE: dict[str, dict[str, tuple[str, ...]]] = {
             "ListMergeSuggestions",
             "ListFollowUps",
             "SuggestMessage",
+            "ListOpportunities",
         ),
         # a salesperson working through the day's follow-ups
         "respond": ("CompleteFollowUp", "SnoozeFollowUp"),

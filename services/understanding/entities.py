@@ -78,7 +78,15 @@ def parse_catalog(data: Any) -> dict[str, Any]:
     companies = data.get("companies") or []
     if not isinstance(companies, list) or not all(isinstance(c, str) and c for c in companies):
         raise CatalogError("catalog: companies must be a list of names")
-    return {"products": products, "companies": companies}
+    prices = data.get("prices") or {}
+    if not isinstance(prices, dict):
+        raise CatalogError("catalog: prices must map a product to its list price")
+    for product, price in prices.items():
+        if product not in products:
+            raise CatalogError(f"catalog: prices.{product}: not a product of the catalog")
+        if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+            raise CatalogError(f"catalog: prices.{product} must be a number >= 0, not {price!r}")
+    return {"products": products, "companies": companies, "prices": prices}
 
 
 @cache
@@ -92,6 +100,11 @@ def _catalog_data() -> dict[str, Any]:
 
 def catalog() -> dict[str, tuple[str, ...]]:
     return {product: tuple(words) for product, words in _catalog_data()["products"].items()}
+
+
+def prices() -> dict[str, float]:
+    """Each product's list price (the catalog's `prices`; a product without one: none)."""
+    return {product: float(p) for product, p in _catalog_data()["prices"].items()}
 
 
 def _company_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:

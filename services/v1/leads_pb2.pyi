@@ -1143,20 +1143,28 @@ class CompleteFollowUpRequest(_message.Message):
     FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    PRODUCTS_FIELD_NUMBER: _builtins.int
     follow_up_id: _builtins.str
     outcome: _builtins.str
     """won, lost, or empty"""
     note: _builtins.str
+    @_builtins.property
+    def products(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Won: the catalog products they bought (else their product interests count as bought),
+        which cross-sell learns from.
+        """
+
     def __init__(
         self,
         *,
         follow_up_id: _builtins.str = ...,
         outcome: _builtins.str = ...,
         note: _builtins.str = ...,
+        products: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_up_id", b"follow_up_id", "note", b"note", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_up_id", b"follow_up_id", "note", b"note", "outcome", b"outcome", "products", b"products"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1266,3 +1274,137 @@ class SuggestedMessage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SuggestedMessage: _TypeAlias = SuggestedMessage  # noqa: Y015
+
+@_typing.final
+class ListOpportunitiesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_INTEREST_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    product_interest: _builtins.str
+    """only leads interested in this product"""
+    page_size: _builtins.int
+    """0 selects the server default (50); at most 500"""
+    def __init__(
+        self,
+        *,
+        product_interest: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "product_interest", b"product_interest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpportunitiesRequest: _TypeAlias = ListOpportunitiesRequest  # noqa: Y015
+
+@_typing.final
+class ProductAssociation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GIVEN_FIELD_NUMBER: _builtins.int
+    THEN_FIELD_NUMBER: _builtins.int
+    SUPPORT_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    LIFT_FIELD_NUMBER: _builtins.int
+    LEADS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    given: _builtins.str
+    """leads who bought this..."""
+    then: _builtins.str
+    """...also bought this"""
+    support: _builtins.float
+    """share of won leads that bought both"""
+    confidence: _builtins.float
+    """share of `given`'s buyers that bought `then`"""
+    lift: _builtins.float
+    """confidence over `then`'s share of won leads (above 1: not chance)"""
+    leads: _builtins.int
+    """won leads that bought both"""
+    reason: _builtins.str
+    """in words"""
+    def __init__(
+        self,
+        *,
+        given: _builtins.str = ...,
+        then: _builtins.str = ...,
+        support: _builtins.float = ...,
+        confidence: _builtins.float = ...,
+        lift: _builtins.float = ...,
+        leads: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "given", b"given", "leads", b"leads", "lift", b"lift", "reason", b"reason", "support", b"support", "then", b"then"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProductAssociation: _TypeAlias = ProductAssociation  # noqa: Y015
+
+@_typing.final
+class Opportunity(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    EXPECTED_VALUE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CROSS_SELL_FIELD_NUMBER: _builtins.int
+    expected_value: _builtins.float
+    """in the currency of budgets and list prices"""
+    reason: _builtins.str
+    """e.g. "score 0.82 x budget 1500 USD" """
+    @_builtins.property
+    def lead(self) -> Global___Lead: ...
+    @_builtins.property
+    def cross_sell(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductAssociation]:
+        """what else to offer, strongest first"""
+
+    def __init__(
+        self,
+        *,
+        lead: Global___Lead | None = ...,
+        expected_value: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        cross_sell: _abc.Iterable[Global___ProductAssociation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cross_sell", b"cross_sell", "expected_value", b"expected_value", "lead", b"lead", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Opportunity: _TypeAlias = Opportunity  # noqa: Y015
+
+@_typing.final
+class ListOpportunitiesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPPORTUNITIES_FIELD_NUMBER: _builtins.int
+    ASSOCIATIONS_FIELD_NUMBER: _builtins.int
+    WON_LEADS_FIELD_NUMBER: _builtins.int
+    won_leads: _builtins.int
+    """the baskets they were mined from"""
+    @_builtins.property
+    def opportunities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Opportunity]:
+        """highest expected value first"""
+
+    @_builtins.property
+    def associations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductAssociation]:
+        """every rule found, strongest first"""
+
+    def __init__(
+        self,
+        *,
+        opportunities: _abc.Iterable[Global___Opportunity] | None = ...,
+        associations: _abc.Iterable[Global___ProductAssociation] | None = ...,
+        won_leads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["associations", b"associations", "opportunities", b"opportunities", "won_leads", b"won_leads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpportunitiesResponse: _TypeAlias = ListOpportunitiesResponse  # noqa: Y015

@@ -120,6 +120,11 @@ class LeadsStub:
                 request_serializer=percept_dot_v1_dot_leads__pb2.SuggestMessageRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_leads__pb2.SuggestedMessage.FromString,
                 _registered_method=True)
+        self.ListOpportunities = channel.unary_unary(
+                '/percept.v1.Leads/ListOpportunities',
+                request_serializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesResponse.FromString,
+                _registered_method=True)
 
 
 class LeadsServicer:
@@ -244,6 +249,14 @@ class LeadsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOpportunities(self, request, context):
+        """Open leads by expected value (score x budget, or x list price x quantity), each with
+        what else to offer it: product associations mined from what won leads bought.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -331,6 +344,11 @@ def add_LeadsServicer_to_server(servicer, server):
                     servicer.SuggestMessage,
                     request_deserializer=percept_dot_v1_dot_leads__pb2.SuggestMessageRequest.FromString,
                     response_serializer=percept_dot_v1_dot_leads__pb2.SuggestedMessage.SerializeToString,
+            ),
+            'ListOpportunities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpportunities,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -792,6 +810,33 @@ class Leads:
             '/percept.v1.Leads/SuggestMessage',
             percept_dot_v1_dot_leads__pb2.SuggestMessageRequest.SerializeToString,
             percept_dot_v1_dot_leads__pb2.SuggestedMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpportunities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/ListOpportunities',
+            percept_dot_v1_dot_leads__pb2.ListOpportunitiesRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.ListOpportunitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,10 @@ class LeadsStub:
     they can be reached by, from messages.yaml, the lead's own words and the company's
     facts (machine-translated by nlp where no template has the language).
     """
+    ListOpportunities: _grpc.UnaryUnaryMultiCallable[_leads_pb2.ListOpportunitiesRequest, _leads_pb2.ListOpportunitiesResponse]
+    """Open leads by expected value (score x budget, or x list price x quantity), each with
+    what else to offer it: product associations mined from what won leads bought.
+    """
 
 @_typing.type_check_only
 class LeadsAsyncStub(LeadsStub):
@@ -113,6 +117,10 @@ class LeadsAsyncStub(LeadsStub):
     """What to say: a message drafted for a follow-up in the lead's language, on the channel
     they can be reached by, from messages.yaml, the lead's own words and the company's
     facts (machine-translated by nlp where no template has the language).
+    """
+    ListOpportunities: _aio.UnaryUnaryMultiCallable[_leads_pb2.ListOpportunitiesRequest, _leads_pb2.ListOpportunitiesResponse]  # type: ignore[assignment]
+    """Open leads by expected value (score x budget, or x list price x quantity), each with
+    what else to offer it: product associations mined from what won leads bought.
     """
 
 class LeadsServicer(metaclass=_abc_1.ABCMeta):
@@ -255,6 +263,16 @@ class LeadsServicer(metaclass=_abc_1.ABCMeta):
         """What to say: a message drafted for a follow-up in the lead's language, on the channel
         they can be reached by, from messages.yaml, the lead's own words and the company's
         facts (machine-translated by nlp where no template has the language).
+        """
+
+    @_abc_1.abstractmethod
+    def ListOpportunities(
+        self,
+        request: _leads_pb2.ListOpportunitiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.ListOpportunitiesResponse, _abc.Awaitable[_leads_pb2.ListOpportunitiesResponse]]:
+        """Open leads by expected value (score x budget, or x list price x quantity), each with
+        what else to offer it: product associations mined from what won leads bought.
         """
 
 def add_LeadsServicer_to_server(servicer: LeadsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -389,3 +390,99 @@ def test_outcomes_recorded_by_completing_follow_ups_train_the_score(tmp_path: Pa
     assert report.model.weights["intent:competitor_mention"] > 0
     assert store.follow_ups(FollowUpQuery(), 10, "")[0] == []  # won and lost: nothing left
     store.close()
+
+
+def _buyer(person: int, products: set[str]) -> list[c.Signal]:
+    """A lead who named these products and was won (a CRM's outcome)."""
+    signals = [
+        signal(
+            kind=c.SIGNAL_KIND_ENTITY,
+            name="product",
+            value=product,
+            minutes=i,
+            email=f"buyer-{person}@example.com",
+        )
+        for i, product in enumerate(sorted(products))
+    ]
+    won = signal(kind=c.SIGNAL_KIND_OUTCOME, name="", value="won", minutes=10)
+    won.source = c.SOURCE_CRM
+    won.identity.email = f"buyer-{person}@example.com"
+    return [*signals, won]
+
+
+async def test_opportunities_rank_open_leads_and_offer_what_buyers_bought_together(
+    running: Callable[..., Awaitable[Running]],
+) -> None:
+    r = await running()
+    stub = r.stub
+    rng = random.Random(11)
+    baskets = []
+    history: list[c.Signal] = []
+    for person in range(120):  # a generated history with a planted pair
+        basket = {p for p in ("phone", "tv", "watch") if rng.random() < 0.3}
+        if rng.random() < 0.3:
+            basket |= {"laptop", "headphones"} if rng.random() < 0.75 else {"laptop"}
+        if basket:
+            baskets.append(basket)
+            history += _buyer(person, basket)
+    for start in range(0, len(history), 500):
+        await stub.IngestBatch(lp.IngestBatchRequest(signals=history[start : start + 500]))
+    laptops = [b for b in baskets if "laptop" in b]
+    both = sum("headphones" in b for b in laptops)
+    lift = both / len(laptops) / (sum("headphones" in b for b in baskets) / len(baskets))
+
+    # Two open leads: one gave a budget, one a quantity of laptops.
+    budget = signal(
+        kind=c.SIGNAL_KIND_QUALIFICATION_SLOT, name="budget", value="2000 USD", phone=PHONE
+    )
+    buy = signal(name="purchase_intent", confidence=0.9, phone=PHONE)
+    laptop = [
+        signal(kind=c.SIGNAL_KIND_ENTITY, name="product", value="laptop", chat_session_id="o"),
+        signal(
+            kind=c.SIGNAL_KIND_QUALIFICATION_SLOT, name="quantity", value="3", chat_session_id="o"
+        ),
+        signal(name="price_inquiry", confidence=0.9, chat_session_id="o"),
+    ]
+    await stub.IngestBatch(lp.IngestBatchRequest(signals=[budget, buy, *laptop]))
+
+    found = await stub.ListOpportunities(lp.ListOpportunitiesRequest())
+    assert found.won_leads == len(baskets)
+    (rule,) = [a for a in found.associations if (a.given, a.then) == ("laptop", "headphones")]
+    assert rule.lift == pytest.approx(lift) and rule.leads == both
+    assert rule.reason.startswith("leads who bought laptop also bought headphones")
+    values = [o.expected_value for o in found.opportunities]
+    assert values == sorted(values, reverse=True) and len(values) == 2  # won leads are not
+    by_key = {
+        o.lead.identity.phone or o.lead.identity.chat_session_id: o for o in found.opportunities
+    }
+    phone_lead, laptop_lead = by_key[PHONE], by_key["o"]
+    assert phone_lead.expected_value == pytest.approx(phone_lead.lead.score * 2000, rel=1e-5)
+    assert phone_lead.reason == f"score {phone_lead.lead.score:.2f} x budget 2000 USD"
+    assert laptop_lead.expected_value == pytest.approx(laptop_lead.lead.score * 1299 * 3, rel=1e-5)
+    assert "3 laptop at list price 1,299" in laptop_lead.reason
+    assert laptop_lead.cross_sell[0].then == "headphones"
+    only = await stub.ListOpportunities(lp.ListOpportunitiesRequest(product_interest="laptop"))
+    assert [o.lead.lead_id for o in only.opportunities] == [laptop_lead.lead.lead_id]
+    code, details = await code_of(stub.ListOpportunities(lp.ListOpportunitiesRequest(page_size=-1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_size: -1" in details
+
+    # Won through the queue with what they bought: the lead leaves the opportunities.
+    (quote,) = (
+        await stub.ListFollowUps(lp.ListFollowUpsRequest(lead_id=laptop_lead.lead.lead_id))
+    ).follow_ups
+    code, details = await code_of(
+        stub.CompleteFollowUp(
+            lp.CompleteFollowUpRequest(
+                follow_up_id=quote.follow_up_id, outcome="won", products=["spaceship"]
+            )
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "'spaceship' is not a catalog" in details
+    await stub.CompleteFollowUp(
+        lp.CompleteFollowUpRequest(
+            follow_up_id=quote.follow_up_id, outcome="won", products=["laptop", "headphones"]
+        )
+    )
+    left = await stub.ListOpportunities(lp.ListOpportunitiesRequest())
+    assert [o.lead.lead_id for o in left.opportunities] == [phone_lead.lead.lead_id]
+    assert r.service.store.won_baskets({"laptop", "headphones", "phone"})

@@ -11,6 +11,7 @@
 - queries: reading leads and pages of them;
 - follow_up_sync / follow_ups: the follow-up queue, kept in step by every write, and
   what salespeople do with it (list, complete, snooze);
+- opportunities: open leads by expected value, and what won leads bought;
 - analytics: what training, segmentation and campaign reports read and write.
 """
 
@@ -38,12 +39,19 @@ from percept.leads.store.follow_ups import (
 )
 from percept.leads.store.ingest import IngestMixin
 from percept.leads.store.lifecycle import LifecycleMixin
+from percept.leads.store.opportunities import OpportunitiesMixin
 from percept.leads.store.queries import QueriesMixin
 from percept.leads.store.retention import RetentionMixin
 
 
 class LeadStore(
-    IngestMixin, LifecycleMixin, RetentionMixin, FollowUpsMixin, QueriesMixin, AnalyticsMixin
+    IngestMixin,
+    LifecycleMixin,
+    RetentionMixin,
+    FollowUpsMixin,
+    OpportunitiesMixin,
+    QueriesMixin,
+    AnalyticsMixin,
 ):
     """Synchronous SQLAlchemy Core; the servicer calls it from worker threads."""
 

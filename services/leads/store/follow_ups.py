@@ -8,6 +8,7 @@ as a contact, so the lead's next follow-up is due from it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -110,9 +111,10 @@ class FollowUpsMixin(QueriesMixin):
             return self._follow_up_row(conn, follow_up_id)
 
     def complete_follow_up(
-        self, follow_up_id: str, outcome: str, note: str
+        self, follow_up_id: str, outcome: str, note: str, products: Sequence[str] = ()
     ) -> tuple[dict[str, Any], list[Change]]:
-        """Done, with an outcome (won, lost, or '' when nothing was decided) and a note."""
+        """Done, with an outcome (won, lost, or '' when nothing was decided), a note, and
+        for a win the products bought."""
         if outcome not in (*OUTCOMES, ""):
             raise ValueError(f"outcome {outcome!r} is not won or lost")
         now = self.clock()
@@ -132,7 +134,7 @@ class FollowUpsMixin(QueriesMixin):
                 self._facts(conn, [lead]).get(lead, []), self.policy.half_life
             )
             if outcome:
-                signal = _outcome_signal(follow_up_id, outcome, note, now)
+                signal = _outcome_signal(follow_up_id, outcome, note, now, products)
                 conn.execute(insert(schema.signals).values(_signal_row(signal, lead, now)))
                 features.add(_facts_of(signal))
             before = self._write_states(conn, {lead: features}, now)
@@ -266,9 +268,14 @@ def _closed(row: dict[str, Any]) -> str:
     return f"follow-up {row['follow_up_id']!r} {said} at {when}{outcome}; it is not open"
 
 
-def _outcome_signal(follow_up_id: str, outcome: str, note: str, now: datetime) -> ValidSignal:
+def _outcome_signal(
+    follow_up_id: str, outcome: str, note: str, now: datetime, products: Sequence[str]
+) -> ValidSignal:
     """The outcome as the lead's own signal (no identity: it is already the lead's)."""
     signal_id = f"follow-up:{follow_up_id}"
+    attributes = {"follow_up_id": follow_up_id}
+    if products:
+        attributes["products"] = ",".join(products)
     return ValidSignal(
         signal_id=signal_id,
         content_hash=hashlib.sha256(f"{signal_id}|{outcome}".encode()).hexdigest(),
@@ -281,6 +288,6 @@ def _outcome_signal(follow_up_id: str, outcome: str, note: str, now: datetime) -
         evidence=note,
         campaign_id="",
         keys=(),
-        attributes={"follow_up_id": follow_up_id},
+        attributes=attributes,
         occurred_at=now,
     )

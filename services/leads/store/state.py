@@ -21,12 +21,14 @@ from sqlalchemy import (
 
 from percept.leads import schema
 from percept.leads.bulk import BulkWrite
+from percept.leads.opportunities import expected_value
 from percept.leads.scoring import (
     Assessment,
     Features,
     LinearModel,
     SignalFacts,
     assess_features,
+    list_prices,
 )
 from percept.leads.store.base import (
     _chunks,
@@ -34,8 +36,10 @@ from percept.leads.store.base import (
 )
 from percept.leads.store.follow_up_sync import FollowUpSyncMixin
 from percept.leads.validation import ValidSignal
+from percept.v1 import leads_pb2
 
 log = logging.getLogger("percept.leads.store")
+CLOSED_STAGES = (leads_pb2.LEAD_STAGE_WON, leads_pb2.LEAD_STAGE_LOST)
 
 
 class StateMixin(FollowUpSyncMixin):
@@ -214,10 +218,14 @@ class StateMixin(FollowUpSyncMixin):
         updates: list[dict[str, Any]] = []
         assessed: dict[str, Assessment] = {}
         model = self.active_model()
+        prices = list_prices(self.policy)
         for lead, features in states.items():
             a = assessed[lead] = assess_features(
                 features, now, self.policy, explain=False, model=model
             )
+            worth = None
+            if a.stage not in CLOSED_STAGES:
+                worth = expected_value(a.score, a.qualification, a.product_interest, prices)
             updates.append(
                 {
                     "target": lead,
@@ -231,6 +239,7 @@ class StateMixin(FollowUpSyncMixin):
                     "updated_at": now,
                     "last_signal_at": datetime.fromtimestamp(features.last_signal_at, UTC),
                     "features": features.to_json(),
+                    "expected_value": worth.value if worth else None,
                 }
             )
         if updates:

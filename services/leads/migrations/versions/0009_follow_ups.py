@@ -1,4 +1,5 @@
-"""The follow-up queue: who contacts which lead next, and every step of it.
+"""The follow-up queue: who contacts which lead next, and every step of it; and what an
+open lead is worth (its expected value, ranked by ListOpportunities).
 
 Revision ID: 0009
 Revises: 0008
@@ -17,6 +18,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("leads") as batch:
+        batch.add_column(sa.Column("expected_value", sa.Float(), nullable=True))
+    op.create_index("ix_leads_expected_value", "leads", ["expected_value", "lead_id"])
     op.create_table(
         "follow_ups",
         sa.Column("follow_up_id", sa.String(32), nullable=False),
@@ -66,3 +70,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("follow_up_steps")
     op.drop_table("follow_ups")
+    op.drop_index("ix_leads_expected_value", "leads")
+    with op.batch_alter_table("leads") as batch:
+        batch.drop_column("expected_value")
