@@ -56,6 +56,7 @@ from percept.console.messages import (
     view_json,
     widget_event_json,
 )
+from percept.console.reports import ReportsApi
 from percept.leads.scoring import class_name
 from percept.runtime.auth import KeyRing, bearer_token
 from percept.runtime.clients import Metadata, bearer_of, service_channel
@@ -89,6 +90,7 @@ PAGES = {
     "/chat": "chat.html",
     "/inbox": "inbox.html",
     "/today": "today.html",
+    "/reports": "reports.html",
 }
 ASSETS = {
     "/static/console.css": ("console.css", "text/css"),
@@ -719,6 +721,7 @@ def create_app(settings: Settings, backends: Backends) -> Starlette:
         Route("/api/inbox/{session_id}/messages", handled(api.send_chat_message), methods=["POST"]),
         Route("/api/login", handled(api.login), methods=["POST"]),
         *FollowUpsApi(backends).routes(),
+        *ReportsApi(backends).routes(),
     ]
     middleware = [
         Middleware(_ChatCors, origins=settings.console_chat_origins),

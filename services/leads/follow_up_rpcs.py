@@ -155,6 +155,20 @@ class FollowUpRpcs:
         )
         return follow_up_message(row, self.store.clock())
 
+    async def FollowUpBacklog(
+        self, request: leads_pb2.FollowUpBacklogRequest, context: Any
+    ) -> leads_pb2.FollowUpBacklogResponse:
+        rows = await asyncio.to_thread(self.store.backlog)
+        return leads_pb2.FollowUpBacklogResponse(
+            rows=[
+                leads_pb2.BacklogRow(
+                    owner=owner, action=action, overdue=late, due_within_day=soon, later=later
+                )
+                for owner, action, late, soon, later in rows
+            ],
+            as_of=_ts(self.store.clock()),
+        )
+
     async def SuggestMessage(
         self, request: leads_pb2.SuggestMessageRequest, context: Any
     ) -> leads_pb2.SuggestedMessage:

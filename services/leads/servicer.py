@@ -526,6 +526,9 @@ class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer)
                     name=r["name"],
                     size=r["size"],
                     dominant_features=r["dominant_features"],
+                    won=r["won"],
+                    lost=r["lost"],
+                    conversion_rate=r["won"] / r["size"] if r["size"] else 0.0,
                 )
                 for r in rows
             ]

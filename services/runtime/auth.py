@@ -49,6 +49,7 @@ _BY_SERVICE: dict[str, dict[str, tuple[str, ...]]] = {
             "ListFollowUps",
             "SuggestMessage",
             "ListOpportunities",
+            "FollowUpBacklog",
         ),
         # a salesperson working through the day's follow-ups
         "respond": ("CompleteFollowUp", "SnoozeFollowUp"),

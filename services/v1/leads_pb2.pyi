@@ -843,10 +843,18 @@ class Segment(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     DOMINANT_FEATURES_FIELD_NUMBER: _builtins.int
+    WON_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
+    CONVERSION_RATE_FIELD_NUMBER: _builtins.int
     segment_id: _builtins.str
     name: _builtins.str
     """named after its dominant features"""
     size: _builtins.int
+    won: _builtins.int
+    """its leads won so far"""
+    lost: _builtins.int
+    conversion_rate: _builtins.float
+    """won / size"""
     @_builtins.property
     def dominant_features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -856,10 +864,13 @@ class Segment(_message.Message):
         name: _builtins.str = ...,
         size: _builtins.int = ...,
         dominant_features: _abc.Iterable[_builtins.str] | None = ...,
+        won: _builtins.int = ...,
+        lost: _builtins.int = ...,
+        conversion_rate: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dominant_features", b"dominant_features", "name", b"name", "segment_id", b"segment_id", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_rate", b"conversion_rate", "dominant_features", b"dominant_features", "lost", b"lost", "name", b"name", "segment_id", b"segment_id", "size", b"size", "won", b"won"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1408,3 +1419,76 @@ class ListOpportunitiesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOpportunitiesResponse: _TypeAlias = ListOpportunitiesResponse  # noqa: Y015
+
+@_typing.final
+class FollowUpBacklogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowUpBacklogRequest: _TypeAlias = FollowUpBacklogRequest  # noqa: Y015
+
+@_typing.final
+class BacklogRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    DUE_WITHIN_DAY_FIELD_NUMBER: _builtins.int
+    LATER_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """empty: nobody's"""
+    action: _builtins.str
+    overdue: _builtins.int
+    due_within_day: _builtins.int
+    later: _builtins.int
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        action: _builtins.str = ...,
+        overdue: _builtins.int = ...,
+        due_within_day: _builtins.int = ...,
+        later: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "due_within_day", b"due_within_day", "later", b"later", "overdue", b"overdue", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BacklogRow: _TypeAlias = BacklogRow  # noqa: Y015
+
+@_typing.final
+class FollowUpBacklogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___BacklogRow]:
+        """by owner, then action"""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___BacklogRow] | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowUpBacklogResponse: _TypeAlias = FollowUpBacklogResponse  # noqa: Y015

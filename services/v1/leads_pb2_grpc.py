@@ -125,6 +125,11 @@ class LeadsStub:
                 request_serializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesRequest.SerializeToString,
                 response_deserializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesResponse.FromString,
                 _registered_method=True)
+        self.FollowUpBacklog = channel.unary_unary(
+                '/percept.v1.Leads/FollowUpBacklog',
+                request_serializer=percept_dot_v1_dot_leads__pb2.FollowUpBacklogRequest.SerializeToString,
+                response_deserializer=percept_dot_v1_dot_leads__pb2.FollowUpBacklogResponse.FromString,
+                _registered_method=True)
 
 
 class LeadsServicer:
@@ -257,6 +262,13 @@ class LeadsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowUpBacklog(self, request, context):
+        """The open follow-ups counted by owner and action: overdue, due within a day, later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -349,6 +361,11 @@ def add_LeadsServicer_to_server(servicer, server):
                     servicer.ListOpportunities,
                     request_deserializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesRequest.FromString,
                     response_serializer=percept_dot_v1_dot_leads__pb2.ListOpportunitiesResponse.SerializeToString,
+            ),
+            'FollowUpBacklog': grpc.unary_unary_rpc_method_handler(
+                    servicer.FollowUpBacklog,
+                    request_deserializer=percept_dot_v1_dot_leads__pb2.FollowUpBacklogRequest.FromString,
+                    response_serializer=percept_dot_v1_dot_leads__pb2.FollowUpBacklogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -837,6 +854,33 @@ class Leads:
             '/percept.v1.Leads/ListOpportunities',
             percept_dot_v1_dot_leads__pb2.ListOpportunitiesRequest.SerializeToString,
             percept_dot_v1_dot_leads__pb2.ListOpportunitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowUpBacklog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percept.v1.Leads/FollowUpBacklog',
+            percept_dot_v1_dot_leads__pb2.FollowUpBacklogRequest.SerializeToString,
+            percept_dot_v1_dot_leads__pb2.FollowUpBacklogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,8 @@ class LeadsStub:
     """Open leads by expected value (score x budget, or x list price x quantity), each with
     what else to offer it: product associations mined from what won leads bought.
     """
+    FollowUpBacklog: _grpc.UnaryUnaryMultiCallable[_leads_pb2.FollowUpBacklogRequest, _leads_pb2.FollowUpBacklogResponse]
+    """The open follow-ups counted by owner and action: overdue, due within a day, later."""
 
 @_typing.type_check_only
 class LeadsAsyncStub(LeadsStub):
@@ -122,6 +124,8 @@ class LeadsAsyncStub(LeadsStub):
     """Open leads by expected value (score x budget, or x list price x quantity), each with
     what else to offer it: product associations mined from what won leads bought.
     """
+    FollowUpBacklog: _aio.UnaryUnaryMultiCallable[_leads_pb2.FollowUpBacklogRequest, _leads_pb2.FollowUpBacklogResponse]  # type: ignore[assignment]
+    """The open follow-ups counted by owner and action: overdue, due within a day, later."""
 
 class LeadsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -274,5 +278,13 @@ class LeadsServicer(metaclass=_abc_1.ABCMeta):
         """Open leads by expected value (score x budget, or x list price x quantity), each with
         what else to offer it: product associations mined from what won leads bought.
         """
+
+    @_abc_1.abstractmethod
+    def FollowUpBacklog(
+        self,
+        request: _leads_pb2.FollowUpBacklogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.FollowUpBacklogResponse, _abc.Awaitable[_leads_pb2.FollowUpBacklogResponse]]:
+        """The open follow-ups counted by owner and action: overdue, due within a day, later."""
 
 def add_LeadsServicer_to_server(servicer: LeadsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -37,6 +37,7 @@ from vision_harness import start_vision, vision_settings
 
 from percept.console.gateway import ConsoleGateway
 from percept.demo import media
+from percept.leads.analytics import segment
 from percept.leads.service import LeadsService
 from percept.nlp.service import NlpService
 from percept.runtime.clients import bearer
@@ -56,7 +57,8 @@ META = bearer(KEY)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOT_RED = (0xD9, 0x2D, 0x20)  # .badge.hot in console.css
-WARM_ORANGE = (0xF7, 0x90, 0x09)  # .priority.p2
+WARM_ORANGE = (0xF7, 0x90, 0x09)  # .priority.p2, a control group's mark
+BAR_BLUE = (0x2E, 0x90, 0xFA)  # the reports' campaign bars
 ZONE_GREEN = (0x32, 0xD5, 0x83)  # product zones on the camera page
 
 
@@ -64,6 +66,7 @@ ZONE_GREEN = (0x32, 0xD5, 0x83)  # product zones on the camera page
 class Stack:
     url: str
     leads: leads_pb2_grpc.LeadsAsyncStub
+    leads_service: LeadsService
     vision: vision_pb2_grpc.VisionAsyncStub
     gateway: ConsoleGateway
     telephony: str  # the speech gateway's WebSocket base URL
@@ -77,7 +80,8 @@ def _settings(data: Path, **overrides: object) -> Settings:
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     root = tmp_path_factory.mktemp("console")
     leads_settings = _settings(root / "leads")
-    leads = ServiceHost(LeadsService(leads_settings), leads_settings)
+    leads_service = LeadsService(leads_settings)
+    leads = ServiceHost(leads_service, leads_settings)
     await leads.start()
     await asyncio.wait_for(leads.ready.wait(), 60)
     nlp_settings = _settings(root / "nlp", leads_address=leads.address)
@@ -110,6 +114,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield Stack(
             gateway.url.rstrip("/"),
             leads_pb2_grpc.LeadsStub(leads_channel),
+            leads_service,
             vision_pb2_grpc.VisionStub(vision_channel),
             gateway,
             f"ws://127.0.0.1:{speech_service.gateway.port}",
@@ -581,6 +586,82 @@ async def test_today_lists_the_overdue_call_first_and_winning_it_clears_it(
         (won,) = [x for x in lead if x["identity"].get("email") == overdue]
         assert won["stage"] == "won"
     await context.close()
+
+
+def _campaign_lead(email: str, campaign: str, control: bool, won: bool) -> list[c.Signal]:
+    seen = _signal(email, "product_question")
+    seen.campaign_id = campaign
+    if control:
+        seen.attributes["campaign_group"] = "control"
+    if not won:
+        return [seen]
+    outcome = recent(source=c.SOURCE_CRM, kind=c.SIGNAL_KIND_OUTCOME, name="", value="won")
+    outcome.identity.email = email
+    return [seen, outcome]
+
+
+async def test_reports_chart_campaigns_segments_and_the_backlog(
+    stack: Stack, browser: Browser
+) -> None:
+    signals: list[c.Signal] = []
+    for i in range(10):  # spring: 6 of 10 won, its control group 2 of 10
+        signals += _campaign_lead(f"spring-{i}@example.com", "spring", False, i < 6)
+        signals += _campaign_lead(f"spring-control-{i}@example.com", "spring", True, i < 2)
+    for i in range(8):  # summer: 2 of 8, no control group
+        signals += _campaign_lead(f"summer-{i}@example.com", "summer", False, i < 2)
+    await _ingest(stack, *signals)
+    await _ingest(stack, *_aged(30, *_hot_signals("reports-overdue@example.com")))
+    store = stack.leads_service.store
+    store.save_segments(segment(*store.active_features(), store.clock()))
+
+    async with httpx.AsyncClient(base_url=stack.url, headers=AUTH, timeout=30) as client:
+        campaigns = (await client.get("/api/reports/campaigns")).json()["campaigns"]
+        (spring,) = [x for x in campaigns if x["campaign_id"] == "spring" and not x["segment"]]
+        assert (spring["leads"], spring["won"], spring["control_rate"]) == (10, 6, 0.2)
+        assert spring["uplift"] == pytest.approx(0.4) and spring["ci_low"] < 0.6 < spring["ci_high"]
+        exported = await client.get("/api/reports/campaigns?format=csv")
+        assert exported.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert {"campaign_id": "spring", "leads": "10", "won": "6"}.items() <= next(
+            r for r in rows if r["campaign_id"] == "spring" and not r["segment"]
+        ).items()
+        for name in ("segments", "backlog", "opportunities"):
+            got = await client.get(f"/api/reports/{name}?format=csv")
+            assert got.status_code == 200 and got.text.count("\n") >= 2, (name, got.text)
+        bad = await client.get("/api/reports/backlog?format=xls")
+        assert bad.status_code == 400 and "'xls' is not json or csv" in bad.json()["error"]
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 1400})
+    await context.add_cookies([{"name": "percept_key", "value": KEY, "url": stack.url}])
+    page = await context.new_page()
+    await page.goto(stack.url + "/reports")
+    await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    shot = ARTIFACTS / "reports.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    spring_bar = await page.locator("rect[data-campaign=spring]").bounding_box()
+    summer_bar = await page.locator("rect[data-campaign=summer]").bounding_box()
+    assert spring_bar is not None and summer_bar is not None
+    assert _share(shot, _inset(spring_bar), BAR_BLUE) > 0.6  # drawn, in the bars' blue
+    # bar lengths are the conversion rates: 6/10 against 2/8
+    assert spring_bar["width"] / summer_bar["width"] == pytest.approx(0.6 / 0.25, rel=0.03)
+    control = await page.locator("#campaigns-chart rect.mark").first.bounding_box()
+    assert control is not None and _share(shot, control, WARM_ORANGE) > 0.5
+    assert await page.locator("#campaigns-chart line.ci").count() == 2  # an interval each
+    overdue = await page.locator("rect[data-owner=''][data-kind=overdue]").bounding_box()
+    assert overdue is not None and _share(shot, _inset(overdue), HOT_RED) > 0.6
+    assert await page.locator("rect[data-segment]").count() >= 2
+    assert await page.locator("#opportunities tr").count() >= 1
+    await context.close()
+
+
+def _inset(box: FloatRect, margin: float = 3) -> FloatRect:
+    """The box without its edges (anti-aliased against the background)."""
+    return {
+        "x": box["x"] + margin,
+        "y": box["y"] + margin,
+        "width": max(box["width"] - 2 * margin, 1),
+        "height": max(box["height"] - 2 * margin, 1),
+    }
 
 
 async def test_the_chat_widget_sends_a_message_and_shows_the_reply(

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    func,
     insert,
     select,
     update,
@@ -72,10 +73,24 @@ class AnalyticsMixin(StateMixin):
         self._write(work)
 
     def list_segments(self) -> list[dict[str, Any]]:
-        s = schema.segments.c
+        """The segments, each with how many of its leads were won and lost so far."""
+        s, leads = schema.segments.c, schema.leads.c
         with self.engine.connect() as conn:
             rows = conn.execute(select(schema.segments).order_by(s.size.desc(), s.name)).mappings()
-            return [dict(r) for r in rows]
+            found = [dict(r) for r in rows]
+            outcomes = conn.execute(
+                select(leads.segment, leads.stage, func.count())
+                .where(
+                    leads.segment.is_not(None),
+                    leads.stage.in_([leads_pb2.LEAD_STAGE_WON, leads_pb2.LEAD_STAGE_LOST]),
+                )
+                .group_by(leads.segment, leads.stage)
+            ).all()
+        counted = {(segment, stage): n for segment, stage, n in outcomes}
+        for row in found:
+            row["won"] = counted.get((row["segment_id"], leads_pb2.LEAD_STAGE_WON), 0)
+            row["lost"] = counted.get((row["segment_id"], leads_pb2.LEAD_STAGE_LOST), 0)
+        return found
 
     def campaign_members(
         self, campaign_ids: Sequence[str], since: datetime | None

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from percept.leads import schema
@@ -198,6 +198,26 @@ class FollowUpsMixin(QueriesMixin):
             return rows
 
         return self._write(work, serial=False)
+
+    def backlog(self) -> list[tuple[str, str, int, int, int]]:
+        """Open follow-ups by (owner, action): overdue, due within a day, later."""
+        now = self.clock()
+        f = schema.follow_ups.c
+        day = now + timedelta(days=1)
+        query = (
+            select(
+                f.owner,
+                f.action,
+                func.sum(case((f.due_at <= now, 1), else_=0)),
+                func.sum(case((and_(f.due_at > now, f.due_at <= day), 1), else_=0)),
+                func.sum(case((f.due_at > day, 1), else_=0)),
+            )
+            .where(f.status == "open")
+            .group_by(f.owner, f.action)
+            .order_by(f.owner, f.action)
+        )
+        with self.engine.connect() as conn:
+            return [(o, a, int(x), int(y), int(z)) for o, a, x, y, z in conn.execute(query)]
 
     def lead_language(self, lead_id: str) -> str:
         """The language the lead last chatted in ('' when they never chatted)."""
