@@ -77,11 +77,7 @@ class FollowUpRpcs:
     async def ListFollowUps(
         self, request: leads_pb2.ListFollowUpsRequest, context: Any
     ) -> leads_pb2.ListFollowUpsResponse:
-        if not 0 <= request.page_size <= MAX_PAGE:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"page_size: {request.page_size} is not from 0 (the default) to {MAX_PAGE}",
-            )
+        await check_page_size(request.page_size, context)
         due_before = None
         if request.HasField("due_before"):
             due_before = await _time(request.due_before, "due_before", context)
@@ -213,6 +209,15 @@ class FollowUpRpcs:
             source=drafted.source,
             template=drafted.template,
             left_out=drafted.left_out,
+        )
+
+
+async def check_page_size(size: int, context: Any) -> None:
+    """0 (the server's default) to MAX_PAGE, else INVALID_ARGUMENT."""
+    if not 0 <= size <= MAX_PAGE:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"page_size: {size} is not from 0 (the default) to {MAX_PAGE}",
         )
 
 

@@ -7,8 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-import grpc
-
+from percept.leads.follow_up_rpcs import check_page_size
 from percept.leads.identity import to_proto
 from percept.leads.opportunities import Association, associations, cross_sell, expected_value
 from percept.leads.scoring import list_prices
@@ -17,7 +16,7 @@ from percept.understanding.entities import catalog
 from percept.v1 import leads_pb2
 
 ASSOCIATIONS_TTL_S = 300.0  # won leads' baskets are mined again at most this often
-DEFAULT_PAGE, MAX_PAGE = 50, 500
+DEFAULT_PAGE = 50
 
 
 def association_message(rule: Association) -> leads_pb2.ProductAssociation:
@@ -48,11 +47,7 @@ class OpportunityRpcs:
     async def ListOpportunities(
         self, request: leads_pb2.ListOpportunitiesRequest, context: Any
     ) -> leads_pb2.ListOpportunitiesResponse:
-        if not 0 <= request.page_size <= MAX_PAGE:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"page_size: {request.page_size} is not from 0 (the default) to {MAX_PAGE}",
-            )
+        await check_page_size(request.page_size, context)
         rows = await asyncio.to_thread(
             self.store.top_opportunities,
             request.product_interest.strip(),

@@ -190,7 +190,10 @@ async def test_leads_list_filter_and_lead_page_data(stack: Stack) -> None:
         cold = (await client.get("/api/leads", params={"class": "cold"})).json()["leads"]
         assert all(x["class"] == "cold" for x in cold)
         lead = (await client.get(f"/api/leads/{mine[0]['lead_id']}")).json()
-        assert len(lead["timeline"]) == 6
+        signals = [x for x in lead["timeline"] if not x["follow_up_id"]]
+        assert len(signals) == 6
+        (step,) = [x for x in lead["timeline"] if x["follow_up_id"]]
+        assert step["follow_up_id"] == lead["next_follow_up_id"]  # the hot lead's call
         said = [x["description"] for x in lead["explanation"]["contributions"]]
         assert "wants to buy (95% strength, by website chat)" in said
         assert lead["qualification"]["budget"]
