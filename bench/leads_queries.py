@@ -183,6 +183,14 @@ async def measure_follow_ups(stub: leads_pb2_grpc.LeadsAsyncStub, rounds: int) -
     results["ListFollowUps page 21 (token)"] = median_ms(
         await timed(lambda: stub.ListFollowUps(deep), rounds)
     )
+    leads = [f.lead_id for f in (await stub.ListFollowUps(deep)).follow_ups]
+    rng = random.Random(8)
+    results["ListFollowUps one lead"] = median_ms(
+        await timed(
+            lambda: stub.ListFollowUps(leads_pb2.ListFollowUpsRequest(lead_id=rng.choice(leads))),
+            rounds,
+        )
+    )
     results["FollowUpBacklog"] = median_ms(
         await timed(lambda: stub.FollowUpBacklog(leads_pb2.FollowUpBacklogRequest()), 20)
     )

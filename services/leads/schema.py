@@ -191,7 +191,7 @@ follow_ups = Table(
     "follow_ups",
     metadata,
     Column("follow_up_id", String(32), primary_key=True),
-    Column("lead_id", String(32), ForeignKey("leads.lead_id"), nullable=False, index=True),
+    Column("lead_id", String(32), ForeignKey("leads.lead_id"), nullable=False),
     Column("rule", String(64), nullable=False),
     Column("action", String(32), nullable=False),
     Column("priority", Integer, nullable=False),
@@ -202,14 +202,20 @@ follow_ups = Table(
     Column("snoozed_until", DateTime(timezone=True), nullable=True),
     Column("status", String(16), nullable=False),  # open | done | replaced | dropped
     Column("closed_at", DateTime(timezone=True), nullable=True),
+    # The timeline's words for its opening and its closing (kept in the row: ingest opens
+    # and closes follow-ups in every batch, and a row costs less than a step).
+    Column("opened_as", Text, nullable=False),
+    Column("closed_as", Text, nullable=True),
     Column("outcome", String(8), nullable=True),  # won | lost | '' (contacted, nothing decided)
     Column("note", Text, nullable=True),
     Column("overdue_at", DateTime(timezone=True), nullable=True),  # when it was found overdue
+    # a lead's own (and its open one) without scanning every open follow-up
+    Index("ix_follow_ups_lead_due", "lead_id", "due_at", "follow_up_id"),
     Index("ix_follow_ups_status_due", "status", "due_at", "follow_up_id"),
     Index("ix_follow_ups_owner_status_due", "owner", "status", "due_at", "follow_up_id"),
 )
 
-# Every step of a follow-up (created, snoozed, completed, replaced, dropped, overdue): the
+# The steps of a follow-up between its opening and its closing (snoozed, overdue): the
 # lead's timeline shows them beside its signals.
 follow_up_steps = Table(
     "follow_up_steps",

@@ -1,10 +1,11 @@
 """A lead's open follow-up kept what its rules say, in the write that changed the lead.
 
 Every write that stores a lead's state calls `_sync_follow_ups`: the rule the lead
-meets now gives at most one open follow-up. The same rule keeps its row (due again
-from the latest signal or contact, never before a snooze); another rule replaces it;
-no rule (won, lost, cooled off) drops it. Each step is recorded for the timeline, and
-a new follow-up goes to the webhooks.
+meets now gives at most one open follow-up, due `within_h` of the signal that made the
+rule apply (or of the last contact: a completed follow-up). The same rule keeps its
+row and its due time (the lead's own messages are no salesperson's contact); another
+rule replaces it; no rule (won, lost, cooled off) drops it. The row keeps the
+timeline's words for its opening and closing, and a new follow-up goes to the webhooks.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from percept.leads import schema
+from percept.leads.bulk import BulkWrite
 from percept.leads.followups import FollowUp
 from percept.leads.scoring import Assessment, follow_up_rules, stage_name
 from percept.leads.store.base import _chunks, utc
@@ -58,22 +60,19 @@ class FollowUpSyncMixin(OutboxMixin):
         open_rows: dict[str, list[Any]] = {}
         touched: dict[str, datetime] = {}
         for chunk in _chunks(sorted(assessed)):
-            found = conn.execute(
-                select(schema.follow_ups).where(
-                    f.lead_id.in_(chunk), or_(f.status == "open", f.status == "done")
-                )
-            ).mappings()
-            for r in map(dict, found):
+            # every follow-up of these leads (a handful each): by the lead's index, not the
+            # status one a status condition would tempt SQLite into
+            found = conn.execute(select(*_READ).where(f.lead_id.in_(chunk)))
+            for r in (dict(zip(_NAMES, row, strict=True)) for row in found):
                 if r["status"] == "open":
                     open_rows.setdefault(r["lead_id"], []).append(r)
-                else:
+                elif r["status"] == "done":
                     closed = utc(r["closed_at"])
                     touched[r["lead_id"]] = max(touched.get(r["lead_id"], closed), closed)
         owners = follow_up_rules(self.policy).owners
         closes: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
         created: list[dict[str, Any]] = []
-        steps: list[dict[str, Any]] = []
         for lead, a in assessed.items():
             want: FollowUp | None = a.follow_up
             rows = open_rows.get(lead, [])
@@ -82,8 +81,14 @@ class FollowUpSyncMixin(OutboxMixin):
                 if r is keep:
                     continue
                 status, detail = _closing(want, a)
-                closes.append({"target": r["follow_up_id"], "status": status, "closed_at": now})
-                steps.append(step_row(r, now, status, detail))
+                closes.append(
+                    {
+                        "target": r["follow_up_id"],
+                        "status": status,
+                        "closed_at": now,
+                        "closed_as": detail,
+                    }
+                )
             if want is None:
                 continue
             due = want.due_after(touched.get(lead))
@@ -106,28 +111,20 @@ class FollowUpSyncMixin(OutboxMixin):
                     "outcome": None,
                     "note": None,
                     "overdue_at": None,
+                    "opened_as": f"{ACTION_WORDS.get(want.action, want.action)} by "
+                    f"{due:%Y-%m-%d %H:%M} UTC",
+                    "closed_as": None,
                     **values,
                 }
                 created.append(row)
-                words = ACTION_WORDS.get(want.action, want.action)
-                steps.append(step_row(row, now, "created", f"{words} by {due:%Y-%m-%d %H:%M} UTC"))
                 continue
-            if keep["snoozed_until"] is not None:
-                due = max(due, utc(keep["snoozed_until"]))
-            old_due = utc(keep["due_at"])
-            if due != old_due or any(keep[k] != v for k, v in values.items()):
-                overdue = keep["overdue_at"] if due <= now else None  # due again: told again
-                changes.append(
-                    {"target": keep["follow_up_id"], "due_at": due, "overdue_at": overdue, **values}
-                )
-        if created:
-            conn.execute(insert(schema.follow_ups), created)
-        if closes:
-            conn.execute(_CLOSE, closes)
-        if changes:
-            conn.execute(_CHANGE, changes)
-        if steps:
-            conn.execute(insert(schema.follow_up_steps), steps)
+            # The same rule: due as it was (the lead's own messages are no salesperson's
+            # contact); what it says and who does it may have changed (a product named).
+            if any(keep[k] != v for k, v in values.items()):
+                changes.append({"target": keep["follow_up_id"], **values})
+        _INSERT(conn, created)  # plain executemany: ingest runs this for every batch
+        _CLOSE(conn, closes)
+        _CHANGE(conn, changes)
         if created and self.follow_up_webhook_urls:
             payloads = [follow_up_payload(r, "follow_up.created", now) for r in created]
             self._queue_events(conn, payloads, now, self.follow_up_webhook_urls)
@@ -163,18 +160,34 @@ def step_row(row: dict[str, Any], at: datetime, step: str, detail: str) -> dict[
     }
 
 
-_CLOSE = (
-    update(schema.follow_ups)
-    .where(schema.follow_ups.c.follow_up_id == bindparam("target"))
-    .values(status=bindparam("status"), closed_at=bindparam("closed_at"))
+# What a sync reads of a lead's follow-ups, as plain tuples.
+_READ = tuple(
+    schema.follow_ups.c[name]
+    for name in (
+        "follow_up_id",
+        "lead_id",
+        "rule",
+        "status",
+        "closed_at",
+        "action",
+        "priority",
+        "reason",
+        "owner",
+    )
 )
-_CHANGE = (
+_NAMES = tuple(column.name for column in _READ)
+_INSERT = BulkWrite(insert(schema.follow_ups))
+_CLOSE = BulkWrite(
     update(schema.follow_ups)
     .where(schema.follow_ups.c.follow_up_id == bindparam("target"))
     .values(
-        {
-            name: bindparam(name)
-            for name in ("due_at", "overdue_at", "action", "priority", "reason", "owner")
-        }
+        status=bindparam("status"),
+        closed_at=bindparam("closed_at"),
+        closed_as=bindparam("closed_as"),
     )
+)
+_CHANGE = BulkWrite(
+    update(schema.follow_ups)
+    .where(schema.follow_ups.c.follow_up_id == bindparam("target"))
+    .values({name: bindparam(name) for name in ("action", "priority", "reason", "owner")})
 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from percept.leads import schema
@@ -85,7 +85,9 @@ class FollowUpsMixin(QueriesMixin):
                 lead = self._resolve(conn, query.lead_id)
                 clauses.append(f.lead_id == lead)
             if not query.include_closed:
-                clauses.append(f.status == "open")
+                # one lead's: its few rows by its own index, the open ones kept below (a
+                # status condition would tempt SQLite into scanning every open follow-up)
+                clauses.append(f.status == "open" if not query.lead_id else true())
             if query.owner or query.unassigned:
                 clauses.append(f.owner == query.owner)
             if query.due_before is not None:
@@ -93,10 +95,12 @@ class FollowUpsMixin(QueriesMixin):
             if page_token:
                 due, last = self._read_token(page_token, query)
                 clauses.append(or_(f.due_at > due, and_(f.due_at == due, f.follow_up_id > last)))
-            rows_query = (
-                _WITH_LEAD.where(*clauses).order_by(f.due_at, f.follow_up_id).limit(size + 1)
-            )
+            rows_query = _WITH_LEAD.where(*clauses).order_by(f.due_at, f.follow_up_id)
+            if not query.lead_id or query.include_closed:  # else filtered below, then cut
+                rows_query = rows_query.limit(size + 1)
             rows = [dict(r) for r in conn.execute(rows_query).mappings()]
+            if query.lead_id and not query.include_closed:
+                rows = [r for r in rows if r["status"] == "open"][: size + 1]
             keys = self._keys_of(conn, sorted({r["lead_id"] for r in rows[:size]}))
         for row in rows:
             row["keys"] = keys.get(row["lead_id"], [])
@@ -122,13 +126,18 @@ class FollowUpsMixin(QueriesMixin):
         def work(conn: Connection) -> tuple[dict[str, Any], list[Change]]:
             row = self._open_follow_up(conn, follow_up_id)
             f = schema.follow_ups.c
+            said = f"done: {outcome}" if outcome else "done"
             conn.execute(
                 update(schema.follow_ups)
                 .where(f.follow_up_id == follow_up_id)
-                .values(status="done", closed_at=now, outcome=outcome, note=note)
+                .values(
+                    status="done",
+                    closed_at=now,
+                    outcome=outcome,
+                    note=note,
+                    closed_as=f"{said}: {note}" if note else said,
+                )
             )
-            said = f"done: {outcome}" if outcome else "done"
-            self._add_step(conn, row, now, "completed", f"{said}: {note}" if note else said)
             lead = row["lead_id"]
             features = self._stored_features(conn, [lead]).get(lead) or Features.of(
                 self._facts(conn, [lead]).get(lead, []), self.policy.half_life

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from percept.leads.store.base import (
 from percept.leads.store.state import StateMixin
 
 log = logging.getLogger("percept.leads.store")
+CLOSED_STEPS = {"done": "completed", "replaced": "replaced", "dropped": "dropped"}
 
 
 class Fingerprinted(Protocol):
@@ -128,48 +129,63 @@ class QueriesMixin(StateMixin):
                         .order_by(sig.occurred_at, sig.signal_id)
                     ).mappings()
                 ]
-                timeline = sorted(
-                    [*timeline, *self._follow_up_steps(conn, lead_id)],
+            f = schema.follow_ups.c
+            follow_ups = [  # by the lead's own index; the open one is among them
+                dict(r)
+                for r in conn.execute(
+                    select(schema.follow_ups).where(f.lead_id == lead_id)
+                ).mappings()
+            ]
+            follow_up = next((r for r in follow_ups if r["status"] == "open"), None)
+            if include_timeline:
+                timeline = sorted(  # stable: at one moment, signals first
+                    [*timeline, *self._follow_up_steps(conn, lead_id, follow_ups)],
                     key=lambda e: utc(e["occurred_at"]),
                 )
-            f = schema.follow_ups.c
-            follow_up = (
-                conn.execute(
-                    select(schema.follow_ups)
-                    .where(f.lead_id == lead_id, f.status == "open")
-                    .order_by(f.due_at)
-                )
-                .mappings()
-                .first()
-            )
         return LeadView(
             dict(row),
             keys,
             assess_features(features, self.clock(), self.policy, model=self.active_model()),
             timeline,
-            dict(follow_up) if follow_up else None,
+            follow_up,
         )
 
-    def _follow_up_steps(self, conn: Connection, lead_id: str) -> list[dict[str, Any]]:
-        """The lead's follow-up steps as timeline entries (`follow_up_id` tells them apart)."""
-        st, f = schema.follow_up_steps.c, schema.follow_ups.c
-        rows = conn.execute(
-            select(st.follow_up_id, st.at, st.step, st.detail, f.action, f.reason)
-            .join(schema.follow_ups, f.follow_up_id == st.follow_up_id)
+    def _follow_up_steps(
+        self, conn: Connection, lead_id: str, follow_ups: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The lead's follow-ups as timeline entries (`follow_up_id` tells them apart): each
+        one's opening and closing (kept in its row) and the steps between (snoozes, overdue).
+        At one moment, an older follow-up's entries come first (one closes, the next opens),
+        and one follow-up's in their own order."""
+        st = schema.follow_up_steps.c
+        by_id = {f["follow_up_id"]: f for f in follow_ups}
+        entries: list[tuple[datetime, datetime, int, dict[str, Any]]] = []
+
+        def add(f: Mapping[str, Any], at: datetime, rank: int, step: str, detail: str) -> None:
+            entry = {
+                "follow_up_id": f["follow_up_id"],
+                "occurred_at": at,
+                "step": step,
+                "detail": detail,
+                "action": f["action"],
+            }
+            entries.append((utc(at), utc(f["created_at"]), rank, entry))
+
+        for f in follow_ups:
+            add(f, f["created_at"], 0, "created", f["opened_as"])
+            if f["closed_at"] is not None:
+                step = CLOSED_STEPS.get(f["status"], f["status"])
+                add(f, f["closed_at"], 2, step, f["closed_as"] or "")
+        steps = conn.execute(
+            select(st.follow_up_id, st.at, st.step, st.detail)
             .where(st.lead_id == lead_id)
             .order_by(st.at, st.step_id)
         )
-        return [
-            {
-                "follow_up_id": r.follow_up_id,
-                "occurred_at": r.at,
-                "step": r.step,
-                "detail": r.detail,
-                "action": r.action,
-                "reason": r.reason,
-            }
-            for r in rows
-        ]
+        for r in steps:
+            if r.follow_up_id in by_id:
+                add(by_id[r.follow_up_id], r.at, 1, r.step, r.detail)
+        entries.sort(key=lambda e: e[:3])
+        return [e[3] for e in entries]
 
     def page(
         self, where: LeadFilter, page_size: int, page_token: str

@@ -35,13 +35,15 @@ def upgrade() -> None:
         sa.Column("snoozed_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("opened_as", sa.Text(), nullable=False),
+        sa.Column("closed_as", sa.Text(), nullable=True),
         sa.Column("outcome", sa.String(8), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("overdue_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["lead_id"], ["leads.lead_id"], name="fk_follow_ups_lead_id_leads"),
         sa.PrimaryKeyConstraint("follow_up_id", name="pk_follow_ups"),
     )
-    op.create_index("ix_follow_ups_lead_id", "follow_ups", ["lead_id"])
+    op.create_index("ix_follow_ups_lead_due", "follow_ups", ["lead_id", "due_at", "follow_up_id"])
     op.create_index("ix_follow_ups_status_due", "follow_ups", ["status", "due_at", "follow_up_id"])
     op.create_index(
         "ix_follow_ups_owner_status_due",
