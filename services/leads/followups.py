@@ -4,9 +4,9 @@
 rules in order; the first one a lead meets gives its next follow-up: an action,
 a priority, a due time counted from the lead's last signal (or from a promised
 callback), the reason in words, and an owner: the team in turn, the people of the
-lead's product, or one named person. A mistake is refused at load with the file,
-the line and the field: a condition nobody knows, an owner nobody defined, an
-intent or category that does not exist.
+lead's product or territory (its phone number's country), or one named person. A
+mistake is refused at load with the file, the line and the field: a condition nobody
+knows, an owner nobody defined, an intent or category that does not exist.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from percept.runtime.yaml_lines import LINE, first_error, line_of, load_with_lines, strip_lines
 
 CLASSES = ("hot", "warm", "cold")
 SENTIMENTS = ("positive", "neutral", "negative")
 STRONG = 0.5  # an intent or a category counts from this decayed strength on
+GROUPS = ("team", "product", "territory")  # owners a rule names by their group
 
 
 class LeadFacts(Protocol):
@@ -70,9 +72,28 @@ class Owners(BaseModel):
     model_config = ConfigDict(extra="forbid")
     team: list[str] = []
     by_product: dict[str, list[str]] = {}
+    # ISO 3166 region (the lead's phone number's country) -> its people
+    by_territory: dict[str, list[str]] = {}
+
+    @field_validator("by_territory")
+    @classmethod
+    def _regions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for region in value:
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(f"{region!r} is not an ISO 3166 region code (ES, MX, US...)")
+        return value
 
     def people(self) -> set[str]:
-        return {*self.team, *(p for names in self.by_product.values() for p in names)}
+        groups = (*self.by_product.values(), *self.by_territory.values())
+        return {*self.team, *(p for names in groups for p in names)}
+
+
+def territory_of(phone: str) -> str:
+    """The region (ES, MX...) an E.164 phone number belongs to, or ''."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(phone)) or ""
+    except phonenumbers.NumberParseException:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -93,14 +114,17 @@ class FollowUp:
             return self.due_at
         return max(self.due_at, touched_at + timedelta(hours=self.within_h))
 
-    def owner(self, owners: Owners, lead_id: str, product: str) -> str:
-        """Who does it: a name, the product's people or the team in turn (stable per
-        lead: the same lead goes to the same person), or '' when nobody is listed."""
-        if self.owner_rule not in ("team", "product"):
+    def owner(self, owners: Owners, lead_id: str, product: str, territory: str = "") -> str:
+        """Who does it: a name, the product's or the territory's people, or the team, in
+        turn (stable per lead: the same lead goes to the same person); '' when nobody is
+        listed."""
+        if self.owner_rule not in GROUPS:
             return self.owner_rule
         people = owners.team
         if self.owner_rule == "product" and owners.by_product.get(product):
             people = owners.by_product[product]
+        if self.owner_rule == "territory" and owners.by_territory.get(territory):
+            people = owners.by_territory[territory]
         if not people:
             return ""
         turn = int(hashlib.sha256(lead_id.encode()).hexdigest()[:8], 16)
@@ -184,10 +208,10 @@ def parse_rules(
                     f"{where} ({rule.id}): when.{kind}: {name!r} is not one of "
                     f"{', '.join(sorted(known[kind]))}"
                 )
-        if rule.owner not in ("team", "product") and rule.owner not in people:
+        if rule.owner not in GROUPS and rule.owner not in people:
             raise FollowUpRulesError(
                 f"{where} ({rule.id}): owner: {rule.owner!r} is nobody in owners "
-                f"(team, by_product) and not 'team' or 'product'"
+                f"(team, by_product, by_territory) and not 'team', 'product' or 'territory'"
             )
         if any(r.id == rule.id for r in rules):
             raise FollowUpRulesError(f"{where}: id {rule.id!r} is used twice")

@@ -491,3 +491,21 @@ async def test_opportunities_rank_open_leads_and_offer_what_buyers_bought_togeth
     left = await stub.ListOpportunities(lp.ListOpportunitiesRequest())
     assert [o.lead.lead_id for o in left.opportunities] == [phone_lead.lead.lead_id]
     assert r.service.store.won_baskets({"laptop", "headphones", "phone"})
+
+
+def test_a_territory_rule_gives_the_lead_to_its_countrys_people(tmp_path: Path) -> None:
+    rules = parse_rules(
+        "owners: {team: [Zoe], by_territory: {ES: [Ana], MX: [Luis]}}\n"
+        "rules:\n  - {id: all, when: {}, action: call, priority: 2, within_h: 24, "
+        "owner: territory, reason: 'every lead'}\n"
+    )
+    store = LeadStore(
+        f"sqlite:///{tmp_path / 't.db'}", ScoringPolicy(follow_ups=rules), clock=lambda: NOW
+    )
+    store.migrate()
+    for phone in ("+34912345678", "+525512345678", "+14155552671"):
+        store.ingest([signal(name="product_question", phone=phone)])
+    rows, _ = store.follow_ups(FollowUpQuery(), 10, "")
+    owners = {r["keys"][0].value: r["owner"] for r in rows}
+    assert owners == {"+34912345678": "Ana", "+525512345678": "Luis", "+14155552671": "Zoe"}
+    store.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from leads_signals import NOW
 
-from percept.leads.followups import FollowUpRulesError, load_rules, parse_rules
+from percept.leads.followups import FollowUpRulesError, load_rules, parse_rules, territory_of
 from percept.leads.scoring import ScoringPolicy, SignalFacts, assess
 from percept.understanding.loading import known_intents
 from percept.v1 import common_pb2 as c
@@ -69,6 +69,30 @@ def test_the_packaged_rules_give_each_lead_its_follow_up() -> None:
         NOW,
     )
     assert called.follow_up is not None and called.follow_up.rule == "hot"  # promise kept
+
+
+def test_a_territory_goes_to_its_people_by_the_leads_phone() -> None:
+    rules = parse_rules(
+        RULES.replace("  by_product: {laptop: [Marta]}", "  by_territory: {ES: [Ana], MX: [Luis]}")
+        .replace("owner: Luis", "owner: territory")
+        .replace("owner: product", "owner: territory"),
+        "followups.yaml",
+        known_intents(),
+    )
+    hot = assess(HOT, NOW, ScoringPolicy(follow_ups=rules))
+    assert hot.follow_up is not None
+    assert territory_of("+34912345678") == "ES" and territory_of("+525512345678") == "MX"
+    assert hot.follow_up.owner(rules.owners, "l", "tv", territory_of("+34912345678")) == "Ana"
+    assert hot.follow_up.owner(rules.owners, "l", "tv", "MX") == "Luis"
+    assert hot.follow_up.owner(rules.owners, "l", "tv", "") in {"Ana", "Luis", "Marta"}  # team
+    assert territory_of("not a phone") == ""
+    with pytest.raises(
+        FollowUpRulesError,
+        match=r"followups.yaml:\d+: owners: by_territory: .*'Spain' is not an ISO 3166",
+    ):
+        parse_rules(
+            RULES.replace("  by_product: {laptop: [Marta]}", "  by_territory: {Spain: [Ana]}")
+        )
 
 
 def test_a_companys_rules_and_owners_decide_what_and_who() -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from percept.leads import schema
 from percept.leads.bulk import BulkWrite
-from percept.leads.followups import FollowUp
+from percept.leads.followups import FollowUp, territory_of
 from percept.leads.scoring import Assessment, follow_up_rules, stage_name
 from percept.leads.store.base import _chunks, utc
 from percept.leads.store.outbox import OutboxMixin
@@ -70,6 +70,9 @@ class FollowUpSyncMixin(OutboxMixin):
                     closed = utc(r["closed_at"])
                     touched[r["lead_id"]] = max(touched.get(r["lead_id"], closed), closed)
         owners = follow_up_rules(self.policy).owners
+        territories = self._territories(
+            conn, [lead for lead, a in assessed.items() if _by_territory(a.follow_up)]
+        )
         closes: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
         created: list[dict[str, Any]] = []
@@ -96,7 +99,7 @@ class FollowUpSyncMixin(OutboxMixin):
                 "action": want.action,
                 "priority": want.priority,
                 "reason": want.reason,
-                "owner": want.owner(owners, lead, a.product_interest),
+                "owner": want.owner(owners, lead, a.product_interest, territories.get(lead, "")),
             }
             if keep is None:
                 row = {
@@ -129,6 +132,21 @@ class FollowUpSyncMixin(OutboxMixin):
             payloads = [follow_up_payload(r, "follow_up.created", now) for r in created]
             self._queue_events(conn, payloads, now, self.follow_up_webhook_urls)
 
+    def _territories(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, str]:
+        """Each lead's territory: the country of its phone number (read only for the
+        leads whose rule hands them out by territory)."""
+        ident = schema.identities.c
+        found: dict[str, str] = {}
+        for chunk in _chunks(sorted(lead_ids)):
+            rows = conn.execute(
+                select(ident.lead_id, ident.key_value)
+                .where(ident.lead_id.in_(chunk), ident.key_type == "phone")
+                .order_by(ident.first_seen_at)
+            )
+            for lead_id, phone in rows:
+                found.setdefault(lead_id, territory_of(phone))
+        return found
+
     def _move_follow_ups(self, conn: Connection, absorbed: str, survivor: str) -> None:
         """A merge: the absorbed lead's follow-ups (and their steps) become the survivor's;
         the survivor's next sync keeps one open."""
@@ -140,6 +158,10 @@ class FollowUpSyncMixin(OutboxMixin):
         steps, f = schema.follow_up_steps.c, schema.follow_ups.c
         conn.execute(schema.follow_up_steps.delete().where(steps.lead_id.in_(lead_ids)))
         conn.execute(schema.follow_ups.delete().where(f.lead_id.in_(lead_ids)))
+
+
+def _by_territory(want: FollowUp | None) -> bool:
+    return want is not None and want.owner_rule == "territory"
 
 
 def _closing(want: FollowUp | None, a: Assessment) -> tuple[str, str]:
