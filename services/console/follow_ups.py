@@ -92,7 +92,10 @@ def _when(value: str, name: str) -> Timestamp:
     if parsed.tzinfo is None:
         raise ApiError(400, f"{name}: {value!r} has no time zone (add Z or +hh:mm)")
     stamp = Timestamp()
-    stamp.FromDatetime(parsed.astimezone(UTC))
+    try:
+        stamp.FromDatetime(parsed.astimezone(UTC))
+    except (OverflowError, ValueError):  # past year 9999 once in UTC
+        raise ApiError(400, f"{name}: {value!r} is out of range") from None
     return stamp
 
 

@@ -145,7 +145,11 @@ async def draft(
     channel = channel or channel_for(action, lead.keys)
     native = templates.language_of(template, lead.language)
     tag = native or ENGLISH
-    product_facts = next((e for e in facts.values() if e.product == lead.product), None)
+    product_facts = (
+        next((e for e in facts.values() if e.product == lead.product), None)
+        if lead.product
+        else None
+    )
     entries = {**{f"fact:{k}": v for k, v in facts.items()}, "product_facts": product_facts}
     values = {k: v for k, v in lead.slots.items() if v}
     names = templates.products.get(lead.product, {})
@@ -160,19 +164,21 @@ async def draft(
     foreign: list[int] = []
     for line in template.lines[tag]:
         filled = dict(values)
+        untranslated = False  # a fact with no text in the draft's language
         fact = next((f for f in _fields(line) if f in entries), None)
         if fact is not None:
             entry = entries[fact]
             if entry is None:
                 continue
             written = entry.answer_in(lead.language) if native else entry.answer
-            if written is None:
-                foreign.append(len(lines))
-                written = entry.answer
-            filled[fact] = written
+            untranslated = written is None
+            filled[fact] = entry.answer if written is None else written
         text = _fill(line, filled)
-        if text is not None:
-            lines.append(text)
+        if text is None:  # a slot the lead never filled
+            continue
+        if untranslated:
+            foreign.append(len(lines))
+        lines.append(text)
     subject = _fill(template.subject.get(tag, template.subject[ENGLISH]), values) or ""
     greeting = _fill(phrases.greeting, values) or phrases.greeting_anonymous
     sign_off = _fill(phrases.sign_off, values) or ""

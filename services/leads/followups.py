@@ -136,12 +136,16 @@ class FollowUpRules:
     rules: tuple[Rule, ...]
     owners: Owners
 
-    def next_for(self, f: LeadFacts, values: dict[str, float], lead_class: str) -> FollowUp | None:
-        """The first rule the lead meets, or None (won, lost, or no rule)."""
+    def next_for(
+        self, f: LeadFacts, values: dict[str, float], lead_class: str, contacted_at: float = 0.0
+    ) -> FollowUp | None:
+        """The first rule the lead meets, or None (won, lost, or no rule). A promise is
+        kept once a salesperson writes in the chat or completes a follow-up after it
+        (`contacted_at`)."""
         if f.outcome is not None or not f.last_signal_at:
             return None
         sentiment = f.call_sentiment[0] if f.call_sentiment else ""
-        promised = f.callback_promised_at > f.salesperson_wrote_at
+        promised = f.callback_promised_at > max(f.salesperson_wrote_at, contacted_at)
         for rule in self.rules:
             when = rule.when
             if when.lead_class is not None and lead_class not in when.lead_class:

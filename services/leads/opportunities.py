@@ -26,10 +26,13 @@ def amount(text: str) -> float | None:
     if found is None:
         return None
     digits, scale = found.groups()
-    if re.fullmatch(r"\d+[.,]\d{1,2}", digits):  # 12.50: a decimal, not thousands
-        number = float(digits.replace(",", "."))
-    else:
-        number = float(re.sub(r"[.,]", "", digits))
+    whole, cents = digits, ""
+    decimals = re.search(r"[.,](\d{1,2})$", digits)  # 12.50, 1,299.99, 1.500,50
+    if decimals is not None:
+        whole, cents = digits[: decimals.start()], decimals.group(1)
+    number = float(re.sub(r"[.,]", "", whole) or "0")
+    if cents:
+        number += int(cents) / 10 ** len(cents)
     return number * _SCALE.get((scale or "").lower(), 1.0)
 
 

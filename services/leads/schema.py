@@ -192,6 +192,7 @@ follow_ups = Table(
     metadata,
     Column("follow_up_id", String(32), primary_key=True),
     Column("lead_id", String(32), ForeignKey("leads.lead_id"), nullable=False),
+    Column("origin_lead_id", String(32), nullable=False),  # a split gives it back
     Column("rule", String(64), nullable=False),
     Column("action", String(32), nullable=False),
     Column("priority", Integer, nullable=False),
@@ -229,6 +230,7 @@ follow_up_steps = Table(
         index=True,
     ),
     Column("lead_id", String(32), nullable=False, index=True),
+    Column("origin_lead_id", String(32), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("step", String(16), nullable=False),
     Column("detail", Text, nullable=False),

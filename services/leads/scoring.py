@@ -343,11 +343,14 @@ def assess_features(
     *,
     explain: bool = True,
     model: LinearModel | None = None,
+    contacted_at: float = 0.0,
 ) -> Assessment:
     """Score, class, stage and product interest from a lead's aggregates, decayed to `now`.
 
     With a trained `model` its weights replace the prior's; with explain=False no
-    contributions are listed (ingest needs only the score).
+    contributions are listed (ingest needs only the score). `contacted_at`: when a
+    salesperson last completed a follow-up for the lead (epoch seconds), which keeps a
+    promise it answered from being due again.
     """
     values = feature_values(f, now)
     weight = model.weight if model else prior_weight
@@ -378,7 +381,9 @@ def assess_features(
         channels=list(f.channels),
         contributions=contributions,
         model=model.version if model else "prior",
-        follow_up=follow_up_rules(policy).next_for(f, values, class_name(_classify(score, policy))),
+        follow_up=follow_up_rules(policy).next_for(
+            f, values, class_name(_classify(score, policy)), contacted_at
+        ),
     )
 
 

@@ -376,6 +376,7 @@ async def test_the_follow_up_api_needs_respond_to_act_and_says_what_is_wrong(
             ("tomorrow", "until: 'tomorrow' is not an ISO 8601 time"),
             ("2031-01-01T09:00:00", "has no time zone"),
             ("2001-01-01T09:00:00Z", "is not in the future"),
+            ("9999-12-31T23:00:00-05:00", "is out of range"),
         ):
             bad = await client.post(snooze, json={"until": until}, headers=AUTH)
             assert bad.status_code == 400 and error in bad.json()["error"], bad.text

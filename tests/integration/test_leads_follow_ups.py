@@ -16,7 +16,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from leads_harness import PHONE, Receiver, business, customer_journey
 from leads_signals import NOW, signal
+from sqlalchemy import select
 
+from percept.leads import schema
 from percept.leads.followups import parse_rules
 from percept.leads.scoring import ScoringPolicy
 from percept.leads.service import LeadsService
@@ -215,6 +217,14 @@ async def test_a_contact_moves_the_next_follow_up_and_a_snooze_holds_it(
         stub.SnoozeFollowUp(lp.SnoozeFollowUpRequest(follow_up_id="nope", until=stamp(NOW)))
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT  # the time is checked first
+    code, details = await code_of(  # due in a day: an hour from now would bring it forward
+        stub.SnoozeFollowUp(
+            lp.SnoozeFollowUpRequest(
+                follow_up_id=second.follow_up_id, until=stamp(r.clock.now + timedelta(hours=1))
+            )
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "a snooze only postpones" in details
     until = r.clock.now + timedelta(days=3)
     snoozed = await stub.SnoozeFollowUp(
         lp.SnoozeFollowUpRequest(
@@ -509,3 +519,51 @@ def test_a_territory_rule_gives_the_lead_to_its_countrys_people(tmp_path: Path) 
     owners = {r["keys"][0].value: r["owner"] for r in rows}
     assert owners == {"+34912345678": "Ana", "+525512345678": "Luis", "+14155552671": "Zoe"}
     store.close()
+
+
+def test_completing_a_promised_callback_keeps_the_promise(tmp_path: Path) -> None:
+    store = LeadStore(f"sqlite:///{tmp_path / 'c.db'}", clock=lambda: NOW + timedelta(hours=2))
+    store.migrate()
+    asked = signal(source=c.SOURCE_CHAT, name="product_question", chat_session_id="cb")
+    promise = signal(
+        source=c.SOURCE_CHAT,
+        kind=c.SIGNAL_KIND_CALLBACK_PROMISED,
+        name="callback",
+        minutes=5,
+        chat_session_id="cb",
+    )
+    store.ingest([asked, promise])
+    (callback,), _ = store.follow_ups(FollowUpQuery(), 10, "")
+    assert callback["rule"] == "callback"
+    store.complete_follow_up(callback["follow_up_id"], "", "called her back")
+    left, _ = store.follow_ups(FollowUpQuery(), 10, "")
+    assert all(r["rule"] != "callback" for r in left)  # not promised again, nor overdue
+    assert store.mark_overdue() == []
+    store.close()
+
+
+async def test_a_split_gives_the_absorbed_lead_its_follow_ups_back(
+    running: Callable[..., Awaitable[Running]],
+) -> None:
+    r = await running()
+    stub = r.stub
+    first = signal(name="price_inquiry", confidence=0.9, email="a@example.com")
+    second = signal(name="price_inquiry", confidence=0.9, email="b@example.com")
+    await stub.IngestBatch(lp.IngestBatchRequest(signals=[first, second]))
+    a = await stub.GetLead(lp.GetLeadRequest(key=c.IdentityKeys(email="a@example.com")))
+    b = await stub.GetLead(lp.GetLeadRequest(key=c.IdentityKeys(email="b@example.com")))
+    await stub.CompleteFollowUp(
+        lp.CompleteFollowUpRequest(follow_up_id=b.next_follow_up_id, note="b's own note")
+    )
+    merged = await stub.MergeLeads(lp.MergeLeadsRequest(lead_ids=[a.lead_id, b.lead_id]))
+    history = await stub.ListFollowUps(
+        lp.ListFollowUpsRequest(lead_id=merged.lead_id, include_closed=True)
+    )
+    assert "b's own note" in [f.note for f in history.follow_ups]
+    with r.service.store.engine.connect() as conn:  # the merge's id (the audit row)
+        merge_id = str(conn.scalar(select(schema.merges.c.merge_id)))
+    await stub.SplitLead(lp.SplitLeadRequest(lead_id=a.lead_id, merge_id=merge_id))
+    back = await stub.ListFollowUps(lp.ListFollowUpsRequest(lead_id=b.lead_id, include_closed=True))
+    assert "b's own note" in [f.note for f in back.follow_ups]
+    kept = await stub.ListFollowUps(lp.ListFollowUpsRequest(lead_id=a.lead_id, include_closed=True))
+    assert "b's own note" not in [f.note for f in kept.follow_ups]

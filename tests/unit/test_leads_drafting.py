@@ -120,6 +120,44 @@ async def test_a_fact_without_the_leads_language_is_translated_alone() -> None:
     assert "Enviamos en 2 días." in made.text and "Para 2 unidades" in made.text
 
 
+async def test_a_line_left_out_does_not_shift_what_is_translated() -> None:
+    templates = parse_templates(
+        "phrases:\n"
+        "  en: {greeting: 'Hi {name},', greeting_anonymous: 'Hi,', sign_off: '{owner}', team: us}\n"
+        "  es: {greeting: 'Hola {name}:', greeting_anonymous: 'Hola:', sign_off: '{owner}', "
+        "team: nosotros}\n"
+        "templates:\n"
+        "  - id: support\n"
+        "    action: support_call\n"
+        "    subject: {en: Sorry, es: Perdón}\n"
+        "    lines:\n"
+        "      en: ['{name}, {fact:hours}', 'Call us.']\n"
+        "      es: ['{name}, {fact:hours}', 'Llámanos.']\n",
+        "m.yaml",
+        ["hours"],
+    )
+    facts = {"hours": Entry("hours", "Hours", "We open at 9.")}  # English only
+    asked: list[list[str]] = []
+
+    async def translate(texts: list[str], language: str) -> list[str]:
+        asked.append(texts)
+        return ["Abrimos a las 9."]
+
+    nameless = LeadWords({}, "", "", "es", {"email": "a@b"})
+    made = await draft(templates, "support_call", nameless, facts, translate)
+    assert made is not None and "Llámanos." in made.text and asked == []  # nothing to translate
+    named = LeadWords({"name": "Ana"}, "", "", "es", {"email": "a@b"})
+    made = await draft(templates, "support_call", named, facts, translate)
+    assert made is not None and asked == [["Ana, We open at 9."]]
+    assert "Abrimos a las 9." in made.text and "Llámanos." in made.text
+
+
+async def test_a_lead_without_a_product_gets_no_products_facts() -> None:
+    made = await draft(TEMPLATES, "call", LeadWords({}, "", "", "en", {"phone": "+1"}), FACTS, None)
+    assert made is not None
+    assert "costs" not in made.text and "Business plan" not in made.text
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [

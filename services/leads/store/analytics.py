@@ -82,6 +82,7 @@ class AnalyticsMixin(StateMixin):
                 select(leads.segment, leads.stage, func.count())
                 .where(
                     leads.segment.is_not(None),
+                    leads.merged_into.is_(None),  # a merged-away lead is its survivor's
                     leads.stage.in_([leads_pb2.LEAD_STAGE_WON, leads_pb2.LEAD_STAGE_LOST]),
                 )
                 .group_by(leads.segment, leads.stage)

@@ -11,7 +11,8 @@ timeline's words for its opening and closing, and a new follow-up goes to the we
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -50,25 +51,44 @@ def follow_up_payload(row: dict[str, Any], kind: str, now: datetime) -> dict[str
     }
 
 
+@dataclass
+class FollowUpsOf:
+    """What a sync reads of some leads' follow-ups."""
+
+    open: dict[str, list[dict[str, Any]]]
+    contacted: dict[str, datetime]  # the latest completion per lead
+
+
 class FollowUpSyncMixin(OutboxMixin):
     """Keeps each lead's open follow-up in step with its state (see the module)."""
 
-    def _sync_follow_ups(
-        self, conn: Connection, assessed: dict[str, Assessment], now: datetime
-    ) -> None:
+    def _follow_ups_of(self, conn: Connection, lead_ids: Iterable[str]) -> FollowUpsOf:
+        """These leads' open follow-ups, and when a salesperson last completed one (a
+        contact the rules count, as a salesperson's chat message)."""
         f = schema.follow_ups.c
-        open_rows: dict[str, list[Any]] = {}
-        touched: dict[str, datetime] = {}
-        for chunk in _chunks(sorted(assessed)):
+        held = FollowUpsOf({}, {})
+        for chunk in _chunks(sorted(lead_ids)):
             # every follow-up of these leads (a handful each): by the lead's index, not the
             # status one a status condition would tempt SQLite into
             found = conn.execute(select(*_READ).where(f.lead_id.in_(chunk)))
             for r in (dict(zip(_NAMES, row, strict=True)) for row in found):
                 if r["status"] == "open":
-                    open_rows.setdefault(r["lead_id"], []).append(r)
+                    held.open.setdefault(r["lead_id"], []).append(r)
                 elif r["status"] == "done":
                     closed = utc(r["closed_at"])
-                    touched[r["lead_id"]] = max(touched.get(r["lead_id"], closed), closed)
+                    held.contacted[r["lead_id"]] = max(
+                        held.contacted.get(r["lead_id"], closed), closed
+                    )
+        return held
+
+    def _sync_follow_ups(
+        self,
+        conn: Connection,
+        assessed: dict[str, Assessment],
+        held: FollowUpsOf,
+        now: datetime,
+    ) -> None:
+        open_rows, touched = held.open, held.contacted
         owners = follow_up_rules(self.policy).owners
         territories = self._territories(
             conn, [lead for lead, a in assessed.items() if _by_territory(a.follow_up)]
@@ -105,6 +125,7 @@ class FollowUpSyncMixin(OutboxMixin):
                 row = {
                     "follow_up_id": uuid.uuid4().hex,
                     "lead_id": lead,
+                    "origin_lead_id": lead,
                     "rule": want.rule,
                     "created_at": now,
                     "due_at": due,
@@ -156,6 +177,9 @@ class FollowUpSyncMixin(OutboxMixin):
     def _delete_follow_ups(self, conn: Connection, lead_ids: Sequence[str]) -> None:
         """An erasure or expiry: notes about a person go with the person."""
         steps, f = schema.follow_up_steps.c, schema.follow_ups.c
+        # Locked first: a snooze or the overdue check (not serial writes) adding a step
+        # meanwhile would leave one behind the deletion (a foreign-key error on PostgreSQL).
+        conn.execute(select(f.follow_up_id).where(f.lead_id.in_(lead_ids)).with_for_update())
         conn.execute(schema.follow_up_steps.delete().where(steps.lead_id.in_(lead_ids)))
         conn.execute(schema.follow_ups.delete().where(f.lead_id.in_(lead_ids)))
 
@@ -176,6 +200,7 @@ def step_row(row: dict[str, Any], at: datetime, step: str, detail: str) -> dict[
     return {
         "follow_up_id": row["follow_up_id"],
         "lead_id": row["lead_id"],
+        "origin_lead_id": row["origin_lead_id"],
         "at": at,
         "step": step,
         "detail": detail,

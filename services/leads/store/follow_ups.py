@@ -154,13 +154,20 @@ class FollowUpsMixin(QueriesMixin):
         return self._write(work)
 
     def snooze_follow_up(self, follow_up_id: str, until: datetime, note: str) -> dict[str, Any]:
-        """Not due before `until` (a later signal may move it later, never earlier)."""
+        """Not due before `until`: a snooze only postpones (LeadConflictError when the
+        follow-up is due later already)."""
         now = self.clock()
         if until <= now:
             raise ValueError(f"until: {until.isoformat()} is not in the future")
 
         def work(conn: Connection) -> dict[str, Any]:
             row = self._open_follow_up(conn, follow_up_id)
+            due = utc(row["due_at"])
+            if until <= due:
+                raise FollowUpClosedError(
+                    f"follow-up {follow_up_id!r} is due {due:%Y-%m-%d %H:%M} UTC, after "
+                    f"{until:%Y-%m-%d %H:%M} UTC: a snooze only postpones"
+                )
             f = schema.follow_ups.c
             conn.execute(
                 update(schema.follow_ups)

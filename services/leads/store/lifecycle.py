@@ -162,7 +162,8 @@ class LifecycleMixin(StateMixin):
         return self._write(work)
 
     def split_lead(self, lead_id: str, merge_id: str) -> list[Change]:
-        """Undoes a recorded merge: the absorbed lead gets back its keys and signals."""
+        """Undoes a recorded merge: the absorbed lead gets back its keys, signals and
+        follow-ups."""
         now = self.clock()
         m = schema.merges.c
 
@@ -188,7 +189,12 @@ class LifecycleMixin(StateMixin):
                 )
                 frontier = [r.absorbed_id for r in rows if r.absorbed_id not in closure]
                 closure.update(frontier)
-            for table in (schema.identities, schema.signals):
+            for table in (
+                schema.identities,
+                schema.signals,
+                schema.follow_ups,  # its follow-ups, their notes and steps too
+                schema.follow_up_steps,
+            ):
                 conn.execute(
                     update(table)
                     .where(table.c.lead_id == current, table.c.origin_lead_id.in_(closure))

@@ -219,9 +219,16 @@ class StateMixin(FollowUpSyncMixin):
         assessed: dict[str, Assessment] = {}
         model = self.active_model()
         prices = list_prices(self.policy)
+        held = self._follow_ups_of(conn, states)
         for lead, features in states.items():
+            contacted = held.contacted.get(lead)
             a = assessed[lead] = assess_features(
-                features, now, self.policy, explain=False, model=model
+                features,
+                now,
+                self.policy,
+                explain=False,
+                model=model,
+                contacted_at=contacted.timestamp() if contacted else 0.0,
             )
             worth = None
             if a.stage not in CLOSED_STAGES:
@@ -245,7 +252,7 @@ class StateMixin(FollowUpSyncMixin):
         if updates:
             _REFRESH(conn, updates)  # one executemany for the whole batch
             self._queue_webhooks(conn, updates, before, now)
-            self._sync_follow_ups(conn, assessed, now)
+            self._sync_follow_ups(conn, assessed, held, now)
         return before
 
     def _facts(self, conn: Connection, lead_ids: Sequence[str]) -> dict[str, list[SignalFacts]]:
