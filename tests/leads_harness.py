@@ -8,6 +8,7 @@ import math
 import random
 import threading
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -191,3 +192,12 @@ def business(
         rows += more
     lead_of = {r["keys"][0].value: r["lead_id"] for r in rows}
     return [(lead_of[session], won) for session, won in outcomes]
+
+
+async def code_of(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    """The status and details an RPC ends with (OK and '' when it succeeds)."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from leads_harness import PHONE, Receiver, business, customer_journey
+from leads_harness import PHONE, Receiver, business, code_of, customer_journey
 from leads_signals import NOW, signal
 from sqlalchemy import select
 
@@ -108,14 +108,6 @@ async def running(
     for r in started:
         await r.channel.close()
         await r.host.stop(grace=1)
-
-
-async def code_of(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
 
 
 async def test_a_hot_lead_untouched_for_a_day_gets_a_call_and_winning_it_is_recorded(

@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from google.protobuf.timestamp_pb2 import Timestamp
-from leads_harness import EMAIL, PHONE, Leads, customer_journey
+from leads_harness import EMAIL, PHONE, Leads, code_of, customer_journey
 from leads_signals import signal
 from local_servers import local_settings
 from pg_cluster import ThrowawayCluster
@@ -30,14 +30,6 @@ async def leads(make_settings: Callable[..., Settings], database_url: str) -> As
     running = Leads(settings)
     yield running
     await running.stop()
-
-
-async def code_of(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
 
 
 async def test_three_channels_fuse_into_one_hot_explained_lead(leads: Leads) -> None:
