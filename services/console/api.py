@@ -19,6 +19,7 @@ log = logging.getLogger("percept.console")
 
 MAX_BODY_BYTES = 16 * 1024
 CALL_TIMEOUT_S = 30.0
+MAX_NAME = 100  # a salesperson's name, as visitors see it and follow-ups are owned by
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -70,3 +71,19 @@ def handled(
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     return run
+
+
+def person_name(value: str, field: str) -> str:
+    """A salesperson's name from a request, stripped; 400 naming `field` when it is too
+    long or holds a control character."""
+    if len(value) > MAX_NAME or not value.isprintable():
+        raise ApiError(400, f"{field}: at most {MAX_NAME} printable characters")
+    return value.strip()
+
+
+def page_size(request: Request) -> int:
+    """`page_size` from the query: 1 to 500, 100 when not given."""
+    size = request.query_params.get("page_size", "100")
+    if not size.isdigit() or not 1 <= int(size) <= 500:
+        raise ApiError(400, f"page_size: {size!r} is not a number from 1 to 500")
+    return int(size)

@@ -20,7 +20,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from percept.console.api import ApiError, call_backend, handled, json_body
+from percept.console.api import (
+    ApiError,
+    call_backend,
+    handled,
+    json_body,
+    page_size,
+    person_name,
+)
+from percept.console.messages import time_json
 from percept.leads.identity import KEY_FIELDS
 from percept.leads.scoring import class_name, stage_name
 from percept.v1 import leads_pb2
@@ -28,7 +36,6 @@ from percept.v1 import leads_pb2
 if TYPE_CHECKING:
     from percept.console.gateway import Backends
 
-MAX_NAME = 100
 MAX_NOTE = 4000
 CSV_PAGE = 500
 CSV_COLUMNS = (
@@ -50,12 +57,6 @@ CSV_COLUMNS = (
 )
 
 
-def _time(stamp: Timestamp) -> str | None:
-    if not stamp.seconds and not stamp.nanos:
-        return None
-    return str(stamp.ToJsonString())
-
-
 def follow_up_json(f: leads_pb2.FollowUp) -> dict[str, Any]:
     identity = {k: getattr(f.identity, k) for k in KEY_FIELDS if getattr(f.identity, k)}
     return {
@@ -72,10 +73,10 @@ def follow_up_json(f: leads_pb2.FollowUp) -> dict[str, Any]:
         "outcome": f.outcome,
         "note": f.note,
         "overdue": f.overdue,
-        "created_at": _time(f.created_at),
-        "due_at": _time(f.due_at),
-        "closed_at": _time(f.closed_at),
-        "snoozed_until": _time(f.snoozed_until),
+        "created_at": time_json(f.created_at),
+        "due_at": time_json(f.due_at),
+        "closed_at": time_json(f.closed_at),
+        "snoozed_until": time_json(f.snoozed_until),
         "class": class_name(f.lead_class),
         "score": round(f.score, 4),
         "stage": stage_name(f.stage),
@@ -97,12 +98,6 @@ def _when(value: str, name: str) -> Timestamp:
     except (OverflowError, ValueError):  # past year 9999 once in UTC
         raise ApiError(400, f"{name}: {value!r} is out of range") from None
     return stamp
-
-
-def _owner(value: str) -> str:
-    if len(value) > MAX_NAME or not value.isprintable():
-        raise ApiError(400, f"owner: at most {MAX_NAME} printable characters")
-    return value.strip()
 
 
 def _note(body: dict[str, Any]) -> str:
@@ -130,16 +125,13 @@ class FollowUpsApi:
     async def list(self, request: Request) -> Response:
         q = request.query_params
         ask = leads_pb2.ListFollowUpsRequest(
-            owner=_owner(q.get("owner", "")),
+            owner=person_name(q.get("owner", ""), "owner"),
             unassigned=q.get("unassigned", "") in ("1", "true"),
             include_closed=q.get("include_closed", "") in ("1", "true"),
             page_token=q.get("page", ""),
             lead_id=q.get("lead_id", ""),
         )
-        size = q.get("page_size", "100")
-        if not size.isdigit() or not 1 <= int(size) <= 500:
-            raise ApiError(400, f"page_size: {size!r} is not a number from 1 to 500")
-        ask.page_size = int(size)
+        ask.page_size = page_size(request)
         if q.get("due_before"):
             ask.due_before.CopyFrom(_when(q["due_before"], "due_before"))
         page = await call_backend(self.backends.leads.ListFollowUps, ask, self.backends)
@@ -152,7 +144,7 @@ class FollowUpsApi:
 
     async def csv(self, request: Request) -> Response:
         """Every open follow-up (or one owner's), read page by page as it is sent."""
-        owner = _owner(request.query_params.get("owner", ""))
+        owner = person_name(request.query_params.get("owner", ""), "owner")
         first = await self._page(owner, "")  # a bad request fails before the download starts
 
         async def rows() -> AsyncIterator[str]:

@@ -37,7 +37,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from percept.console.api import ApiError, call_backend, handled, json_body
+from percept.console.api import (
+    ApiError,
+    call_backend,
+    handled,
+    json_body,
+    page_size,
+    person_name,
+)
 from percept.console.chat_hub import ChatHub
 from percept.console.fan_in import FanIn
 from percept.console.follow_ups import FollowUpsApi
@@ -97,7 +104,6 @@ ASSETS = {
     "/static/console.js": ("console.js", "text/javascript"),
     "/widget.js": ("widget.js", "text/javascript"),
 }
-MAX_NAME = 100
 MAX_WIDGET_STREAMS = 3  # per chat session (tabs of one visitor)
 CHAT_STATUSES = {
     name: getattr(nlp_pb2, f"CHAT_STATUS_{name.upper()}")
@@ -163,9 +169,7 @@ def _salesperson(body: dict[str, Any]) -> str:
     name = body.get("salesperson")
     if not isinstance(name, str) or not name.strip():
         raise ApiError(400, "salesperson: required, the name the visitor sees")
-    if len(name) > MAX_NAME or not name.isprintable():
-        raise ApiError(400, f"salesperson: at most {MAX_NAME} printable characters")
-    return name.strip()
+    return person_name(name, "salesperson")
 
 
 def _client_address(request: Request, trust_forwarded: bool) -> str:
@@ -244,11 +248,10 @@ class Api:
                 raise ApiError(400, f"class: {wanted!r} is not one of hot, warm, cold")
             where.classes.append(CLASSES[wanted])
         where.product_interest = request.query_params.get("product", "")
-        size = request.query_params.get("page_size", "100")
-        if not size.isdigit() or not 1 <= int(size) <= 500:
-            raise ApiError(400, f"page_size: {size!r} is not a number from 1 to 500")
         call = leads_pb2.ListLeadsRequest(
-            filter=where, page_size=int(size), page_token=request.query_params.get("page", "")
+            filter=where,
+            page_size=page_size(request),
+            page_token=request.query_params.get("page", ""),
         )
         page = await call_backend(self.backends.leads.ListLeads, call, self.backends)
         return JSONResponse(
@@ -569,11 +572,9 @@ class Api:
     async def inbox_events(self, request: Request) -> Response:
         """Server-sent events of every chat for the inbox; with `salesperson`, their inbox
         counts as connected while the stream is open."""
-        name = request.query_params.get("salesperson", "")
-        if len(name) > MAX_NAME or not name.isprintable():
-            raise ApiError(400, f"salesperson: at most {MAX_NAME} printable characters")
+        name = person_name(request.query_params.get("salesperson", ""), "salesperson")
         stream = self.backends.nlp.WatchChats(
-            nlp_pb2.WatchChatsRequest(salesperson=name.strip()), metadata=self.backends.metadata
+            nlp_pb2.WatchChatsRequest(salesperson=name), metadata=self.backends.metadata
         )
         return await _event_stream(stream, "chat", chat_event_json, "watching chats")
 

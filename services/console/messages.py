@@ -20,7 +20,8 @@ def _enum_name(enum: Any, value: int, prefix: str) -> str:
         return "unknown"
 
 
-def _time(stamp: Timestamp) -> str | None:
+def time_json(stamp: Timestamp) -> str | None:
+    """A timestamp as ISO 8601 (RFC 3339), or None when unset."""
     if not stamp.seconds and not stamp.nanos:
         return None
     return str(stamp.ToJsonString())
@@ -37,10 +38,10 @@ def lead_json(lead: leads_pb2.Lead) -> dict[str, Any]:
         "channels": [CHANNEL_NAMES.get(c, "other") for c in lead.channels],
         "qualification": dict(sorted(lead.qualification.items())),
         "signal_count": lead.signal_count,
-        "created_at": _time(lead.created_at),
-        "updated_at": _time(lead.updated_at),
-        "last_signal_at": _time(lead.last_signal_at),
-        "next_follow_up_at": _time(lead.next_follow_up_at),
+        "created_at": time_json(lead.created_at),
+        "updated_at": time_json(lead.updated_at),
+        "last_signal_at": time_json(lead.last_signal_at),
+        "next_follow_up_at": time_json(lead.next_follow_up_at),
         "next_follow_up_reason": lead.next_follow_up_reason,
         "next_follow_up_action": lead.next_follow_up_action,
         "next_follow_up_owner": lead.next_follow_up_owner,
@@ -48,7 +49,7 @@ def lead_json(lead: leads_pb2.Lead) -> dict[str, Any]:
         "next_follow_up_id": lead.next_follow_up_id,
         "timeline": [
             {
-                "occurred_at": _time(entry.occurred_at),
+                "occurred_at": time_json(entry.occurred_at),
                 "channel": CHANNEL_NAMES.get(entry.source, "other"),
                 "kind": _enum_name(common_pb2.SignalKind, entry.kind, "SIGNAL_KIND_"),
                 "summary": entry.summary,
@@ -63,7 +64,7 @@ def change_json(change: leads_pb2.LeadChange) -> dict[str, Any]:
     return {
         "type": _enum_name(leads_pb2.LeadChange.ChangeType, change.type, "CHANGE_TYPE_"),
         "lead": lead_json(change.lead),
-        "changed_at": _time(change.changed_at),
+        "changed_at": time_json(change.changed_at),
         "previous_class": class_name(change.previous_class),
         "previous_stage": stage_name(change.previous_stage),
     }
@@ -113,7 +114,7 @@ def chat_message_json(message: nlp_pb2.ChatMessage) -> dict[str, Any]:
         "role": _enum_name(nlp_pb2.ChatRole, message.role, "CHAT_ROLE_"),
         "author": message.author,
         "text": message.text,
-        "sent_at": _time(message.sent_at),
+        "sent_at": time_json(message.sent_at),
     }
 
 
@@ -126,8 +127,8 @@ def live_chat_json(chat: nlp_pb2.LiveChat) -> dict[str, Any]:
         "salesperson_connected": chat.salesperson_connected,
         "handoff_reason": chat.handoff_reason,
         "language_code": chat.language_code,
-        "waiting_since": _time(chat.waiting_since) if chat.HasField("waiting_since") else None,
-        "last_message_at": _time(chat.last_message_at),
+        "waiting_since": time_json(chat.waiting_since) if chat.HasField("waiting_since") else None,
+        "last_message_at": time_json(chat.last_message_at),
         "product": chat.product,
         "visitor": {f.name: v for f, v in chat.visitor.ListFields()},
         "qualification": [
@@ -169,7 +170,7 @@ def source_json(source: vision_pb2.CameraSource) -> dict[str, Any]:
         "frames_received": source.frames_received,
         "frames_analysed": source.frames_analysed,
         "frames_dropped": source.frames_dropped,
-        "last_frame_at": _time(source.last_frame_at),
+        "last_frame_at": time_json(source.last_frame_at),
         "last_error": source.last_error,
         "reconnects": source.reconnects,
     }
@@ -196,7 +197,7 @@ def camera_json(camera: vision_pb2.Camera) -> dict[str, Any]:
 def footfall_json(footfall: vision_pb2.Footfall) -> list[dict[str, Any]]:
     return [
         {
-            "start": _time(b.start),
+            "start": time_json(b.start),
             "entries": b.entries,
             "exits": b.exits,
             "occupancy_avg": round(b.occupancy_avg, 2),
@@ -218,7 +219,7 @@ def view_json(view: vision_pb2.CameraView) -> dict[str, Any]:
         "width": view.frame_width,
         "height": view.frame_height,
         "sequence": r.sequence,
-        "captured_at": _time(r.captured_at),
+        "captured_at": time_json(r.captured_at),
         "people_count": r.people_count,
         "zones": {
             z.zone: {
@@ -256,9 +257,9 @@ def call_update_json(update: speech_pb2.CallUpdate) -> dict[str, Any]:
                 _enum_name(speech_pb2.ChannelRole, r, "CHANNEL_ROLE_") for r in call.channel_roles
             ],
             "campaign_id": call.campaign_id,
-            "started_at": _time(call.started_at),
+            "started_at": time_json(call.started_at),
         },
-        "time": _time(update.time),
+        "time": time_json(update.time),
     }
     if update.type == speech_pb2.CallUpdate.UPDATE_TYPE_ENDED:
         body["end_reason"] = update.end_reason
@@ -323,6 +324,6 @@ def suggestion_json(s: leads_pb2.MergeSuggestion) -> dict[str, Any]:
         "key_type": s.key_type,
         "key_value": s.key_value,
         "reason": s.reason,
-        "created_at": _time(s.created_at),
+        "created_at": time_json(s.created_at),
         "decision": s.decision,
     }

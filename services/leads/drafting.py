@@ -28,6 +28,8 @@ ACTIONS = ("call", "email", "send_quote", "support_call", "retention_call")
 SLOTS = ("name", "product", "quantity", "budget", "timeline", "need", "decision_role")
 OTHER_FIELDS = ("owner", "product_facts")
 CHANNELS = ("email", "phone", "chat")
+CHANNEL_KEYS = {"email": "email", "phone": "phone", "chat": "chat_session_id"}
+WRITTEN, SPOKEN = ("email", "phone", "chat"), ("phone", "email", "chat")  # by preference
 ENGLISH = "en"
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")  # 1,299 and 1.299 are one number
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -102,17 +104,8 @@ class Draft:
 def channel_for(action: str, keys: Mapping[str, str]) -> str:
     """E-mail for written actions and a phone script for calls, when the lead can be
     reached so; else whatever reaches them."""
-    preferred = (
-        ("email", "phone", "chat")
-        if action in ("email", "send_quote")
-        else (
-            "phone",
-            "email",
-            "chat",
-        )
-    )
-    held = {"email": "email", "phone": "phone", "chat": "chat_session_id"}
-    return next((c for c in preferred if keys.get(held[c])), preferred[0])
+    preferred = WRITTEN if action in ("email", "send_quote") else SPOKEN
+    return next((c for c in preferred if keys.get(CHANNEL_KEYS[c])), preferred[0])
 
 
 def _fields(text: str) -> list[str]:

@@ -20,18 +20,13 @@ from percept.leads.store import (
     utc,
 )
 from percept.leads.store.follow_ups import OUTCOMES
+from percept.leads.wire import time_problem, timestamp
 from percept.nlp.language_tags import LanguageTagError, check_tag
 from percept.understanding.entities import catalog
 from percept.v1 import leads_pb2
 
 MAX_NOTE = 4000
 MAX_PAGE = 500
-
-
-def _ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(utc(value))
-    return stamp
 
 
 def follow_up_message(row: dict[str, Any], now: datetime) -> leads_pb2.FollowUp:
@@ -44,8 +39,8 @@ def follow_up_message(row: dict[str, Any], now: datetime) -> leads_pb2.FollowUp:
         priority=row["priority"],
         reason=row["reason"],
         owner=row["owner"],
-        created_at=_ts(row["created_at"]),
-        due_at=_ts(due),
+        created_at=timestamp(row["created_at"]),
+        due_at=timestamp(due),
         status=row["status"],
         outcome=row["outcome"] or "",
         note=row["note"] or "",
@@ -57,9 +52,9 @@ def follow_up_message(row: dict[str, Any], now: datetime) -> leads_pb2.FollowUp:
         identity=to_proto(list(row["keys"])),
     )
     if row["closed_at"] is not None:
-        message.closed_at.CopyFrom(_ts(row["closed_at"]))
+        message.closed_at.CopyFrom(timestamp(row["closed_at"]))
     if row["snoozed_until"] is not None:
-        message.snoozed_until.CopyFrom(_ts(row["snoozed_until"]))
+        message.snoozed_until.CopyFrom(timestamp(row["snoozed_until"]))
     return message
 
 
@@ -162,7 +157,7 @@ class FollowUpRpcs:
                 )
                 for owner, action, late, soon, later in rows
             ],
-            as_of=_ts(self.store.clock()),
+            as_of=timestamp(self.store.clock()),
         )
 
     async def SuggestMessage(
@@ -236,8 +231,6 @@ async def _note(value: str, context: Any) -> str:
 
 
 async def _time(stamp: Timestamp, name: str, context: Any) -> datetime:
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: not a valid time ({exc})")
-    raise AssertionError("unreachable")
+    if problem := time_problem(stamp, name):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+    return stamp.ToDatetime(tzinfo=UTC)

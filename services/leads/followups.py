@@ -104,15 +104,6 @@ class FollowUp:
     due_at: datetime
     reason: str
     owner_rule: str
-    within_h: float = 24.0
-    since: str = "last_signal"
-
-    def due_after(self, touched_at: datetime | None) -> datetime:
-        """When it is due once a salesperson last touched the lead at `touched_at` (a
-        completed follow-up counts as a contact, as a signal does; a promise does not move)."""
-        if touched_at is None or self.since != "last_signal":
-            return self.due_at
-        return max(self.due_at, touched_at + timedelta(hours=self.within_h))
 
     def owner(self, owners: Owners, lead_id: str, product: str, territory: str = "") -> str:
         """Who does it: a name, the product's or the territory's people, or the team, in
@@ -139,9 +130,9 @@ class FollowUpRules:
     def next_for(
         self, f: LeadFacts, values: dict[str, float], lead_class: str, contacted_at: float = 0.0
     ) -> FollowUp | None:
-        """The first rule the lead meets, or None (won, lost, or no rule). A promise is
-        kept once a salesperson writes in the chat or completes a follow-up after it
-        (`contacted_at`)."""
+        """The first rule the lead meets, or None (won, lost, or no rule). `contacted_at`:
+        when a salesperson last completed a follow-up for the lead (epoch seconds); it keeps
+        a promise made before it and, like the lead's own signal, restarts the clock."""
         if f.outcome is not None or not f.last_signal_at:
             return None
         sentiment = f.call_sentiment[0] if f.call_sentiment else ""
@@ -158,8 +149,10 @@ class FollowUpRules:
                 continue
             if when.callback_promised is not None and promised != when.callback_promised:
                 continue
-            start = f.callback_promised_at if rule.since == "callback_promise" else 0.0
-            start = start or f.last_signal_at
+            if rule.since == "callback_promise":
+                start = f.callback_promised_at or f.last_signal_at
+            else:  # a salesperson's contact restarts the clock, as the lead's signal does
+                start = max(f.last_signal_at, contacted_at)
             due = datetime.fromtimestamp(start, tz=UTC) + timedelta(hours=rule.within_h)
             return FollowUp(
                 rule.id,
@@ -168,8 +161,6 @@ class FollowUpRules:
                 due,
                 rule.reason,
                 rule.owner,
-                rule.within_h,
-                rule.since,
             )
         return None
 

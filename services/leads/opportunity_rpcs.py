@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 from percept.leads.follow_up_rpcs import check_page_size
-from percept.leads.identity import to_proto
 from percept.leads.opportunities import Association, associations, cross_sell, expected_value
 from percept.leads.scoring import list_prices
 from percept.leads.store import LeadStore
+from percept.leads.wire import lead_message
 from percept.understanding.entities import catalog
 from percept.v1 import leads_pb2
 
@@ -63,15 +63,7 @@ class OpportunityRpcs:
             interests = (row["features"] or {}).get("interest", {}) or {row["product_interest"]: 0}
             found.append(
                 leads_pb2.Opportunity(
-                    lead=leads_pb2.Lead(
-                        lead_id=row["lead_id"],
-                        identity=to_proto(list(row["keys"])),
-                        score=row["score"],
-                        lead_class=row["lead_class"],
-                        stage=row["stage"],
-                        product_interest=row["product_interest"],
-                        qualification=row["qualification"],
-                    ),
+                    lead=lead_message(row, row["keys"]),
                     expected_value=row["expected_value"],
                     reason=worth.reason if worth else "",
                     cross_sell=[association_message(r) for r in cross_sell(interests, rules)],

@@ -64,6 +64,7 @@ DWELL_WEIGHT, DWELL_FULL_SECONDS = 0.8, 120.0
 RETURN_WEIGHT, RETURN_CAP = 0.4, 3
 CHANNEL_WEIGHT = 0.35
 QUALIFYING_SLOTS = ("budget", "timeline")
+CLOSED_STAGES = (leads_pb2.LEAD_STAGE_WON, leads_pb2.LEAD_STAGE_LOST)  # nothing to follow up
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
 from percept.runtime.webhooks import WebhookDelivery
 from percept.understanding import data
-from percept.understanding.entities import catalog
+from percept.understanding.entities import catalog, prices
 from percept.understanding.loading import known_intents, load_categories
 from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
 
@@ -39,14 +39,16 @@ OVERDUE_INTERVAL_S = 60.0  # follow-ups past due are found (and sent to webhooks
 
 
 def scoring_policy(settings: Settings) -> ScoringPolicy:
-    """The thresholds, and the follow-up rules checked against the intents and call
-    categories there are (a rule naming one nobody knows is refused at start-up)."""
-    categories = [c.name for c in load_categories(settings).categories]
+    """The thresholds, the follow-up rules checked against the intents and call
+    categories there are (a rule naming one nobody knows is refused at start-up), and
+    the catalog's list prices (opportunities' expected value)."""
+    categories = [c.name for c in load_categories(settings).categories]  # reads the dir
     return ScoringPolicy(
         half_life=timedelta(days=settings.leads_half_life_days),
         hot_threshold=settings.leads_hot_threshold,
         warm_threshold=settings.leads_warm_threshold,
         follow_ups=load_rules(settings.understanding_dir, known_intents(), categories),
+        prices=prices(),
     )
 
 

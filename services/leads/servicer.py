@@ -15,7 +15,7 @@ from percept.leads.analytics import Membership, campaign_report
 from percept.leads.changes import Change
 from percept.leads.drafting import Drafting
 from percept.leads.follow_up_rpcs import FollowUpRpcs
-from percept.leads.identity import InvalidIdentityError, keys_of, to_proto
+from percept.leads.identity import InvalidIdentityError, keys_of
 from percept.leads.listen import ChangeListener
 from percept.leads.opportunity_rpcs import OpportunityRpcs
 from percept.leads.scoring import CHANNEL_NAMES
@@ -27,10 +27,10 @@ from percept.leads.store import (
     LeadNotFoundError,
     LeadStore,
     LeadView,
-    utc,
 )
 from percept.leads.store.follow_up_sync import ACTION_WORDS
 from percept.leads.watch import ChangeFeed, WatcherOverflowError
+from percept.leads.wire import lead_message, time_problem, timestamp
 from percept.runtime.batching import BatchMetrics, MicroBatcher
 from percept.runtime.interceptors import database_unreachable
 from percept.runtime.streams import MalformedMessageError, refuse
@@ -47,12 +47,6 @@ MAX_GROUP_SIGNALS = 10_000  # signals of several callers written in one transact
 SHOWN_ERRORS = 5
 
 
-def _ts(value: Any) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(utc(value))
-    return stamp
-
-
 def _ack(result: IngestResult) -> leads_pb2.IngestAck:
     return leads_pb2.IngestAck(
         accepted=result.accepted,
@@ -62,31 +56,14 @@ def _ack(result: IngestResult) -> leads_pb2.IngestAck:
     )
 
 
-def _lead_message(row: dict[str, Any], keys: Any) -> leads_pb2.Lead:
-    return leads_pb2.Lead(
-        lead_id=row["lead_id"],
-        identity=to_proto(list(keys)),
-        score=row["score"],
-        lead_class=row["lead_class"],
-        stage=row["stage"],
-        product_interest=row["product_interest"],
-        channels=row["channels"],
-        qualification=row["qualification"],
-        signal_count=row["signal_count"],
-        created_at=_ts(row["created_at"]),
-        updated_at=_ts(row["updated_at"]),
-        last_signal_at=_ts(row["last_signal_at"]),
-    )
-
-
 def _view_message(view: LeadView) -> leads_pb2.Lead:
-    lead = _lead_message(view.row, view.keys)
+    lead = lead_message(view.row, view.keys)
     a = view.assessment
     lead.score, lead.lead_class, lead.stage = a.score, a.lead_class, a.stage
     lead.product_interest = a.product_interest
     if (f := view.follow_up) is not None:
         lead.next_follow_up_id = f["follow_up_id"]
-        lead.next_follow_up_at.CopyFrom(_ts(f["due_at"]))
+        lead.next_follow_up_at.CopyFrom(timestamp(f["due_at"]))
         lead.next_follow_up_reason = f["reason"]
         lead.next_follow_up_action = f["action"]
         lead.next_follow_up_priority = f["priority"]
@@ -97,7 +74,7 @@ def _view_message(view: LeadView) -> leads_pb2.Lead:
             action = ACTION_WORDS.get(entry["action"], entry["action"])
             lead.timeline.append(
                 leads_pb2.TimelineEntry(
-                    occurred_at=_ts(entry["occurred_at"]),
+                    occurred_at=timestamp(entry["occurred_at"]),
                     summary=f"follow-up {action} {entry['step']}: {entry['detail']}",
                     follow_up_id=entry["follow_up_id"],
                 )
@@ -105,7 +82,7 @@ def _view_message(view: LeadView) -> leads_pb2.Lead:
             continue
         lead.timeline.append(
             leads_pb2.TimelineEntry(
-                occurred_at=_ts(entry["occurred_at"]),
+                occurred_at=timestamp(entry["occurred_at"]),
                 source=entry["source"],
                 kind=entry["kind"],
                 summary=_summary(entry),
@@ -122,15 +99,6 @@ def _summary(entry: dict[str, Any]) -> str:
         return f"{channel}: {entry['name']} wrote: {entry['value']}"
     what = " ".join(p for p in (entry["name"], entry["value"]) if p)
     return f"{channel}: {kind.replace('_', ' ')} {what}".strip()
-
-
-def time_problem(stamp: Timestamp, name: str) -> str:
-    """What is wrong with a time a caller sent (outside 0001-9999), or ''."""
-    try:
-        stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as exc:
-        return f"{name}: not a valid time ({exc})"
-    return ""
 
 
 def filter_problem(f: leads_pb2.LeadFilter) -> str:
@@ -225,9 +193,7 @@ class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer)
         events = []
         for change in changes:
             row = rows.get(change.lead_id)
-            lead = (
-                _lead_message(row, row["keys"]) if row else leads_pb2.Lead(lead_id=change.lead_id)
-            )
+            lead = lead_message(row, row["keys"]) if row else leads_pb2.Lead(lead_id=change.lead_id)
             events.append(
                 leads_pb2.LeadChange(
                     type=change.type,
@@ -328,7 +294,7 @@ class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer)
         except InvalidPageTokenError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return leads_pb2.ListLeadsResponse(
-            leads=[_lead_message(r, r["keys"]) for r in rows], next_page_token=token
+            leads=[lead_message(r, r["keys"]) for r in rows], next_page_token=token
         )
 
     async def ExplainScore(
@@ -571,8 +537,8 @@ def _suggestion_message(row: dict[str, Any]) -> leads_pb2.MergeSuggestion:
         key_value=row["key_value"],
         evidence_signal_id=row["evidence_signal_id"],
         reason=row["reason"],
-        created_at=_ts(row["created_at"]),
+        created_at=timestamp(row["created_at"]),
         decision=row["decision"] or "",
         decision_reason=row["decision_reason"] or "",
-        decided_at=_ts(row["decided_at"]) if row["decided_at"] is not None else None,
+        decided_at=timestamp(row["decided_at"]) if row["decided_at"] is not None else None,
     )

@@ -21,10 +21,9 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from percept.leads import schema
 from percept.leads.bulk import BulkWrite
 from percept.leads.followups import FollowUp, territory_of
-from percept.leads.scoring import Assessment, follow_up_rules, stage_name
+from percept.leads.scoring import CLOSED_STAGES, Assessment, follow_up_rules, stage_name
 from percept.leads.store.base import _chunks, utc
 from percept.leads.store.outbox import OutboxMixin
-from percept.v1 import leads_pb2
 
 ACTION_WORDS = {
     "call": "call",
@@ -88,7 +87,7 @@ class FollowUpSyncMixin(OutboxMixin):
         held: FollowUpsOf,
         now: datetime,
     ) -> None:
-        open_rows, touched = held.open, held.contacted
+        open_rows = held.open
         owners = follow_up_rules(self.policy).owners
         territories = self._territories(
             conn, [lead for lead, a in assessed.items() if _by_territory(a.follow_up)]
@@ -114,7 +113,7 @@ class FollowUpSyncMixin(OutboxMixin):
                 )
             if want is None:
                 continue
-            due = want.due_after(touched.get(lead))
+            due = want.due_at
             values = {
                 "action": want.action,
                 "priority": want.priority,
@@ -191,7 +190,7 @@ def _by_territory(want: FollowUp | None) -> bool:
 def _closing(want: FollowUp | None, a: Assessment) -> tuple[str, str]:
     if want is not None:
         return "replaced", f"replaced: {want.reason}"
-    if a.stage in (leads_pb2.LEAD_STAGE_WON, leads_pb2.LEAD_STAGE_LOST):
+    if a.stage in CLOSED_STAGES:
         return "dropped", f"the lead is {stage_name(a.stage)}"
     return "dropped", "no follow-up rule applies to the lead any more"
 

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, true, update
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from percept.leads import schema
 from percept.leads.changes import Change
-from percept.leads.scoring import Features
 from percept.leads.store.base import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -84,10 +83,10 @@ class FollowUpsMixin(QueriesMixin):
             if query.lead_id:  # a merged lead's id finds the survivor's
                 lead = self._resolve(conn, query.lead_id)
                 clauses.append(f.lead_id == lead)
-            if not query.include_closed:
-                # one lead's: its few rows by its own index, the open ones kept below (a
+            if not query.include_closed and not query.lead_id:
+                # (one lead's: its few rows by its own index, the open ones kept below; a
                 # status condition would tempt SQLite into scanning every open follow-up)
-                clauses.append(f.status == "open" if not query.lead_id else true())
+                clauses.append(f.status == "open")
             if query.owner or query.unassigned:
                 clauses.append(f.owner == query.owner)
             if query.due_before is not None:
@@ -139,9 +138,7 @@ class FollowUpsMixin(QueriesMixin):
                 )
             )
             lead = row["lead_id"]
-            features = self._stored_features(conn, [lead]).get(lead) or Features.of(
-                self._facts(conn, [lead]).get(lead, []), self.policy.half_life
-            )
+            features = self._features_of(conn, lead)
             if outcome:
                 signal = _outcome_signal(follow_up_id, outcome, note, now, products)
                 conn.execute(insert(schema.signals).values(_signal_row(signal, lead, now)))

@@ -22,7 +22,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from percept.leads import schema
 from percept.leads.identity import IdentityKey
 from percept.leads.scoring import (
-    Features,
     SignalFacts,
     assess_features,
 )
@@ -107,9 +106,7 @@ class QueriesMixin(StateMixin):
                     .order_by(ident.first_seen_at, ident.key_type)
                 )
             ]
-            features = self._stored_features(conn, [lead_id]).get(lead_id) or Features.of(
-                self._facts(conn, [lead_id]).get(lead_id, []), self.policy.half_life
-            )
+            features = self._features_of(conn, lead_id)
             timeline = []
             if include_timeline:
                 timeline = [

@@ -23,6 +23,7 @@ from percept.leads import schema
 from percept.leads.bulk import BulkWrite
 from percept.leads.opportunities import expected_value
 from percept.leads.scoring import (
+    CLOSED_STAGES,
     Assessment,
     Features,
     LinearModel,
@@ -36,10 +37,8 @@ from percept.leads.store.base import (
 )
 from percept.leads.store.follow_up_sync import FollowUpSyncMixin
 from percept.leads.validation import ValidSignal
-from percept.v1 import leads_pb2
 
 log = logging.getLogger("percept.leads.store")
-CLOSED_STAGES = (leads_pb2.LEAD_STAGE_WON, leads_pb2.LEAD_STAGE_LOST)
 
 
 class StateMixin(FollowUpSyncMixin):
@@ -182,6 +181,12 @@ class StateMixin(FollowUpSyncMixin):
                 if features and features.get("half_life_s") == half_life:
                     found[lead_id] = Features.from_json(features)
         return found
+
+    def _features_of(self, conn: Connection, lead_id: str) -> Features:
+        """One lead's aggregates: stored, or recomputed from its signals."""
+        return self._stored_features(conn, [lead_id]).get(lead_id) or Features.of(
+            self._facts(conn, [lead_id]).get(lead_id, []), self.policy.half_life
+        )
 
     def _refresh(
         self, conn: Connection, lead_ids: Sequence[str], now: datetime
