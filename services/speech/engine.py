@@ -79,7 +79,12 @@ class SpeechEngine:
         return self._queue
 
     async def transcribe(
-        self, audio: Samples, language: str | None, *, prompt: str = ""
+        self,
+        audio: Samples,
+        language: str | None,
+        *,
+        prompt: str = "",
+        speech_end: float | None = None,
     ) -> Transcript:
         async with self._slots:
             future: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
@@ -89,7 +94,9 @@ class SpeechEngine:
                     FINAL,
                     next(self._seq),
                     future,
-                    run=lambda: self.transcriber.transcribe(audio, language, prompt=prompt),
+                    run=lambda: self.transcriber.transcribe(
+                        audio, language, prompt=prompt, speech_end=speech_end
+                    ),
                 )
             )
             self._waiting[FINAL] += 1

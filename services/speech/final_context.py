@@ -15,7 +15,7 @@ import numpy as np
 
 from percept.speech.agreement import word_key
 from percept.speech.audio import SAMPLE_RATE, Samples
-from percept.speech.backends import Utterance, Word
+from percept.speech.backends import TRAILING_S, Utterance, Word
 
 SHORT_UTTERANCE_S = 4.0  # a final shorter than this is decoded with the audio before it
 CONTEXT_S = 4.0
@@ -24,7 +24,6 @@ PROMPT_FINALS = 3  # the channel's last finals, Whisper's prompt
 # take no time) or unsure is a hallucination. On real 8 kHz calls every such
 # segment had confidence 0.22-0.56 (tiny.en, base) and words of no duration; real
 # segments had 0.61 and more, and words of 0.1 s and more.
-TRAILING_S = 0.5
 HOLLOW_WORD_S = 0.05
 HALLUCINATION_CONFIDENCE = 0.6
 

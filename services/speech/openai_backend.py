@@ -52,7 +52,14 @@ class OpenAIWhisperTranscriber:
         self.english_only = not model.is_multilingual
         self._lock = threading.Lock()
 
-    def transcribe(self, audio: Samples, language: str | None, *, prompt: str = "") -> Transcript:
+    def transcribe(
+        self,
+        audio: Samples,
+        language: str | None,
+        *,
+        prompt: str = "",
+        speech_end: float | None = None,  # the reference decodes as stock, every window
+    ) -> Transcript:
         import whisper
 
         if self.english_only:

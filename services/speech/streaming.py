@@ -45,7 +45,7 @@ class StreamOptions:
     min_partial_audio_s: float = 0.5
     endpoint_silence_s: float = 0.5
     max_utterance_s: float = 25.0
-    speculate_after_s: float = 0.25  # >= TAIL_S: the final's audio is all here by then
+    speculate_after_s: float = TAIL_S  # the final's audio is all here by then
 
 
 Events = AsyncIterator[speech_pb2.RecognitionEvent]
@@ -185,10 +185,13 @@ class ChannelRecognizer:
         return await self._decode(self._job(start, sample, tail=not cut))
 
     async def _decode(self, job: FinalJob) -> Transcript:
-        found = await self.engine.transcribe(job.clip, self.vote.fixed, prompt=job.prompt)
+        end = _seconds(job.speech_end - job.context_from)
+        found = await self.engine.transcribe(
+            job.clip, self.vote.fixed, prompt=job.prompt, speech_end=end
+        )
         again = self.vote.overrule(found.language, found.language_probability)
         if again is not None:
-            found = await self.engine.transcribe(job.clip, again, prompt=job.prompt)
+            found = await self.engine.transcribe(job.clip, again, prompt=job.prompt, speech_end=end)
         kept = job.words_of_utterance(found.utterances)
         if kept is None:  # the split failed: decode the utterance alone
             job = job.alone(job.clip[job.start - job.context_from :])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -119,7 +120,14 @@ class SlowTranscriber:
         self.calls: list[str] = []
         self.running = threading.Lock()
 
-    def transcribe(self, audio: Samples, language: str | None, *, prompt: str = "") -> Transcript:
+    def transcribe(
+        self,
+        audio: Samples,
+        language: str | None,
+        *,
+        prompt: str = "",
+        speech_end: float | None = None,
+    ) -> Transcript:
         assert self.running.acquire(blocking=False), "two model calls at once"
         try:
             time.sleep(self.seconds)
@@ -262,6 +270,56 @@ def test_the_loop_guard_cuts_real_repetition_loops_to_their_first_round(tmp_path
         own = " ".join(u.text for u in finals)
         assert drop_loops(own) == own and real_media.wer(clip.text, own, "en") <= 0.25, own
     assert loops >= 1, "none of the prompts looped: the guard was not exercised"
+
+
+@pytest.mark.slow
+def test_a_final_decodes_no_window_over_the_audio_after_its_speech(tmp_path: Path) -> None:
+    """faster-whisper starts its next 30 s window at the last word it timed: for a
+    final, a window over its own last half second, which cost an encoding and made
+    up a sentence ("Thank you very much.") that the final then dropped. Given where
+    the speech ends, the backend decodes no such window, and the words are the same."""
+    import random
+
+    import real_media
+
+    from percept.models import model_store
+    from percept.runtime.settings import Settings
+    from percept.speech.audio import decode_raw
+    from percept.speech.backends import TRAILING_S, FasterWhisperTranscriber
+    from percept.speech.final_context import hallucinated
+
+    model = model_store(Settings(data_dir=tmp_path)).resolve("whisper-tiny.en").path
+    service = FasterWhisperTranscriber(model, device="cpu")
+    windows = 0
+    encode = service.model.encode
+
+    def counted(features: Any) -> Any:
+        nonlocal windows
+        encoded = encode(features)  # the backend's check may stop the decode first
+        windows += 1
+        return encoded
+
+    service.model.encode = counted
+    noise = np.random.default_rng(0)
+    saved = 0
+    clips = random.Random(0).sample(real_media.prompts("en"), 9)
+    for before, clip in itertools.pairwise(clips):
+        # as a short final is decoded: the prompt before it and a pause, the prompt,
+        # 0.2 s of quiet line; the earlier prompt's words are Whisper's prompt
+        quiet = [noise.normal(0, 16, int(s * clip.rate)).astype(np.int16) for s in (0.8, 0.2)]
+        pcm = np.concatenate([before.pcm, quiet[0], clip.pcm, quiet[1]])
+        audio = decode_raw(pcm.tobytes(), clip.rate, 1)
+        speech_end = len(audio) / SAMPLE_RATE - 0.2
+        windows = 0
+        stock = service.transcribe(audio, "en", prompt=before.text)
+        stock_windows, windows = windows, 0
+        final = service.transcribe(audio, "en", prompt=before.text, speech_end=speech_end)
+        assert 1 <= windows <= stock_windows
+        saved += stock_windows - windows
+        kept = [u.text for u in stock.utterances if not hallucinated(u, speech_end)]
+        assert [u.text for u in final.utterances if not hallucinated(u, speech_end)] == kept
+    # a window is still decoded where the first one's words end earlier than that
+    assert saved >= 3, f"too few prompts had a window within {TRAILING_S} s of their end"
 
 
 def test_a_final_with_an_intent_becomes_signals_keyed_by_caller_and_call() -> None:
