@@ -83,6 +83,11 @@ class FinalJob:
     said_before: str = ""  # the final whose audio the context holds
 
     @property
+    def speech_end_s(self) -> float:
+        """Where the voice stopped, in seconds into the clip."""
+        return _seconds(self.speech_end - self.context_from)
+
+    @property
     def has_context(self) -> bool:
         return self.context_from < self.start
 
@@ -96,7 +101,7 @@ class FinalJob:
         the context's words and the utterance's into no time, so nothing is left):
         the utterance is to be decoded alone."""
         offset = _seconds(self.context_from)
-        begin, end = _seconds(self.start) - offset, _seconds(self.speech_end) - offset
+        begin, end = _seconds(self.start) - offset, self.speech_end_s
         kept = []
         for segment in segments:
             if hallucinated(segment, end):

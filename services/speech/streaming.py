@@ -185,7 +185,7 @@ class ChannelRecognizer:
         return await self._decode(self._job(start, sample, tail=not cut))
 
     async def _decode(self, job: FinalJob) -> Transcript:
-        end = _seconds(job.speech_end - job.context_from)
+        end = job.speech_end_s
         found = await self.engine.transcribe(
             job.clip, self.vote.fixed, prompt=job.prompt, speech_end=end
         )
