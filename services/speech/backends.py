@@ -83,7 +83,9 @@ def drop_loops(text: str) -> str:
     """Cuts a hallucinated loop ("Can we meet? Can we meet? Can") after its first
     round: Whisper repeats itself when the audio ends mid-window. A loop is a run
     of three or more words said twice, or a shorter run said three times; "the
-    phone, the phone case" is language."""
+    phone, the phone case" is language. A loop's first round may stand a stray
+    word or two before the others ("Please try again. Master... Please try again.
+    Please try again."): the loop starts there."""
     words = text.split()
     # rounds are compared on words: a bare "…" or "-" between them is no word
     # ("You are no longer muted … You are no longer muted.")
@@ -95,8 +97,26 @@ def drop_loops(text: str) -> str:
             while keys[i : i + k] == keys[i + rounds * k : i + (rounds + 1) * k]:
                 rounds += 1
             if rounds >= 3 or (rounds == 2 and k >= 3):
-                return " ".join(words[: spoken[i + k - 1] + 1])
+                start = _first_round(keys, i, k)
+                return " ".join(words[: spoken[start + k - 1] + 1])
     return text
+
+
+STRAY_WORDS = 2  # at most this many words between a loop's first round and its next
+
+
+def _first_round(keys: list[str], start: int, k: int) -> int:
+    """Where a loop found at `start` (rounds of `k` words) began: earlier rounds
+    count when no more than STRAY_WORDS words stand between them and the next."""
+    while True:
+        earlier = [
+            s
+            for gap in range(1, STRAY_WORDS + 1)
+            if (s := start - gap - k) >= 0 and keys[s : s + k] == keys[start : start + k]
+        ]
+        if not earlier:
+            return start
+        start = earlier[0]
 
 
 def cut_loops(segments: list[Utterance]) -> list[Utterance]:

@@ -59,6 +59,14 @@ def test_local_agreement_keeps_the_last_word_open() -> None:
             "You are no longer muted … You are no longer muted. You are no longer muted…",
             "You are no longer muted",
         ),
+        (  # a stray word after the first round (tiny.en on a real prompt, one CPU)
+            "Please try again. Master... Please try again. Please try again.",
+            "Please try again.",
+        ),
+        (  # a loop that the same words only precede, with more between, starts later
+            "Please try again after the tone. Please try again. Please try again.",
+            "Please try again after the tone. Please try again.",
+        ),
         ("I want two laptops and two laptop bags", "I want two laptops and two laptop bags"),
         ("I had had enough", "I had had enough"),  # one repeated word is language
         ("the phone, the phone case", "the phone, the phone case"),
