@@ -14,7 +14,6 @@ the same run:
 from __future__ import annotations
 
 import asyncio
-import random
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -44,24 +43,9 @@ ROLES = (sp.CHANNEL_ROLE_AGENT, sp.CHANNEL_ROLE_CUSTOMER)
 
 def stereo_call(seed: int) -> tuple[bytes, list[str], list[npt.NDArray[np.int16]]]:
     """Mu-law stereo bytes, each channel's words, each channel's samples."""
-    rng = random.Random(seed)
-    noise = np.random.default_rng(seed)
-    clips = rng.sample(real_media.prompts("en"), 2 * TURNS)
-    sides: list[list[npt.NDArray[np.int16]]] = [[], []]
-    texts: list[list[str]] = [[], []]
-
-    def quiet(n: int) -> npt.NDArray[np.int16]:
-        return np.clip(noise.normal(0, 16, n), -32768, 32767).astype(np.int16)
-
-    for i, clip in enumerate(clips):
-        speaker = i % 2
-        pause = quiet(int(rng.uniform(0.5, 1.5) * RATE))
-        sides[speaker] += [clip.pcm, pause]
-        sides[1 - speaker] += [quiet(len(clip.pcm)), quiet(len(pause))]
-        texts[speaker].append(clip.text)
-    channels = [np.concatenate([quiet(RATE // 2), *side]) for side in sides]
-    interleaved = np.stack(channels, axis=1).reshape(-1)
-    return g711.compress(interleaved, "mulaw"), [" ".join(t) for t in texts], channels
+    channels = real_media.stereo_call("en", TURNS, seed=seed)
+    data = g711.compress(real_media.interleaved(*channels), "mulaw")
+    return data, [c.text for c in channels], [c.pcm for c in channels]
 
 
 def config() -> sp.RecognitionConfig:

@@ -126,9 +126,13 @@ def prompts(language: str, *, min_words: int = 3, max_s: float = 12.0) -> list[C
     return clips
 
 
-def _line_noise(seconds: float, rate: int, rng: np.random.Generator) -> Pcm:
+def _quiet_line(samples: int, rng: np.random.Generator) -> Pcm:
     """A quiet line (about -66 dBFS) rather than digital zeros, as a real call's pauses."""
-    return np.clip(rng.normal(0.0, 16.0, int(seconds * rate)), -32768, 32767).astype(np.int16)
+    return np.clip(rng.normal(0.0, 16.0, samples), -32768, 32767).astype(np.int16)
+
+
+def _line_noise(seconds: float, rate: int, rng: np.random.Generator) -> Pcm:
+    return _quiet_line(int(seconds * rate), rng)
 
 
 def join(clips: list[Clip], language: str, *, seed: int = 0, lead_s: float = 0.5) -> Call:
@@ -148,6 +152,36 @@ def telephone_call(language: str, count: int, *, seed: int = 0) -> Call:
     """`count` prompts drawn (seeded) from all that fit, as one 8 kHz call."""
     pool = prompts(language)
     return join(random.Random(seed).sample(pool, min(count, len(pool))), language, seed=seed)
+
+
+def stereo_call(language: str, turns: int, *, seed: int = 0) -> tuple[Call, Call]:
+    """An agent (channel 0) and a customer (channel 1) taking `turns` turns each,
+    pauses of 0.5-1.5 s between turns: while one speaks, the other's line is quiet.
+    The two channels, each a Call of the same length."""
+    rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    clips = rng.sample(prompts(language), 2 * turns)
+    rate = clips[0].rate
+    sides: list[list[Pcm]] = [[], []]
+    for i, clip in enumerate(clips):
+        pause = _quiet_line(int(rng.uniform(0.5, 1.5) * rate), noise)
+        sides[i % 2] += [clip.pcm, pause]
+        sides[1 - i % 2] += [_quiet_line(len(clip.pcm), noise), _quiet_line(len(pause), noise)]
+    agent, customer = (
+        Call(
+            tuple(clips[side::2]),
+            np.concatenate([_quiet_line(rate // 2, noise), *sides[side]]),
+            rate,
+            language,
+        )
+        for side in (0, 1)
+    )
+    return agent, customer
+
+
+def interleaved(*channels: Call) -> Pcm:
+    """Channels' samples as one multi-channel stream (frame by frame)."""
+    return np.stack([c.pcm for c in channels], axis=1).reshape(-1)
 
 
 def normalise(text: str, language: str) -> str:

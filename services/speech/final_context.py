@@ -98,8 +98,8 @@ class FinalJob:
     def words_of_utterance(self, segments: list[Utterance]) -> list[Utterance] | None:
         """The segments in stream time, without the context's words and without a
         hallucinated tail; None when the split by time failed (Whisper squeezed
-        the context's words and the utterance's into no time, so nothing is left):
-        the utterance is to be decoded alone."""
+        the context's words and the utterance's into no time, so nothing is left,
+        or heard none of the context's words): the utterance is to be decoded alone."""
         offset = _seconds(self.context_from)
         begin, end = _seconds(self.start) - offset, self.speech_end_s
         kept = []
@@ -125,7 +125,20 @@ class FinalJob:
             )
         if self.has_context and not kept and any(s.words for s in segments):
             return None
+        if not self._context_recognised(segments, begin):
+            return None
         return self._without_repeated_context(kept)
+
+    def _context_recognised(self, segments: list[Utterance], begin: float) -> bool:
+        """Whether the words Whisper put in the context's audio are the earlier
+        final's (some of them). When none are, it skipped the context's words and
+        stretched the utterance's first word over that audio ("Your" over the end of
+        "Do not disturb", then dropped as context): the split by time is no good."""
+        context = [w.text for s in segments for w in s.words if w.end <= begin]
+        if not self.has_context or not context:
+            return True
+        earlier = {word_key(w) for w in self.said_before.split()}
+        return any(word_key(w) in earlier for w in context)
 
     def _without_repeated_context(self, kept: list[Utterance]) -> list[Utterance]:
         """Drops leading words that end the previous final and start before this

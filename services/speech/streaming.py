@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from percept.speech.agreement import LocalAgreement
 from percept.speech.audio import SAMPLE_RATE, Samples
 from percept.speech.audio_buffer import AudioBuffer
@@ -35,6 +37,7 @@ PARTIAL = speech_pb2.RecognitionEvent.EVENT_TYPE_PARTIAL
 END_OF_UTTERANCE = speech_pb2.RecognitionEvent.EVENT_TYPE_END_OF_UTTERANCE
 PRE_ROLL_S = 0.3  # audio kept before the VAD's start: the first phoneme is soft
 TAIL_S = 0.2  # audio kept after the VAD's end: the last one fades
+SPLICED_PAUSE_S = 0.5  # the quiet line between earlier words spliced in and an utterance
 
 
 @dataclass(frozen=True)
@@ -94,26 +97,36 @@ class ChannelRecognizer:
         self.speculation: tuple[tuple[int, int], asyncio.Task[Transcript]] | None = None
         # the finals so far (their audio's start and end, their text): the decoder's context
         self.history: list[tuple[int, int, str]] = []
+        self.last_words: Samples | None = None  # the last final's audio (its last CONTEXT_S)
 
     def _job(self, start: int, speech_end: int, *, tail: bool = True) -> FinalJob:
         """What a final is decoded from. Whisper hears a short utterance alone badly
-        ("is set to" came out "is that too"): it gets the audio before it as well,
-        and the earlier finals not in that audio are its prompt."""
-        context_from = start
-        reach = start - int(CONTEXT_S * SAMPLE_RATE)
-        spoke = bool(self.history) and self.history[-1][1] > reach  # speech in the context
-        if spoke and speech_end - start < int(SHORT_UTTERANCE_S * SAMPLE_RATE):
-            # Measured on a real 8 kHz call: the audio before (even from mid-word)
-            # gave fewer errors than whole earlier utterances or none.
-            context_from = max(self.audio.base, reach)
-        said = [text for _, end, text in self.history if end <= context_from]
-        prompt = " ".join(said[-PROMPT_FINALS:])
+        ("is set to" came out "is that too"): it gets the channel's words before it
+        as well, and the earlier finals not in that audio are its prompt."""
         # a cut utterance ends where the next begins: its tail would be the next's words
         end = speech_end + (int(TAIL_S * SAMPLE_RATE) if tail else 0)
-        clip = self.audio.clip(context_from, end)
+        context_from, last, heard = start, start, len(self.history)
+        clip = self.audio.clip(start, end)
+        if self.history and speech_end - start < int(SHORT_UTTERANCE_S * SAMPLE_RATE):
+            reach = start - int(CONTEXT_S * SAMPLE_RATE)
+            if self.history[-1][1] > reach:  # spoken just before: that audio as it is
+                # Measured on a real 8 kHz call: the audio before (even from mid-word)
+                # gave fewer errors than whole earlier utterances or none.
+                context_from = max(self.audio.base, reach)
+                clip = self.audio.clip(context_from, end)
+                last = self.history[-1][1]
+                heard = sum(1 for _, until, _ in self.history if until <= context_from)
+            elif self.last_words is not None:
+                # spoken long ago (the other side's turn on a stereo call, a long
+                # pause): those words spliced in before a pause, at stream positions
+                # that run on into this utterance's
+                last = max(self.audio.base, start - int(SPLICED_PAUSE_S * SAMPLE_RATE))
+                clip = np.concatenate([self.last_words, self.audio.clip(last, end)])
+                context_from = last - len(self.last_words)
+                heard -= 1
+        prompt = " ".join(text for *_, text in self.history[:heard][-PROMPT_FINALS:])
         # the context's words end before the middle of the pause after them
         voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
-        last = self.history[-1][1] if self.history else context_from
         boundary = max(context_from, min(start, (last + voice) // 2))
         before = self.history[-1][2] if self.history else ""
         return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, before)
@@ -223,6 +236,8 @@ class ChannelRecognizer:
             self.vote.observe(language, probability)
         if utterance is not None and utterance.text.strip():
             self.history.append((start, sample, utterance.text))
+            kept_from = max(start, sample - int(CONTEXT_S * SAMPLE_RATE))
+            self.last_words = self.audio.clip(kept_from, sample)
             # intents and entities take milliseconds: not on the event loop
             yield await asyncio.to_thread(self.build_final, index, utterance, language)
 
