@@ -131,7 +131,8 @@ async def test_each_channel_of_a_stereo_call_scores_as_well_as_the_bare_model(
     """An agent and a customer taking turns (real prompts, 8 kHz mu-law stereo, the
     bench's call): between a channel's turns its line is quiet while the other side
     speaks, so a short turn hears the channel's own earlier words spliced in before
-    it. Decoded alone, the agent's short turns scored 0.18 against the bare 0.09."""
+    it. Decoded alone, the agent's short turns scored 0.18 against the bare 0.09
+    (five words more)."""
     channels = real_media.stereo_call("en", 8, seed=0)
     data = g711.compress(real_media.interleaved(*channels), "mulaw")
     config = sp.RecognitionConfig(
@@ -157,7 +158,11 @@ async def test_each_channel_of_a_stereo_call_scores_as_well_as_the_bare_model(
         audio = decode_raw(g711.compress(call.pcm, "mulaw"), call.rate, 1, "mulaw")
         bare = real_media.bare_transcript(settings, audio, "en")
         ours, theirs = (real_media.wer(call.text, t, "en") for t in (streamed, bare))
-        assert ours <= theirs + TOLERANCE, f"channel {number}: {ours:.4f}, bare {theirs:.4f}"
+        # a channel says 55-60 words: 0.01 is less than one, and another CPU's
+        # rounding may change one (as it did a loop test's); a word is the bound
+        one_word = 1 / len(real_media.normalise(call.text, "en").split())
+        bound = theirs + max(TOLERANCE, one_word)
+        assert ours <= bound, f"channel {number}: {ours:.4f}, bare {theirs:.4f}: {streamed}"
 
 
 async def test_long_speech_is_cut_at_quiet_points_without_losing_or_doubling_words(
