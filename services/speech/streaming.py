@@ -105,31 +105,38 @@ class ChannelRecognizer:
         as well, and the earlier finals not in that audio are its prompt."""
         # a cut utterance ends where the next begins: its tail would be the next's words
         end = speech_end + (int(TAIL_S * SAMPLE_RATE) if tail else 0)
-        context_from, last, heard = start, start, len(self.history)
-        clip = self.audio.clip(start, end)
+        context_from = clip_from = last = start
+        spliced, heard = None, len(self.history)
         if self.history and speech_end - start < int(SHORT_UTTERANCE_S * SAMPLE_RATE):
             reach = start - int(CONTEXT_S * SAMPLE_RATE)
             if self.history[-1][1] > reach:  # spoken just before: that audio as it is
                 # Measured on a real 8 kHz call: the audio before (even from mid-word)
                 # gave fewer errors than whole earlier utterances or none.
-                context_from = max(self.audio.base, reach)
-                clip = self.audio.clip(context_from, end)
+                context_from = clip_from = max(self.audio.base, reach)
                 last = self.history[-1][1]
                 heard = sum(1 for _, until, _ in self.history if until <= context_from)
             elif self.last_words is not None:
                 # spoken long ago (the other side's turn on a stereo call, a long
                 # pause): those words spliced in before a pause, at stream positions
                 # that run on into this utterance's
-                last = max(self.audio.base, start - int(SPLICED_PAUSE_S * SAMPLE_RATE))
-                clip = np.concatenate([self.last_words, self.audio.clip(last, end)])
-                context_from = last - len(self.last_words)
+                spliced = self.last_words
+                last = clip_from = max(self.audio.base, start - int(SPLICED_PAUSE_S * SAMPLE_RATE))
+                context_from = last - len(spliced)
                 heard -= 1
+        clip = self.audio.clip(clip_from, end)
+        if spliced is not None:
+            clip = np.concatenate([spliced, clip])
         prompt = " ".join(text for *_, text in self.history[:heard][-PROMPT_FINALS:])
         # the context's words end before the middle of the pause after them
         voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
         boundary = max(context_from, min(start, (last + voice) // 2))
         before = self.history[-1][2] if self.history else ""
         return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, before)
+
+    def _remember(self, start: int, end: int, text: str) -> None:
+        """A final given: the context of the channel's next ones."""
+        self.history.append((start, end, text))
+        self.last_words = self.audio.clip(max(start, end - int(CONTEXT_S * SAMPLE_RATE)), end)
 
     @property
     def received_s(self) -> float:
@@ -235,9 +242,7 @@ class ChannelRecognizer:
             utterance = voiced(utterance, _seconds(self.voice_start), _seconds(sample))
             self.vote.observe(language, probability)
         if utterance is not None and utterance.text.strip():
-            self.history.append((start, sample, utterance.text))
-            kept_from = max(start, sample - int(CONTEXT_S * SAMPLE_RATE))
-            self.last_words = self.audio.clip(kept_from, sample)
+            self._remember(start, sample, utterance.text)
             # intents and entities take milliseconds: not on the event loop
             yield await asyncio.to_thread(self.build_final, index, utterance, language)
 

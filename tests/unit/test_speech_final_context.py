@@ -42,12 +42,6 @@ def heard(channel: ChannelRecognizer, seconds: float, value: float, *, idle: boo
     return at
 
 
-def final(channel: ChannelRecognizer, start: int, end: int, text: str) -> None:
-    """What the channel keeps of a final it has given (as _boundary does)."""
-    channel.history.append((start, end, text))
-    channel.last_words = samples((end - start) / SR, WORDS)
-
-
 def test_a_short_utterance_long_after_the_channels_last_words_hears_them_spliced_before_it(
     channel: ChannelRecognizer,
 ) -> None:
@@ -55,8 +49,8 @@ def test_a_short_utterance_long_after_the_channels_last_words_hears_them_spliced
     just before a short turn is a quiet line, so the channel's last words come
     spliced in before a pause, and their text is not the prompt as well."""
     first = heard(channel, 1.0, WORDS)
-    final(channel, first - int(0.1 * SR), first, "an even earlier final")
-    final(channel, first, first + SR, "earlier words")
+    channel._remember(first - int(0.1 * SR), first, "an even earlier final")
+    channel._remember(first, first + SR, "earlier words")
     heard(channel, 6.0, 0.0)  # the other side's turn: this channel's line is quiet
     voice = heard(channel, 1.5, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
@@ -103,7 +97,7 @@ def test_a_short_utterance_right_after_words_hears_the_audio_before_it_as_it_is(
 ) -> None:
     heard(channel, 3.0, 0.0)
     first = heard(channel, 2.0, WORDS)
-    final(channel, first, first + 2 * SR, "earlier words")
+    channel._remember(first, first + 2 * SR, "earlier words")
     heard(channel, 1.0, 0.0)
     voice = heard(channel, 1.0, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
@@ -121,7 +115,7 @@ def test_a_long_utterance_is_decoded_alone_with_the_earlier_finals_as_prompt(
     channel: ChannelRecognizer,
 ) -> None:
     first = heard(channel, 1.0, WORDS)
-    final(channel, first, first + SR, "earlier words")
+    channel._remember(first, first + SR, "earlier words")
     voice = heard(channel, 6.0, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
     job = channel._job(voice, voice + 6 * SR)
@@ -139,7 +133,7 @@ def test_a_decode_that_heard_none_of_the_contexts_words_is_not_split_by_time(
     decoded alone instead."""
     heard(channel, 3.0, 0.0)
     first = heard(channel, 1.5, WORDS)
-    final(channel, first, first + int(1.5 * SR), "Do not disturb.")
+    channel._remember(first, first + int(1.5 * SR), "Do not disturb.")
     heard(channel, 1.0, 0.0)
     voice = heard(channel, 1.5, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
