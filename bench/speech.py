@@ -17,6 +17,10 @@
    mu-law stereo, agent and customer taking turns; streamed-vs-bare WER per
    channel, and N concurrent stereo calls at real-time pace with tiny.en and
    base, latency per channel.
+6. Accuracy on real calls (bench/speech_accuracy.py): mono 8 kHz calls of real
+   telephone prompts streamed; finals' WER against the bare model on the whole
+   recording, and against the bare model on the call started 0.7 s later (how
+   far one call's figure moves at all). Contract: within 0.01 of bare.
 
 Audio is espeak-ng speech (call-center sentences with pauses between them).
 Run: .venv/bin/python bench/speech.py [--streams 1,2,3,4] [--repeat 3]
@@ -114,6 +118,7 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--real-calls", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--real-streams", default="whisper-tiny.en:1,2,3;whisper-base:1,2")
+    parser.add_argument("--accuracy-calls", type=int, default=6, help="section 6's calls (0: none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -222,6 +227,10 @@ async def main() -> None:
             from speech_calls import real_calls
 
             await real_calls(folder, args.real_streams)
+        if args.accuracy_calls:
+            from speech_accuracy import accuracy
+
+            await accuracy(folder, "whisper-tiny.en", args.accuracy_calls)
 
 
 if __name__ == "__main__":

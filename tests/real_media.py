@@ -17,7 +17,7 @@ import gzip
 import random
 import re
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -152,6 +152,13 @@ def telephone_call(language: str, count: int, *, seed: int = 0) -> Call:
     """`count` prompts drawn (seeded) from all that fit, as one 8 kHz call."""
     pool = prompts(language)
     return join(random.Random(seed).sample(pool, min(count, len(pool))), language, seed=seed)
+
+
+def later(call: Call, seconds: float, *, seed: int = 0) -> Call:
+    """The same call started `seconds` later (a quiet line before it): the bare
+    model's windows fall elsewhere, its WER moves, the words do not."""
+    quiet = _line_noise(seconds, call.rate, np.random.default_rng(seed))
+    return replace(call, pcm=np.concatenate([quiet, call.pcm]))
 
 
 def stereo_call(language: str, turns: int, *, seed: int = 0) -> tuple[Call, Call]:
