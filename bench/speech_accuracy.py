@@ -18,9 +18,7 @@ from pathlib import Path
 import grpc
 import real_media
 
-from percept.models import model_store
 from percept.speech.audio import decode_raw
-from percept.speech.backends import FasterWhisperTranscriber
 from percept.v1 import speech_pb2 as sp
 from percept.v1 import speech_pb2_grpc
 
@@ -29,48 +27,34 @@ LATER_S = 0.7  # the shifted baseline's quiet line before the call
 TOLERANCE = 0.01
 
 
-async def streamed(stub: speech_pb2_grpc.SpeechAsyncStub, call: real_media.Call) -> str:
-    config = sp.RecognitionConfig(
-        encoding=sp.AUDIO_ENCODING_LINEAR16,
-        sample_rate_hz=call.rate,
-        language_code=call.language,
-    )
-    data = call.pcm.tobytes()
-    step = call.rate // 10 * 2  # 100 ms chunks, at full speed: finals do not depend on pace
-    messages = [sp.StreamingRecognizeRequest(config=config)] + [
-        sp.StreamingRecognizeRequest(audio_content=data[i : i + step])
-        for i in range(0, len(data), step)
-    ]
-    finals = [
-        e.transcript
-        async for e in stub.StreamingRecognize(iter(messages))
-        if e.type == sp.RecognitionEvent.EVENT_TYPE_FINAL
-    ]
-    return " ".join(finals)
-
-
 async def accuracy(folder: Path, model: str, seeds: int) -> None:
     from speech_calls import serve
 
     print(f"\n6. accuracy on real calls: {seeds} mono 8 kHz calls of {PROMPTS} prompts, {model}")
     host = await serve(folder, model)
     try:
-        path = model_store(host.settings).resolve(model).path
-        bare = FasterWhisperTranscriber(path, device="cpu", cpu_threads=2).model
 
-        def alone(pcm: real_media.Pcm, rate: int) -> str:
-            segments, _ = bare.transcribe(decode_raw(pcm.tobytes(), rate, 1, None), language="en")
-            return " ".join(s.text for s in segments)
+        def alone(call: real_media.Call) -> str:
+            audio = decode_raw(call.pcm.tobytes(), call.rate, 1, None)
+            return real_media.bare_transcript(host.settings, audio, "en")
 
         gaps, spreads = [], []
         async with grpc.aio.insecure_channel(host.address) as channel:
             stub = speech_pb2_grpc.SpeechStub(channel)
             for seed in range(seeds):
                 call = real_media.telephone_call("en", PROMPTS, seed=seed)
-                ours = real_media.wer(call.text, await streamed(stub, call), "en")
-                theirs = real_media.wer(call.text, alone(call.pcm, call.rate), "en")
-                shifted = real_media.later(call, LATER_S, seed=seed)
-                later = real_media.wer(call.text, alone(shifted.pcm, call.rate), "en")
+                config = sp.RecognitionConfig(
+                    encoding=sp.AUDIO_ENCODING_LINEAR16,
+                    sample_rate_hz=call.rate,
+                    language_code="en",
+                )
+                finals = await real_media.streamed_finals(stub, config, call.pcm.tobytes())
+                streamed = " ".join(f.transcript for f in finals)
+                ours = real_media.wer(call.text, streamed, "en")
+                theirs = real_media.wer(call.text, alone(call), "en")
+                later = real_media.wer(
+                    call.text, alone(real_media.later(call, LATER_S, seed=seed)), "en"
+                )
                 gaps.append(ours - theirs)
                 spreads.append(later - theirs)
                 print(

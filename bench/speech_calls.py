@@ -24,12 +24,10 @@ import numpy as np
 import numpy.typing as npt
 import real_media
 
-from percept.models import model_store
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.speech import g711
 from percept.speech.audio import decode_raw
-from percept.speech.backends import FasterWhisperTranscriber
 from percept.speech.service import SpeechService
 from percept.v1 import speech_pb2 as sp
 from percept.v1 import speech_pb2_grpc
@@ -113,13 +111,10 @@ async def real_calls(folder: Path, plan: str) -> None:
             async with grpc.aio.insecure_channel(host.address) as channel:
                 stub = speech_pb2_grpc.SpeechStub(channel)
                 finals, _ = await stream(stub, data, paced=False)
-                path = model_store(host.settings).resolve(model).path
-                bare = FasterWhisperTranscriber(path, device="cpu", cpu_threads=2).model
                 for c, role in enumerate(("agent", "customer")):
                     streamed = " ".join(f.transcript for f in finals if f.channel == c)
                     audio = decode_raw(g711.compress(channels[c], "mulaw"), RATE, 1, "mulaw")
-                    segments, _ = bare.transcribe(audio, language="en")
-                    alone = " ".join(s.text for s in segments)
+                    alone = real_media.bare_transcript(host.settings, audio, "en")
                     print(
                         f"   {model} {role:8s} WER streamed "
                         f"{real_media.wer(texts[c], streamed, 'en'):.4f}, bare "

@@ -20,12 +20,15 @@ import wave
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from percept.runtime.settings import Settings
+from percept.v1 import speech_pb2 as sp
+from percept.v1 import speech_pb2_grpc
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 ASTERISK = Path("/usr/share/asterisk/sounds")
@@ -207,12 +210,32 @@ def wer(reference: str, hypothesis: str, language: str) -> float:
     return float(jiwer.wer(ref or "-", normalise(hypothesis, language) or ""))
 
 
+async def streamed_finals(
+    stub: speech_pb2_grpc.SpeechAsyncStub, config: sp.RecognitionConfig, data: bytes
+) -> list[sp.RecognitionEvent]:
+    """The finals of `data` streamed in 100 ms chunks, as fast as the service takes
+    them: finals depend on the audio and where the VAD cuts it, not on the pace."""
+    width = 2 if config.encoding == sp.AUDIO_ENCODING_LINEAR16 else 1
+    step = config.sample_rate_hz // 10 * width
+    messages = [sp.StreamingRecognizeRequest(config=config)] + [
+        sp.StreamingRecognizeRequest(audio_content=data[i : i + step])
+        for i in range(0, len(data), step)
+    ]
+    final = sp.RecognitionEvent.EVENT_TYPE_FINAL
+    return [e async for e in stub.StreamingRecognize(iter(messages)) if e.type == final]
+
+
+@cache
+def _bare_model(path: Path) -> Any:
+    from percept.speech.backends import FasterWhisperTranscriber
+
+    return FasterWhisperTranscriber(path, device="cpu").model
+
+
 def bare_transcript(settings: Settings, audio: npt.NDArray[np.float32], language: str) -> str:
     """The model alone on the whole recording: faster-whisper's stock transcribe."""
     from percept.models import model_store
-    from percept.speech.backends import FasterWhisperTranscriber
 
     path = model_store(settings).resolve(settings.speech_model).path  # the service's weights
-    model = FasterWhisperTranscriber(path, device="cpu").model
-    segments, _ = model.transcribe(audio, language=language)
+    segments, _ = _bare_model(path).transcribe(audio, language=language)
     return " ".join(s.text.strip() for s in segments)

@@ -88,18 +88,6 @@ async def speech(
         await host.stop(grace=1)
 
 
-async def streamed_finals(
-    stub: speech_pb2_grpc.SpeechAsyncStub, config: sp.RecognitionConfig, data: bytes
-) -> list[sp.RecognitionEvent]:
-    width = 2 if config.encoding == sp.AUDIO_ENCODING_LINEAR16 else 1
-    step = config.sample_rate_hz // 10 * width  # 100 ms chunks
-    messages = [sp.StreamingRecognizeRequest(config=config)] + [
-        sp.StreamingRecognizeRequest(audio_content=data[i : i + step])
-        for i in range(0, len(data), step)
-    ]
-    return [e async for e in stub.StreamingRecognize(iter(messages)) if e.type == FINAL]
-
-
 @pytest.mark.parametrize("name", list(CASES))
 async def test_streamed_finals_score_as_well_as_the_bare_model(
     speech: tuple[speech_pb2_grpc.SpeechAsyncStub, Settings], name: str
@@ -115,7 +103,7 @@ async def test_streamed_finals_score_as_well_as_the_bare_model(
         interim_results=False,
         language_code=call.language,
     )
-    finals = await streamed_finals(stub, config, data)
+    finals = await real_media.streamed_finals(stub, config, data)
     streamed = " ".join(f.transcript for f in finals)
     # the bare model hears the same samples: G.711's loss is the call's, not ours
     bare = real_media.bare_transcript(settings, decode_raw(data, call.rate, 1, law), call.language)
@@ -151,7 +139,9 @@ async def test_each_channel_of_a_stereo_call_scores_as_well_as_the_bare_model(
     await asyncio.wait_for(host.ready.wait(), 120)
     try:
         async with grpc.aio.insecure_channel(host.address) as channel:
-            finals = await streamed_finals(speech_pb2_grpc.SpeechStub(channel), config, data)
+            finals = await real_media.streamed_finals(
+                speech_pb2_grpc.SpeechStub(channel), config, data
+            )
     finally:
         await host.stop(grace=1)
     for number, call in enumerate(channels):
