@@ -18,9 +18,10 @@
    channel, and N concurrent stereo calls at real-time pace with tiny.en and
    base, latency per channel.
 6. Accuracy on real calls (bench/speech_accuracy.py): mono 8 kHz calls of real
-   telephone prompts streamed; finals' WER against the bare model on the whole
-   recording, and against the bare model on the call started 0.7 s later (how
-   far one call's figure moves at all). Contract: within 0.01 of bare.
+   English (tiny.en) and Spanish (base) telephone prompts streamed; finals' WER
+   against the bare model on the whole recording, and against the bare model on
+   the call started 0.7 s later (how far one call's figure moves at all).
+   Contract: within 0.01 of bare.
 
 Audio is espeak-ng speech (call-center sentences with pauses between them).
 Run: .venv/bin/python bench/speech.py [--streams 1,2,3,4] [--repeat 3]
@@ -119,6 +120,11 @@ async def main() -> None:
     parser.add_argument("--real-calls", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--real-streams", default="whisper-tiny.en:1,2,3;whisper-base:1,2")
     parser.add_argument("--accuracy-calls", type=int, default=6, help="section 6's calls (0: none)")
+    parser.add_argument(
+        "--accuracy-models",
+        default="en:whisper-tiny.en,es:whisper-base",
+        help="section 6's languages, each with the weights it is decoded with",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -230,7 +236,9 @@ async def main() -> None:
         if args.accuracy_calls:
             from speech_accuracy import accuracy
 
-            await accuracy(folder, "whisper-tiny.en", args.accuracy_calls)
+            for plan in args.accuracy_models.split(","):
+                language, model = plan.split(":")
+                await accuracy(folder, language, model, args.accuracy_calls)
 
 
 if __name__ == "__main__":

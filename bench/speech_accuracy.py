@@ -1,8 +1,9 @@
 """Accuracy on real calls for bench/speech.py (section 6): the #17 contract.
 
 Mono 8 kHz calls of 25 real telephone prompts (tests/real_media.py), one per
-seed, streamed through StreamingRecognize; their finals' WER against the bare
-model decoding the whole recording with stock settings (same weights, same run).
+seed and language (English with tiny.en, Spanish with multilingual base),
+streamed through StreamingRecognize; their finals' WER against the bare model
+decoding the whole recording with stock settings (same weights, same run).
 
 A second baseline says how much one call's figure can move at all: the bare
 model on the same call started a little later (a quiet line before it). That
@@ -27,33 +28,36 @@ LATER_S = 0.7  # the shifted baseline's quiet line before the call
 TOLERANCE = 0.01
 
 
-async def accuracy(folder: Path, model: str, seeds: int) -> None:
+async def accuracy(folder: Path, language: str, model: str, seeds: int) -> None:
     from speech_calls import serve
 
-    print(f"\n6. accuracy on real calls: {seeds} mono 8 kHz calls of {PROMPTS} prompts, {model}")
+    print(
+        f"\n6. accuracy on real calls: {seeds} mono 8 kHz calls of {PROMPTS} {language} "
+        f"prompts, {model}"
+    )
     host = await serve(folder, model)
     try:
 
         def alone(call: real_media.Call) -> str:
             audio = decode_raw(call.pcm.tobytes(), call.rate, 1, None)
-            return real_media.bare_transcript(host.settings, audio, "en")
+            return real_media.bare_transcript(host.settings, audio, language)
 
         gaps, spreads = [], []
         async with grpc.aio.insecure_channel(host.address) as channel:
             stub = speech_pb2_grpc.SpeechStub(channel)
             for seed in range(seeds):
-                call = real_media.telephone_call("en", PROMPTS, seed=seed)
+                call = real_media.telephone_call(language, PROMPTS, seed=seed)
                 config = sp.RecognitionConfig(
                     encoding=sp.AUDIO_ENCODING_LINEAR16,
                     sample_rate_hz=call.rate,
-                    language_code="en",
+                    language_code=language,
                 )
                 finals = await real_media.streamed_finals(stub, config, call.pcm.tobytes())
                 streamed = " ".join(f.transcript for f in finals)
-                ours = real_media.wer(call.text, streamed, "en")
-                theirs = real_media.wer(call.text, alone(call), "en")
+                ours = real_media.wer(call.text, streamed, language)
+                theirs = real_media.wer(call.text, alone(call), language)
                 later = real_media.wer(
-                    call.text, alone(real_media.later(call, LATER_S, seed=seed)), "en"
+                    call.text, alone(real_media.later(call, LATER_S, seed=seed)), language
                 )
                 gaps.append(ours - theirs)
                 spreads.append(later - theirs)
