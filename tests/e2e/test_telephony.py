@@ -29,9 +29,9 @@ from percept.v1 import speech_pb2 as sp
 
 pytestmark = pytest.mark.slow
 TWILIO_CALLER, GENESYS_CALLER = "+14155550101", "+14155550102"
-TWILIO_SAYS = "Hello. I want to buy two laptops for my office."
+TWILIO_SAYS = "Hello. I want to purchase two laptops for my office."
 GENESYS_SAYS = "Hi. How much does the phone cost? Can we schedule a demo next week?"
-ASTERISK_SAYS = "Hello. I would like to buy three phones for my team."
+ASTERISK_SAYS = "Hello. I would like to purchase three phones for my team."
 CALLERS_SAY = (TWILIO_SAYS, GENESYS_SAYS, ASTERISK_SAYS)
 
 
@@ -147,15 +147,15 @@ async def test_three_platforms_at_once_become_the_callers_leads(
         await asyncio.sleep(0.2)
     await asyncio.sleep(3)  # the outbox delivers the last signals
     finals = [u for u in updates if u.event.type == sp.RecognitionEvent.EVENT_TYPE_FINAL]
-    heard = [f"{u.call.call_id} {u.event.role}: {u.event.transcript}" for u in finals]
+    heard = "\n".join(f"{u.call.call_id} {u.event.role}: {u.event.transcript}" for u in finals)
     leads = await leads_by(suite.addresses["leads"], 3)
     by_phone = {lead.identity.phone: lead for lead in leads if lead.identity.phone}
     twilio_lead, genesys_lead = by_phone[TWILIO_CALLER], by_phone[GENESYS_CALLER]
     assert twilio_lead.identity.call_id == "CA-e2e-twilio"
     assert twilio_lead.product_interest == "laptop", heard
     asterisk_leads = [lead for lead in leads if lead.identity.call_id == prefix.rstrip("-")]
-    assert len(asterisk_leads) == 1 and asterisk_leads[0].product_interest == "phone"
-    assert genesys_lead.identity.call_id and genesys_lead.product_interest == "phone"
+    assert len(asterisk_leads) == 1 and asterisk_leads[0].product_interest == "phone", heard
+    assert genesys_lead.identity.call_id and genesys_lead.product_interest == "phone", heard
 
     def intents(call_id: str, role: int) -> set[str]:
         return {
