@@ -46,10 +46,10 @@ class Case:
     encoding: sp.AudioEncoding.ValueType = sp.AUDIO_ENCODING_LINEAR16
     model: str = "whisper-tiny.en"
     # The contract is 0.01. Two calls miss it for now, measured: Spanish on
-    # whisper-base (0.110 against 0.065; over 24 Spanish calls the mean gap is
-    # +0.018) and the English call of seed 2 (0.037-0.048 against 0.011, misheard
-    # short prompts: "re-enter" as "read to"). Their bounds keep the gaps from
-    # growing while issue #17 stays open on them.
+    # whisper-base (0.110 against 0.065; the mean gap over 24 Spanish calls was
+    # +0.018 on one CPU, over 12 +0.032 on another) and the English call of seed 2
+    # (0.037-0.048 against 0.011, misheard short prompts: "re-enter" as "read to").
+    # Their bounds keep the gaps from growing while issue #17 stays open on them.
     tolerance: float = TOLERANCE
 
 
