@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -44,6 +44,18 @@ class Transcript(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Said:
+    """An earlier final over a stretch of the audio given (seconds into it). Whisper
+    is told it wrote these words already (its prefix, timestamps and all), as its
+    long-form decoding of the whole call would have: it goes on from there instead
+    of hearing the next utterance alone."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
 class DraftRequest:
     audio: Samples
     language: str | None
@@ -61,10 +73,13 @@ class Transcriber(Protocol):
         *,
         prompt: str = "",
         speech_end: float | None = None,
+        said: Sequence[Said] = (),
     ) -> Transcript:
         """Utterances (with word times) and the language spoken; `prompt` is the text
-        said just before (the channel's previous finals), as Whisper's context;
-        `speech_end`, where in `audio` a live utterance's voice stopped (a final)."""
+        said before the audio (the channel's earlier finals), as Whisper's context;
+        `speech_end`, where in `audio` a live utterance's voice stopped (a final);
+        `said`, the finals already given for the audio's first stretches (from 0 s on);
+        a backend that cannot be told them leaves their audio out."""
         ...
 
     def draft(self, requests: list[DraftRequest]) -> list[tuple[str, str]]:
@@ -143,6 +158,50 @@ def cut_loops(segments: list[Utterance]) -> list[Utterance]:
     return kept
 
 
+TIME_PRECISION = 0.02  # Whisper's timestamp tokens: <|0.00|> to <|30.00|>
+PREFIX_TOKENS = 220  # faster-whisper keeps a prefix under half the decoder's 448
+
+
+def timestamp(seconds: float) -> str:
+    steps = round(min(30.0, max(0.0, seconds)) / TIME_PRECISION)
+    return f"<|{steps * TIME_PRECISION:.2f}|>"
+
+
+def whisper_prefix(said: Sequence[Said]) -> str:
+    """The finals as Whisper writes a window's text, the first from 0 s on
+    (faster-whisper writes that <|0.00|> itself): " a.<|2.10|><|2.60|> b.<|4.00|>"."""
+    return "".join(
+        ("" if n == 0 else timestamp(s.start)) + " " + s.text.strip() + timestamp(s.end)
+        for n, s in enumerate(said)
+    )
+
+
+def _with_timestamp_tokens(tokenizer: Any) -> bool:
+    """Whether the tokenizer reads "<|1.20|>" as Whisper's timestamp token, teaching
+    it where it does not know them (tiny.en's tokenizer.json stops at
+    <|notimestamps|>; the model's timestamps are the ids after it)."""
+    first = tokenizer.token_to_id("<|notimestamps|>")
+    if first is None:
+        return False
+    if tokenizer.token_to_id("<|0.00|>") is None and tokenizer.get_vocab_size(True) == first + 1:
+        from tokenizers import AddedToken
+
+        tokenizer.add_special_tokens(
+            [AddedToken(timestamp(n * TIME_PRECISION), special=True) for n in range(1501)]
+        )
+    return bool(
+        tokenizer.token_to_id("<|0.00|>") == first + 1
+        and tokenizer.token_to_id("<|30.00|>") == first + 1501
+    )
+
+
+def without_said(audio: Samples, said: Sequence[Said]) -> tuple[Samples, Sequence[Said], float]:
+    """The audio after the finals already given, for a backend that cannot be told
+    them; where it starts, in the audio's seconds."""
+    cut = said[-1].end if said else 0.0
+    return audio[int(cut * SAMPLE_RATE) :], (), cut
+
+
 class _TailWindow(Exception):
     """The next window would hold only the audio after the speech."""
 
@@ -171,6 +230,7 @@ class FasterWhisperTranscriber:
             str(model_dir), device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
         self.english_only = not self.model.model.is_multilingual
+        self.takes_said = _with_timestamp_tokens(self.model.hf_tokenizer)
         self._lock = threading.Lock()  # one decode at a time per model instance
         # faster-whisper encodes each 30 s window it decodes: the hook lets a final
         # stop before one that would hold only the audio after the speech
@@ -191,11 +251,16 @@ class FasterWhisperTranscriber:
         *,
         prompt: str = "",
         speech_end: float | None = None,
+        said: Sequence[Said] = (),
     ) -> Transcript:
         if self.english_only:
             language = "en"
         if len(audio) < SAMPLE_RATE // 10:  # under 0.1 s: nothing to say
             return Transcript([], language or "")
+        audio, said, offset = self._fitting(audio, said)
+        prefix = whisper_prefix(said)
+        if speech_end is not None:
+            speech_end -= offset
         with self._lock:
             # Whisper's whole 30 s window, as it was trained: encoding only the audio
             # and a few seconds of padding was 2-3x faster but looped on real speech.
@@ -205,18 +270,27 @@ class FasterWhisperTranscriber:
                 audio,
                 language=language,
                 initial_prompt=prompt or None,
+                prefix=prefix or None,
                 word_timestamps=True,
-                vad_filter=True,
+                # its VAD would move the audio from under the prefix's timestamps
+                vad_filter=not prefix,
+                # after a prefix the next segment may start anywhere in the window
+                max_initial_timestamp=30.0 if prefix else 1.0,
                 beam_size=5,
             )
             segments = self._decoded(segments, speech_end)
             utterances = [
                 Utterance(
                     text=s.text.strip(),
-                    start=float(s.start),
-                    end=float(s.end),
+                    start=float(s.start) + offset,
+                    end=float(s.end) + offset,
                     words=tuple(
-                        Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+                        Word(
+                            w.word.strip(),
+                            float(w.start) + offset,
+                            float(w.end) + offset,
+                            float(w.probability),
+                        )
                         for w in s.words or ()
                     ),
                     confidence=float(math.exp(s.avg_logprob)),
@@ -227,6 +301,27 @@ class FasterWhisperTranscriber:
         return Transcript(
             cut_loops(utterances), str(info.language), float(info.language_probability)
         )
+
+    def _fitting(
+        self, audio: Samples, said: Sequence[Said]
+    ) -> tuple[Samples, Sequence[Said], float]:
+        """`said` within faster-whisper's prefix budget: the oldest finals go, with
+        their audio, till it fits; the audio's new start in the old's seconds."""
+        if said and not self.takes_said:
+            return without_said(audio, said)
+        offset = 0.0
+        tokenizer = self.model.hf_tokenizer
+
+        def tokens(said: Sequence[Said]) -> int:
+            return len(tokenizer.encode(whisper_prefix(said), add_special_tokens=False).ids)
+
+        while said and tokens(said) >= PREFIX_TOKENS:
+            gone, said = said[0], said[1:]
+            cut = said[0].start if said else gone.end
+            audio = audio[int(cut * SAMPLE_RATE) :]
+            said = [Said(s.start - cut, s.end - cut, s.text) for s in said]
+            offset += cut
+        return audio, said, offset
 
     def _decoded(self, segments: Iterable[Any], speech_end: float | None) -> list[Any]:
         """The segments of a (lazy) transcription, stopping before a window that

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from percept.speech.audio import Samples
-from percept.speech.backends import DraftRequest, Transcriber, Transcript
+from percept.speech.backends import DraftRequest, Said, Transcriber, Transcript
 
 FINAL, DRAFT = 0, 1  # priorities: lower runs first
 
@@ -85,6 +85,7 @@ class SpeechEngine:
         *,
         prompt: str = "",
         speech_end: float | None = None,
+        said: Sequence[Said] = (),
     ) -> Transcript:
         async with self._slots:
             future: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
@@ -95,7 +96,7 @@ class SpeechEngine:
                     next(self._seq),
                     future,
                     run=lambda: self.transcriber.transcribe(
-                        audio, language, prompt=prompt, speech_end=speech_end
+                        audio, language, prompt=prompt, speech_end=speech_end, said=said
                     ),
                 )
             )

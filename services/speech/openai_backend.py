@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import numpy as np
 from percept.speech.audio import SAMPLE_RATE, Samples
 from percept.speech.backends import (
     DraftRequest,
+    Said,
     Transcript,
     Utterance,
     Word,
     cut_loops,
     drop_loops,
+    without_said,
 )
 
 
@@ -59,11 +62,13 @@ class OpenAIWhisperTranscriber:
         *,
         prompt: str = "",
         speech_end: float | None = None,  # the reference decodes as stock, every window
+        said: Sequence[Said] = (),  # openai-whisper's prefix is text: left out
     ) -> Transcript:
         import whisper
 
         if self.english_only:
             language = "en"
+        audio, _, offset = without_said(audio, said)
         if len(audio) < SAMPLE_RATE // 10:
             return Transcript([], language or "")
         with self._lock:
@@ -80,13 +85,13 @@ class OpenAIWhisperTranscriber:
         utterances = [
             Utterance(
                 text=s["text"].strip(),
-                start=float(s["start"]),
-                end=float(s["end"]),
+                start=float(s["start"]) + offset,
+                end=float(s["end"]) + offset,
                 words=tuple(
                     Word(
                         w["word"].strip(),
-                        float(w["start"]),
-                        float(w["end"]),
+                        float(w["start"]) + offset,
+                        float(w["end"]) + offset,
                         float(w["probability"]),
                     )
                     for w in s.get("words", ())

@@ -19,13 +19,14 @@ import numpy as np
 from percept.speech.agreement import LocalAgreement
 from percept.speech.audio import SAMPLE_RATE, Samples
 from percept.speech.audio_buffer import AudioBuffer
-from percept.speech.backends import DraftRequest, Transcript, Utterance
+from percept.speech.backends import DraftRequest, Said, Transcript, Utterance
 from percept.speech.endpointing import Boundary, Endpointer
 from percept.speech.engine import SpeechEngine
 from percept.speech.final_context import (
-    CONTEXT_S,
-    PROMPT_FINALS,
+    PROMPT_CHARS,
     SHORT_UTTERANCE_S,
+    SPLICED_FINAL_S,
+    WINDOW_S,
     FinalJob,
     merge,
     voiced,
@@ -97,46 +98,54 @@ class ChannelRecognizer:
         self.speculation: tuple[tuple[int, int], asyncio.Task[Transcript]] | None = None
         # the finals so far (their audio's start and end, their text): the decoder's context
         self.history: list[tuple[int, int, str]] = []
-        self.last_words: Samples | None = None  # the last final's audio (its last CONTEXT_S)
+        self.last_words: Samples | None = None  # the last final's audio, if short
 
     def _job(self, start: int, speech_end: int, *, tail: bool = True) -> FinalJob:
-        """What a final is decoded from. Whisper hears a short utterance alone badly
-        ("is set to" came out "is that too"): it gets the channel's words before it
-        as well, and the earlier finals not in that audio are its prompt."""
+        """What a final is decoded from: the channel's audio from the first of its
+        finals that started within WINDOW_S of the utterance's end, those finals
+        the decoder's prefix, the ones before them its prompt."""
         # a cut utterance ends where the next begins: its tail would be the next's words
         end = speech_end + (int(TAIL_S * SAMPLE_RATE) if tail else 0)
+        reach = max(self.audio.base, end - int(WINDOW_S * SAMPLE_RATE))
+        inside = len(self.history)
+        while inside and self.history[inside - 1][0] >= reach:
+            inside -= 1
+        earlier = self.history[inside:]
         context_from = clip_from = last = start
-        spliced, heard = None, len(self.history)
-        if self.history and speech_end - start < int(SHORT_UTTERANCE_S * SAMPLE_RATE):
-            reach = start - int(CONTEXT_S * SAMPLE_RATE)
-            if self.history[-1][1] > reach:  # spoken just before: that audio as it is
-                # Measured on a real 8 kHz call: the audio before (even from mid-word)
-                # gave fewer errors than whole earlier utterances or none.
-                context_from = clip_from = max(self.audio.base, reach)
-                last = self.history[-1][1]
-                heard = sum(1 for _, until, _ in self.history if until <= context_from)
-            elif self.last_words is not None:
-                # spoken long ago (the other side's turn on a stereo call, a long
-                # pause): those words spliced in before a pause, at stream positions
-                # that run on into this utterance's
-                spliced = self.last_words
-                last = clip_from = max(self.audio.base, start - int(SPLICED_PAUSE_S * SAMPLE_RATE))
-                context_from = last - len(spliced)
-                heard -= 1
+        spliced = None
+        if earlier:
+            context_from = clip_from = earlier[0][0]
+            last = earlier[-1][1]
+        elif self.last_words is not None and speech_end - start < SHORT_UTTERANCE_S * SAMPLE_RATE:
+            # spoken long ago (the other side's turn on a stereo call, a long
+            # pause): the last final's audio spliced in before a pause, at stream
+            # positions that run on into this utterance's
+            spliced = self.last_words
+            last = clip_from = max(self.audio.base, start - int(SPLICED_PAUSE_S * SAMPLE_RATE))
+            context_from = last - len(spliced)
+            inside -= 1
+            earlier = [(context_from, last, self.history[-1][2])]
         clip = self.audio.clip(clip_from, end)
         if spliced is not None:
             clip = np.concatenate([spliced, clip])
-        prompt = " ".join(text for *_, text in self.history[:heard][-PROMPT_FINALS:])
-        # the context's words end before the middle of the pause after them
+        said = tuple(
+            Said(_seconds(begun - context_from), _seconds(ended - context_from), text)
+            for begun, ended, text in earlier
+        )
+        prompt = " ".join(text for *_, text in self.history[:inside])
+        if len(prompt) > PROMPT_CHARS:  # from a word's start
+            prompt = prompt[-PROMPT_CHARS:].partition(" ")[2]
+        # the earlier words end before the middle of the pause after them
         voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
         boundary = max(context_from, min(start, (last + voice) // 2))
         before = self.history[-1][2] if self.history else ""
-        return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, before)
+        return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, before, said)
 
     def _remember(self, start: int, end: int, text: str) -> None:
         """A final given: the context of the channel's next ones."""
         self.history.append((start, end, text))
-        self.last_words = self.audio.clip(max(start, end - int(CONTEXT_S * SAMPLE_RATE)), end)
+        short = end - start <= SPLICED_FINAL_S * SAMPLE_RATE
+        self.last_words = self.audio.clip(start, end) if short else None
 
     @property
     def received_s(self) -> float:
@@ -165,7 +174,7 @@ class ChannelRecognizer:
             async for event in self._boundary(boundary):
                 yield event
         if self.utterance_start is None:
-            self.audio.keep_from(self.audio.end - int((PRE_ROLL_S + CONTEXT_S) * SAMPLE_RATE))
+            self.audio.keep_from(self.audio.end - int((PRE_ROLL_S + WINDOW_S) * SAMPLE_RATE))
             return
         self._speculate()
         if self.options.interim_results and self.endpointer.silent_since is None:
@@ -207,11 +216,13 @@ class ChannelRecognizer:
     async def _decode(self, job: FinalJob) -> Transcript:
         end = job.speech_end_s
         found = await self.engine.transcribe(
-            job.clip, self.vote.fixed, prompt=job.prompt, speech_end=end
+            job.clip, self.vote.fixed, prompt=job.prompt, speech_end=end, said=job.said
         )
         again = self.vote.overrule(found.language, found.language_probability)
         if again is not None:
-            found = await self.engine.transcribe(job.clip, again, prompt=job.prompt, speech_end=end)
+            found = await self.engine.transcribe(
+                job.clip, again, prompt=job.prompt, speech_end=end, said=job.said
+            )
         kept = job.words_of_utterance(found.utterances)
         if kept is None:  # the split failed: decode the utterance alone
             job = job.alone(job.clip[job.start - job.context_from :])

@@ -45,11 +45,12 @@ class Case:
     call: Callable[[], Call]
     encoding: sp.AudioEncoding.ValueType = sp.AUDIO_ENCODING_LINEAR16
     model: str = "whisper-tiny.en"
-    # The contract is 0.01. Two calls miss it for now, measured: Spanish on
-    # whisper-base (0.110 against 0.065; the mean gap over 24 Spanish calls was
-    # +0.018 on one CPU, over 12 +0.032 on another) and the English call of seed 2
-    # (0.037-0.048 against 0.011, misheard short prompts: "re-enter" as "read to").
-    # Their bounds keep the gaps from growing while issue #17 stays open on them.
+    # The contract is 0.01. Two calls miss it, measured with finals decoded in their
+    # window of the call (before, alone or with 4 s of audio: 0.045 and 0.037-0.048):
+    # Spanish on whisper-base (0.065 against 0.052; over 12 Spanish calls the mean
+    # gap is +0.013; the bare model against itself started 0.7 s later: +0.010)
+    # and the English call of seed 2 (0.027 against 0.011). Their bounds keep the
+    # gaps from growing while issue #17 stays open on them.
     tolerance: float = TOLERANCE
 
 
@@ -60,14 +61,14 @@ CASES = {
         lambda: real_media.telephone_call("en", 25, seed=1), sp.AUDIO_ENCODING_MULAW
     ),
     "english-8khz-call-alaw": Case(
-        lambda: real_media.telephone_call("en", 25, seed=2), sp.AUDIO_ENCODING_ALAW, tolerance=0.045
+        lambda: real_media.telephone_call("en", 25, seed=2), sp.AUDIO_ENCODING_ALAW, tolerance=0.03
     ),
     "librivox-16khz": Case(lambda: real_media.join(real_media.librivox(), "en")),
     "spanish-8khz-call-mulaw-base": Case(
         lambda: real_media.telephone_call("es", 15),
         sp.AUDIO_ENCODING_MULAW,
         "whisper-base",
-        tolerance=0.06,
+        tolerance=0.03,
     ),
 }
 
@@ -114,46 +115,55 @@ async def test_streamed_finals_score_as_well_as_the_bare_model(
     assert len(finals) >= len(call.clips) - 1  # one final per prompt (two may merge)
 
 
-async def test_each_channel_of_a_stereo_call_scores_as_well_as_the_bare_model(
+STEREO_CALLS = 6
+
+
+async def test_the_channels_of_stereo_calls_score_as_well_as_the_bare_model(
     make_settings: Callable[..., Settings],
 ) -> None:
-    """An agent and a customer taking turns (real prompts, 8 kHz mu-law stereo, the
-    bench's call): between a channel's turns its line is quiet while the other side
-    speaks, so a short turn hears the channel's own earlier words spliced in before
-    it. Decoded alone, the agent's short turns scored 0.18 against the bare 0.09
-    (five words more)."""
-    channels = real_media.stereo_call("en", 8, seed=0)
-    data = g711.compress(real_media.interleaved(*channels), "mulaw")
-    config = sp.RecognitionConfig(
-        encoding=sp.AUDIO_ENCODING_MULAW,
-        sample_rate_hz=channels[0].rate,
-        audio_channel_count=2,
-        separate_channel_recognition=True,
-        channel_roles=(sp.CHANNEL_ROLE_AGENT, sp.CHANNEL_ROLE_CUSTOMER),
-        language_code="en",
-        interim_results=False,
-    )
+    """Agents and customers taking turns (real prompts, 8 kHz mu-law stereo, the
+    bench's calls): between a channel's turns its line is quiet while the other side
+    speaks, so a turn is decoded in a window that holds the channel's earlier turns
+    and the quiet between them, or with its last words spliced in. Decoded alone,
+    the agent's short turns scored 0.18 against the bare 0.09 (five words more).
+    A channel says 40-60 words, so one misheard short turn moves its WER by 0.05-0.1
+    (as shifting the bare model's windows does): the contract holds for the mean
+    over the channels of several calls, and no channel may be five words worse."""
     settings = make_settings(model_dir=MODEL_DIR)
     host = ServiceHost(SpeechService(settings), settings)
     await host.start()
     await asyncio.wait_for(host.ready.wait(), 120)
+    gaps, report = [], []
     try:
         async with grpc.aio.insecure_channel(host.address) as channel:
-            finals = await real_media.streamed_finals(
-                speech_pb2_grpc.SpeechStub(channel), config, data
-            )
+            stub = speech_pb2_grpc.SpeechStub(channel)
+            for seed in range(STEREO_CALLS):
+                channels = real_media.stereo_call("en", 8, seed=seed)
+                data = g711.compress(real_media.interleaved(*channels), "mulaw")
+                config = sp.RecognitionConfig(
+                    encoding=sp.AUDIO_ENCODING_MULAW,
+                    sample_rate_hz=channels[0].rate,
+                    audio_channel_count=2,
+                    separate_channel_recognition=True,
+                    channel_roles=(sp.CHANNEL_ROLE_AGENT, sp.CHANNEL_ROLE_CUSTOMER),
+                    language_code="en",
+                    interim_results=False,
+                )
+                finals = await real_media.streamed_finals(stub, config, data)
+                for number, call in enumerate(channels):
+                    streamed = " ".join(f.transcript for f in finals if f.channel == number)
+                    audio = decode_raw(g711.compress(call.pcm, "mulaw"), call.rate, 1, "mulaw")
+                    bare = real_media.bare_transcript(settings, audio, "en")
+                    ours, theirs = (real_media.wer(call.text, t, "en") for t in (streamed, bare))
+                    words = len(real_media.normalise(call.text, "en").split())
+                    assert ours <= theirs + 5 / words, (
+                        f"call {seed} channel {number}: {ours:.4f}, bare {theirs:.4f}: {streamed}"
+                    )
+                    gaps.append(ours - theirs)
+                    report.append(f"{seed}/{number} {ours - theirs:+.3f}")
     finally:
         await host.stop(grace=1)
-    for number, call in enumerate(channels):
-        streamed = " ".join(f.transcript for f in finals if f.channel == number)
-        audio = decode_raw(g711.compress(call.pcm, "mulaw"), call.rate, 1, "mulaw")
-        bare = real_media.bare_transcript(settings, audio, "en")
-        ours, theirs = (real_media.wer(call.text, t, "en") for t in (streamed, bare))
-        # a channel says 55-60 words: 0.01 is less than one, and another CPU's
-        # rounding may change one (as it did a loop test's); a word is the bound
-        one_word = 1 / len(real_media.normalise(call.text, "en").split())
-        bound = theirs + max(TOLERANCE, one_word)
-        assert ours <= bound, f"channel {number}: {ours:.4f}, bare {theirs:.4f}: {streamed}"
+    assert float(np.mean(gaps)) <= TOLERANCE, f"mean gap {np.mean(gaps):+.4f}: {report}"
 
 
 async def test_long_speech_is_cut_at_quiet_points_without_losing_or_doubling_words(

@@ -1,5 +1,5 @@
-"""What a channel's final is decoded from: the words before a short utterance, and
-how Whisper's answer over them maps back to stream time."""
+"""What a channel's final is decoded from: the window of its audio with the finals
+already given for it, and how Whisper's answer over them maps back to stream time."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from percept.speech.audio import SAMPLE_RATE
-from percept.speech.backends import Utterance, Word
+from percept.speech.backends import Said, Utterance, Word
 from percept.speech.engine import SpeechEngine
-from percept.speech.final_context import CONTEXT_S
+from percept.speech.final_context import WINDOW_S
 from percept.speech.streaming import (
     PRE_ROLL_S,
     SPLICED_PAUSE_S,
@@ -38,7 +38,7 @@ def heard(channel: ChannelRecognizer, seconds: float, value: float, *, idle: boo
     at = channel.audio.end
     channel.audio.append(samples(seconds, value))
     if idle:
-        channel.audio.keep_from(channel.audio.end - int((PRE_ROLL_S + CONTEXT_S) * SR))
+        channel.audio.keep_from(channel.audio.end - int((PRE_ROLL_S + WINDOW_S) * SR))
     return at
 
 
@@ -51,7 +51,7 @@ def test_a_short_utterance_long_after_the_channels_last_words_hears_them_spliced
     first = heard(channel, 1.0, WORDS)
     channel._remember(first - int(0.1 * SR), first, "an even earlier final")
     channel._remember(first, first + SR, "earlier words")
-    heard(channel, 6.0, 0.0)  # the other side's turn: this channel's line is quiet
+    heard(channel, WINDOW_S, 0.0)  # the other side's turn: this channel's line is quiet
     voice = heard(channel, 1.5, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
     start = voice - int(PRE_ROLL_S * SR)
@@ -64,6 +64,7 @@ def test_a_short_utterance_long_after_the_channels_last_words_hears_them_spliced
     assert len(job.clip) == SR + pause + int((1.5 + TAIL_S) * SR)
     assert job.prompt == "an even earlier final"  # "earlier words" are in the audio
     assert job.has_context and job.said_before == "earlier words"
+    assert job.said == (Said(0.0, 1.0, "earlier words"),)  # Whisper's prefix
 
     # Whisper's answer in clip seconds: the spliced words and the utterance's
     clip_voice = (SR + pause) / SR
@@ -92,35 +93,44 @@ def test_a_short_utterance_long_after_the_channels_last_words_hears_them_spliced
     assert kept[0].words[-1].end == pytest.approx(voice / SR + 1.2)
 
 
-def test_a_short_utterance_right_after_words_hears_the_audio_before_it_as_it_is(
+def test_an_utterance_is_decoded_in_the_window_of_the_finals_before_it_as_they_were_heard(
     channel: ChannelRecognizer,
 ) -> None:
-    heard(channel, 3.0, 0.0)
+    """The finals that started within WINDOW_S of the utterance's end are in the
+    clip as the channel heard them, and are Whisper's prefix (clip seconds); the
+    finals before them are the prompt."""
+    oldest = heard(channel, 1.0, WORDS)
+    channel._remember(oldest, oldest + SR, "long ago.")
+    heard(channel, WINDOW_S - 10.0, 0.0)
     first = heard(channel, 2.0, WORDS)
-    channel._remember(first, first + 2 * SR, "earlier words")
+    channel._remember(first, first + 2 * SR, "earlier words.")
     heard(channel, 1.0, 0.0)
-    voice = heard(channel, 1.0, LATER, idle=False)
+    second = heard(channel, 1.5, WORDS)
+    channel._remember(second, second + int(1.5 * SR), "more words.")
+    heard(channel, 1.0, 0.0)
+    voice = heard(channel, 6.0, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
     start = voice - int(PRE_ROLL_S * SR)
-    job = channel._job(start, voice + SR)
+    job = channel._job(start, voice + 6 * SR)
 
-    assert job.context_from == start - int(CONTEXT_S * SR)  # no splice: one stretch
-    assert np.array_equal(
-        job.clip, channel.audio.clip(job.context_from, voice + SR + int(TAIL_S * SR))
-    )
-    assert job.prompt == ""
+    assert job.context_from == first  # one stretch from the first final in the window
+    assert np.array_equal(job.clip, channel.audio.clip(first, voice + 6 * SR + int(TAIL_S * SR)))
+    assert job.said == (Said(0.0, 2.0, "earlier words."), Said(3.0, 4.5, "more words."))
+    assert job.prompt == "long ago."
+    assert job.has_context and job.said_before == "more words."
 
 
-def test_a_long_utterance_is_decoded_alone_with_the_earlier_finals_as_prompt(
+def test_an_utterance_long_after_the_channels_last_words_is_decoded_alone_when_long(
     channel: ChannelRecognizer,
 ) -> None:
     first = heard(channel, 1.0, WORDS)
     channel._remember(first, first + SR, "earlier words")
+    heard(channel, WINDOW_S, 0.0)
     voice = heard(channel, 6.0, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
     job = channel._job(voice, voice + 6 * SR)
 
-    assert not job.has_context and job.prompt == "earlier words"
+    assert not job.has_context and job.prompt == "earlier words" and job.said == ()
     assert np.all(job.clip[: 6 * SR] == LATER)
 
 
@@ -138,6 +148,7 @@ def test_a_decode_that_heard_none_of_the_contexts_words_is_not_split_by_time(
     voice = heard(channel, 1.5, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
     job = channel._job(voice - int(PRE_ROLL_S * SR), voice + int(1.5 * SR))
+    assert job.context_from == first
     at = voice / SR - job.context_from / SR  # the voice, in clip seconds
 
     def answer(*context: Word) -> list[Utterance]:
@@ -145,7 +156,32 @@ def test_a_decode_that_heard_none_of_the_contexts_words_is_not_split_by_time(
         return [Utterance("…", 0.0, at + 1.0, (*context, *said), 0.9)]
 
     assert job.words_of_utterance(answer(Word("Your", 0.0, 1.5, 0.9))) is None
-    kept = job.words_of_utterance(answer(Word("disturb.", 2.0, 2.5, 0.9)))
+    kept = job.words_of_utterance(answer(Word("disturb.", 1.0, 1.5, 0.9)))
     assert kept is not None and [w.text for w in kept[0].words] == ["message", "saved."]
     kept = job.words_of_utterance(answer())  # no words in the context: nothing to doubt
     assert kept is not None and [w.text for w in kept[0].words] == ["message", "saved."]
+
+
+def test_an_utterance_that_reads_out_a_final_of_its_prefix_is_decoded_alone(
+    channel: ChannelRecognizer,
+) -> None:
+    """After a misheard final the decoder may read its prefix out again instead of
+    the new audio; a real repeat comes back when the utterance is decoded alone."""
+    first = heard(channel, 2.0, WORDS)
+    channel._remember(first, first + 2 * SR, "Marque el asterisco para anular.")
+    heard(channel, 1.0, 0.0)
+    voice = heard(channel, 2.0, LATER, idle=False)
+    heard(channel, TAIL_S, 0.0, idle=False)
+    job = channel._job(voice - int(PRE_ROLL_S * SR), voice + 2 * SR)
+    at = voice / SR - job.context_from / SR
+
+    def answer(*said: str) -> list[Utterance]:
+        context = (Word("Marque", 0.1, 0.5, 0.9), Word("anular.", 1.5, 1.9, 0.9))
+        step = 2.0 / len(said)
+        words = tuple(Word(w, at + n * step, at + (n + 1) * step, 0.9) for n, w in enumerate(said))
+        return [Utterance("…", 0.0, at + 2.0, (*context, *words), 0.9)]
+
+    copied = answer("marque", "el", "Asterisco", "para", "anular")
+    assert job.words_of_utterance(copied) is None
+    kept = job.words_of_utterance(answer("marque", "el", "número"))  # three words in common
+    assert kept is not None and [w.text for w in kept[0].words] == ["marque", "el", "número"]

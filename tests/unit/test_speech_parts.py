@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from speech_audio import floats16k, speak
 
 from percept.speech.agreement import LocalAgreement
 from percept.speech.audio import SAMPLE_RATE, Samples
-from percept.speech.backends import DraftRequest, Transcript, Utterance, drop_loops
+from percept.speech.backends import DraftRequest, Said, Transcript, Utterance, drop_loops
 from percept.speech.endpointing import Endpointer
 from percept.speech.engine import SpeechEngine
 
@@ -135,6 +136,7 @@ class SlowTranscriber:
         *,
         prompt: str = "",
         speech_end: float | None = None,
+        said: Sequence[Said] = (),
     ) -> Transcript:
         assert self.running.acquire(blocking=False), "two model calls at once"
         try:
