@@ -88,7 +88,6 @@ class FinalJob:
     start: int  # where the context ends: words ending before it are the context's
     speech_end: int
     voice: int = 0  # where the VAD heard this utterance's voice start
-    said_before: str = ""  # the final whose audio the context holds
     said: tuple[Said, ...] = ()  # the finals in the context's audio, in clip seconds
 
     @property
@@ -99,6 +98,11 @@ class FinalJob:
     @property
     def has_context(self) -> bool:
         return self.context_from < self.start
+
+    @property
+    def said_before(self) -> str:
+        """The final just before the utterance: the last the context's audio holds."""
+        return self.said[-1].text if self.said else ""
 
     def alone(self, clip: Samples) -> FinalJob:
         """The same utterance without the audio before it (`clip` starts at `start`)."""

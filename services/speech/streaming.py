@@ -111,20 +111,19 @@ class ChannelRecognizer:
         while inside and self.history[inside - 1][0] >= reach:
             inside -= 1
         earlier = self.history[inside:]
-        context_from = clip_from = last = start
         spliced = None
-        if earlier:
-            context_from = clip_from = earlier[0][0]
-            last = earlier[-1][1]
-        elif self.last_words is not None and speech_end - start < SHORT_UTTERANCE_S * SAMPLE_RATE:
+        short = speech_end - start < SHORT_UTTERANCE_S * SAMPLE_RATE
+        if not earlier and self.last_words is not None and short:
             # spoken long ago (the other side's turn on a stereo call, a long
             # pause): the last final's audio spliced in before a pause, at stream
             # positions that run on into this utterance's
             spliced = self.last_words
-            last = clip_from = max(self.audio.base, start - int(SPLICED_PAUSE_S * SAMPLE_RATE))
-            context_from = last - len(spliced)
+            clip_from = max(self.audio.base, start - int(SPLICED_PAUSE_S * SAMPLE_RATE))
+            earlier = [(clip_from - len(spliced), clip_from, self.history[-1][2])]
             inside -= 1
-            earlier = [(context_from, last, self.history[-1][2])]
+        else:
+            clip_from = earlier[0][0] if earlier else start
+        context_from, last = (earlier[0][0], earlier[-1][1]) if earlier else (start, start)
         clip = self.audio.clip(clip_from, end)
         if spliced is not None:
             clip = np.concatenate([spliced, clip])
@@ -138,8 +137,7 @@ class ChannelRecognizer:
         # the earlier words end before the middle of the pause after them
         voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
         boundary = max(context_from, min(start, (last + voice) // 2))
-        before = self.history[-1][2] if self.history else ""
-        return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, before, said)
+        return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, said)
 
     def _remember(self, start: int, end: int, text: str) -> None:
         """A final given: the context of the channel's next ones."""
