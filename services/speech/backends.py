@@ -272,8 +272,10 @@ class FasterWhisperTranscriber:
                 initial_prompt=prompt or None,
                 prefix=prefix or None,
                 word_timestamps=True,
-                # its VAD would move the audio from under the prefix's timestamps
-                vad_filter=not prefix,
+                # a live final is a span our VAD found, its lead and pre-roll kept
+                # for Whisper to hear (its VAD cut a soft first word); and its VAD
+                # would move the audio from under the prefix's timestamps
+                vad_filter=speech_end is None and not prefix,
                 # after a prefix the next segment may start anywhere in the window
                 max_initial_timestamp=30.0 if prefix else 1.0,
                 beam_size=5,

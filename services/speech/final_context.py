@@ -23,6 +23,11 @@ from percept.speech.backends import TRAILING_S, Said, Utterance, Word
 # Whisper's 30 s window, less the tail after the speech and a margin: the earlier
 # finals that started within this of the utterance's end are the decoder's prefix
 WINDOW_S = 28.0
+# A final with no earlier final in its window is heard from this long before its
+# voice, as Whisper meets speech in a window (within its first second): the VAD
+# heard some real voices 0.3-0.45 s after they began, past the pre-roll, and
+# Whisper misheard the soft first word ("Por el momento" came out "el momento").
+LEAD_S = 1.0
 SHORT_UTTERANCE_S = 4.0  # alone in its window, one this short hears the last final spliced in
 SPLICED_FINAL_S = 8.0  # a last final longer than this is not spliced in
 # a final this long (in words) heard again word for word in the next is suspect

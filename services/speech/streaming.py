@@ -23,6 +23,7 @@ from percept.speech.backends import DraftRequest, Said, Transcript, Utterance
 from percept.speech.endpointing import Boundary, Endpointer
 from percept.speech.engine import SpeechEngine
 from percept.speech.final_context import (
+    LEAD_S,
     PROMPT_CHARS,
     SHORT_UTTERANCE_S,
     SPLICED_FINAL_S,
@@ -122,8 +123,8 @@ class ChannelRecognizer:
             earlier = [(clip_from - len(spliced), clip_from, self.history[-1][2])]
             inside -= 1
         else:
-            clip_from = earlier[0][0] if earlier else start
-        context_from, last = (earlier[0][0], earlier[-1][1]) if earlier else (start, start)
+            clip_from = earlier[0][0] if earlier else self._lead_from(start)
+        context_from, last = (earlier[0][0], earlier[-1][1]) if earlier else (clip_from, clip_from)
         clip = self.audio.clip(clip_from, end)
         if spliced is not None:
             clip = np.concatenate([spliced, clip])
@@ -134,10 +135,18 @@ class ChannelRecognizer:
         prompt = " ".join(text for *_, text in self.history[:inside])
         if len(prompt) > PROMPT_CHARS:  # from a word's start
             prompt = prompt[-PROMPT_CHARS:].partition(" ")[2]
-        # the earlier words end before the middle of the pause after them
+        # the earlier words end before the middle of the pause after them; with
+        # none, all that is heard is the utterance's
         voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
-        boundary = max(context_from, min(start, (last + voice) // 2))
+        boundary = max(context_from, min(start, (last + voice) // 2)) if earlier else clip_from
         return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, said)
+
+    def _lead_from(self, start: int) -> int:
+        """Where a final with no earlier final in its window starts: LEAD_S before
+        its voice, not before the channel's last final ended."""
+        voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
+        floor = self.history[-1][1] if self.history else self.audio.base
+        return min(start, max(self.audio.base, floor, voice - int(LEAD_S * SAMPLE_RATE)))
 
     def _remember(self, start: int, end: int, text: str) -> None:
         """A final given: the context of the channel's next ones."""

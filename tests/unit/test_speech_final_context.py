@@ -9,7 +9,7 @@ import pytest
 from percept.speech.audio import SAMPLE_RATE
 from percept.speech.backends import Said, Utterance, Word
 from percept.speech.engine import SpeechEngine
-from percept.speech.final_context import WINDOW_S
+from percept.speech.final_context import LEAD_S, WINDOW_S
 from percept.speech.streaming import (
     PRE_ROLL_S,
     SPLICED_PAUSE_S,
@@ -123,15 +123,43 @@ def test_an_utterance_is_decoded_in_the_window_of_the_finals_before_it_as_they_w
 def test_an_utterance_long_after_the_channels_last_words_is_decoded_alone_when_long(
     channel: ChannelRecognizer,
 ) -> None:
+    """Alone in its window, a long utterance is heard from LEAD_S before its voice
+    (the VAD may hear a soft first word late), and all Whisper hears is its."""
     first = heard(channel, 1.0, WORDS)
     channel._remember(first, first + SR, "earlier words")
     heard(channel, WINDOW_S, 0.0)
     voice = heard(channel, 6.0, LATER, idle=False)
     heard(channel, TAIL_S, 0.0, idle=False)
-    job = channel._job(voice, voice + 6 * SR)
+    job = channel._job(voice - int(PRE_ROLL_S * SR), voice + 6 * SR)
 
     assert not job.has_context and job.prompt == "earlier words" and job.said == ()
-    assert np.all(job.clip[: 6 * SR] == LATER)
+    lead = int(LEAD_S * SR)
+    assert job.context_from == voice - lead
+    assert np.all(job.clip[:lead] == 0.0) and np.all(job.clip[lead : lead + 6 * SR] == LATER)
+    soft_first_word = Word("Por", 0.55, 0.8, 0.9)  # before the VAD's voice and pre-roll
+    heard_words = [Utterance("Por favor.", 0.55, 1.5, (soft_first_word,), 0.9)]
+    kept = job.words_of_utterance(heard_words)
+    assert kept is not None and [w.text for u in kept for w in u.words] == ["Por"]
+
+
+def test_the_lead_before_an_utterance_stops_at_the_channels_last_final_and_the_streams_start(
+    channel: ChannelRecognizer,
+) -> None:
+    heard(channel, 0.4, 0.0, idle=False)  # the call starts with its first words
+    voice = heard(channel, 2.0, WORDS, idle=False)
+    heard(channel, TAIL_S, 0.0, idle=False)
+    job = channel._job(max(0, voice - int(PRE_ROLL_S * SR)), voice + 2 * SR)
+    assert job.context_from == 0 and len(job.clip) == int((0.4 + 2.0 + TAIL_S) * SR)
+
+    # a long utterance just after a long final: that final began outside its window
+    first = heard(channel, 9.0, WORDS)
+    channel._remember(first, first + 9 * SR, "a long final")
+    heard(channel, 0.6, 0.0)
+    voice = heard(channel, 20.0, LATER, idle=False)
+    heard(channel, TAIL_S, 0.0, idle=False)
+    job = channel._job(voice - int(PRE_ROLL_S * SR), voice + 20 * SR)
+    assert job.said == () and job.context_from == first + 9 * SR  # not its words
+    assert np.all(job.clip[: int(0.6 * SR)] == 0.0)
 
 
 def test_a_decode_that_heard_none_of_the_contexts_words_is_not_split_by_time(
