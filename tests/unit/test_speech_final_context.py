@@ -9,7 +9,7 @@ import pytest
 from percept.speech.audio import SAMPLE_RATE
 from percept.speech.backends import Said, Utterance, Word
 from percept.speech.engine import SpeechEngine
-from percept.speech.final_context import LEAD_S, WINDOW_S
+from percept.speech.final_context import LEAD_S, WINDOW_S, FinalJob
 from percept.speech.streaming import (
     PRE_ROLL_S,
     SPLICED_PAUSE_S,
@@ -42,6 +42,16 @@ def heard(channel: ChannelRecognizer, seconds: float, value: float, *, idle: boo
     return at
 
 
+def utterance(
+    channel: ChannelRecognizer, seconds: float, value: float = LATER
+) -> tuple[int, FinalJob]:
+    """An utterance heard (its tail too) and the job its final is decoded from;
+    where its voice starts."""
+    voice = heard(channel, seconds, value, idle=False)
+    heard(channel, TAIL_S, 0.0, idle=False)
+    return voice, channel._job(max(0, voice - int(PRE_ROLL_S * SR)), voice + int(seconds * SR))
+
+
 def test_a_short_utterance_long_after_the_channels_last_words_hears_them_spliced_before_it(
     channel: ChannelRecognizer,
 ) -> None:
@@ -52,10 +62,7 @@ def test_a_short_utterance_long_after_the_channels_last_words_hears_them_spliced
     channel._remember(first - int(0.1 * SR), first, "an even earlier final")
     channel._remember(first, first + SR, "earlier words")
     heard(channel, WINDOW_S, 0.0)  # the other side's turn: this channel's line is quiet
-    voice = heard(channel, 1.5, LATER, idle=False)
-    heard(channel, TAIL_S, 0.0, idle=False)
-    start = voice - int(PRE_ROLL_S * SR)
-    job = channel._job(start, voice + int(1.5 * SR))
+    voice, job = utterance(channel, 1.5)
 
     pause = int(SPLICED_PAUSE_S * SR) + int(PRE_ROLL_S * SR)
     assert np.all(job.clip[:SR] == WORDS)
@@ -108,10 +115,7 @@ def test_an_utterance_is_decoded_in_the_window_of_the_finals_before_it_as_they_w
     second = heard(channel, 1.5, WORDS)
     channel._remember(second, second + int(1.5 * SR), "more words.")
     heard(channel, 1.0, 0.0)
-    voice = heard(channel, 6.0, LATER, idle=False)
-    heard(channel, TAIL_S, 0.0, idle=False)
-    start = voice - int(PRE_ROLL_S * SR)
-    job = channel._job(start, voice + 6 * SR)
+    voice, job = utterance(channel, 6.0)
 
     assert job.context_from == first  # one stretch from the first final in the window
     assert np.array_equal(job.clip, channel.audio.clip(first, voice + 6 * SR + int(TAIL_S * SR)))
@@ -128,9 +132,7 @@ def test_an_utterance_long_after_the_channels_last_words_is_decoded_alone_when_l
     first = heard(channel, 1.0, WORDS)
     channel._remember(first, first + SR, "earlier words")
     heard(channel, WINDOW_S, 0.0)
-    voice = heard(channel, 6.0, LATER, idle=False)
-    heard(channel, TAIL_S, 0.0, idle=False)
-    job = channel._job(voice - int(PRE_ROLL_S * SR), voice + 6 * SR)
+    voice, job = utterance(channel, 6.0)
 
     assert not job.has_context and job.prompt == "earlier words" and job.said == ()
     lead = int(LEAD_S * SR)
@@ -146,18 +148,14 @@ def test_the_lead_before_an_utterance_stops_at_the_channels_last_final_and_the_s
     channel: ChannelRecognizer,
 ) -> None:
     heard(channel, 0.4, 0.0, idle=False)  # the call starts with its first words
-    voice = heard(channel, 2.0, WORDS, idle=False)
-    heard(channel, TAIL_S, 0.0, idle=False)
-    job = channel._job(max(0, voice - int(PRE_ROLL_S * SR)), voice + 2 * SR)
+    _, job = utterance(channel, 2.0, WORDS)
     assert job.context_from == 0 and len(job.clip) == int((0.4 + 2.0 + TAIL_S) * SR)
 
     # a long utterance just after a long final: that final began outside its window
     first = heard(channel, 9.0, WORDS)
     channel._remember(first, first + 9 * SR, "a long final")
     heard(channel, 0.6, 0.0)
-    voice = heard(channel, 20.0, LATER, idle=False)
-    heard(channel, TAIL_S, 0.0, idle=False)
-    job = channel._job(voice - int(PRE_ROLL_S * SR), voice + 20 * SR)
+    _, job = utterance(channel, 20.0)
     assert job.said == () and job.context_from == first + 9 * SR  # not its words
     assert np.all(job.clip[: int(0.6 * SR)] == 0.0)
 
@@ -173,9 +171,7 @@ def test_a_decode_that_heard_none_of_the_contexts_words_is_not_split_by_time(
     first = heard(channel, 1.5, WORDS)
     channel._remember(first, first + int(1.5 * SR), "Do not disturb.")
     heard(channel, 1.0, 0.0)
-    voice = heard(channel, 1.5, LATER, idle=False)
-    heard(channel, TAIL_S, 0.0, idle=False)
-    job = channel._job(voice - int(PRE_ROLL_S * SR), voice + int(1.5 * SR))
+    voice, job = utterance(channel, 1.5)
     assert job.context_from == first
     at = voice / SR - job.context_from / SR  # the voice, in clip seconds
 
@@ -198,9 +194,7 @@ def test_an_utterance_that_reads_out_a_final_of_its_prefix_is_decoded_alone(
     first = heard(channel, 2.0, WORDS)
     channel._remember(first, first + 2 * SR, "Marque el asterisco para anular.")
     heard(channel, 1.0, 0.0)
-    voice = heard(channel, 2.0, LATER, idle=False)
-    heard(channel, TAIL_S, 0.0, idle=False)
-    job = channel._job(voice - int(PRE_ROLL_S * SR), voice + 2 * SR)
+    voice, job = utterance(channel, 2.0)
     at = voice / SR - job.context_from / SR
 
     def answer(*said: str) -> list[Utterance]:
