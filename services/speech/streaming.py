@@ -107,6 +107,7 @@ class ChannelRecognizer:
         the decoder's prefix, the ones before them its prompt."""
         # a cut utterance ends where the next begins: its tail would be the next's words
         end = speech_end + (int(TAIL_S * SAMPLE_RATE) if tail else 0)
+        voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
         reach = max(self.audio.base, end - int(WINDOW_S * SAMPLE_RATE))
         inside = len(self.history)
         while inside and self.history[inside - 1][0] >= reach:
@@ -123,8 +124,8 @@ class ChannelRecognizer:
             earlier = [(clip_from - len(spliced), clip_from, self.history[-1][2])]
             inside -= 1
         else:
-            clip_from = earlier[0][0] if earlier else self._lead_from(start)
-        context_from, last = (earlier[0][0], earlier[-1][1]) if earlier else (clip_from, clip_from)
+            clip_from = earlier[0][0] if earlier else self._lead_from(start, voice)
+        context_from = earlier[0][0] if earlier else clip_from
         clip = self.audio.clip(clip_from, end)
         if spliced is not None:
             clip = np.concatenate([spliced, clip])
@@ -137,14 +138,16 @@ class ChannelRecognizer:
             prompt = prompt[-PROMPT_CHARS:].partition(" ")[2]
         # the earlier words end before the middle of the pause after them; with
         # none, all that is heard is the utterance's
-        voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
-        boundary = max(context_from, min(start, (last + voice) // 2)) if earlier else clip_from
+        boundary = (
+            max(context_from, min(start, (earlier[-1][1] + voice) // 2))
+            if earlier
+            else context_from
+        )
         return FinalJob(clip, prompt, context_from, boundary, speech_end, voice, said)
 
-    def _lead_from(self, start: int) -> int:
+    def _lead_from(self, start: int, voice: int) -> int:
         """Where a final with no earlier final in its window starts: LEAD_S before
         its voice, not before the channel's last final ended."""
-        voice = start + int(PRE_ROLL_S * SAMPLE_RATE)
         floor = self.history[-1][1] if self.history else self.audio.base
         return min(start, max(self.audio.base, floor, voice - int(LEAD_S * SAMPLE_RATE)))
 
