@@ -85,6 +85,12 @@ def hallucinated(segment: Utterance, speech_end: float) -> bool:
     return segment.start >= speech_end - TRAILING_S and (unsure or hollow)
 
 
+def holds(utterances: list[Utterance], text: str) -> bool:
+    """Whether the utterances' words hold `text`'s, in a row (case and stops aside)."""
+    heard = " ".join(word_key(w.text) for u in utterances for w in u.words)
+    return f" {' '.join(word_key(w) for w in text.split())} " in f" {heard} "
+
+
 @dataclass(frozen=True)
 class FinalJob:
     clip: Samples  # from context_from to the utterance's end and tail
@@ -117,8 +123,7 @@ class FinalJob:
         """The segments in stream time, without the context's words and without a
         hallucinated tail; None when the split by time failed (Whisper squeezed
         the context's words and the utterance's into no time, so nothing is left,
-        or heard none of the context's words), or when the utterance repeats one of
-        the finals forced as the prefix: the utterance is to be decoded alone."""
+        or heard none of the context's words): the utterance is to be decoded alone."""
         offset = _seconds(self.context_from)
         begin, end = _seconds(self.start) - offset, self.speech_end_s
         kept = []
@@ -144,23 +149,22 @@ class FinalJob:
             )
         if self.has_context and not kept and any(s.words for s in segments):
             return None
-        if not self._context_recognised(segments, begin) or self._repeats_said(kept):
+        if not self._context_recognised(segments, begin):
             return None
         return self._without_repeated_context(kept)
 
-    def _repeats_said(self, kept: list[Utterance]) -> bool:
-        """Whether the utterance holds one of its prefix's finals word for word.
+    def repeated_final(self, kept: list[Utterance]) -> str | None:
+        """The one of its prefix's finals the utterance holds word for word, if any.
         After a misheard final the decoder may read its prefix out again instead of
         the new audio (a real Spanish call: "Marque el asterisco para anular." for
         "Por favor ingrese la clave..."; each such final then joined the next one's
-        prefix, and the call's WER went from 0.09 to 1.5). A real repeat comes back
-        when the utterance is decoded alone; a copy does not."""
-        heard = " ".join(word_key(w.text) for u in kept for w in u.words)
+        prefix, and the call's WER went from 0.09 to 1.5). But callers and IVRs do
+        say things again ("Por favor, intente de nuevo."): the utterance decoded
+        alone tells the two apart (`holds`)."""
         for said in self.said:
-            keys = [word_key(w) for w in said.text.split()]
-            if len(keys) >= REPEATED_WORDS and f" {' '.join(keys)} " in f" {heard} ":
-                return True
-        return False
+            if len(said.text.split()) >= REPEATED_WORDS and holds(kept, said.text):
+                return said.text
+        return None
 
     def _context_recognised(self, segments: list[Utterance], begin: float) -> bool:
         """Whether the words Whisper put in the context's audio are the earlier

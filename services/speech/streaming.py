@@ -29,6 +29,7 @@ from percept.speech.final_context import (
     SPLICED_FINAL_S,
     WINDOW_S,
     FinalJob,
+    holds,
     merge,
     voiced,
 )
@@ -235,9 +236,16 @@ class ChannelRecognizer:
             )
         kept = job.words_of_utterance(found.utterances)
         if kept is None:  # the split failed: decode the utterance alone
-            job = job.alone(job.clip[job.start - job.context_from :])
-            return await self._decode(job)
-        return found._replace(utterances=kept)
+            return await self._decode(job.alone(job.clip[job.start - job.context_from :]))
+        repeated = job.repeated_final(kept)
+        if repeated is None:
+            return found._replace(utterances=kept)
+        # a real repeat, or the decoder reading its prefix out again: alone, the
+        # utterance says it again only if it was said; if it was, the words heard
+        # in their call are the better ones (alone, "Contraseña incorrecta" came
+        # out "Contrese ni en correcta" on a real call, and later finals copied it)
+        alone = await self._decode(job.alone(job.clip[job.start - job.context_from :]))
+        return found._replace(utterances=kept) if holds(alone.utterances, repeated) else alone
 
     async def _boundary(self, boundary: Boundary) -> Events:
         kind, sample = boundary.kind, boundary.sample

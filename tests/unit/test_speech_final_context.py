@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from percept.speech.audio import SAMPLE_RATE
-from percept.speech.backends import Said, Utterance, Word
+from percept.speech.backends import Said, Transcript, Utterance, Word
 from percept.speech.engine import SpeechEngine
 from percept.speech.final_context import LEAD_S, WINDOW_S, FinalJob
 from percept.speech.streaming import (
@@ -186,24 +186,65 @@ def test_a_decode_that_heard_none_of_the_contexts_words_is_not_split_by_time(
     assert kept is not None and [w.text for w in kept[0].words] == ["message", "saved."]
 
 
-def test_an_utterance_that_reads_out_a_final_of_its_prefix_is_decoded_alone(
-    channel: ChannelRecognizer,
+class Decoder:
+    """Answers a final's decode: with its prefix, and alone (no prefix)."""
+
+    def __init__(self, in_context: list[Utterance], alone: list[Utterance]) -> None:
+        self.in_context, self.alone = in_context, alone
+        self.calls = 0
+
+    async def transcribe(
+        self, audio: np.ndarray, language: str | None, *, said: tuple[Said, ...] = (), **_: object
+    ) -> Transcript:
+        self.calls += 1
+        return Transcript(self.in_context if said else self.alone, "es")
+
+
+def spoken(text: str, start: float, seconds: float) -> Utterance:
+    words = text.split()
+    step = seconds / len(words)
+    timed = tuple(
+        Word(w, start + n * step, start + (n + 1) * step, 0.9) for n, w in enumerate(words)
+    )
+    return Utterance(text, start, start + seconds, timed, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("in_context", "alone", "final"),
+    [
+        # the decoder read its prefix out again: alone, the new words come back
+        (
+            "Marque el asterisco para anular.",
+            "Por favor ingrese la clave.",
+            "Por favor ingrese la clave.",
+        ),
+        # said again: alone it says so too, and the words heard in the call stay
+        (
+            "Contraseña incorrecta. Marque el asterisco para anular.",
+            "Contrese ni en correcta. Marque el asterisco para anular.",
+            "Contraseña incorrecta. Marque el asterisco para anular.",
+        ),
+        # three words in common are no final read out
+        ("Marque el número.", "Marque el número.", "Marque el número."),
+    ],
+    ids=["copy", "said-again", "no-repeat"],
+)
+async def test_an_utterance_that_holds_a_final_of_its_prefix_is_heard_alone_to_tell_a_copy(
+    channel: ChannelRecognizer, in_context: str, alone: str, final: str
 ) -> None:
     """After a misheard final the decoder may read its prefix out again instead of
-    the new audio; a real repeat comes back when the utterance is decoded alone."""
+    the new audio; a real repeat comes back when the utterance is decoded alone,
+    and then the words heard in their call are kept."""
     first = heard(channel, 2.0, WORDS)
     channel._remember(first, first + 2 * SR, "Marque el asterisco para anular.")
     heard(channel, 1.0, 0.0)
-    voice, job = utterance(channel, 2.0)
+    voice, job = utterance(channel, 3.0)
     at = voice / SR - job.context_from / SR
+    context = spoken("Marque el asterisco para anular.", 0.1, 1.8)
+    decoder = Decoder([context, spoken(in_context, at, 3.0)], [spoken(alone, 0.3, 3.0)])
+    channel.engine = decoder  # type: ignore[assignment]
 
-    def answer(*said: str) -> list[Utterance]:
-        context = (Word("Marque", 0.1, 0.5, 0.9), Word("anular.", 1.5, 1.9, 0.9))
-        step = 2.0 / len(said)
-        words = tuple(Word(w, at + n * step, at + (n + 1) * step, 0.9) for n, w in enumerate(said))
-        return [Utterance("…", 0.0, at + 2.0, (*context, *words), 0.9)]
+    found = await channel._decode(job)
 
-    copied = answer("marque", "el", "Asterisco", "para", "anular")
-    assert job.words_of_utterance(copied) is None
-    kept = job.words_of_utterance(answer("marque", "el", "número"))  # three words in common
-    assert kept is not None and [w.text for w in kept[0].words] == ["marque", "el", "número"]
+    assert " ".join(u.text for u in found.utterances) == final
+    assert decoder.calls == (1 if in_context == "Marque el número." else 2)
