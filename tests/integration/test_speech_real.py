@@ -48,10 +48,11 @@ class Case:
     # The contract is 0.01. Two calls miss it, measured with finals decoded in their
     # window of the call (before, alone or with 4 s of audio: 0.045 and 0.037-0.048):
     # Spanish on whisper-base (0.065 against 0.052; over 12 Spanish calls the mean
-    # gap is +0.008; the bare model against itself started 0.7 s later: +0.010)
-    # and the English call of seed 2 (0.027 against 0.011). Their bounds keep the
-    # gaps from growing while issue #17 stays open on them.
-    tolerance: float = TOLERANCE
+    # gap is +0.008) and the English call of seed 2 (0.027 against 0.011). So does
+    # the bare model itself when the same call starts a little later: its windows
+    # fall elsewhere and its WER moves (+0.013 and +0.021 at most here). These two
+    # are held to that spread, measured in the same run, while issue #17 stays open.
+    within_shifted_bare: bool = False
 
 
 LAWS = {sp.AUDIO_ENCODING_MULAW: "mulaw", sp.AUDIO_ENCODING_ALAW: "alaw"}
@@ -61,16 +62,32 @@ CASES = {
         lambda: real_media.telephone_call("en", 25, seed=1), sp.AUDIO_ENCODING_MULAW
     ),
     "english-8khz-call-alaw": Case(
-        lambda: real_media.telephone_call("en", 25, seed=2), sp.AUDIO_ENCODING_ALAW, tolerance=0.03
+        lambda: real_media.telephone_call("en", 25, seed=2),
+        sp.AUDIO_ENCODING_ALAW,
+        within_shifted_bare=True,
     ),
     "librivox-16khz": Case(lambda: real_media.join(real_media.librivox(), "en")),
     "spanish-8khz-call-mulaw-base": Case(
         lambda: real_media.telephone_call("es", 15),
         sp.AUDIO_ENCODING_MULAW,
         "whisper-base",
-        tolerance=0.03,
+        within_shifted_bare=True,
     ),
 }
+
+
+# A quiet line before the call, as long as these: the bare model's 30 s windows
+# fall elsewhere in the call, and its WER moves though the words do not
+SHIFTS_S = (0.3, 0.5, 0.7, 1.0, 1.5)
+
+
+def bare_wer(settings: Settings, call: Call, law: str | None) -> float:
+    """The bare model on the call's samples as sent: G.711's loss is the call's, not ours."""
+    data = g711.compress(call.pcm, law) if law else call.pcm.tobytes()
+    audio = decode_raw(data, call.rate, 1, law)
+    return real_media.wer(
+        call.text, real_media.bare_transcript(settings, audio, call.language), call.language
+    )
 
 
 @pytest.fixture
@@ -106,11 +123,13 @@ async def test_streamed_finals_score_as_well_as_the_bare_model(
     )
     finals = await real_media.streamed_finals(stub, config, data)
     streamed = " ".join(f.transcript for f in finals)
-    # the bare model hears the same samples: G.711's loss is the call's, not ours
-    bare = real_media.bare_transcript(settings, decode_raw(data, call.rate, 1, law), call.language)
-    ours, theirs = (real_media.wer(call.text, t, call.language) for t in (streamed, bare))
-    bound = theirs + case.tolerance
-    assert ours <= bound, f"streamed {ours:.4f}, bare {theirs:.4f}: {streamed}"
+    ours, theirs = real_media.wer(call.text, streamed, call.language), bare_wer(settings, call, law)
+    tolerance = TOLERANCE
+    if case.within_shifted_bare:
+        shifted = (bare_wer(settings, real_media.later(call, s), law) for s in SHIFTS_S)
+        tolerance = max(TOLERANCE, *(wer - theirs for wer in shifted))
+    bound = theirs + tolerance
+    assert ours <= bound, f"streamed {ours:.4f}, bare {theirs:.4f} (+{tolerance:.4f}): {streamed}"
     assert [f.transcript for f in finals if drop_loops(f.transcript) != f.transcript] == []
     assert len(finals) >= len(call.clips) - 1  # one final per prompt (two may merge)
 
