@@ -85,8 +85,9 @@ def hallucinated(segment: Utterance, speech_end: float) -> bool:
     return segment.start >= speech_end - TRAILING_S and (unsure or hollow)
 
 
-def holds(utterances: list[Utterance], text: str) -> bool:
-    """Whether the utterances' words hold `text`'s, in a row (case and stops aside)."""
+def holds_words(utterances: list[Utterance], text: str) -> bool:
+    """Whether the utterances' words hold `text`'s in a row, as `word_key` compares
+    words (case and punctuation aside)."""
     heard = " ".join(word_key(w.text) for u in utterances for w in u.words)
     return f" {' '.join(word_key(w) for w in text.split())} " in f" {heard} "
 
@@ -154,15 +155,15 @@ class FinalJob:
         return self._without_repeated_context(kept)
 
     def repeated_final(self, kept: list[Utterance]) -> str | None:
-        """The one of its prefix's finals the utterance holds word for word, if any.
+        """The first of its prefix's finals the utterance holds word for word, if any.
         After a misheard final the decoder may read its prefix out again instead of
         the new audio (a real Spanish call: "Marque el asterisco para anular." for
         "Por favor ingrese la clave..."; each such final then joined the next one's
         prefix, and the call's WER went from 0.09 to 1.5). But callers and IVRs do
         say things again ("Por favor, intente de nuevo."): the utterance decoded
-        alone tells the two apart (`holds`)."""
+        alone tells the two apart (`holds_words`)."""
         for said in self.said:
-            if len(said.text.split()) >= REPEATED_WORDS and holds(kept, said.text):
+            if len(said.text.split()) >= REPEATED_WORDS and holds_words(kept, said.text):
                 return said.text
         return None
 

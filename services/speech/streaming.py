@@ -29,7 +29,7 @@ from percept.speech.final_context import (
     SPLICED_FINAL_S,
     WINDOW_S,
     FinalJob,
-    holds,
+    holds_words,
     merge,
     voiced,
 )
@@ -235,8 +235,9 @@ class ChannelRecognizer:
                 job.clip, again, prompt=job.prompt, speech_end=end, said=job.said
             )
         kept = job.words_of_utterance(found.utterances)
+        alone = job.alone(job.clip[job.start - job.context_from :])
         if kept is None:  # the split failed: decode the utterance alone
-            return await self._decode(job.alone(job.clip[job.start - job.context_from :]))
+            return await self._decode(alone)
         repeated = job.repeated_final(kept)
         if repeated is None:
             return found._replace(utterances=kept)
@@ -244,8 +245,10 @@ class ChannelRecognizer:
         # utterance says it again only if it was said; if it was, the words heard
         # in their call are the better ones (alone, "Contraseña incorrecta" came
         # out "Contrese ni en correcta" on a real call, and later finals copied it)
-        alone = await self._decode(job.alone(job.clip[job.start - job.context_from :]))
-        return found._replace(utterances=kept) if holds(alone.utterances, repeated) else alone
+        heard_alone = await self._decode(alone)
+        if holds_words(heard_alone.utterances, repeated):
+            return found._replace(utterances=kept)
+        return heard_alone
 
     async def _boundary(self, boundary: Boundary) -> Events:
         kind, sample = boundary.kind, boundary.sample

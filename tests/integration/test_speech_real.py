@@ -33,6 +33,7 @@ from percept.v1 import speech_pb2_grpc
 pytestmark = pytest.mark.slow
 FINAL = sp.RecognitionEvent.EVENT_TYPE_FINAL
 TOLERANCE = 0.01
+SPREAD_CAP = 0.03  # the most a call held to the bare model's own spread may lose
 
 
 # Read before any test isolates the environment: where scripts/setup.sh pulled
@@ -50,8 +51,9 @@ class Case:
     # Spanish on whisper-base (0.065 against 0.052; over 12 Spanish calls the mean
     # gap is +0.008) and the English call of seed 2 (0.027 against 0.011). So does
     # the bare model itself when the same call starts a little later: its windows
-    # fall elsewhere and its WER moves (+0.013 and +0.021 at most here). These two
-    # are held to that spread, measured in the same run, while issue #17 stays open.
+    # fall elsewhere and its WER moves (+0.021 and +0.020 at most here). These two
+    # are held to that spread, measured in the same run and never wider than
+    # SPREAD_CAP, while issue #17 stays open.
     within_shifted_bare: bool = False
 
 
@@ -124,12 +126,14 @@ async def test_streamed_finals_score_as_well_as_the_bare_model(
     finals = await real_media.streamed_finals(stub, config, data)
     streamed = " ".join(f.transcript for f in finals)
     ours, theirs = real_media.wer(call.text, streamed, call.language), bare_wer(settings, call, law)
-    tolerance = TOLERANCE
+    bound = theirs + TOLERANCE
     if case.within_shifted_bare:
-        shifted = (bare_wer(settings, real_media.later(call, s), law) for s in SHIFTS_S)
-        tolerance = max(TOLERANCE, *(wer - theirs for wer in shifted))
-    bound = theirs + tolerance
-    assert ours <= bound, f"streamed {ours:.4f}, bare {theirs:.4f} (+{tolerance:.4f}): {streamed}"
+        shifted = [bare_wer(settings, real_media.later(call, s), law) for s in SHIFTS_S]
+        bound = min(max(bound, *shifted), theirs + SPREAD_CAP)
+    # WERs are word counts over the same reference: equal ones may differ in the last bit
+    assert ours <= bound + 1e-9, (
+        f"streamed {ours:.4f}, bare {theirs:.4f} (<= {bound:.4f}): {streamed}"
+    )
     assert [f.transcript for f in finals if drop_loops(f.transcript) != f.transcript] == []
     assert len(finals) >= len(call.clips) - 1  # one final per prompt (two may merge)
 
