@@ -116,8 +116,9 @@ class FinalJob:
         """The final just before the utterance: the last the context's audio holds."""
         return self.said[-1].text if self.said else ""
 
-    def alone(self, clip: Samples) -> FinalJob:
-        """The same utterance without the audio before it (`clip` starts at `start`)."""
+    def alone(self) -> FinalJob:
+        """The same utterance without the audio and the finals before it."""
+        clip = self.clip[self.start - self.context_from :]
         return replace(self, clip=clip, context_from=self.start, said=())
 
     def words_of_utterance(self, segments: list[Utterance]) -> list[Utterance] | None:

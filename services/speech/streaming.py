@@ -235,9 +235,8 @@ class ChannelRecognizer:
                 job.clip, again, prompt=job.prompt, speech_end=end, said=job.said
             )
         kept = job.words_of_utterance(found.utterances)
-        alone = job.alone(job.clip[job.start - job.context_from :])
         if kept is None:  # the split failed: decode the utterance alone
-            return await self._decode(alone)
+            return await self._decode(job.alone())
         repeated = job.repeated_final(kept)
         if repeated is None:
             return found._replace(utterances=kept)
@@ -245,7 +244,7 @@ class ChannelRecognizer:
         # utterance says it again only if it was said; if it was, the words heard
         # in their call are the better ones (alone, "Contraseña incorrecta" came
         # out "Contrese ni en correcta" on a real call, and later finals copied it)
-        heard_alone = await self._decode(alone)
+        heard_alone = await self._decode(job.alone())
         if holds_words(heard_alone.utterances, repeated):
             return found._replace(utterances=kept)
         return heard_alone
