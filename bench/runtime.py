@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,14 +31,11 @@ from percept.runtime.logs import configure_logging
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import SERVICE_NAMES, Settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from local_servers import free_port
+
 PERCEPT = str(Path(sys.executable).parent / "percept")
 KEY = "b" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def all_serving(ports: Sequence[int]) -> bool:

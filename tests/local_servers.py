@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -13,11 +14,39 @@ from pathlib import Path
 from percept.runtime.settings import SERVICE_NAMES, Settings
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out by itself (to `bind(0)` and outgoing connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_FIRST_PORT = 20000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port free on loopback now (for servers in subprocesses, which must be told one)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on loopback now, for a server in a subprocess, which must be told one.
+
+    It comes from below the kernel's ephemeral range: a port `bind(0)` returns is released
+    before the subprocess binds it, and in between the kernel may give it to an outgoing
+    connection or to another server's port 0 (a CI run lost a whole session so). Ports below
+    that range are only ever taken by name, and this process never names one twice."""
+    span = max(_ephemeral_low(), _FIRST_PORT + 1000) - _FIRST_PORT
+    start = random.randrange(span)
+    for step in range(span):
+        port = _FIRST_PORT + (start + step) % span
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {_FIRST_PORT}-{_FIRST_PORT + span - 1}")
 
 
 def local_settings(data_dir: Path, **overrides: object) -> Settings:
