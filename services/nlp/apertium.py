@@ -105,7 +105,19 @@ class ApyProcess:
                 f"no Apertium pairs in {modes_dir}: install some, e.g. "
                 "`apt-get install apertium-eng-spa` (scripts/setup.sh does)"
             )
-        port = _free_port()
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self._start(modes_dir, _free_port(), start_timeout_s)
+                return
+            except _PortTaken:
+                # The port was free when chosen but taken before APY bound it: another one.
+                if attempt == _PORT_ATTEMPTS - 1:
+                    raise ApertiumError(
+                        f"apertium-apy found {_PORT_ATTEMPTS} free ports taken before it "
+                        "could listen on them"
+                    ) from None
+
+    def _start(self, modes_dir: Path, port: int, start_timeout_s: float) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self._proc = subprocess.Popen(
             [
@@ -132,11 +144,14 @@ class ApyProcess:
             env={**os.environ, PARENT: str(os.getpid())},
         )
         assert self._proc.stderr is not None
-        client = ApyClient(self.url)
+        # Short probes: whoever else holds the port may accept and never answer.
+        client = ApyClient(self.url, timeout_s=1.0)
         deadline = time.monotonic() + start_timeout_s
         while True:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace")[-500:]
+                if "Address already in use" in err:
+                    raise _PortTaken
                 raise ApertiumError(f"apertium-apy exited with {self._proc.returncode}: {err}")
             try:
                 client.pairs()
@@ -176,6 +191,13 @@ def _signal_group(group: int, sig: signal.Signals) -> None:
 def _tidy(text: str) -> str:
     """Drops the spaces a removed word leaves behind ('Cuánto  el coste')."""
     return _SPACES.sub(" ", text).strip()
+
+
+_PORT_ATTEMPTS = 3
+
+
+class _PortTaken(Exception):
+    """APY could not listen on the port chosen for it."""
 
 
 def _free_port() -> int:

@@ -62,3 +62,45 @@ def test_a_killed_service_leaves_no_apertium_behind() -> None:
     service.send_signal(signal.SIGKILL)  # no close(), no cleanup: as the OOM killer does
     service.wait()
     assert wait_gone(group) == []
+
+
+def test_a_port_taken_before_apy_binds_it_is_traded_for_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The port is chosen free, then released for APY to bind: another process may take it
+    in between. APY then starts on another port instead of failing the nlp service."""
+    import socket
+
+    from percept.nlp import apertium
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        ports = iter([taken.getsockname()[1]])
+        chosen = apertium._free_port
+        monkeypatch.setattr(apertium, "_free_port", lambda: next(ports, None) or chosen())
+        apy = ApyProcess(MODES)
+        try:
+            assert not apy.url.endswith(f":{taken.getsockname()[1]}")
+            assert "teléfono" in ApyClient(apy.url).translate("the phone", "eng|spa").lower()
+        finally:
+            apy.close()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp* writes them) listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_apy_listens_on_loopback_only() -> None:
+    """Unauthenticated APY must not be reachable past the nlp service's API key."""
+    apy = ApyProcess(MODES)
+    try:
+        assert listening_addresses(int(apy.url.rsplit(":", 1)[1])) == {"0100007F"}  # 127.0.0.1
+    finally:
+        apy.close()
