@@ -21,10 +21,11 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from percept.nlp.apy_child import PARENT
+from percept.nlp.apy_child import PARENT, SOCKET
 from percept.nlp.language import iso_639_1
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,17 @@ class ApyClient:
         return str(answer["responseData"]["translatedText"])
 
 
+# One process; pipelines kept warm (never shut down idle, at least one per pair); 30 s a request.
+_APY_OPTIONS = ("-j", "1", "-n", "1", "-m", "0", "-t", "30")
+
+
 class ApyProcess:
-    """An apertium-apy server run as a child process on a free loopback port."""
+    """An apertium-apy server run as a child process on a loopback port.
+
+    The port is bound here and the listening socket handed to APY, so no other process can
+    take it between choosing and listening. APY's stderr is drained as it comes (it logs
+    every request: an unread pipe fills after some 900 and blocks APY), keeping only the
+    last lines for the error a failed start reports."""
 
     def __init__(self, modes_dir: Path, start_timeout_s: float = 60.0) -> None:
         if not modes_dir.is_dir() or not any(modes_dir.glob("*.mode")):
@@ -105,54 +115,38 @@ class ApyProcess:
                 f"no Apertium pairs in {modes_dir}: install some, e.g. "
                 "`apt-get install apertium-eng-spa` (scripts/setup.sh does)"
             )
-        for attempt in range(_PORT_ATTEMPTS):
-            try:
-                self._start(modes_dir, _free_port(), start_timeout_s)
-                return
-            except _PortTaken:
-                # The port was free when chosen but taken before APY bound it: another one.
-                if attempt == _PORT_ATTEMPTS - 1:
-                    raise ApertiumError(
-                        f"apertium-apy found {_PORT_ATTEMPTS} free ports taken before it "
-                        "could listen on them"
-                    ) from None
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            self.url = f"http://127.0.0.1:{port}"
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "percept.nlp.apy_child", str(modes_dir), *_APY_OPTIONS],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                # Its own process group (APY and its pipelines), ended together by close().
+                process_group=0,
+                pass_fds=[listener.fileno()],
+                env={**os.environ, PARENT: str(os.getpid()), SOCKET: str(listener.fileno())},
+            )
+        self._stderr_tail: deque[str] = deque(maxlen=20)
+        self._drain = threading.Thread(target=self._read_stderr, name="apy-stderr", daemon=True)
+        self._drain.start()
+        self._wait_until_answering(start_timeout_s)
 
-    def _start(self, modes_dir: Path, port: int, start_timeout_s: float) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "percept.nlp.apy_child",
-                str(modes_dir),
-                "-p",
-                str(port),
-                "-j",
-                "1",
-                "-n",
-                "1",
-                "-m",
-                "0",
-                "-t",
-                "30",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            # Its own process group (APY and its pipelines), ended together by close().
-            process_group=0,
-            env={**os.environ, PARENT: str(os.getpid())},
-        )
+    def _read_stderr(self) -> None:
         assert self._proc.stderr is not None
-        # Short probes: whoever else holds the port may accept and never answer.
-        client = ApyClient(self.url, timeout_s=1.0)
-        deadline = time.monotonic() + start_timeout_s
+        for line in self._proc.stderr:
+            self._stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    def _wait_until_answering(self, timeout_s: float) -> None:
+        client = ApyClient(self.url, timeout_s=timeout_s)
+        deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace")[-500:]
-                if "Address already in use" in err:
-                    raise _PortTaken
-                raise ApertiumError(f"apertium-apy exited with {self._proc.returncode}: {err}")
+                self._drain.join(5)
+                tail = "\n".join(self._stderr_tail)[-500:]
+                self.close()
+                raise ApertiumError(f"apertium-apy exited with {self._proc.returncode}: {tail}")
             try:
                 client.pairs()
                 return
@@ -160,7 +154,7 @@ class ApyProcess:
                 if time.monotonic() > deadline:
                     self.close()
                     raise ApertiumError(
-                        f"apertium-apy did not answer within {start_timeout_s:.0f} s"
+                        f"apertium-apy did not answer within {timeout_s:.0f} s"
                     ) from None
                 time.sleep(0.1)
 
@@ -179,7 +173,8 @@ class ApyProcess:
                 _signal_group(group, signal.SIGKILL)
                 self._proc.wait()
         _signal_group(group, signal.SIGKILL)  # pipelines that outlived APY
-        if self._proc.stderr:
+        self._drain.join(5)  # at end of file once APY and its pipelines are gone
+        if self._proc.stderr and not self._drain.is_alive():
             self._proc.stderr.close()
 
 
@@ -191,19 +186,6 @@ def _signal_group(group: int, sig: signal.Signals) -> None:
 def _tidy(text: str) -> str:
     """Drops the spaces a removed word leaves behind ('Cuánto  el coste')."""
     return _SPACES.sub(" ", text).strip()
-
-
-_PORT_ATTEMPTS = 3
-
-
-class _PortTaken(Exception):
-    """APY could not listen on the port chosen for it."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ApertiumBackend:

@@ -5,8 +5,10 @@ the OOM killer), a plain child APY lives on, pipelines and all. Here Linux is
 asked to send APY SIGTERM when its parent dies (PR_SET_PDEATHSIG); APY's own
 handler then exits, and its pipelines end when their input pipes close.
 
-APY itself listens on every interface; unauthenticated, it would let anyone on the pod
-network translate past the nlp service's API key. Here it listens on loopback only.
+APY itself would bind a port on every interface; unauthenticated, it would let anyone on
+the pod network translate past the nlp service's API key. Here it serves the loopback
+socket its parent bound and passed down (SOCKET names the descriptor), so no other process
+can take the port in between either.
 """
 
 from __future__ import annotations
@@ -19,18 +21,20 @@ from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PARENT = "PERCEPT_APY_PARENT"  # the pid that started us: gone already means exit
-LOOPBACK = "127.0.0.1"
+SOCKET = "PERCEPT_APY_SOCKET"  # the listening socket's descriptor, inherited
 
 
-def _listen_on_loopback_only() -> None:
+def _serve_the_inherited_socket(fd: int) -> None:
+    import socket
+
     from tornado.httpserver import HTTPServer
 
-    bind = HTTPServer.bind
+    def bind_inherited(self: HTTPServer, port: int, *args: Any, **kwargs: Any) -> None:
+        listener = socket.socket(fileno=fd)
+        listener.setblocking(False)
+        self.add_sockets([listener])  # what start() does with bound sockets (one process)
 
-    def bind_loopback(self: HTTPServer, port: int, address: str | None = None, **kw: Any) -> None:
-        bind(self, port, LOOPBACK, **kw)
-
-    setattr(HTTPServer, "bind", bind_loopback)  # noqa: B010 (a method, replaced on purpose)
+    setattr(HTTPServer, "bind", bind_inherited)  # noqa: B010 (a method, replaced on purpose)
 
 
 def main() -> None:
@@ -41,7 +45,8 @@ def main() -> None:
         sys.exit(1)
     from apertium_apy import apy
 
-    _listen_on_loopback_only()
+    if SOCKET in os.environ:
+        _serve_the_inherited_socket(int(os.environ[SOCKET]))
     apy.main()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from percept.nlp.apertium import ApyClient, ApyProcess
+from percept.nlp.apertium import ApertiumError, ApyClient, ApyProcess
 
 pytestmark = pytest.mark.slow
 MODES = Path("/usr/share/apertium/modes")
@@ -49,7 +49,7 @@ def test_a_killed_service_leaves_no_apertium_behind() -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from percept.nlp.apertium import ApyClient, ApyProcess\n"
+        "from percept.nlp.apertium import ApertiumError, ApyClient, ApyProcess\n"
         f"apy = ApyProcess(Path({str(MODES)!r}))\n"
         "ApyClient(apy.url).translate('the phone', 'eng|spa')\n"
         "print(apy.pid, flush=True)\n"
@@ -64,25 +64,25 @@ def test_a_killed_service_leaves_no_apertium_behind() -> None:
     assert wait_gone(group) == []
 
 
-def test_a_port_taken_before_apy_binds_it_is_traded_for_another(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The port is chosen free, then released for APY to bind: another process may take it
-    in between. APY then starts on another port instead of failing the nlp service."""
-    import socket
+def test_apy_keeps_answering_past_a_pipe_full_of_its_request_log() -> None:
+    """APY logs each request to stderr (~72 bytes): unread, a 64 KiB pipe fills after some
+    900 requests and APY blocks on the write, every later translation with it."""
+    apy = ApyProcess(MODES)
+    client = ApyClient(apy.url, timeout_s=10)
+    try:
+        for i in range(1200):
+            assert client.translate(f"the phone {i}", "eng|spa")
+    finally:
+        apy.close()
 
+
+def test_a_failed_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     from percept.nlp import apertium
 
-    with socket.create_server(("127.0.0.1", 0)) as taken:
-        ports = iter([taken.getsockname()[1]])
-        chosen = apertium._free_port
-        monkeypatch.setattr(apertium, "_free_port", lambda: next(ports, None) or chosen())
-        apy = ApyProcess(MODES)
-        try:
-            assert not apy.url.endswith(f":{taken.getsockname()[1]}")
-            assert "teléfono" in ApyClient(apy.url).translate("the phone", "eng|spa").lower()
-        finally:
-            apy.close()
+    monkeypatch.setattr(apertium, "_APY_OPTIONS", ("--no-such-option",))
+    why = r"(?s)exited with 2: .*unrecognized arguments: --no-such-option"
+    with pytest.raises(ApertiumError, match=why):
+        ApyProcess(MODES, start_timeout_s=30)
 
 
 def listening_addresses(port: int) -> set[str]:
