@@ -33,10 +33,13 @@ def free_port() -> int:
     before the subprocess binds it, and in between the kernel may give it to an outgoing
     connection or to another server's port 0 (a CI run lost a whole session so). Ports below
     that range are only ever taken by name, and this process never names one twice."""
-    span = max(_ephemeral_low(), _FIRST_PORT + 1000) - _FIRST_PORT
+    first = _FIRST_PORT if _ephemeral_low() >= _FIRST_PORT + 1000 else 1024
+    span = _ephemeral_low() - first
+    if span < 1000:
+        raise RuntimeError(f"the kernel's ephemeral ports start at {_ephemeral_low()}: no room")
     start = random.randrange(span)
     for step in range(span):
-        port = _FIRST_PORT + (start + step) % span
+        port = first + (start + step) % span
         if port in _handed_out:
             continue
         with socket.socket() as sock:
@@ -46,7 +49,7 @@ def free_port() -> int:
                 continue
         _handed_out.add(port)
         return port
-    raise RuntimeError(f"no free loopback port in {_FIRST_PORT}-{_FIRST_PORT + span - 1}")
+    raise RuntimeError(f"no free loopback port in {first}-{first + span - 1}")
 
 
 def local_settings(data_dir: Path, **overrides: object) -> Settings:
