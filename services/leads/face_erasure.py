@@ -15,10 +15,12 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 import grpc
 
 from percept.leads.store import LeadStore, now_utc
+from percept.runtime.periodic import survive
 from percept.v1 import vision_pb2, vision_pb2_grpc
 
 log = logging.getLogger("percept.leads.faces")
@@ -82,8 +84,13 @@ class FaceErasure:
 
     async def run(self) -> None:
         while True:
-            due = await asyncio.to_thread(self.store.due_face_erasures, self.clock(), 50)
+            due = await survive(
+                lambda: asyncio.to_thread(self.store.due_face_erasures, self.clock(), 50),
+                "face erasure claim",
+            )
             if not due:
                 await asyncio.sleep(self.poll_s)
                 continue
-            await asyncio.gather(*(self._attempt(face, attempts) for face, attempts in due))
+            await asyncio.gather(
+                *(survive(partial(self._attempt, f, n), "face erasure") for f, n in due)
+            )

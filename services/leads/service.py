@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from datetime import timedelta
 
 import grpc
@@ -23,6 +22,7 @@ from percept.leads.store.follow_ups import OVERDUE_BATCH
 from percept.nlp.knowledge import knowledge_file, load_entries
 from percept.runtime.batching import BatchMetrics
 from percept.runtime.clients import Metadata, bearer_of, service_channel
+from percept.runtime.periodic import survive
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
 from percept.runtime.webhooks import WebhookDelivery
@@ -157,27 +157,29 @@ class LeadsService:
         )
 
     async def _purge_forever(self) -> None:
-        while True:
-            await asyncio.to_thread(
+        def purge() -> Awaitable[object]:
+            return asyncio.to_thread(
                 self.store.purge_expired, self.retention_days, self.retention_by_kind
             )
+
+        while True:
+            await survive(purge, "signal retention")
             await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def _overdue_forever(self) -> None:
-        while True:
-            try:
-                while len(await asyncio.to_thread(self.store.mark_overdue)) == OVERDUE_BATCH:
-                    pass
-            except Exception:  # the database away for a while: found on a later round
-                log.exception("overdue follow-ups not checked")
+        async def mark() -> None:
+            while len(await asyncio.to_thread(self.store.mark_overdue)) == OVERDUE_BATCH:
+                pass
+
+        while True:  # the database away for a while: found on a later round
+            await survive(mark, "overdue follow-ups check")
             await asyncio.sleep(OVERDUE_INTERVAL_S)
 
     async def close(self) -> None:
-        for task in (self._delivery, self._retention, self._erasure, self._overdue):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._delivery, self._retention, self._erasure, self._overdue) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # then close what they used
         if self.servicer is not None:
             await self.servicer.writes.close()
             await asyncio.to_thread(self.servicer.stop_listening)

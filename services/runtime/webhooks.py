@@ -19,11 +19,14 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
 from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Connection
+
+from percept.runtime.periodic import survive
 
 log = logging.getLogger("percept.webhooks")
 
@@ -127,11 +130,16 @@ class WebhookDelivery:
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             while True:
-                due = await asyncio.to_thread(self.store.due_webhooks, self.clock(), self.batch)
+                due = await survive(
+                    lambda: asyncio.to_thread(self.store.due_webhooks, self.clock(), self.batch),
+                    "webhook claim",
+                )
                 if not due:
                     await asyncio.sleep(self.poll_s)
                     continue
-                await asyncio.gather(*(self._deliver(client, event) for event in due))
+                await asyncio.gather(
+                    *(survive(partial(self._deliver, client, e), "webhook delivery") for e in due)
+                )
 
     async def _deliver(self, client: httpx.AsyncClient, event: dict[str, object]) -> None:
         payload = dict(event["payload"])  # type: ignore[call-overload]

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from percept.runtime.periodic import every
 from percept.understanding.entities import catalog
 from percept.vision.cameras import Camera, CameraConfigError, load_cameras
 from percept.vision.metrics import VisionMetrics
@@ -36,9 +37,7 @@ class CamerasReloader:
         self.error = ""  # why the latest edit was refused; empty once one is taken
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.check()
+        await every(self.interval_s, self.check, "cameras file check")
 
     async def check(self) -> bool:
         """Takes an edit if there is one; True when the cameras changed."""

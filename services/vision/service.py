@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from percept.models import model_store
 from percept.runtime.devices import resolve_device
+from percept.runtime.periodic import every
 from percept.runtime.settings import Settings
 from percept.runtime.signals import SignalPublisher
 from percept.understanding import data
@@ -167,18 +169,19 @@ class VisionService:
         await self.feeds.apply(cameras)
 
     async def _purge_forever(self, engine: VisionEngine) -> None:
-        while True:
-            await asyncio.sleep(PURGE_EVERY_S)
-            if engine.footfall is not None:
-                keep = self.settings.vision_footfall_retention_days * 24 * 60
-                before = int(time.time() // 60 - keep)
-                purged = await asyncio.to_thread(engine.footfall.purge, before)
-                if purged:
-                    log.info("expired footfall minutes erased", extra={"erased": purged})
-            if engine.gallery is not None:
-                purged = await engine.on_face_thread(engine.gallery.purge_expired)
-                if purged:
-                    log.info("expired face enrolments erased", extra={"erased": purged})
+        await every(PURGE_EVERY_S, partial(self._expire, engine), "footfall and gallery expiry")
+
+    async def _expire(self, engine: VisionEngine) -> None:
+        if engine.footfall is not None:
+            keep = self.settings.vision_footfall_retention_days * 24 * 60
+            before = int(time.time() // 60 - keep)
+            purged = await asyncio.to_thread(engine.footfall.purge, before)
+            if purged:
+                log.info("expired footfall minutes erased", extra={"erased": purged})
+        if engine.gallery is not None:
+            purged = await engine.on_face_thread(engine.gallery.purge_expired)
+            if purged:
+                log.info("expired face enrolments erased", extra={"erased": purged})
 
     async def close(self) -> None:
         if self._lead is not None:
