@@ -184,8 +184,12 @@ class ChannelRecognizer:
         for boundary in self.endpointer.push(samples):
             async for event in self._boundary(boundary):
                 yield event
+        # A decode reads at most a window (and pre-roll) before the utterance it is for.
+        # Trimmed in speech too: hold music or a monologue is cut every max_utterance_s
+        # and never falls silent, and the buffer would grow with the call.
+        anchor = self.audio.end if self.utterance_start is None else self.utterance_start
+        self.audio.keep_from(anchor - int((PRE_ROLL_S + WINDOW_S) * SAMPLE_RATE))
         if self.utterance_start is None:
-            self.audio.keep_from(self.audio.end - int((PRE_ROLL_S + WINDOW_S) * SAMPLE_RATE))
             return
         self._speculate()
         if self.options.interim_results and self.endpointer.silent_since is None:

@@ -8,6 +8,7 @@ import pytest
 
 from percept.speech.audio import SAMPLE_RATE
 from percept.speech.backends import Said, Transcript, Utterance, Word
+from percept.speech.endpointing import Boundary
 from percept.speech.engine import SpeechEngine
 from percept.speech.final_context import LEAD_S, WINDOW_S, FinalJob
 from percept.speech.streaming import (
@@ -251,3 +252,44 @@ async def test_an_utterance_that_holds_a_final_of_its_prefix_is_heard_alone_to_t
 
     assert " ".join(u.text for u in found.utterances) == final
     assert decoder.calls == decodes
+
+
+class EndlessSound:
+    """An endpointer on hold music: speech from the first sample, never a pause, cut
+    every `cut_s` as the real one cuts a long utterance."""
+
+    silent_since = None
+
+    def __init__(self, cut_s: float) -> None:
+        self.cut, self.position = int(cut_s * SR), 0
+
+    def push(self, chunk: np.ndarray) -> list[Boundary]:
+        before, self.position = self.position, self.position + len(chunk)
+        found = [Boundary("start", 0)] if before == 0 else []
+        cuts = range((before // self.cut + 1) * self.cut, self.position + 1, self.cut)
+        for at in cuts:
+            found += [Boundary("end", at, cut=True), Boundary("start", at, cut=True)]
+        return found
+
+    def flush(self) -> list[Boundary]:
+        return []
+
+
+async def test_a_channel_that_never_falls_silent_keeps_a_window_of_audio_not_the_call() -> None:
+    """Hold music or a monologue is cut every max_utterance_s and never falls silent:
+    the audio kept must still be bounded, not grow by 64 KB a second for the call."""
+    decoder = Decoder([], [])
+    options = StreamOptions(interim_results=False)
+    channel = ChannelRecognizer(
+        decoder,  # type: ignore[arg-type]
+        options,
+        lambda *a: None,  # type: ignore[arg-type]
+        endpointer=EndlessSound(options.max_utterance_s),  # type: ignore[arg-type]
+    )
+    kept = []
+    for _ in range(1800):  # 3 minutes in 100 ms chunks
+        async for _event in channel.push(samples(0.1, WORDS)):
+            pass
+        kept.append((channel.audio.end - channel.audio.base) / SR)
+    assert decoder.calls >= 7  # a final decoded at every cut
+    assert max(kept) <= options.max_utterance_s + PRE_ROLL_S + WINDOW_S + 0.1
