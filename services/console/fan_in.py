@@ -19,6 +19,10 @@ from typing import Any
 import grpc
 
 _CLOSING: set[asyncio.Task[None]] = set()  # channels closing in the background
+# Messages merged and not yet read. Past this a pod's pump waits, gRPC's flow control
+# holds the pod's stream, and the pod cuts off a watcher that fell behind: a browser
+# that stopped reading costs the console this much, not every update of every pod.
+QUEUED = 256
 
 
 async def pod_targets(address: str) -> list[str]:
@@ -54,7 +58,7 @@ class FanIn:
         self.channels: list[grpc.aio.Channel] = []
         self.streams: list[Any] = []
         self.pumps: list[asyncio.Task[None]] = []
-        self.queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue(QUEUED)
         self.started = False
 
     def _channel(self, target: str) -> grpc.aio.Channel:

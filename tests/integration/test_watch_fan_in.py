@@ -107,3 +107,35 @@ async def test_a_name_that_does_not_resolve_ends_the_event_stream_with_gone() ->
     assert chunks[0].startswith("retry: 2000")
     assert chunks[-1].startswith("event: gone\n")
     assert "no-such-pod.invalid:50051 does not resolve" in chunks[-1]
+
+
+class EndlessStream:
+    """A pod's watch that always has another update."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __aiter__(self) -> EndlessStream:
+        return self
+
+    async def __anext__(self) -> int:
+        self.sent += 1
+        await asyncio.sleep(0)
+        return self.sent
+
+    def cancel(self) -> None:
+        pass
+
+
+async def test_a_reader_that_stopped_holds_a_bounded_queue_not_every_update() -> None:
+    """A sleeping laptop stops reading: the pods' pumps wait, and their streams with
+    them (gRPC flow control; a pod then cuts the watcher off), instead of queueing."""
+    pods = [EndlessStream(), EndlessStream()]
+    streams = iter(pods)
+    merged = FanIn("127.0.0.1:9", None, lambda channel: next(streams))
+    assert await merged.__anext__() == 1
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert merged.queue.qsize() <= fan_in.QUEUED
+    assert sum(pod.sent for pod in pods) <= fan_in.QUEUED + 3  # one in each pump's hand
+    merged.cancel()
