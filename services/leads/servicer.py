@@ -325,9 +325,9 @@ class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         watcher = self.feed.subscribe(filter_from_proto(request.filter))
-        if self.listener is not None:  # in place once LISTEN is: the headers promise it
-            await asyncio.to_thread(self.listener.listening.wait, 10)
-        try:
+        try:  # from here a cancelled call unsubscribes, even while LISTEN is awaited
+            if self.listener is not None:  # in place once LISTEN is: the headers promise it
+                await asyncio.to_thread(self.listener.listening.wait, 10)
             # The headers say the watch is in place: a client that awaits them and then
             # lists (ListLeads) misses no change between the two.
             await context.send_initial_metadata(())

@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -400,3 +401,33 @@ def test_write_conflicts_between_replicas_are_exported(tmp_path: Path) -> None:
     exported = generate_latest(service.registry).decode()
     assert "percept_leads_write_conflicts_total 3.0" in exported
     service.store.close()
+
+
+async def test_a_watch_cancelled_while_listen_is_awaited_leaves_no_watcher(leads: Leads) -> None:
+    """During a PostgreSQL outage LISTEN is not in place and a watch waits for it: a
+    client that gives up then must not leave a watcher collecting changes for ever."""
+    import threading
+    from types import SimpleNamespace
+
+    from percept.leads.service import LeadsService
+
+    stub = await leads.start()
+    assert leads.host is not None
+    servicer = cast(LeadsService, leads.host.service).servicer
+    assert servicer is not None
+    real, servicer.listener = servicer.listener, SimpleNamespace(listening=threading.Event())  # type: ignore[assignment]
+    try:
+        watch = stub.WatchLeads(lp.WatchLeadsRequest())
+        for _ in range(100):
+            if servicer.feed.watchers:
+                break
+            await asyncio.sleep(0.02)
+        assert servicer.feed.watchers == 1
+        watch.cancel()
+        for _ in range(100):
+            if not servicer.feed.watchers:
+                break
+            await asyncio.sleep(0.02)
+        assert servicer.feed.watchers == 0
+    finally:
+        servicer.listener = real  # PostgreSQL's: stopped with the service
