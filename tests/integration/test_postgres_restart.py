@@ -95,3 +95,24 @@ async def _equals(value: Awaitable[int], expected: int) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_the_change_listener_probes_a_peer_gone_quiet(postgres_cluster: ThrowawayCluster) -> None:
+    """The listening session only reads: a PostgreSQL gone without a reset (failover, a
+    NAT entry dropped) looks like a quiet channel until TCP keepalive probes it, after
+    the kernel's default of two hours unless the connection asks for sooner."""
+    import os
+    import socket
+
+    from sqlalchemy.engine import make_url
+
+    from percept.leads.listen import KEEPALIVE_IDLE_S, ChangeListener
+
+    url = make_url(postgres_cluster.new_database())
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with ChangeListener(dsn, lambda changes: None, lambda: None).connect() as conn:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    with sock:
+        assert sock.family in (socket.AF_INET, socket.AF_INET6)  # TCP, as in a cluster
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
