@@ -162,6 +162,14 @@ class ApyProcess:
     def pid(self) -> int:
         return self._proc.pid
 
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
     def close(self) -> None:
         """Ends APY and every pipeline it started (its process group)."""
         group = self._proc.pid
@@ -194,8 +202,10 @@ class ApertiumBackend:
     name = "apertium"
 
     def __init__(self, url: str = "", modes_dir: Path = Path("/usr/share/apertium/modes")) -> None:
+        self.modes_dir = modes_dir
         self._process = None if url else ApyProcess(modes_dir)
         self.client = ApyClient(url or self._process.url)  # type: ignore[union-attr]
+        self._restarting = threading.Lock()
         self._apy_pairs: dict[tuple[str, str], str] = {}
         for source, target in self.client.pairs():
             codes = pair_codes(source, target)
@@ -217,6 +227,28 @@ class ApertiumBackend:
             thread.join()
 
     def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
+        process = self._process
+        try:
+            return self._translate(texts, source, target)
+        except ApertiumError:
+            if process is None or (process.alive and process is self._process):
+                raise  # APY's own answer, or one it gives elsewhere
+            self._restart(process)
+            return self._translate(texts, source, target)
+
+    def _restart(self, dead: ApyProcess) -> None:
+        """APY the service started has died (the OOM killer, a crash): every translation
+        would fail until the pod restarted, health still SERVING. Started again, once
+        for all the threads that found it dead."""
+        with self._restarting:
+            if self._process is not dead:
+                return  # another thread has
+            log.error("apertium-apy died (exit %s); starting it again", dead.returncode)
+            dead.close()
+            self._process = ApyProcess(self.modes_dir)
+            self.client = ApyClient(self._process.url)
+
+    def _translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
         langpair = self._apy_pairs[(source, target)]
         out: list[str | None] = [None] * len(texts)
         batch: list[int] = []

@@ -104,3 +104,25 @@ def test_apy_listens_on_loopback_only() -> None:
         assert listening_addresses(int(apy.url.rsplit(":", 1)[1])) == {"0100007F"}  # 127.0.0.1
     finally:
         apy.close()
+
+
+def test_an_apy_that_died_is_started_again_on_the_next_translation() -> None:
+    """The OOM killer or a crash ends APY: translations must not fail until the pod
+    restarts (health would still say SERVING)."""
+    from percept.nlp.apertium import ApertiumBackend
+
+    backend = ApertiumBackend(modes_dir=MODES)
+    try:
+        assert "teléfono" in backend.translate(["the phone"], "en", "es")[0].lower()
+        first = backend._process
+        assert first is not None
+        os.killpg(first.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while first.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not first.alive
+        assert "teléfono" in backend.translate(["the phone"], "en", "es")[0].lower()
+        assert backend._process is not first and backend._process is not None
+        assert backend._process.alive
+    finally:
+        backend.close()
