@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from percept.nlp.sessions import metadata
-from percept.runtime.webhooks import claim_due, record_attempt
+from percept.runtime.webhooks import claim_due, purge_settled, record_attempt
 
 ASSISTANT, WAITING, CLAIMED, CALLBACK = "assistant", "waiting", "claimed", "callback"
 STATUSES = (ASSISTANT, WAITING, CLAIMED, CALLBACK)
@@ -302,6 +302,10 @@ class ChatInbox:
     def due_webhooks(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
             return claim_due(conn, _webhooks, now, limit, CLAIM_LEASE_S)
+
+    def purge_settled(self, before: datetime) -> int:
+        with self.engine.begin() as conn:
+            return purge_settled(conn, _webhooks, before)
 
     def webhook_attempted(
         self,

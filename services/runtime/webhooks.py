@@ -23,12 +23,14 @@ from functools import partial
 from typing import Any, Protocol
 
 import httpx
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, and_, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from percept.runtime.periodic import survive
 
 log = logging.getLogger("percept.webhooks")
+SETTLED_KEPT = timedelta(days=7)  # delivered or given-up events, kept to look into
+PURGE_EVERY_S = 3600.0
 
 
 class WebhookQueue(Protocol):
@@ -45,6 +47,10 @@ class WebhookQueue(Protocol):
         retry_at: datetime | None,
         error: str | None,
     ) -> None: ...
+
+    def purge_settled(self, before: datetime) -> int:
+        """Deletes events delivered or given up before `before` (see `purge_settled`)."""
+        ...
 
 
 def now_utc() -> datetime:
@@ -99,6 +105,15 @@ def record_attempt(
     conn.execute(update(table).where(w.event_id == event_id).values(**values))
 
 
+def purge_settled(conn: Connection, table: Table, before: datetime) -> int:
+    """Events delivered or given up before `before`: kept a while to look into, then
+    deleted, or the table grows for as long as webhooks are configured and the claim
+    query reads past every settled row."""
+    w = table.c
+    settled = or_(w.delivered_at < before, and_(w.failed.is_(True), w.next_attempt_at < before))
+    return int(conn.execute(delete(table).where(settled)).rowcount)
+
+
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
@@ -128,8 +143,12 @@ class WebhookDelivery:
         self.timeout_s = timeout_s
 
     async def run(self) -> None:
+        purged_at = -PURGE_EVERY_S
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             while True:
+                if time.monotonic() - purged_at >= PURGE_EVERY_S:
+                    purged_at = time.monotonic()
+                    await survive(self._purge, "webhook purge")
                 due = await survive(
                     lambda: asyncio.to_thread(self.store.due_webhooks, self.clock(), self.batch),
                     "webhook claim",
@@ -140,6 +159,9 @@ class WebhookDelivery:
                 await asyncio.gather(
                     *(survive(partial(self._deliver, client, e), "webhook delivery") for e in due)
                 )
+
+    async def _purge(self) -> int:
+        return await asyncio.to_thread(self.store.purge_settled, self.clock() - SETTLED_KEPT)
 
     async def _deliver(self, client: httpx.AsyncClient, event: dict[str, object]) -> None:
         payload = dict(event["payload"])  # type: ignore[call-overload]

@@ -139,3 +139,43 @@ def test_webhook_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PERCEPT_LEADS_WEBHOOK_URLS", "ftp://crm.example.com/hook")
     with pytest.raises(SettingsError, match="must be http"):
         load_settings()
+
+
+def test_settled_events_go_after_a_week_pending_ones_stay(database_url: str) -> None:
+    """Delivered and given-up events are kept a week to look into, then deleted: else
+    the table grows for as long as webhooks are configured."""
+    from percept.leads.store import LeadStore
+    from percept.runtime.webhooks import SETTLED_KEPT
+
+    store = LeadStore(database_url)
+    store.migrate()
+    old, recent = NOW - SETTLED_KEPT - timedelta(hours=1), NOW - timedelta(days=1)
+    rows = {
+        "delivered-old": (old, old, False),
+        "delivered-recent": (recent, recent, False),
+        "failed-old": (old, None, True),
+        "failed-recent": (recent, None, True),
+        "pending-old": (old, None, False),  # still retried: never purged
+    }
+    with store.engine.begin() as conn:
+        for event_id, (attempted, delivered, failed) in rows.items():
+            conn.execute(
+                schema.webhook_events.insert().values(
+                    event_id=event_id,
+                    created_at=old,
+                    payload={"url": "http://crm.test/"},
+                    attempts=1,
+                    next_attempt_at=attempted,
+                    delivered_at=delivered,
+                    failed=failed,
+                )
+            )
+    assert store.purge_settled(NOW - SETTLED_KEPT) == 2
+    with store.engine.connect() as conn:
+        left = set(
+            conn.scalars(
+                schema.webhook_events.select().with_only_columns(schema.webhook_events.c.event_id)
+            )
+        )
+    assert left == {"delivered-recent", "failed-recent", "pending-old"}
+    store.close()

@@ -76,6 +76,9 @@ class FlakyQueue:
             return []
         return [{"event_id": "e1", "payload": {"url": "http://crm.test/hook"}, "attempts": 0}]
 
+    def purge_settled(self, before: datetime) -> int:
+        return 0
+
     def webhook_attempted(self, event_id: str, *, delivered: bool, **_: Any) -> None:
         if self.record_failures:
             self.record_failures -= 1

@@ -27,7 +27,7 @@ from percept.leads.store.base import (
     CLAIM_LEASE_S,
     StoreBase,
 )
-from percept.runtime.webhooks import claim_due, record_attempt
+from percept.runtime.webhooks import claim_due, purge_settled, record_attempt
 
 log = logging.getLogger("percept.leads.store")
 
@@ -158,6 +158,10 @@ class OutboxMixin(StoreBase):
             lambda conn: claim_due(conn, schema.webhook_events, now, limit, lease_s),
             serial=False,
         )
+
+    def purge_settled(self, before: datetime) -> int:
+        with self.engine.begin() as conn:
+            return purge_settled(conn, schema.webhook_events, before)
 
     def webhook_attempted(
         self,
