@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from percept.nlp.dialogue import Session
@@ -87,3 +89,26 @@ def changed_chat(line: Line) -> nlp_pb2.LiveChat:
         language_code=line.language,
         last_message_at=_time(line.sent_at),
     )
+
+
+class ChatStates:
+    """The (status, salesperson) a watch last told of each chat, for the chats most
+    recently heard of: a watch of every chat stays open for days (the console's), and
+    one entry per chat ever seen would grow with them. A chat forgotten is told of
+    again with its next message, which costs one event."""
+
+    def __init__(self, kept: int = 10_000) -> None:
+        self.kept = kept
+        self._states: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def changed(self, session_id: str, state: tuple[str, str]) -> bool:
+        """Records the chat's state; True if the watch has not told this one."""
+        known = self._states.get(session_id)
+        self._states[session_id] = state
+        self._states.move_to_end(session_id)
+        if len(self._states) > self.kept:
+            self._states.popitem(last=False)
+        return known != state

@@ -14,6 +14,7 @@ from percept.nlp.apertium import ApertiumError
 from percept.nlp.chat_messages import (
     STATUS,
     STATUS_OF,
+    ChatStates,
     changed_chat,
     chat_message,
     live_chat,
@@ -366,7 +367,7 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         if not floor and not session_id:  # every chat: from now (and the last moments again)
             floor = await asyncio.to_thread(inbox.settled_seq, WATCH_GRACE_S)
         sent: set[int] = set()
-        states: dict[str, tuple[str, str]] = {}
+        states = ChatStates()
         if session_id:  # one chat: NOT_FOUND before the stream begins for a chat there is not
             try:
                 view = await asyncio.to_thread(takeovers.view, session_id, transcript=False)
@@ -377,7 +378,7 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         await context.send_initial_metadata(())
         if session_id and not await asyncio.to_thread(inbox.since, floor, session_id, 1):
             # nothing to replay: the chat's state now; a replay carries its own states
-            states[session_id] = (view.takeover.status, view.takeover.salesperson)
+            states.changed(session_id, (view.takeover.status, view.takeover.salesperson))
             yield nlp_pb2.ChatEvent(chat=live_chat(view))
         present_at = 0.0
         every = min(PRESENCE_EVERY_S, inbox.presence_s / 3)
@@ -393,10 +394,9 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
                 if line.seq in sent:
                     continue
                 sent.add(line.seq)
-                state = (line.status, line.salesperson)
-                if states.get(line.session_id) != state:  # a chat's first message, or a change
+                # a chat's first message, or a change
+                if states.changed(line.session_id, (line.status, line.salesperson)):
                     yield nlp_pb2.ChatEvent(chat=changed_chat(line))
-                states[line.session_id] = state
                 yield nlp_pb2.ChatEvent(message=chat_message(line))
             old = [line.seq for line in lines if line.sent_at < settled]
             if len(lines) >= 500:  # a backlog: move on whatever its age
