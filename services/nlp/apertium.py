@@ -97,6 +97,7 @@ class ApyClient:
         return str(answer["responseData"]["translatedText"])
 
 
+RESTART_BACKOFF_S = 30.0  # after a failed restart, translations fail at once this long
 # One process; pipelines kept warm (never shut down idle, at least one per pair); 30 s a request.
 _APY_OPTIONS = ("-j", "1", "-n", "1", "-m", "0", "-t", "30")
 
@@ -128,6 +129,7 @@ class ApyProcess:
                 pass_fds=[listener.fileno()],
                 env={**os.environ, PARENT: str(os.getpid()), SOCKET: str(listener.fileno())},
             )
+        self._closed = False
         self._stderr_tail: deque[str] = deque(maxlen=20)
         self._drain = threading.Thread(target=self._read_stderr, name="apy-stderr", daemon=True)
         self._drain.start()
@@ -171,7 +173,11 @@ class ApyProcess:
         return self._proc.returncode
 
     def close(self) -> None:
-        """Ends APY and every pipeline it started (its process group)."""
+        """Ends APY and every pipeline it started (its process group), once: a group id
+        signalled again later could be another group's by then."""
+        if self._closed:
+            return
+        self._closed = True
         group = self._proc.pid
         if self._proc.poll() is None:
             _signal_group(group, signal.SIGTERM)
@@ -206,6 +212,7 @@ class ApertiumBackend:
         self._process = None if url else ApyProcess(modes_dir)
         self.client = ApyClient(url or self._process.url)  # type: ignore[union-attr]
         self._restarting = threading.Lock()
+        self._failed_restart_at = -RESTART_BACKOFF_S
         self._apy_pairs: dict[tuple[str, str], str] = {}
         for source, target in self.client.pairs():
             codes = pair_codes(source, target)
@@ -243,9 +250,15 @@ class ApertiumBackend:
         with self._restarting:
             if self._process is not dead:
                 return  # another thread has
+            if time.monotonic() - self._failed_restart_at < RESTART_BACKOFF_S:
+                raise ApertiumError("apertium-apy died and could not be started again yet")
             log.error("apertium-apy died (exit %s); starting it again", dead.returncode)
             dead.close()
-            self._process = ApyProcess(self.modes_dir)
+            try:
+                self._process = ApyProcess(self.modes_dir)
+            except ApertiumError:
+                self._failed_restart_at = time.monotonic()
+                raise
             self.client = ApyClient(self._process.url)
 
     def _translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:

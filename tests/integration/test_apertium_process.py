@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,23 +86,33 @@ def test_a_failed_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
         ApyProcess(MODES, start_timeout_s=30)
 
 
-def listening_addresses(port: int) -> set[str]:
-    """The local addresses (hex, as /proc/net/tcp* writes them) listening on `port`."""
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The `address:port` (hex, as /proc/net/tcp* writes them) the processes listen on."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = str(fd.readlink())
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            address, hex_port = local.split(":")
-            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                found.add(address)
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(fields[1])
     return found
 
 
 def test_apy_listens_on_loopback_only() -> None:
-    """Unauthenticated APY must not be reachable past the nlp service's API key."""
+    """Unauthenticated APY must not be reachable past the nlp service's API key: not on
+    the port it was given, nor on any other (APY's own default would be 2737 on all)."""
     apy = ApyProcess(MODES)
     try:
-        assert listening_addresses(int(apy.url.rsplit(":", 1)[1])) == {"0100007F"}  # 127.0.0.1
+        ApyClient(apy.url).translate("the phone", "eng|spa")  # its pipelines started too
+        port = int(apy.url.rsplit(":", 1)[1])
+        assert listening_addresses(group_members(apy.pid)) == {f"0100007F:{port:04X}"}
     finally:
         apy.close()
 
@@ -124,5 +135,36 @@ def test_an_apy_that_died_is_started_again_on_the_next_translation() -> None:
         assert "teléfono" in backend.translate(["the phone"], "en", "es")[0].lower()
         assert backend._process is not first and backend._process is not None
         assert backend._process.alive
+    finally:
+        backend.close()
+
+
+def test_a_restart_that_fails_is_not_tried_again_by_every_translation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Were APY's start failing (memory short again), each waiting translation would try
+    it in turn, each up to a minute, holding the executor's threads."""
+    from percept.nlp import apertium
+
+    backend = apertium.ApertiumBackend(modes_dir=MODES)
+    starts = []
+
+    def failing_start(modes_dir: Path) -> ApyProcess:
+        starts.append(modes_dir)
+        raise ApertiumError("apertium-apy exited with -9: ")
+
+    try:
+        first = backend._process
+        assert first is not None
+        os.killpg(first.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while first.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        monkeypatch.setattr(apertium, "ApyProcess", failing_start)
+        with pytest.raises(ApertiumError, match="exited with -9"):
+            backend.translate(["the phone"], "en", "es")
+        with pytest.raises(ApertiumError, match="could not be started again yet"):
+            backend.translate(["the phone"], "en", "es")
+        assert len(starts) == 1
     finally:
         backend.close()
