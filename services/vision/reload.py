@@ -53,7 +53,11 @@ class CamerasReloader:
             log.error("cameras file edit refused", extra={"error": str(exc)})
             return False
         self.error = ""
-        await self.apply(cameras)
+        try:
+            await self.apply(cameras)
+        except BaseException:
+            self.digest = ""  # not taken: tried again on the next round
+            raise
         self.metrics.reloads.labels("applied").inc()
         log.info("cameras file reloaded", extra={"cameras": len(cameras)})
         return True

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from percept.vision.cameras import CameraConfigError, load_cameras, parse_cameras
+from percept.vision.cameras import Camera, CameraConfigError, load_cameras, parse_cameras
 
 PRODUCTS = ["phone", "laptop"]
 GOOD = """\
@@ -156,3 +158,27 @@ def test_line_zones_are_two_different_points() -> None:
         with pytest.raises(CameraConfigError) as caught:
             parse_cameras(LINE.format(shape=shape), "c.yaml")
         assert words in str(caught.value), caught.value
+
+
+async def test_an_edit_that_failed_to_apply_is_tried_again(tmp_path: Path) -> None:
+    """An edit read but not applied (a feed that would not start) must not count as
+    taken: the next round tries it again instead of keeping the old cameras silently."""
+    from percept.vision.metrics import VisionMetrics
+    from percept.vision.reload import CamerasReloader
+
+    path = tmp_path / "cameras.yaml"
+    path.write_text("cameras:\n  door: {}\n")
+    applied: list[list[str]] = []
+
+    async def apply(cameras: Mapping[str, Camera]) -> None:
+        applied.append(sorted(cameras))
+        if len(applied) == 1:
+            raise RuntimeError("feed would not start")
+
+    reloader = CamerasReloader(path, apply, 1.0, VisionMetrics(CollectorRegistry()))
+    path.write_text("cameras:\n  door: {}\n  till: {}\n")
+    with pytest.raises(RuntimeError):
+        await reloader.check()
+    assert await reloader.check()
+    assert applied == [["door", "till"], ["door", "till"]]
+    assert not await reloader.check()  # taken now
