@@ -31,6 +31,7 @@ from percept.runtime.periodic import survive
 log = logging.getLogger("percept.webhooks")
 SETTLED_KEPT = timedelta(days=7)  # delivered or given-up events, kept to look into
 PURGE_EVERY_S = 3600.0
+PURGE_BATCH = 1000
 
 
 class WebhookQueue(Protocol):
@@ -49,7 +50,7 @@ class WebhookQueue(Protocol):
     ) -> None: ...
 
     def purge_settled(self, before: datetime) -> int:
-        """Deletes events delivered or given up before `before` (see `purge_settled`)."""
+        """Deletes up to PURGE_BATCH events delivered or given up before `before`."""
         ...
 
 
@@ -106,12 +107,14 @@ def record_attempt(
 
 
 def purge_settled(conn: Connection, table: Table, before: datetime) -> int:
-    """Events delivered or given up before `before`: kept a while to look into, then
-    deleted, or the table grows for as long as webhooks are configured and the claim
-    query reads past every settled row."""
+    """Up to PURGE_BATCH events delivered or given up before `before`: kept a while to
+    look into, then deleted, or the table grows for as long as webhooks are configured
+    and the claim query reads past every settled row. In batches, each its own
+    transaction: the first purge of a table grown for months holds no lock for long."""
     w = table.c
     settled = or_(w.delivered_at < before, and_(w.failed.is_(True), w.next_attempt_at < before))
-    return int(conn.execute(delete(table).where(settled)).rowcount)
+    batch = select(w.event_id).where(settled).limit(PURGE_BATCH).scalar_subquery()
+    return int(conn.execute(delete(table).where(w.event_id.in_(batch))).rowcount)
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -161,7 +164,12 @@ class WebhookDelivery:
                 )
 
     async def _purge(self) -> int:
-        return await asyncio.to_thread(self.store.purge_settled, self.clock() - SETTLED_KEPT)
+        before, purged = self.clock() - SETTLED_KEPT, 0
+        while True:
+            batch = await asyncio.to_thread(self.store.purge_settled, before)
+            purged += batch
+            if batch < PURGE_BATCH:
+                return purged
 
     async def _deliver(self, client: httpx.AsyncClient, event: dict[str, object]) -> None:
         payload = dict(event["payload"])  # type: ignore[call-overload]

@@ -179,3 +179,32 @@ def test_settled_events_go_after_a_week_pending_ones_stay(database_url: str) -> 
         )
     assert left == {"delivered-recent", "failed-recent", "pending-old"}
     store.close()
+
+
+async def test_the_delivery_loop_purges_a_long_backlog_in_batches(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from percept.leads.store import LeadStore
+    from percept.runtime import webhooks
+
+    monkeypatch.setattr(webhooks, "PURGE_BATCH", 3)
+    store = LeadStore(database_url)
+    store.migrate()
+    old = NOW - webhooks.SETTLED_KEPT - timedelta(days=1)
+    with store.engine.begin() as conn:
+        for n in range(8):
+            conn.execute(
+                schema.webhook_events.insert().values(
+                    event_id=f"e{n}",
+                    created_at=old,
+                    payload={"url": "http://crm.test/"},
+                    attempts=1,
+                    next_attempt_at=old,
+                    delivered_at=old,
+                    failed=False,
+                )
+            )
+    delivery = webhooks.WebhookDelivery(store, "s" * 32, clock=lambda: NOW)
+    assert await delivery._purge() == 8
+    assert store.purge_settled(NOW) == 0
+    store.close()
