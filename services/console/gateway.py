@@ -31,6 +31,7 @@ import uvicorn
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -609,9 +610,17 @@ async def _event_stream(
 
     The response starts once the service's headers say its watch is in place: the
     browser's `open`, on which a page reloads what it shows, comes after that, so no
-    change falls between the reload and the watch."""
-    with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, OSError):  # the stream says why
-        await asyncio.wait_for(stream.initial_metadata(), WATCH_OPEN_S)
+    change falls between the reload and the watch.
+
+    The stream is cancelled however the request ends: a browser gone while the watch
+    opens, or before the first event, never runs the events' own `finally`, and every
+    pod's watch would stay open."""
+    try:
+        with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, OSError):  # it says why
+            await asyncio.wait_for(stream.initial_metadata(), WATCH_OPEN_S)
+    except BaseException:
+        stream.cancel()
+        raise
 
     async def events() -> AsyncIterator[str]:
         yield f"retry: 2000\n: {hello}\n\n"
@@ -633,7 +642,7 @@ async def _event_stream(
         finally:
             stream.cancel()
 
-    return _sse_response(events())
+    return _sse_response(events(), BackgroundTask(stream.cancel))
 
 
 def _sse(name: str, data: dict[str, Any]) -> str:
@@ -641,11 +650,12 @@ def _sse(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-def _sse_response(events: AsyncIterator[str]) -> Response:
+def _sse_response(events: AsyncIterator[str], ended: BackgroundTask | None = None) -> Response:
     return StreamingResponse(
         events,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        background=ended,
     )
 
 

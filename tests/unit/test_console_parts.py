@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,44 @@ def test_a_view_holds_the_latest_frame_downscaled_with_its_size() -> None:
     assert not views.view("cam").camera.streaming
     views.forget()
     assert not views.view("cam").jpeg
+
+
+class HangingWatch:
+    """A watch whose headers never come (a pod that is slow to answer)."""
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    async def initial_metadata(self) -> None:
+        await asyncio.sleep(3600)
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+
+async def test_a_browser_gone_while_the_watch_opens_cancels_the_watch() -> None:
+    from percept.console.gateway import _event_stream
+
+    watch = HangingWatch()
+    opening = asyncio.create_task(_event_stream(watch, "call", dict, "watching calls"))
+    await asyncio.sleep(0.05)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert watch.cancelled == 1
+
+
+async def test_a_response_never_read_still_cancels_its_watch() -> None:
+    from starlette.responses import StreamingResponse
+
+    from percept.console.gateway import _event_stream
+
+    class Opened(HangingWatch):
+        async def initial_metadata(self) -> None:
+            return None
+
+    watch = Opened()
+    response = await _event_stream(watch, "call", dict, "watching calls")
+    assert isinstance(response, StreamingResponse) and response.background is not None
+    await response.background()  # what Starlette runs once the response has ended
+    assert watch.cancelled == 1
