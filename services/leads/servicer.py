@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
 from typing import Any, TypeVar
@@ -327,7 +328,12 @@ class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer)
         watcher = self.feed.subscribe(filter_from_proto(request.filter))
         try:  # from here a cancelled call unsubscribes, even while LISTEN is awaited
             if self.listener is not None:  # in place once LISTEN is: the headers promise it
-                await asyncio.to_thread(self.listener.listening.wait, 10)
+                # The listener thread's Event, polled rather than waited for in a thread: in
+                # an outage every watch waits, and reconnecting clients would hold the
+                # executor's few threads.
+                listening, deadline = self.listener.listening, time.monotonic() + 10
+                while not listening.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
             # The headers say the watch is in place: a client that awaits them and then
             # lists (ListLeads) misses no change between the two.
             await context.send_initial_metadata(())

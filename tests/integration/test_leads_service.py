@@ -415,19 +415,17 @@ async def test_a_watch_cancelled_while_listen_is_awaited_leaves_no_watcher(leads
     assert leads.host is not None
     servicer = cast(LeadsService, leads.host.service).servicer
     assert servicer is not None
-    real, servicer.listener = servicer.listener, SimpleNamespace(listening=threading.Event())  # type: ignore[assignment]
+    listening = threading.Event()
+    real, servicer.listener = servicer.listener, SimpleNamespace(listening=listening)  # type: ignore[assignment]
     try:
         watch = stub.WatchLeads(lp.WatchLeadsRequest())
-        for _ in range(100):
-            if servicer.feed.watchers:
-                break
-            await asyncio.sleep(0.02)
-        assert servicer.feed.watchers == 1
+        async with asyncio.timeout(10):
+            while not servicer.feed.watchers:  # noqa: ASYNC110 - subscribed by the server
+                await asyncio.sleep(0.02)
         watch.cancel()
-        for _ in range(100):
-            if not servicer.feed.watchers:
-                break
-            await asyncio.sleep(0.02)
-        assert servicer.feed.watchers == 0
+        async with asyncio.timeout(10):
+            while servicer.feed.watchers:  # noqa: ASYNC110 - unsubscribed by the server
+                await asyncio.sleep(0.02)
     finally:
+        listening.set()
         servicer.listener = real  # PostgreSQL's: stopped with the service
