@@ -26,6 +26,15 @@ _FIRST_PORT = 20000
 _handed_out: set[int] = set()
 
 
+def port_range() -> tuple[int, int]:
+    """Where free_port draws from (first port, how many): below the kernel's own."""
+    first = _FIRST_PORT if _ephemeral_low() >= _FIRST_PORT + 1000 else 1024
+    span = _ephemeral_low() - first
+    if span < 1000:
+        raise RuntimeError(f"the kernel's ephemeral ports start at {_ephemeral_low()}: no room")
+    return first, span
+
+
 def free_port() -> int:
     """A port free on loopback now, for a server in a subprocess, which must be told one.
 
@@ -33,10 +42,7 @@ def free_port() -> int:
     before the subprocess binds it, and in between the kernel may give it to an outgoing
     connection or to another server's port 0 (a CI run lost a whole session so). Ports below
     that range are only ever taken by name, and this process never names one twice."""
-    first = _FIRST_PORT if _ephemeral_low() >= _FIRST_PORT + 1000 else 1024
-    span = _ephemeral_low() - first
-    if span < 1000:
-        raise RuntimeError(f"the kernel's ephemeral ports start at {_ephemeral_low()}: no room")
+    first, span = port_range()
     start = random.randrange(span)
     for step in range(span):
         port = first + (start + step) % span

@@ -6,7 +6,7 @@ import random
 import socket
 
 import pytest
-from local_servers import _FIRST_PORT, _ephemeral_low, _handed_out, free_port
+from local_servers import _ephemeral_low, _handed_out, free_port, port_range
 
 
 def test_free_ports_lie_below_the_kernels_own_and_never_repeat() -> None:
@@ -19,8 +19,9 @@ def test_free_ports_lie_below_the_kernels_own_and_never_repeat() -> None:
 
 
 def test_a_port_in_use_is_passed_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    port = next(p for p in range(_FIRST_PORT, _ephemeral_low()) if p not in _handed_out)
-    monkeypatch.setattr(random, "randrange", lambda span: port - _FIRST_PORT)
+    first, span = port_range()
+    port = next(p for p in range(first, first + span) if p not in _handed_out)
+    monkeypatch.setattr(random, "randrange", lambda span: port - first)
     with socket.create_server(("127.0.0.1", port)):
         assert free_port() != port
     assert free_port() == port  # the same first pick, once the port is free again
