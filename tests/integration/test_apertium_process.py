@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from percept.nlp.apertium import ApertiumError, ApyClient, ApyProcess
+from percept.nlp.apertium import ApertiumBackend, ApertiumError, ApyClient, ApyProcess
 
 pytestmark = pytest.mark.slow
 MODES = Path("/usr/share/apertium/modes")
@@ -50,7 +50,7 @@ def test_a_killed_service_leaves_no_apertium_behind() -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from percept.nlp.apertium import ApertiumError, ApyClient, ApyProcess\n"
+        "from percept.nlp.apertium import ApertiumBackend, ApertiumError, ApyClient, ApyProcess\n"
         f"apy = ApyProcess(Path({str(MODES)!r}))\n"
         "ApyClient(apy.url).translate('the phone', 'eng|spa')\n"
         "print(apy.pid, flush=True)\n"
@@ -117,21 +117,25 @@ def test_apy_listens_on_loopback_only() -> None:
         apy.close()
 
 
+def killed(backend: ApertiumBackend) -> ApyProcess:
+    """Its APY, killed as the OOM killer would (the whole group) and gone."""
+    process = backend._process
+    assert process is not None
+    os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process.alive
+    return process
+
+
 def test_an_apy_that_died_is_started_again_on_the_next_translation() -> None:
     """The OOM killer or a crash ends APY: translations must not fail until the pod
     restarts (health would still say SERVING)."""
-    from percept.nlp.apertium import ApertiumBackend
-
     backend = ApertiumBackend(modes_dir=MODES)
     try:
         assert "teléfono" in backend.translate(["the phone"], "en", "es")[0].lower()
-        first = backend._process
-        assert first is not None
-        os.killpg(first.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while first.alive and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not first.alive
+        first = killed(backend)
         assert "teléfono" in backend.translate(["the phone"], "en", "es")[0].lower()
         assert backend._process is not first and backend._process is not None
         assert backend._process.alive
@@ -146,7 +150,7 @@ def test_a_restart_that_fails_is_not_tried_again_by_every_translation(
     it in turn, each up to a minute, holding the executor's threads."""
     from percept.nlp import apertium
 
-    backend = apertium.ApertiumBackend(modes_dir=MODES)
+    backend = ApertiumBackend(modes_dir=MODES)
     starts = []
 
     def failing_start(modes_dir: Path) -> ApyProcess:
@@ -154,12 +158,7 @@ def test_a_restart_that_fails_is_not_tried_again_by_every_translation(
         raise ApertiumError("apertium-apy exited with -9: ")
 
     try:
-        first = backend._process
-        assert first is not None
-        os.killpg(first.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while first.alive and time.monotonic() < deadline:
-            time.sleep(0.05)
+        killed(backend)
         monkeypatch.setattr(apertium, "ApyProcess", failing_start)
         with pytest.raises(ApertiumError, match="exited with -9"):
             backend.translate(["the phone"], "en", "es")

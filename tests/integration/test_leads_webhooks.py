@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -17,6 +17,7 @@ from leads_signals import NOW
 
 from percept.leads import schema
 from percept.leads.service import LeadsService
+from percept.leads.store import LeadStore
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings, SettingsError, load_settings
 from percept.v1 import leads_pb2 as lp
@@ -141,10 +142,27 @@ def test_webhook_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None
         load_settings()
 
 
+def queued(store: LeadStore, rows: dict[str, tuple[datetime, datetime | None, bool]]) -> None:
+    """Webhook events as the delivery loop leaves them: id -> (last attempt, delivered
+    at, given up)."""
+    with store.engine.begin() as conn:
+        for event_id, (attempted, delivered, failed) in rows.items():
+            conn.execute(
+                schema.webhook_events.insert().values(
+                    event_id=event_id,
+                    created_at=attempted,
+                    payload={"url": "http://crm.test/"},
+                    attempts=1,
+                    next_attempt_at=attempted,
+                    delivered_at=delivered,
+                    failed=failed,
+                )
+            )
+
+
 def test_settled_events_go_after_a_week_pending_ones_stay(database_url: str) -> None:
     """Delivered and given-up events are kept a week to look into, then deleted: else
     the table grows for as long as webhooks are configured."""
-    from percept.leads.store import LeadStore
     from percept.runtime.webhooks import SETTLED_KEPT
 
     store = LeadStore(database_url)
@@ -157,19 +175,7 @@ def test_settled_events_go_after_a_week_pending_ones_stay(database_url: str) -> 
         "failed-recent": (recent, None, True),
         "pending-old": (old, None, False),  # still retried: never purged
     }
-    with store.engine.begin() as conn:
-        for event_id, (attempted, delivered, failed) in rows.items():
-            conn.execute(
-                schema.webhook_events.insert().values(
-                    event_id=event_id,
-                    created_at=old,
-                    payload={"url": "http://crm.test/"},
-                    attempts=1,
-                    next_attempt_at=attempted,
-                    delivered_at=delivered,
-                    failed=failed,
-                )
-            )
+    queued(store, rows)
     assert store.purge_settled(NOW - SETTLED_KEPT) == 2
     with store.engine.connect() as conn:
         left = set(
@@ -184,26 +190,13 @@ def test_settled_events_go_after_a_week_pending_ones_stay(database_url: str) -> 
 async def test_the_delivery_loop_purges_a_long_backlog_in_batches(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from percept.leads.store import LeadStore
     from percept.runtime import webhooks
 
     monkeypatch.setattr(webhooks, "PURGE_BATCH", 3)
     store = LeadStore(database_url)
     store.migrate()
     old = NOW - webhooks.SETTLED_KEPT - timedelta(days=1)
-    with store.engine.begin() as conn:
-        for n in range(8):
-            conn.execute(
-                schema.webhook_events.insert().values(
-                    event_id=f"e{n}",
-                    created_at=old,
-                    payload={"url": "http://crm.test/"},
-                    attempts=1,
-                    next_attempt_at=old,
-                    delivered_at=old,
-                    failed=False,
-                )
-            )
+    queued(store, {f"e{n}": (old, old, False) for n in range(8)})
     delivery = webhooks.WebhookDelivery(store, "s" * 32, clock=lambda: NOW)
     assert await delivery._purge() == 8
     assert store.purge_settled(NOW) == 0
