@@ -169,13 +169,18 @@ class Outbox:
         self.metrics.pending.set(count)
 
     async def _deliver_forever(self) -> None:
-        """Delivers until cancelled; a failing disk pauses it (and is logged), never ends it."""
+        """Delivers until cancelled; a failing disk or sender pauses it (and is logged),
+        never ends it: an ended task would leave signals piling up unsent, silently."""
         while True:
             try:
                 await self._deliver()
             except sqlite3.Error as exc:
                 # Unremoved rows are sent again later: leads ignores the replays.
                 log.error("outbox storage failed; retrying", extra={"reason": str(exc)})
+                await asyncio.sleep(self.max_backoff_s)
+            except Exception:  # anything else (a sender's own error): retried, never the end
+                self.metrics.failures.inc()
+                log.exception("outbox delivery failed; retrying")
                 await asyncio.sleep(self.max_backoff_s)
 
     async def _deliver(self) -> None:

@@ -220,3 +220,27 @@ async def test_a_minute_long_leads_outage_loses_nothing_with_production_backoff(
     await until(lambda: _eq(world.stored(), 60), limit_s=45)  # within one capped back-off
     assert asyncio.get_running_loop().time() - began >= 60
     print(f"delivered {asyncio.get_running_loop().time() - back:.1f} s after leads came back")
+
+
+async def test_a_sender_that_fails_unexpectedly_pauses_delivery_not_ends_it(world: World) -> None:
+    """Not every failure is a gRPC status (a channel closed under it raises its own):
+    the delivery task must outlive it, or signals pile up unsent until a restart."""
+    await world.leads_up()
+    real = leads_sender(world.channel, timeout_s=2)
+    calls = 0
+
+    async def flaky(signals: Sequence[c.Signal]) -> leads_pb2.IngestAck:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the channel was closed")
+        return await real(signals)
+
+    box = world.outbox(flaky)
+    box.publish(recent(phone="+14155550190"))
+    await until(lambda: _stored_at_least(world, 1))
+    assert calls >= 2 and world.metric("percept_outbox_send_failures_total") >= 1
+
+
+async def _stored_at_least(world: World, count: int) -> bool:
+    return await world.stored() >= count
