@@ -133,8 +133,10 @@ async def test_a_reader_that_stopped_holds_a_bounded_queue_not_every_update() ->
     pod = EndlessStream()
     merged = FanIn("127.0.0.1:9", None, lambda channel: pod)  # an IP address: one pod
     assert await merged.__anext__() == 1
-    for _ in range(50):
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while merged.queue.qsize() < fan_in.QUEUED:  # noqa: ASYNC110 - filled by the pump
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # a pump that did not wait would run on meanwhile
     assert merged.queue.qsize() == fan_in.QUEUED
     assert pod.sent == 1 + fan_in.QUEUED + 1  # the one read, the queue, one in the pump's hand
     merged.cancel()

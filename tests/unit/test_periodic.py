@@ -98,10 +98,9 @@ async def test_webhook_delivery_outlives_database_errors(
     monkeypatch.setattr(httpx.AsyncClient, "post", post)
     queue = FlakyQueue()
     task = asyncio.create_task(WebhookDelivery(queue, "s" * 32, poll_s=0.01).run())
-    for _ in range(500):
-        if queue.recorded == [True]:
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(20):
+        while queue.recorded != [True]:  # noqa: ASYNC110 - recorded by the delivery task
+            await asyncio.sleep(0.01)
     task.cancel()
     with caplog.at_level(logging.ERROR), pytest.raises(asyncio.CancelledError):
         await task
