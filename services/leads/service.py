@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import grpc
@@ -22,7 +22,7 @@ from percept.leads.store.follow_ups import OVERDUE_BATCH
 from percept.nlp.knowledge import knowledge_file, load_entries
 from percept.runtime.batching import BatchMetrics
 from percept.runtime.clients import Metadata, bearer_of, service_channel
-from percept.runtime.periodic import survive
+from percept.runtime.periodic import every
 from percept.runtime.settings import Settings
 from percept.runtime.tls import channel_credentials
 from percept.runtime.webhooks import WebhookDelivery
@@ -142,8 +142,16 @@ class LeadsService:
             self.servicer.start_listening(asyncio.get_running_loop())
         if self.webhooks is not None:
             self._delivery = asyncio.create_task(self.webhooks.run(), name="leads-webhooks")
-        self._retention = asyncio.create_task(self._purge_forever(), name="leads-retention")
-        self._overdue = asyncio.create_task(self._overdue_forever(), name="leads-overdue")
+        self._retention = asyncio.create_task(
+            every(RETENTION_INTERVAL_S, self._purge, "signal retention", at_start=True),
+            name="leads-retention",
+        )
+        self._overdue = asyncio.create_task(
+            every(
+                OVERDUE_INTERVAL_S, self._mark_overdue, "overdue follow-ups check", at_start=True
+            ),
+            name="leads-overdue",
+        )
         settings = self.settings
         self.faces = FaceErasure(
             self.store,
@@ -156,24 +164,14 @@ class LeadsService:
             nlp_pb2_grpc.NlpStub(self.nlp), bearer_of(settings.api_keys)
         )
 
-    async def _purge_forever(self) -> None:
-        def purge() -> Awaitable[object]:
-            return asyncio.to_thread(
-                self.store.purge_expired, self.retention_days, self.retention_by_kind
-            )
+    async def _purge(self) -> None:
+        await asyncio.to_thread(
+            self.store.purge_expired, self.retention_days, self.retention_by_kind
+        )
 
-        while True:
-            await survive(purge, "signal retention")
-            await asyncio.sleep(RETENTION_INTERVAL_S)
-
-    async def _overdue_forever(self) -> None:
-        async def mark() -> None:
-            while len(await asyncio.to_thread(self.store.mark_overdue)) == OVERDUE_BATCH:
-                pass
-
-        while True:  # the database away for a while: found on a later round
-            await survive(mark, "overdue follow-ups check")
-            await asyncio.sleep(OVERDUE_INTERVAL_S)
+    async def _mark_overdue(self) -> None:
+        while len(await asyncio.to_thread(self.store.mark_overdue)) == OVERDUE_BATCH:
+            pass
 
     async def close(self) -> None:
         tasks = [t for t in (self._delivery, self._retention, self._erasure, self._overdue) if t]

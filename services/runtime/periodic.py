@@ -16,9 +16,18 @@ log = logging.getLogger("percept.periodic")
 T = TypeVar("T")
 
 
-async def every(interval_s: float, round_: Callable[[], Awaitable[object]], what: str) -> None:
-    """Runs `round_` every `interval_s` seconds (first after one interval) until cancelled;
-    a round that fails is logged and the next one comes as planned."""
+async def every(
+    interval_s: float,
+    round_: Callable[[], Awaitable[object]],
+    what: str,
+    *,
+    at_start: bool = False,
+) -> None:
+    """Runs `round_` every `interval_s` seconds (the first at once with `at_start`, else
+    after one interval) until cancelled; a round that fails is logged and the next one
+    comes as planned."""
+    if at_start:
+        await survive(round_, what)
     while True:
         await asyncio.sleep(interval_s)
         await survive(round_, what)

@@ -154,7 +154,10 @@ class VisionService:
             )
             self.servicer.reloader = self.reloader
             self._reload = asyncio.create_task(self.reloader.run(), name="vision-cameras-reload")
-        self._purge = asyncio.create_task(self._purge_forever(engine), name="vision-retention")
+        self._purge = asyncio.create_task(
+            every(PURGE_EVERY_S, partial(self._expire, engine), "footfall and gallery expiry"),
+            name="vision-retention",
+        )
 
     def _store_url(self) -> str:
         """Footfall's database, which also elects the replica reading pulled cameras."""
@@ -167,9 +170,6 @@ class VisionService:
             return
         engine.set_cameras(cameras)
         await self.feeds.apply(cameras)
-
-    async def _purge_forever(self, engine: VisionEngine) -> None:
-        await every(PURGE_EVERY_S, partial(self._expire, engine), "footfall and gallery expiry")
 
     async def _expire(self, engine: VisionEngine) -> None:
         if engine.footfall is not None:

@@ -108,3 +108,16 @@ async def test_webhook_delivery_outlives_database_errors(
     assert len(posted) == 2  # the attempt whose record failed is sent again (ids dedupe)
     assert "webhook claim failed" in caplog.text
     assert "webhook delivery failed" in caplog.text
+
+
+async def test_every_at_start_runs_a_round_before_the_first_interval() -> None:
+    ran = asyncio.Event()
+
+    async def round_() -> None:
+        ran.set()
+
+    task = asyncio.create_task(every(3600, round_, "test", at_start=True))
+    await asyncio.wait_for(ran.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
