@@ -52,6 +52,7 @@ KEY = "gateway-test-key-0123456789"
 FINAL = sp.RecognitionEvent.EVENT_TYPE_FINAL
 AGENT, CUSTOMER = sp.CHANNEL_ROLE_AGENT, sp.CHANNEL_ROLE_CUSTOMER
 PURCHASE = "Hello. I want to buy two phones for my office."
+FRAMES = "percept_gateway_frames_total"
 
 
 @dataclass
@@ -225,6 +226,38 @@ async def test_an_audiohook_session_pauses_exactly_what_was_paused(
     assert {s.campaign_id for s in gateway.signals} == {"autumn"}
     assert gateway.finals(AGENT), "the internal channel is the agent's"
     assert gateway.ends[-1] == "completed"
+
+
+async def test_an_audiohook_pause_of_minutes_keeps_the_conversation_clock(
+    make_settings: Callable[..., Settings], start_host: HostFactory
+) -> None:
+    """A secure pause (card capture) lasts minutes: `resumed` says how much the client
+    did not send, and all of it is kept as silence, so what is said after the pause is
+    stamped on Genesys's conversation clock. The session id is kept as the client
+    wrote it (upper case here): later messages carry it verbatim, replies echo it."""
+    gateway = await start_gateway(start_host, make_settings(api_keys=[KEY]))
+    assert gateway.service.gateway is not None
+    ctx = gateway.service.gateway.ctx
+    client = AudioHookClient(f"{gateway.url}/audiohook", KEY)
+    client.session_id = client.session_id.upper()
+    await client.connect()
+    opened = await client.open(str(uuid.uuid4()))
+    assert opened["type"] == "opened" and opened["id"] == client.session_id
+    await client.play([b"\xff" * 800, b"\xff" * 800], pace=0)  # 0.1 s
+    await client.send("ping")
+    assert (await client.expect("pong"))["id"] == client.session_id
+    (call,) = ctx.calls
+    await client.send("paused")
+    call.started -= 300.0  # five minutes of wall clock pass while paused
+    await client.send("resumed", {"start": "PT0.1S", "discarded": "PT180.5S"})
+    await client.play([b"\xff" * 800, b"\xff" * 800], pace=0)
+    await client.send("ping")
+    await client.expect("pong")  # every message before it was handled
+    heard = {name: track.received_s for name, track in call.tracks.items()}
+    assert heard == {name: pytest.approx(180.7, abs=0.01) for name in ("external", "internal")}
+    closed = await client.close()
+    assert closed["type"] == "closed"
+    assert await gateway.until_ends(1) == ["completed"]
 
 
 async def test_an_audiohook_probe_is_answered_without_a_call(
@@ -588,6 +621,18 @@ async def test_a_server_stop_ends_gateway_calls_with_their_finals(
     await hook.connect()
     await hook.open(str(uuid.uuid4()), ani=CALLER)
     await hook.play([customer_audio, b"\xff" * len(customer_audio)], pace=0)
+    # an AudioSocket leg left open: the stop closes it, which is no hang-up
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.audiosocket_port)
+    slin = g711.expand(customer_audio, "mulaw").tobytes()
+    writer.write(audiosocket_frame(KIND_UUID, uuid.uuid4().bytes))
+    sent = range(0, len(slin), 320)
+    for n in sent:
+        writer.write(audiosocket_frame(KIND_SLIN, slin[n : n + 320]))
+    await writer.drain()
+    frames = {"gateway": "audiosocket"}
+    async with asyncio.timeout(30):  # the server has read them all: the stop cuts no word
+        while gateway.service.registry.get_sample_value(FRAMES, frames) != len(sent):  # noqa: ASYNC110 - a metric, no event
+            await asyncio.sleep(0.05)
 
     async def answer_disconnect() -> dict[str, object]:
         message = await hook.expect("disconnect")
@@ -601,9 +646,14 @@ async def test_a_server_stop_ends_gateway_calls_with_their_finals(
     assert disconnect["parameters"] == {"reason": "completed", "info": "the server is stopping"}
     await asyncio.wait_for(twilio.wait_closed(), 10)
     assert twilio.close_code == 1001
-    assert sorted(gateway.ends) == ["shutdown", "shutdown"]
+    with contextlib.suppress(ConnectionResetError):  # closed with our frames unread
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    assert sorted(gateway.ends) == ["shutdown", "shutdown", "shutdown"]
     finals = gateway.finals(CUSTOMER)
     assert len(finals) == 2 and all("phone" in f.transcript.lower() for f in finals)
+    unspecified = gateway.said(sp.CHANNEL_ROLE_UNSPECIFIED).lower()
+    assert "phone" in unspecified, "the AudioSocket leg's last words are final too"
 
 
 async def test_silence_for_lost_audio_never_runs_ahead_of_the_wall_clock(

@@ -47,8 +47,9 @@ RATE = 8000
 ROLES = {"external": speech_pb2.CHANNEL_ROLE_CUSTOMER, "internal": speech_pb2.CHANNEL_ROLE_AGENT}
 PROBE = "00000000-0000-0000-0000-000000000000"
 GOODBYE_S = 5.0  # how long a `close` is awaited after `disconnect`
-MAX_DISCARD_S = 10.0
-_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
+SILENCE_PIECE_S = 1.0  # lost audio is put in as silence this much at a time
+# The reference's own pattern for seconds is `PT(\d*\.)?\d+S` ("PT.5S" included).
+_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d*\.?\d+)S)?$")
 
 
 class Disconnect(Exception):
@@ -203,12 +204,16 @@ class Session:
         if not isinstance(message.get("parameters", {}), dict):
             raise Disconnect("error", "parameters is not an object")
         if not self.id:
+            # Kept as sent, as the reference server keeps it: every later message must
+            # carry it verbatim, and replies echo it.
+            self.id = str(message.get("id"))
             try:
-                self.id = str(uuid.UUID(str(message.get("id"))))
+                session = uuid.UUID(self.id)
             except ValueError:
+                self.id = ""
                 raise Disconnect("error", "id is not a session UUID") from None
             expected = self.handshake.session_id
-            if expected and self.id != expected.lower():
+            if expected and str(session) != expected.lower():
                 raise Disconnect("error", "id is not the Audiohook-Session-Id header")
         elif message.get("id") != self.id:
             raise Disconnect("error", "id changed within the session")
@@ -340,8 +345,11 @@ class Session:
         self.ctx.metrics.gap_seconds.labels(GATEWAY).inc(seconds)
         if self.call is not None:
             for name in self.channels:
-                due = self.call.silence_due(name, min(seconds, MAX_DISCARD_S))
-                await self.call.feed(name, b"\xff" * int(due * RATE))
+                due = self.call.silence_due(name, seconds)
+                while due > 0:  # in pieces: the track's backlog bound holds
+                    piece = min(due, SILENCE_PIECE_S)
+                    await self.call.feed(name, b"\xff" * int(piece * RATE))
+                    due -= piece
 
     async def _disconnect(self, reason: str, info: str) -> None:
         """Asks the client to close, answers its `close`, and closes the socket; the

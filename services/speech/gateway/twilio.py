@@ -210,25 +210,31 @@ def check_handshake(ctx: GatewayContext, request: Request) -> Handshake:
 
 class Timeline:
     """Where each track's audio has got to; holes in the timestamps become silence,
-    so the two tracks stay aligned (their utterance offsets share one clock)."""
+    so the two tracks stay aligned (their utterance offsets share one clock).
+
+    A hole is measured against the audio the track has had so far, not against the
+    previous frame: one lost 20 ms frame is within the jitter tolerance, but lost
+    frames add up, and once they come to more than it they are filled."""
 
     def __init__(self, silence: bytes) -> None:
         self.silence = silence
-        self.next_ms: dict[str, int] = {}
+        self.heard_ms: dict[str, float] = {}  # each track's audio so far, silence included
 
     def fill(self, track: str, timestamp: int | None, samples: int) -> tuple[bytes, float]:
         """The silence due before a frame of `samples` at `timestamp`, and the hole's length."""
-        expected = self.next_ms.get(track)
+        heard = self.heard_ms.get(track, 0.0)  # a track that starts late starts silent
         if timestamp is None:
-            timestamp = expected or 0
-        self.next_ms[track] = timestamp + samples * 1000 // RATE
-        if expected is None:
-            expected = 0  # a track that starts late (outbound after the IVR) starts silent
-        hole_ms = timestamp - expected
-        if hole_ms <= GAP_TOLERANCE_MS:
-            return b"", 0.0
-        filled = min(hole_ms / 1000, MAX_GAP_S)
-        return self.silence * int(filled * RATE), hole_ms / 1000
+            timestamp = round(heard)
+        hole_ms = timestamp - heard
+        silence, hole_s = b"", 0.0
+        if hole_ms > GAP_TOLERANCE_MS:
+            filled = min(hole_ms / 1000, MAX_GAP_S)
+            silence, hole_s = self.silence * int(filled * RATE), hole_ms / 1000
+            heard = float(timestamp)  # past the cap the rest of a hole is given up
+        elif hole_ms < -GAP_TOLERANCE_MS:
+            heard = float(timestamp)  # the stamps went back: nothing to fill, start again
+        self.heard_ms[track] = heard + samples * 1000 / RATE
+        return silence, hole_s
 
 
 async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake) -> None:
