@@ -9,7 +9,9 @@ import struct
 import subprocess
 import wave
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -87,3 +89,29 @@ def wav_file(
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
     body += b"data" + struct.pack("<I", len(data)) + data
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def float_wav(samples: npt.NDArray[np.floating[Any]], rate: int = 8000) -> bytes:
+    """An IEEE-float WAV (format 3) of mono `samples`, as they are: NaN included."""
+    return wav_file(samples.astype("<f4").tobytes(), tag=3, bits=32, rate=rate)
+
+
+def encoded(container: str, codec: str, samples: npt.NDArray[np.float32], rate: int) -> bytes:
+    """Mono `samples` (float, full scale 1) encoded by FFmpeg: FLAC, MP2, Opus in Ogg..."""
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as muxer:
+        stream = muxer.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)
+        wanted = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        pcm = pcm16(samples)
+        for start in range(0, len(pcm), rate):  # a second a frame: encoders take no more
+            frame = av.AudioFrame.from_ndarray(
+                pcm[start : start + rate].reshape(1, -1), format="s16", layout="mono"
+            )
+            frame.sample_rate = rate
+            for part in wanted.resample(frame):
+                muxer.mux(stream.encode(part))
+        for part in wanted.resample(None):
+            muxer.mux(stream.encode(part))
+        muxer.mux(stream.encode(None))
+    return out.getvalue()

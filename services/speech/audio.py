@@ -47,6 +47,10 @@ class AudioError(ValueError):
     """The audio cannot be used; the message names the field and the reason."""
 
 
+class AudioTooLong(AudioError):
+    """More audio than one request may carry (compressed audio can expand a lot)."""
+
+
 def check_config(config: speech_pb2.RecognitionConfig) -> None:
     encoding = config.encoding
     if encoding == speech_pb2.AUDIO_ENCODING_UNSPECIFIED:
@@ -116,6 +120,39 @@ def mono_resampler() -> av.AudioResampler:
     return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
 
 
+FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})
+
+
+def sound(frame: av.AudioFrame, name: str) -> av.AudioFrame:
+    """A decoded frame fit for the resampler. Float samples must be numbers: one NaN
+    or infinity would poison the resampler's and the VAD's state for the rest of the
+    stream, silently losing every word after it. Float samples past full scale are
+    clipped to it, as a player would."""
+    if frame.format.name not in FLOAT_FORMATS:
+        return frame
+    data = frame.to_ndarray()
+    if not np.isfinite(data).all():
+        at = f" in the frame at {frame.time:.3f} s" if frame.time is not None else ""
+        raise AudioError(
+            f"audio_content: the {name} data holds float samples that are not numbers "
+            f"(NaN or infinity){at}"
+        )
+    if np.abs(data).max(initial=0.0) <= 1.0:
+        return frame
+    full_scale = np.clip(data.astype(np.float64), -1.0, 1.0)  # dbl, dblp
+    clipped = av.AudioFrame.from_ndarray(
+        full_scale.astype(np.float32) if frame.format.name.startswith("flt") else full_scale,
+        format=frame.format.name,
+        layout=frame.layout.name,
+    )
+    clipped.sample_rate, clipped.pts, clipped.time_base = (
+        frame.sample_rate,
+        frame.pts,
+        frame.time_base,
+    )
+    return clipped
+
+
 def to_samples(frames: list[av.AudioFrame]) -> Samples:
     chunks = [f.to_ndarray().reshape(-1) for f in frames]
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
@@ -142,15 +179,42 @@ def pcm16(samples: Samples) -> npt.NDArray[np.int16]:
     return np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
 
 
-def decode_file(source: str | Path | BinaryIO, name: str) -> Samples:
-    """A whole recording in any format FFmpeg reads, as 16 kHz mono float32."""
+def decode_file(
+    source: str | Path | BinaryIO,
+    name: str,
+    *,
+    format: str | None = None,
+    max_s: float | None = None,
+) -> Samples:
+    """A whole recording as 16 kHz mono float32: in the container `format` names (the
+    one a request declared: other data is refused, naming what it is), else any
+    FFmpeg reads. AudioTooLong past `max_s`."""
     resampler = mono_resampler()
+    limit = None if max_s is None else int(max_s * SAMPLE_RATE)
+    frames: list[av.AudioFrame] = []
+    count = 0
     try:
         with av.open(source, mode="r") as container:
+            found = container.format
+            if format is not None and format not in found.name.split(","):
+                raise AudioError(
+                    f"audio_content: the data is {found.long_name or found.name}, not {name}; "
+                    "set config.encoding to what it is"
+                )
             if not container.streams.audio:
                 raise AudioError(f"audio_content: the {name} data holds no audio stream")
-            frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
-    except av.error.FFmpegError as exc:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(sound(frame, name)):
+                    frames.append(out)
+                    count += out.samples
+                if limit is not None and count > limit:
+                    raise AudioTooLong(
+                        f"audio_content: the {name} data holds over {max_s:.0f} s of audio; "
+                        "send it in parts, or stream it with StreamingRecognize"
+                    )
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError) as exc:  # ValueError: its format changed
         raise AudioError(f"audio_content: not a readable {name} stream ({exc})") from exc
     return to_samples([*frames, *resampler.resample(None)])
 

@@ -16,7 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from percept.nlp.translation import Translator, UnsupportedPairError
 from percept.runtime.streams import MalformedMessageError, refuse
-from percept.speech.audio import SAMPLE_RATE, AudioError
+from percept.speech.audio import SAMPLE_RATE, AudioError, AudioTooLong
 from percept.speech.backends import Utterance
 from percept.speech.call_analysis import CallAnalysis
 from percept.speech.call_session import CallSession
@@ -257,7 +257,11 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         config = request.config
         try:
             self._check_model(config, engine)
-            audio = await asyncio.to_thread(decode_all, config, request.audio_content)
+            audio = await asyncio.to_thread(
+                decode_all, config, request.audio_content, self.limits.max_stream_s
+            )
+        except AudioTooLong as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except AudioError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         utterances, detected, _ = await engine.transcribe(audio, _language(config))
@@ -289,7 +293,13 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         except MalformedMessageError as exc:
             await refuse(context, request_iterator, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if first is None or first.WhichOneof("request") != "config":
-            got = "nothing" if first is None else "audio_content"
+            got = (
+                "nothing"
+                if first is None
+                else "audio_content"
+                if first.WhichOneof("request")
+                else "a message with neither config nor audio_content"
+            )
             await refuse(
                 context,
                 requests,

@@ -23,7 +23,9 @@ from percept.speech.audio import (
     MAX_RATE,
     MIN_RATE,
     RAW,
+    SAMPLE_RATE,
     AudioError,
+    AudioTooLong,
     Samples,
     check_channels,
     check_config,
@@ -31,6 +33,7 @@ from percept.speech.audio import (
     mono_frame,
     mono_resampler,
     pcm_samples,
+    sound,
     to_samples,
 )
 from percept.v1 import speech_pb2
@@ -185,7 +188,7 @@ class ContainerStreamDecoder:
                 if not container.streams.audio:
                     raise AudioError(f"audio_content: the {self.name} data holds no audio stream")
                 for frame in container.decode(audio=0):
-                    self._keep(to_samples(resampler.resample(frame)))
+                    self._keep(to_samples(resampler.resample(sound(frame, self.name))))
             self._keep(to_samples(resampler.resample(None)))
         except AudioError as exc:
             self.error = exc
@@ -227,6 +230,7 @@ class ContainerStreamDecoder:
 # WAV format codes (RFC 2361) read here: PCM, IEEE float, A-law, mu-law.
 WAV_PCM, WAV_FLOAT, WAV_ALAW, WAV_MULAW, WAV_EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
 WAV_LAWS = {WAV_ALAW: "alaw", WAV_MULAW: "mulaw"}
+WAV_BITS = {WAV_PCM: (8, 16, 24, 32), WAV_FLOAT: (32, 64), WAV_ALAW: (8,), WAV_MULAW: (8,)}
 
 
 class WavStreamDecoder:
@@ -299,6 +303,11 @@ class WavStreamDecoder:
                         f"audio_content: WAV format code {tag:#06x} is not PCM (1), IEEE "
                         "float (3), A-law (6) or mu-law (7)"
                     )
+                if bits not in WAV_BITS[tag]:
+                    raise AudioError(
+                        f"audio_content: WAV header says {bits} bits a sample for format "
+                        f"{tag}; it has {' or '.join(map(str, WAV_BITS[tag]))}"
+                    )
                 fmt = (tag, rate, channels, bits)
             pos += 8 + size + (size & 1)
         return None
@@ -331,9 +340,9 @@ def stream_decoder(config: speech_pb2.RecognitionConfig) -> StreamDecoder:
     return ContainerStreamDecoder(CONTAINERS[config.encoding], DEMUXERS[config.encoding])
 
 
-def decode_all(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
+def decode_all(config: speech_pb2.RecognitionConfig, data: bytes, max_s: float) -> Samples:
     """A whole recording (Recognize) through the stream decoders, so both RPCs read
-    and refuse the same audio the same way."""
+    and refuse the same audio the same way. AudioTooLong past `max_s`."""
     if config.separate_channel_recognition:
         raise AudioError(
             "config.separate_channel_recognition: for StreamingRecognize; Recognize "
@@ -343,10 +352,21 @@ def decode_all(config: speech_pb2.RecognitionConfig, data: bytes) -> Samples:
         check_config(config)  # a whole file: FFmpeg may probe all of it
         if not data:
             return np.zeros(0, np.float32)
-        return decode_file(io.BytesIO(data), CONTAINERS[config.encoding])
+        return decode_file(
+            io.BytesIO(data),
+            CONTAINERS[config.encoding],
+            format=DEMUXERS[config.encoding],
+            max_s=max_s,
+        )
     decoder = stream_decoder(config)
     try:
         parts = [decoder.feed(data), decoder.finish()]
     finally:
         decoder.close()
-    return np.concatenate(parts)
+    audio = np.concatenate(parts)
+    if len(audio) > max_s * SAMPLE_RATE:
+        raise AudioTooLong(
+            f"audio_content: over {max_s:.0f} s of audio; send it in parts, or stream it "
+            "with StreamingRecognize"
+        )
+    return audio

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
-from speech_audio import MAX_WER, speak, wav_file, wer
+from speech_audio import MAX_WER, encoded, float_wav, speak, wav_file, wer
 
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
@@ -20,6 +21,7 @@ from percept.v1 import speech_pb2_grpc
 
 pytestmark = pytest.mark.slow
 SENTENCE = "Hello, I want to buy two phones for my office."
+TONE = (0.1 * np.sin(np.arange(16000) / 8000 * 2 * np.pi * 440)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,22 @@ async def test_silence_gives_no_result_and_no_error(stub: speech_pb2_grpc.Speech
             "not a readable FLAC stream",
         ),
         (
+            sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_FLAC),
+            encoded("mp2", "mp2", TONE, 22050),
+            "the data is MP2/3 (MPEG audio layer 2/3), not FLAC",
+        ),
+        (
+            wav_config(),
+            float_wav(np.concatenate([TONE, [np.nan], TONE])),
+            "the WAV data holds float samples that are not numbers (NaN or infinity)",
+        ),
+        (wav_config(), wav_file(b"\x00" * 64, bits=7), "WAV header says 7 bits a sample"),
+        (
+            wav_config(),
+            wav_file(b"\x00" * 64, tag=7, bits=16),
+            "WAV header says 16 bits a sample for format 7; it has 8",
+        ),
+        (
             sp.RecognitionConfig(
                 encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, redact=["card", "pin"]
             ),
@@ -160,6 +178,32 @@ async def test_bad_audio_is_invalid_argument_naming_the_field(
         await stub.Recognize(sp.RecognizeRequest(config=config, audio_content=audio), timeout=30)
     assert excinfo.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert words_in_error in (excinfo.value.details() or "")
+
+
+async def test_compressed_audio_past_the_stream_limit_is_resource_exhausted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Two minutes of silence are a few kilobytes of FLAC: Recognize decodes no more
+    than a stream may carry (`speech_max_stream_s`), as StreamingRecognize does."""
+    settings = make_settings(speech_max_stream_s=60)
+    host = ServiceHost(SpeechService(settings), settings)
+    await host.start()
+    try:
+        await asyncio.wait_for(host.ready.wait(), 120)
+        flac = encoded("flac", "flac", np.zeros(8000 * 120, np.float32), 8000)
+        assert len(flac) < 100_000
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stub = speech_pb2_grpc.SpeechStub(channel)
+            config = sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_FLAC)
+            with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+                await stub.Recognize(sp.RecognizeRequest(config=config, audio_content=flac))
+            assert excinfo.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "over 60 s of audio" in (excinfo.value.details() or "")
+            short = encoded("flac", "flac", TONE, 8000)  # under the limit: transcribed
+            reply = await stub.Recognize(sp.RecognizeRequest(config=config, audio_content=short))
+            assert reply.audio_duration.ToTimedelta().total_seconds() == pytest.approx(2, 0.05)
+    finally:
+        await host.stop(grace=1)
 
 
 async def test_truncated_wav_is_refused_or_transcribed_never_a_crash(

@@ -12,7 +12,7 @@ import av
 import grpc
 import numpy as np
 import pytest
-from speech_audio import MAX_WER, pcm16k, speak, wav_bytes, wer
+from speech_audio import MAX_WER, float_wav, pcm16k, speak, wav_bytes, wer
 
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
@@ -233,6 +233,19 @@ def audio_first() -> list[sp.StreamingRecognizeRequest]:
             "not a readable Ogg-Opus stream",
         ),
         (
+            # one NaN would poison the resampler and VAD: every later word was lost
+            requests(
+                sp.RecognitionConfig(encoding=sp.AUDIO_ENCODING_WAV),
+                split(float_wav(np.concatenate([np.zeros(8000), [np.nan], np.zeros(8000)])), 4000),
+            ),
+            "float samples that are not numbers (NaN or infinity)",
+        ),
+        (
+            [sp.StreamingRecognizeRequest()],
+            "the first message must carry config (got a message with neither config nor "
+            "audio_content)",
+        ),
+        (
             requests(
                 sp.RecognitionConfig(
                     encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, model="large-v3"
@@ -272,6 +285,8 @@ def audio_first() -> list[sp.StreamingRecognizeRequest]:
         "odd-bytes",
         "garbage-wav",
         "garbage-ogg",
+        "nan-in-float-wav",
+        "empty-first-message",
         "unknown-model",
         "language-not-in-model",
         "language-not-bcp47",
