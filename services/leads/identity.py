@@ -37,7 +37,12 @@ EXCLUSIVE: tuple[str, ...] = ("crm_id", "email")
 
 
 class InvalidIdentityError(ValueError):
-    """A key that cannot be normalised; the message names the field."""
+    """A key that cannot be normalised; the message names the field. The services that
+    take keys from their callers name the field their own way (`field`, `reason`)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"identity.{field}: {reason}")
+        self.field, self.reason = field, reason
 
 
 class IdentityKey(NamedTuple):  # a tuple: hashed and compared in C, on every signal
@@ -51,11 +56,9 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
     try:
         parsed = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidIdentityError(
-            f"identity.phone: {raw!r} is not a phone number ({exc})"
-        ) from exc
+        raise InvalidIdentityError("phone", f"{raw!r} is not a phone number ({exc})") from exc
     if not phonenumbers.is_valid_number(parsed):
-        raise InvalidIdentityError(f"identity.phone: {raw!r} is not a valid phone number")
+        raise InvalidIdentityError("phone", f"{raw!r} is not a valid phone number")
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
@@ -64,9 +67,7 @@ def normalize_email(raw: str) -> str:
     try:
         info = validate_email(raw.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        raise InvalidIdentityError(
-            f"identity.email: {raw!r} is not an e-mail address ({exc})"
-        ) from exc
+        raise InvalidIdentityError("email", f"{raw!r} is not an e-mail address ({exc})") from exc
     return str(info.normalized).lower()
 
 
@@ -86,7 +87,7 @@ def keys_of(
         else:
             if len(raw) > MAX_OPAQUE_KEY or not raw.isprintable():
                 raise InvalidIdentityError(
-                    f"identity.{field}: must be printable and at most {MAX_OPAQUE_KEY} characters"
+                    field, f"must be printable and at most {MAX_OPAQUE_KEY} characters"
                 )
             value = raw
         keys.append(IdentityKey(field, value))

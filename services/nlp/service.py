@@ -41,6 +41,7 @@ class NlpService:
             NlpMetrics(self.registry, lambda: self.servicer.translator),
             RateLimiter(settings.nlp_chat_per_minute, settings.nlp_chat_burst),
         )
+        self.servicer.phone_region = settings.default_phone_region or None
         self._tasks: list[asyncio.Task[None]] = []
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import grpc
 
+from percept.leads.identity import InvalidIdentityError, keys_of
+from percept.leads.validation import MAX_TEXT
 from percept.nlp.apertium import ApertiumError
 from percept.nlp.chat_messages import (
     STATUS,
@@ -72,6 +74,19 @@ def check_text(text: str, field: str = "text") -> str | None:
     return None
 
 
+def check_visitor(request: nlp_pb2.ChatTurn, phone_region: str | None) -> str | None:
+    """The problem with the keys and campaign the chat's signals will carry, or None:
+    leads refuses a signal whose keys do not normalise, and with it the whole chat's
+    signals, after the widget has been answered."""
+    try:
+        keys_of(request.visitor, phone_region)
+    except InvalidIdentityError as exc:
+        return f"visitor.{exc.field}: {exc.reason}"
+    if len(request.campaign_id) > MAX_TEXT:
+        return f"campaign_id: longer than {MAX_TEXT} characters"
+    return None
+
+
 def language_code(code: str, field: str, known: set[str]) -> tuple[str, str | None]:
     """(ISO 639-1 code, problem): 'ES', 'spa' and 'es' are all 'es'."""
     standard = iso_639_1(code)
@@ -93,6 +108,7 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         self.assistant: Assistant | None = None
         self.takeovers: Takeovers | None = None
         self.publish: Callable[[common_pb2.Signal], None] | None = None
+        self.phone_region: str | None = None  # for visitors' numbers without +country
         self.wrote = asyncio.Event()  # wakes this replica's watches at once
 
     def wake_watches(self) -> None:
@@ -189,7 +205,11 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         if self.assistant is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the assistant is still loading")
         assert self.assistant is not None
-        problem = check_text(request.text) or _check_session_id(request.session_id)
+        problem = (
+            check_text(request.text)
+            or _check_session_id(request.session_id)
+            or check_visitor(request, self.phone_region)
+        )
         language = ""
         if not problem and request.language_code.strip():
             known = self.translator.languages() if self.translator else set()

@@ -45,6 +45,7 @@ class SpeechService:
         self.servicer.redact = parse_kinds(settings.speech_redact)
         self.servicer.contacts_as_keys = settings.speech_redacted_contacts_as_keys
         self.servicer.summary_silence_s = settings.speech_summary_silence_s
+        self.servicer.phone_region = settings.default_phone_region or None
 
     async def listen(self) -> None:
         """The telephony gateway listens at once; it answers 503 until the model loads."""

@@ -14,6 +14,8 @@ import grpc
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from google.protobuf.duration_pb2 import Duration
 
+from percept.leads.identity import InvalidIdentityError, keys_of
+from percept.leads.validation import MAX_TEXT
 from percept.nlp.translation import Translator, UnsupportedPairError
 from percept.runtime.streams import MalformedMessageError, refuse
 from percept.speech.audio import SAMPLE_RATE, AudioError, AudioTooLong
@@ -25,7 +27,7 @@ from percept.speech.categorizing import SENTIMENT_NAMES
 from percept.speech.engine import SpeechEngine
 from percept.speech.live_calls import CallBoard, LiveCall, WatcherOverflowError
 from percept.speech.redacting import CallRedaction, Contact
-from percept.speech.signals import call_signals, utterance_signals
+from percept.speech.signals import call_signals, caller_identity, utterance_signals
 from percept.speech.stream_audio import decode_all, stream_decoder
 from percept.speech.streaming import StreamOptions
 from percept.understanding.call_categories import Categories
@@ -80,6 +82,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
         self.redact: frozenset[str] = frozenset(DEFAULT_KINDS)  # for configs that say nothing
         self.contacts_as_keys = True
         self.summary_silence_s = 2.0  # silences this long count as a call's non-talk time
+        self.phone_region: str | None = None  # for callers' numbers without +country
         self.categories = Categories(())  # call_categories.yaml, once loaded
 
     def english(self, text: str, language: str) -> str:
@@ -224,6 +227,7 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
             parse_kinds(config.redact, field="config.redact")
         except RedactionKindError as exc:
             raise AudioError(str(exc)) from None
+        self._check_caller(config)
         if config.model and config.model != self.model_name:
             raise AudioError(
                 f"config.model: {config.model!r} is not served here; this server runs "
@@ -243,6 +247,18 @@ class SpeechServicer(speech_pb2_grpc.SpeechServicer):
                 f"config.language_code: {code!r} is not one of the {len(WHISPER_LANGUAGES)} "
                 f"languages {self.model_name} speaks (Whisper's: {', '.join(WHISPER_LANGUAGES)})"
             )
+
+    def _check_caller(self, config: speech_pb2.RecognitionConfig) -> None:
+        """The keys and campaign the call's signals will carry: leads refuses a signal
+        whose keys do not normalise, and with it every word of the call, after the
+        caller has been told OK."""
+        try:
+            keys_of(caller_identity(config), self.phone_region)
+        except InvalidIdentityError as exc:
+            field = "call_id" if exc.field == "call_id" else f"caller.{exc.field}"
+            raise AudioError(f"config.{field}: {exc.reason}") from None
+        if len(config.campaign_id) > MAX_TEXT:
+            raise AudioError(f"config.campaign_id: longer than {MAX_TEXT} characters")
 
     async def _engine(self, context: Context) -> SpeechEngine:
         if self.engine is None:

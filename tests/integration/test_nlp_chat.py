@@ -22,7 +22,7 @@ from percept.nlp.prompts import load_prompts
 from percept.nlp.service import NlpService
 from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.server import ServiceHost
-from percept.v1 import leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
+from percept.v1 import common_pb2, leads_pb2, leads_pb2_grpc, nlp_pb2, nlp_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 # the slots a lead has once the visitor gave everything but contacts (e-mail, phone)
@@ -126,8 +126,6 @@ async def test_an_english_chat_qualifies_the_lead_and_leads_gets_it(suite: Suite
         leads_pb2.GetLeadRequest(lead_id=lead.lead_id, include_timeline=True)
     )
     kinds = {t.kind for t in full.timeline}
-    from percept.v1 import common_pb2
-
     assert {
         common_pb2.SIGNAL_KIND_INTENT,
         common_pb2.SIGNAL_KIND_QUALIFICATION_SLOT,
@@ -283,6 +281,22 @@ async def test_the_widgets_keys_and_campaign_reach_leads(suite: Suite) -> None:
             "INVALID_ARGUMENT",
             "language_code: unknown language code 'zz'",
         ),
+        # leads would refuse every signal of the chat, after the widget was answered
+        (
+            nlp_pb2.ChatTurn(text="hi", visitor=common_pb2.IdentityKeys(email="not-an-email")),
+            "INVALID_ARGUMENT",
+            "visitor.email: 'not-an-email' is not an e-mail address",
+        ),
+        (
+            nlp_pb2.ChatTurn(text="hi", visitor=common_pb2.IdentityKeys(phone="+1415555012")),
+            "INVALID_ARGUMENT",
+            "visitor.phone: '+1415555012' is not a valid phone number",
+        ),
+        (
+            nlp_pb2.ChatTurn(text="hi", campaign_id="c" * 4001),
+            "INVALID_ARGUMENT",
+            "campaign_id: longer than 4000 characters",
+        ),
     ],
     ids=[
         "empty",
@@ -292,6 +306,9 @@ async def test_the_widgets_keys_and_campaign_reach_leads(suite: Suite) -> None:
         "bad-session-id",
         "unknown-session",
         "unknown-language",
+        "visitor-email-not-an-address",
+        "visitor-phone-not-a-number",
+        "campaign-too-long",
     ],
 )
 async def test_bad_turns_get_precise_errors(

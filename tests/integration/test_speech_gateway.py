@@ -186,6 +186,27 @@ async def test_a_twilio_stream_is_recognised_per_track_with_the_callers_identity
     assert not any(u.call.campaign_id != "spring" for u in updates)
 
 
+async def test_a_caller_id_that_is_no_number_leaves_the_call_without_one(
+    make_settings: Callable[..., Settings], start_host: HostFactory, customer_audio: bytes
+) -> None:
+    """Platforms send "anonymous", "client:alice" or a SIP URI as the caller: the call
+    goes on without a phone key. Kept, it made leads refuse every signal of the call."""
+    gateway = await start_gateway(start_host, make_settings())
+    ws = await twilio_call(
+        f"{gateway.url}/twilio",
+        {"inbound": customer_audio},
+        call_sid="CA-anonymous",
+        parameters={"caller": "anonymous"},
+        pace=0,
+    )
+    assert ws.close_code == 1000
+    assert await gateway.until_ends(1) == ["completed"]
+    assert "purchase_intent" in intents_of(gateway.finals(CUSTOMER))
+    assert gateway.signals
+    assert all(s.identity.call_id == "CA-anonymous" for s in gateway.signals)
+    assert not any(s.identity.phone for s in gateway.signals)
+
+
 async def test_an_audiohook_session_pauses_exactly_what_was_paused(
     make_settings: Callable[..., Settings],
     start_host: HostFactory,

@@ -16,8 +16,8 @@ from speech_audio import MAX_WER, encoded, float_wav, speak, wav_file, wer
 from percept.runtime.server import ServiceHost
 from percept.runtime.settings import Settings
 from percept.speech.service import SpeechService
+from percept.v1 import common_pb2, speech_pb2_grpc
 from percept.v1 import speech_pb2 as sp
-from percept.v1 import speech_pb2_grpc
 
 pytestmark = pytest.mark.slow
 SENTENCE = "Hello, I want to buy two phones for my office."
@@ -154,6 +154,30 @@ async def test_silence_gives_no_result_and_no_error(stub: speech_pb2_grpc.Speech
             "the WAV data holds float samples that are not numbers (NaN or infinity)",
         ),
         (wav_config(), wav_file(b"\x00" * 64, bits=7), "WAV header says 7 bits a sample"),
+        # leads would refuse every signal of the call, after the caller was told OK
+        (
+            sp.RecognitionConfig(
+                encoding=sp.AUDIO_ENCODING_LINEAR16,
+                sample_rate_hz=16000,
+                caller=common_pb2.IdentityKeys(phone="+1415555012"),
+            ),
+            b"\x00\x00",
+            "config.caller.phone: '+1415555012' is not a valid phone number",
+        ),
+        (
+            sp.RecognitionConfig(
+                encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, call_id="c" * 300
+            ),
+            b"\x00\x00",
+            "config.call_id: must be printable and at most 200 characters",
+        ),
+        (
+            sp.RecognitionConfig(
+                encoding=sp.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000, campaign_id="k" * 4001
+            ),
+            b"\x00\x00",
+            "config.campaign_id: longer than 4000 characters",
+        ),
         (
             wav_config(),
             wav_file(b"\x00" * 64, tag=7, bits=16),

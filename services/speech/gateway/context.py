@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from websockets.exceptions import ConnectionClosed
 
+from percept.leads.identity import InvalidIdentityError, normalize_phone
 from percept.runtime.auth import KeyRing
 from percept.runtime.logs import redact_quoted
 from percept.runtime.settings import Settings
@@ -99,7 +100,17 @@ class GatewayContext:
             separate_channel_recognition=True,
         )
         if caller.phone:
-            config.caller.phone = caller.phone
+            try:
+                normalize_phone(caller.phone, self.servicer.phone_region)
+                config.caller.phone = caller.phone
+            except InvalidIdentityError:
+                # "anonymous", "client:alice", a SIP URI: the platform's caller id is not
+                # always a number. The call goes on without one (a number leads refuses
+                # would cost every signal of the call).
+                log.info(
+                    "the caller id is not a phone number; the call has none",
+                    extra={"call_id": caller.call_id},
+                )
         return config
 
     @contextlib.asynccontextmanager
