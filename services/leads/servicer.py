@@ -108,6 +108,13 @@ def filter_problem(f: leads_pb2.LeadFilter) -> str:
         problem := time_problem(f.updated_since, "filter.updated_since")
     ):
         return problem
+    for name, values, enum in (
+        ("classes", f.classes, leads_pb2.LeadClass),
+        ("stages", f.stages, leads_pb2.LeadStage),
+    ):
+        unknown = sorted(set(values) - set(enum.values()))
+        if unknown:  # an open enum: a number no class or stage has would match nothing
+            return f"filter.{name}: {unknown[0]} is not one of {', '.join(enum.keys())}"
     if not (0 <= f.min_score <= 1 and 0 <= f.max_score <= 1):
         return "filter: min_score and max_score must be within [0, 1]"
     if f.max_score and f.min_score > f.max_score:

@@ -277,6 +277,16 @@ async def test_bad_requests_get_precise_statuses(leads: Leads) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "min_score is above max_score",
         ),
+        (  # proto enums are open: 99 reaches the server, and matched nothing with OK
+            stub.ListLeads(lp.ListLeadsRequest(filter=lp.LeadFilter(classes=[99]))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "filter.classes: 99 is not one of LEAD_CLASS_UNSPECIFIED",
+        ),
+        (
+            stub.ListLeads(lp.ListLeadsRequest(filter=lp.LeadFilter(stages=[2, 42]))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "filter.stages: 42 is not one of",
+        ),
         (
             stub.ListLeads(lp.ListLeadsRequest(page_token="garbage")),
             grpc.StatusCode.INVALID_ARGUMENT,
