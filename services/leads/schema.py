@@ -119,6 +119,26 @@ erasures = Table(
     Column("identities_erased", Integer, nullable=False),
 )
 
+# Tombstones of erasures, so that a replayed or late signal cannot bring an erased person
+# back. Nothing personal: keyed hashes (HMAC with the store's `erasure_key` setting) of the
+# erased signals' ids and of the erased identity keys, and when they were erased. A signal
+# whose id is here, or that carries a key here and occurred at or before that key's
+# erasure, is dropped at ingest. The retention purge deletes rows older than the longest
+# signal retention (a signal that old is expired when it comes back).
+erased_signals = Table(
+    "erased_signals",
+    metadata,
+    Column("signal_hash", String(64), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+erased_keys = Table(
+    "erased_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 # Models fitted by `percept leads train`; the active one replaces the prior.
 scoring_models = Table(
     "scoring_models",

@@ -165,9 +165,10 @@ class LeadsService:
         )
 
     async def _purge(self) -> None:
-        await asyncio.to_thread(
-            self.store.purge_expired, self.retention_days, self.retention_by_kind
-        )
+        days, by_kind = self.retention_days, self.retention_by_kind
+        done = await asyncio.to_thread(self.store.purge, days, by_kind)
+        if self.servicer is not None:  # leads it deleted or re-scored (NOTIFY: the store)
+            await self.servicer._announce(done.changes)
 
     async def _mark_overdue(self) -> None:
         while len(await asyncio.to_thread(self.store.mark_overdue)) == OVERDUE_BATCH:

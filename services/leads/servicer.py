@@ -30,7 +30,7 @@ from percept.leads.store import (
     LeadView,
 )
 from percept.leads.store.follow_up_sync import ACTION_WORDS
-from percept.leads.watch import ChangeFeed, WatcherOverflowError
+from percept.leads.watch import ChangeFeed, Event, WatcherOverflowError
 from percept.leads.wire import lead_message, time_problem, timestamp
 from percept.runtime.batching import BatchMetrics, MicroBatcher
 from percept.runtime.interceptors import database_unreachable
@@ -193,24 +193,27 @@ class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer)
         if changes and self.feed.watchers and self.listener is None:
             self.feed.publish(await asyncio.to_thread(self._events, changes))
 
-    def _events(self, changes: list[Change]) -> list[leads_pb2.LeadChange]:
-        """What watchers are told of these changes: each lead as it is now (one read)."""
-        rows = {r["lead_id"]: r for r in self.store.rows([c.lead_id for c in changes])}
+    def _events(self, changes: list[Change]) -> list[Event]:
+        """What watchers are told of these changes: each lead as it is now (one read), with
+        its segment (a watch's filter.segment). A FORGOTTEN lead (erased, purged, or merged
+        into another) carries its id only."""
+        forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
+        present = [c.lead_id for c in changes if c.type != forgotten]
+        rows = {r["lead_id"]: r for r in self.store.rows(present)} if present else {}
         now = Timestamp()
         now.GetCurrentTime()
         events = []
         for change in changes:
-            row = rows.get(change.lead_id)
+            row = rows.get(change.lead_id) if change.type != forgotten else None
             lead = lead_message(row, row["keys"]) if row else leads_pb2.Lead(lead_id=change.lead_id)
-            events.append(
-                leads_pb2.LeadChange(
-                    type=change.type,
-                    lead=lead,
-                    changed_at=now,
-                    previous_class=change.previous_class,  # type: ignore[arg-type]
-                    previous_stage=change.previous_stage,  # type: ignore[arg-type]
-                )
+            message = leads_pb2.LeadChange(
+                type=change.type,
+                lead=lead,
+                changed_at=now,
+                previous_class=change.previous_class,  # type: ignore[arg-type]
+                previous_stage=change.previous_stage,  # type: ignore[arg-type]
             )
+            events.append(Event(message, (row or {}).get("segment") or ""))
         return events
 
     def _write_together(self, batches: Sequence[list[common_pb2.Signal]]) -> list[IngestResult]:
@@ -436,8 +439,7 @@ class LeadsServicer(FollowUpRpcs, OpportunityRpcs, leads_pb2_grpc.LeadsServicer)
                 "leads": erasure.leads,
             },
         )
-        forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
-        await self._announce([Change(request.lead_id.strip(), forgotten)])  # (NOTIFY: store)
+        await self._announce(erasure.changes)  # every erased lead id (NOTIFY: the store)
         # Face embeddings live in the vision service: erased there now if it answers, else
         # by the retrying task (the erasure itself queued them with the lead's deletion).
         embeddings = 0

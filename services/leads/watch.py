@@ -4,13 +4,16 @@ A leads replica alone (SQLite) tells its watchers of the writes it made; replica
 sharing PostgreSQL hear every replica's writes through LISTEN (listen.py). A
 watcher that cannot keep up, or whose replica lost changes, is cut off
 (RESOURCE_EXHAUSTED) instead of growing an unbounded queue; it resumes with
-ListLeads(updated_since).
+ListLeads(updated_since). A watch's filter selects leads as ListLeads does (its
+segment too); a FORGOTTEN change (a lead erased, purged, or merged into another)
+reaches every watcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from typing import NamedTuple
 
 from percept.leads.store import LeadFilter
 from percept.v1 import leads_pb2
@@ -18,7 +21,17 @@ from percept.v1 import leads_pb2
 FORGOTTEN = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
 
 
-def matches(where: LeadFilter, lead: leads_pb2.Lead) -> bool:
+class Event(NamedTuple):
+    """A change as watchers get it, with what a filter needs that the message lacks."""
+
+    change: leads_pb2.LeadChange
+    segment: str = ""  # the lead's segment_id ('' when in none): filter.segment
+
+
+def matches(where: LeadFilter, lead: leads_pb2.Lead, segment: str = "") -> bool:
+    """Whether a lead (in `segment`) passes a filter, as ListLeads would select it."""
+    if where.segment and segment != where.segment:
+        return False
     if where.classes and lead.lead_class not in where.classes:
         return False
     if where.stages and lead.stage not in where.stages:
@@ -45,10 +58,13 @@ class Watcher:
         self.queue: asyncio.Queue[leads_pb2.LeadChange] = asyncio.Queue(capacity)
         self.overflowed = False
 
-    def offer(self, change: leads_pb2.LeadChange) -> None:
+    def offer(self, change: leads_pb2.LeadChange, segment: str = "") -> None:
+        """Queues a change that passes the filter; every FORGOTTEN one (a lead that is no
+        longer one: erased, purged, merged into another) whatever the filter says, since
+        the watcher may hold it from before."""
         if self.overflowed:
             return
-        if change.type != FORGOTTEN and not matches(self.where, change.lead):
+        if change.type != FORGOTTEN and not matches(self.where, change.lead, segment):
             return
         try:
             self.queue.put_nowait(change)
@@ -94,7 +110,8 @@ class ChangeFeed:
         for watcher in list(self._watchers):
             watcher.cut_off()
 
-    def publish(self, changes: Iterable[leads_pb2.LeadChange]) -> None:
-        for change in changes:
+    def publish(self, changes: Iterable[Event | leads_pb2.LeadChange]) -> None:
+        for item in changes:
+            event = item if isinstance(item, Event) else Event(item)
             for watcher in list(self._watchers):
-                watcher.offer(change)
+                watcher.offer(event.change, event.segment)

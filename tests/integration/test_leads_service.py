@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -278,12 +279,12 @@ async def test_bad_requests_get_precise_statuses(leads: Leads) -> None:
             "min_score is above max_score",
         ),
         (  # proto enums are open: 99 reaches the server, and matched nothing with OK
-            stub.ListLeads(lp.ListLeadsRequest(filter=lp.LeadFilter(classes=[99]))),
+            stub.ListLeads(lp.ListLeadsRequest(filter=lp.LeadFilter(classes=[99]))),  # type: ignore[list-item]
             grpc.StatusCode.INVALID_ARGUMENT,
             "filter.classes: 99 is not one of LEAD_CLASS_UNSPECIFIED",
         ),
         (
-            stub.ListLeads(lp.ListLeadsRequest(filter=lp.LeadFilter(stages=[2, 42]))),
+            stub.ListLeads(lp.ListLeadsRequest(filter=lp.LeadFilter(stages=[2, 42]))),  # type: ignore[list-item]
             grpc.StatusCode.INVALID_ARGUMENT,
             "filter.stages: 42 is not one of",
         ),
@@ -399,6 +400,31 @@ async def test_replicas_starting_together_migrate_once(postgres_cluster: Throwaw
     for store in stores:
         store.close()
     assert diff == []
+
+
+async def test_replicas_starting_together_on_a_fresh_database_make_one_secret_each(
+    postgres_cluster: ThrowawayCluster,
+) -> None:
+    """(PostgreSQL.) The store's secrets (page tokens, erasure tombstones) are made by the
+    first replica; one starting beside it must not crash on a duplicate key."""
+    from sqlalchemy import event
+
+    url = postgres_cluster.new_database()
+    stores = [LeadStore(url) for _ in range(2)]
+
+    def slow_secrets(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO store_settings"):
+            time.sleep(0.3)  # widens any window between reading and inserting a secret
+
+    for store in stores:
+        event.listen(store.engine, "before_cursor_execute", slow_secrets)
+    try:
+        await asyncio.gather(*(asyncio.to_thread(store.migrate) for store in stores))
+        assert stores[0]._token_key == stores[1]._token_key != b""
+        assert stores[0]._erasure_key == stores[1]._erasure_key != b""
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_write_conflicts_between_replicas_are_exported(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from percept.leads.store import LeadFilter
-from percept.leads.watch import ChangeFeed, WatcherOverflowError
+from percept.leads.watch import ChangeFeed, Event, WatcherOverflowError
 from percept.v1 import leads_pb2
 
 
@@ -33,3 +33,25 @@ async def test_a_watcher_that_falls_behind_is_cut_off_and_others_go_on() -> None
         if len(seen) == 2:
             break
     assert seen == ["a", "c"]
+
+
+async def test_a_segment_filter_lets_only_that_segments_leads_through() -> None:
+    feed = ChangeFeed(capacity=10)
+    watcher = feed.subscribe(LeadFilter(segment="seg-1"))
+    forgotten = leads_pb2.LeadChange(
+        type=leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN, lead=leads_pb2.Lead(lead_id="d")
+    )
+    feed.publish(
+        [
+            Event(_change("a"), "seg-1"),
+            Event(_change("b"), "seg-2"),
+            Event(_change("c")),  # in no segment
+            forgotten,  # a lead gone is told whatever the filter: the watcher may hold it
+        ]
+    )
+    seen = []
+    async for change in watcher.changes():
+        seen.append(change.lead.lead_id)
+        if watcher.queue.empty():
+            break
+    assert seen == ["a", "d"]

@@ -7,7 +7,9 @@
 - state: a lead's derived state (score, class, stage) kept up to date;
 - lifecycle: a person's decisions (merge, suggestions, split, erase);
 - outbox: webhooks and face erasures queued in a write, claimed and done later;
-- retention: expired signals, and leads left without any;
+- retention: expired signals, and leads left without any (and old erasure tombstones);
+- tombstones: what an erasure keeps (keyed hashes, nothing personal) so that replayed
+  or queued signals cannot bring the erased person back;
 - queries: reading leads and pages of them;
 - follow_up_sync / follow_ups: the follow-up queue, kept in step by every write, and
   what salespeople do with it (list, complete, snooze);

@@ -40,6 +40,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -159,6 +160,7 @@ class Erasure:
     signals: int
     identities: int
     face_identity_ids: list[str]
+    changes: list[Change] = field(default_factory=list)  # FORGOTTEN for every erased lead id
 
 
 class _Leads:
@@ -202,7 +204,8 @@ class StoreBase:
         self.shared = self.url.get_backend_name() != "sqlite"  # other replicas may write
         self.conflicts = 0  # write transactions run again after a conflict (replicas)
         self._write_lock = threading.Lock()
-        self._token_key = b""
+        self._token_key = b""  # signs page tokens
+        self._erasure_key = b""  # keys the hashes of erasure tombstones (tombstones.py)
         self._model: LinearModel | None = None
         self._model_checked = -math.inf
 
@@ -278,18 +281,10 @@ class StoreBase:
                 )
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
-        with self.engine.begin() as conn:
-            secret = conn.scalar(
-                select(schema.settings_table.c.value).where(
-                    schema.settings_table.c.name == "page_token_key"
-                )
-            )
-            if secret is None:
-                secret = secrets.token_hex(32)
-                conn.execute(
-                    insert(schema.settings_table).values(name="page_token_key", value=secret)
-                )
-        self._token_key = bytes.fromhex(secret)
+            # Still under the lock: replicas starting together on a fresh database make
+            # the secrets once (one of them inserts; the others read what it made).
+            self._token_key = _secret(conn, "page_token_key")
+            self._erasure_key = _secret(conn, "erasure_key")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -305,6 +300,21 @@ class StoreBase:
                 return lead_id
             lead_id = target.merged_into
         raise LeadConflictError(f"lead {lead_id!r} is in a merge cycle")
+
+
+def _secret(conn: Connection, name: str) -> bytes:
+    """The store's secret `name` (32 random bytes), made if absent: inserted unless a row
+    is there (also if another process inserts it meanwhile), then read."""
+    table = schema.settings_table
+    row = {"name": name, "value": secrets.token_hex(32)}
+    if conn.dialect.name == "postgresql":
+        conn.execute(postgresql.insert(table).values(row).on_conflict_do_nothing())
+    elif conn.dialect.name == "sqlite":
+        conn.execute(sqlite.insert(table).values(row).on_conflict_do_nothing())
+    elif conn.scalar(select(table.c.value).where(table.c.name == name)) is None:
+        conn.execute(insert(table).values(row))
+    stored = conn.execute(select(table.c.value).where(table.c.name == name)).scalar_one()
+    return bytes.fromhex(stored)
 
 
 def _json_dumps(value: Any) -> str:

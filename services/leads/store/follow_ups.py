@@ -120,9 +120,9 @@ class FollowUpsMixin(QueriesMixin):
         for a win the products bought."""
         if outcome not in (*OUTCOMES, ""):
             raise ValueError(f"outcome {outcome!r} is not won or lost")
-        now = self.clock()
 
         def work(conn: Connection) -> tuple[dict[str, Any], list[Change]]:
+            now = self.clock()  # under the write lock, as every write's time (ingest)
             row = self._open_follow_up(conn, follow_up_id)
             f = schema.follow_ups.c
             said = f"done: {outcome}" if outcome else "done"

@@ -19,6 +19,7 @@ from percept.leads import schema
 from percept.leads.bulk import BulkWrite
 from percept.leads.changes import Change
 from percept.leads.identity import EXCLUSIVE, STRENGTH, IdentityKey
+from percept.leads.store import tombstones
 from percept.leads.store.base import (
     GroupResult,
     IngestResult,
@@ -43,15 +44,17 @@ class IngestMixin(StateMixin):
     def ingest_together(self, batches: Sequence[Sequence[common_pb2.Signal]]) -> GroupResult:
         """`ingest` for several batches in one transaction (one fsync, one write per lead);
         each batch gets its own counts and errors. A signal id sent twice is stored once and
-        counted as a duplicate where it came second."""
-        now = self.clock()
+        counted as a duplicate where it came second. A signal an erasure covers (tombstones)
+        is dropped and counted as a duplicate too: it was dealt with, and must not be sent
+        again."""
+        arrived = self.clock()  # for validation; the write's own time is taken under its lock
         group = GroupResult([IngestResult() for _ in batches])
         valid: dict[str, ValidSignal] = {}
         came_in: dict[str, IngestResult] = {}  # signal id -> the result of its batch
         for messages, result in zip(batches, group.results, strict=True):
             for message in messages:
                 try:
-                    signal = validate(message, now=now, default_region=self.default_region)
+                    signal = validate(message, now=arrived, default_region=self.default_region)
                 except InvalidSignalError as exc:
                     result.errors.append((message.signal_id, str(exc)))
                     continue
@@ -67,6 +70,9 @@ class IngestMixin(StateMixin):
             return group
 
         def work(conn: Connection) -> tuple[list[ValidSignal], list[str], list[Change]]:
+            # Stamped once the write lock is held: a write that waited for another's is
+            # not stamped before changes that commit ahead of it (ListLeads(updated_since)).
+            now = self.clock()
             fresh, replayed = self._drop_known(conn, list(valid.values()))
             changes = self._store(conn, fresh, now) if fresh else []
             self._notify(conn, changes)
@@ -75,22 +81,30 @@ class IngestMixin(StateMixin):
         fresh, replayed, group.changes = self._write(work)  # counted once it committed
         for s in fresh:
             came_in[s.signal_id].accepted += 1
+        erased = 0
         for mark in replayed:
             signal_id = mark[1:]
-            if mark[0] == "=":
+            if mark[0] in "=x":
                 came_in[signal_id].duplicates += 1
+                erased += mark[0] == "x"
                 continue
             log.warning(
                 "conflicting replay rejected; original kept", extra={"signal_id": signal_id}
             )
             came_in[signal_id].errors.append((signal_id, _conflict(signal_id)))
+        if erased:
+            log.info("signals of erased people dropped", extra={"signals": erased})
         return group
 
     def _drop_known(
         self, conn: Connection, signals: list[ValidSignal]
     ) -> tuple[list[ValidSignal], list[str]]:
         """The signals not stored yet, and the ids of those that were ("=id" when stored
-        with the same content, "!id" when with other content)."""
+        with the same content, "!id" when with other content) or that an erasure covers
+        ("xid": tombstones.py)."""
+        gone = tombstones.erased(conn, self._erasure_key, signals)
+        if gone:
+            signals = [s for s in signals if s.signal_id not in gone]
         known: dict[str, str] = {}
         sig = schema.signals.c
         for chunk in _chunks([s.signal_id for s in signals]):
@@ -98,7 +112,8 @@ class IngestMixin(StateMixin):
                 select(sig.signal_id, sig.content_hash).where(sig.signal_id.in_(chunk))
             ).all()
             known.update({r.signal_id: r.content_hash for r in rows})
-        fresh, replayed = [], []
+        fresh: list[ValidSignal] = []
+        replayed = ["x" + signal_id for signal_id in sorted(gone)]
         for s in signals:
             stored = known.get(s.signal_id)
             if stored is None:
@@ -225,7 +240,11 @@ class IngestMixin(StateMixin):
         )
         merged_into = {leads.find(s) for s, _, _ in merges}
         fresh = set(new_leads)
-        changes = []
+        # A lead merged into another is no lead of its own any more: watchers drop it
+        # (FORGOTTEN; GetLead on its id answers the survivor, whose change is MERGED).
+        # One made in this very batch was never announced.
+        forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
+        changes = [Change(a, forgotten) for _, a, _ in merges if a not in fresh]
         for lead in touched:
             kind = (
                 leads_pb2.LeadChange.CHANGE_TYPE_CREATED

@@ -18,6 +18,8 @@ from sqlalchemy import (
 
 from percept.leads import schema
 from percept.leads.changes import Change
+from percept.leads.identity import IdentityKey
+from percept.leads.store import tombstones
 from percept.leads.store.base import (
     Erasure,
     LeadConflictError,
@@ -36,9 +38,9 @@ class LifecycleMixin(StateMixin):
 
     def merge_leads(self, lead_ids: Sequence[str], reason: str) -> list[Change]:
         """Merges leads into the first one (a salesperson's decision), recorded and undoable."""
-        now = self.clock()
 
         def work(conn: Connection) -> list[Change]:
+            now = self.clock()  # under the write lock, as every write's time (ingest)
             resolved = [self._resolve(conn, lead) for lead in lead_ids]
             if len(set(resolved)) != len(resolved):
                 raise LeadConflictError("lead_ids: some of these leads are already the same lead")
@@ -56,13 +58,17 @@ class LifecycleMixin(StateMixin):
         reason: str,
         evidence: str | None = None,
     ) -> list[Change]:
-        """A person's merge: recorded (undoable), the survivor's state anew, watchers told."""
+        """A person's merge: recorded (undoable), the survivor's state anew, watchers told:
+        the survivor MERGED (first), each absorbed lead FORGOTTEN (no lead of its own any
+        more; GetLead on its id answers the survivor)."""
         before = self._refresh(conn, [survivor], now)
         for other in absorbed:
             self._merge(conn, survivor, other, now, evidence=evidence, reason=reason)
         self._refresh(conn, [survivor], now)
         previous = before.get(survivor, (0, 0))
         changes = [Change(survivor, leads_pb2.LeadChange.CHANGE_TYPE_MERGED, *previous)]
+        forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
+        changes += [Change(other, forgotten) for other in absorbed]
         self._notify(conn, changes)
         return changes
 
@@ -120,9 +126,8 @@ class LifecycleMixin(StateMixin):
         return dict(row)
 
     def dismiss_suggestion(self, suggestion_id: str, reason: str) -> dict[str, Any]:
-        now = self.clock()
-
         def work(conn: Connection) -> dict[str, Any]:
+            now = self.clock()
             row = self._open_suggestion(conn, suggestion_id)
             self._decide(conn, suggestion_id, "dismissed", reason, now)
             return {**row, "decided_at": now, "decision": "dismissed", "decision_reason": reason}
@@ -131,9 +136,9 @@ class LifecycleMixin(StateMixin):
 
     def accept_suggestion(self, suggestion_id: str, reason: str) -> list[Change]:
         """Merges a suggestion's two leads (the older survives) and records the decision."""
-        now = self.clock()
 
         def work(conn: Connection) -> list[Change]:
+            now = self.clock()
             row = self._open_suggestion(conn, suggestion_id)
             try:
                 pair = [self._resolve(conn, row["lead_a"]), self._resolve(conn, row["lead_b"])]
@@ -164,10 +169,10 @@ class LifecycleMixin(StateMixin):
     def split_lead(self, lead_id: str, merge_id: str) -> list[Change]:
         """Undoes a recorded merge: the absorbed lead gets back its keys, signals and
         follow-ups."""
-        now = self.clock()
         m = schema.merges.c
 
         def work(conn: Connection) -> list[Change]:
+            now = self.clock()
             current = self._resolve(conn, lead_id)
             merge = (
                 conn.execute(select(schema.merges).where(m.merge_id == merge_id)).mappings().first()
@@ -219,23 +224,28 @@ class LifecycleMixin(StateMixin):
         return self._write(work)
 
     def forget(self, lead_id: str, reason: str) -> Erasure:
-        """Erases a lead, every lead merged into it, their keys, signals and merges."""
-        now = self.clock()
+        """Erases a lead, every lead merged into it, their keys, signals and merges, and
+        keeps tombstones (no personal data) so that none of it comes back (tombstones.py).
+        Every erased lead id is FORGOTTEN to watchers: the surviving lead and each merged
+        into it, whichever of them the caller named."""
         leads, ident, sig = schema.leads.c, schema.identities.c, schema.signals.c
 
         def work(conn: Connection) -> Erasure:
+            now = self.clock()  # under the write lock: signals up to now are covered
             current = self._resolve(conn, lead_id)
             ids = [
                 current,
                 *conn.scalars(select(leads.lead_id).where(leads.merged_into == current)),
             ]
-            faces = list(
-                conn.scalars(
-                    select(ident.key_value).where(
-                        ident.lead_id.in_(ids), ident.key_type == "face_identity_id"
-                    )
+            held = [
+                IdentityKey(r.key_type, r.key_value)
+                for r in conn.execute(
+                    select(ident.key_type, ident.key_value).where(ident.lead_id.in_(ids))
                 )
-            )
+            ]
+            faces = [k.value for k in held if k.key_type == "face_identity_id"]
+            signal_ids = list(conn.scalars(select(sig.signal_id).where(sig.lead_id.in_(ids))))
+            tombstones.record(conn, self._erasure_key, signal_ids, held, now)
             signals = conn.execute(schema.signals.delete().where(sig.lead_id.in_(ids))).rowcount
             keys, erased = self._delete_leads(conn, ids)
             self._queue_face_erasures(conn, faces, now)
@@ -251,7 +261,8 @@ class LifecycleMixin(StateMixin):
                 )
             )
             forgotten = leads_pb2.LeadChange.CHANGE_TYPE_FORGOTTEN
-            self._notify(conn, [Change(lead_id.strip(), forgotten)])
-            return Erasure(audit_id, erased, signals, keys, faces)
+            changes = [Change(lead, forgotten) for lead in ids]
+            self._notify(conn, changes)
+            return Erasure(audit_id, erased, signals, keys, faces, changes)
 
         return self._write(work)

@@ -37,6 +37,10 @@ from percept.leads.store.base import (
 from percept.leads.store.state import StateMixin
 
 log = logging.getLogger("percept.leads.store")
+# GetLead(include_timeline) shows a lead's most recent entries (signals and follow-up
+# steps), oldest first: a lead with ~93,000 signals made a message over the 8 MiB limit.
+# A Lead's signal_count says how many signals there are in all.
+MAX_TIMELINE_ENTRIES = 1000
 CLOSED_STEPS = {"done": "completed", "replaced": "replaced", "dropped": "dropped"}
 
 
@@ -83,7 +87,8 @@ class QueriesMixin(StateMixin):
         return str(found) if found is not None else None
 
     def get(self, lead_id: str, *, include_timeline: bool = False) -> LeadView | None:
-        """The lead (following merges to the survivor), scored as of now."""
+        """The lead (following merges to the survivor), scored as of now; with its timeline,
+        the most recent MAX_TIMELINE_ENTRIES entries of it, oldest first."""
         leads, ident, sig = schema.leads.c, schema.identities.c, schema.signals.c
         with self.engine.connect() as conn:
             row = None
@@ -123,9 +128,10 @@ class QueriesMixin(StateMixin):
                             sig.occurred_at,
                         )
                         .where(sig.lead_id == lead_id)
-                        .order_by(sig.occurred_at, sig.signal_id)
+                        .order_by(sig.occurred_at.desc(), sig.signal_id.desc())
+                        .limit(MAX_TIMELINE_ENTRIES)  # ix_signals_lead_time, read backwards
                     ).mappings()
-                ]
+                ][::-1]
             f = schema.follow_ups.c
             follow_ups = [  # by the lead's own index; the open one is among them
                 dict(r)
@@ -138,7 +144,7 @@ class QueriesMixin(StateMixin):
                 timeline = sorted(  # stable: at one moment, signals first
                     [*timeline, *self._follow_up_steps(conn, lead_id, follow_ups)],
                     key=lambda e: utc(e["occurred_at"]),
-                )
+                )[-MAX_TIMELINE_ENTRIES:]
         return LeadView(
             dict(row),
             keys,
