@@ -3,9 +3,12 @@
 Slots are read from the entities the shared understanding finds (product,
 quantity, money, datetime, phone and e-mail — validated by phonenumbers and
 email-validator) and from a few phrasings of need, role and name. An answer to
-the question just asked is read more leniently ("around 2000" fills the budget
-only when the budget was asked). A slot is asked only once the visitor shows
-buying interest, at most twice, and never once it is known.
+the question just asked is read more leniently ("around 2k" fills the budget
+only when the budget was asked; the currency is then USD unless named). Amounts
+are read as understanding/money.py explains (a range is its upper bound). Digits
+of a phone number, an address, a date, a time or an amount are never a count.
+A slot is asked only once the visitor shows buying interest, at most twice, and
+never once it is known.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from price_parser import Price
-
-from percept.understanding.entities import NUMBER_WORDS, EntityMatch
+from percept.understanding.entities import EMAIL_CANDIDATE, NUMBER_WORDS, EntityMatch
 from percept.understanding.intents import IntentMatch
+from percept.understanding.money import amounts
 
 SLOTS = (
     "need",
@@ -66,14 +68,28 @@ _INFLUENCER = re.compile(
     r"need (?:approval|sign-off|to ask)|not my decision)\b",
     re.IGNORECASE,
 )
+_COUNT_WORDS = [w for w in NUMBER_WORDS if w not in ("a", "an")]  # "a few" is no count
+_SPAN_WORDS = "|".join(sorted((*_COUNT_WORDS, "a", "an", "a couple of", "a few"), key=len)[::-1])
+# "in 2 weeks", "within a month", "in about three months", "over the next 6 months"
+# (and MT's "in roughly three month"): kept as said.
 _TIMELINE = re.compile(
     r"\b(asap|as soon as possible|right away|immediately|urgently|this week|next week|"
-    r"this month|next month|(?:the )?coming month|this quarter|next quarter|this year|"
-    r"next year|within (?:a|one|two|three|\d+) (?:days?|weeks?|months?))\b",
+    r"this month|next month|(?:the )?coming (?:weeks?|months?)|this quarter|next quarter|"
+    r"this year|next year|"
+    r"(?:in|within|over the next|in the next)\s+(?:about\s+|around\s+|roughly\s+|"
+    rf"approximately\s+|some\s+)?(?:\d+|{_SPAN_WORDS})\s+(?:days?|weeks?|months?|years?))\b",
     re.IGNORECASE,
 )
-_COUNT_WORDS = [w for w in NUMBER_WORDS if w not in ("a", "an")]  # "a few" is no count
 _NUMBER = re.compile(rf"\b(\d+|{'|'.join(_COUNT_WORDS)})\b", re.IGNORECASE)
+# Digits that are no count: a phone number however grouped ("415 555 0134",
+# "+34 612 345 678", "06 12 34 56 78"), a time, a date.
+_PHONE_LIKE = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
+_TIME_OR_DATE = re.compile(
+    r"\b\d{1,2}[:h]\d{2}\b|\b\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)|"
+    r"\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b|\b\d{4}-\d{1,2}-\d{1,2}\b|"
+    r"\b\d{1,2}[.-]\d{1,2}[.-]\d{2,4}\b|\b\d{1,2}(?:st|nd|rd|th)\b",
+    re.IGNORECASE,
+)
 _BUDGET_WORDS = re.compile(r"\b(budget|estimate|spend|afford)\b", re.IGNORECASE)
 
 
@@ -144,22 +160,27 @@ def read_slots(
     for kind in ("product", "quantity", "email", "phone"):
         if kind in by_type:
             found[kind] = Slot(by_type[kind].normalized, by_type[kind].confidence)
+    taken = _not_counts(text, entities)
     if "money" in by_type and (asked == "budget" or _BUDGET_WORDS.search(text)):
         found["budget"] = Slot(by_type["money"].normalized, by_type["money"].confidence)
-    elif asked == "budget":
-        price = Price.fromstring(text)
-        if price.amount is not None:
-            found["budget"] = Slot(f"{price.amount:.2f} USD", 0.6)
+    elif asked == "budget":  # an answer may leave the currency out: "around 2k"
+        free = [a for a in amounts(text) if not any(_within(a.start, a.end, s) for s in taken)]
+        if free:
+            found["budget"] = Slot(free[0].normalized, 0.6)
     timeline = _TIMELINE.search(text)
     if timeline:
         found["timeline"] = Slot(timeline.group(1).lower(), 0.8)
     elif "datetime" in by_type and (asked == "timeline" or "purchase_intent" in _names(intents)):
         found["timeline"] = Slot(by_type["datetime"].normalized, by_type["datetime"].confidence)
     if asked == "quantity" and "quantity" not in found:
-        number = _NUMBER.search(text)
-        if number:
+        money = [(a.start, a.end) for a in amounts(text) if a.currency or a.scaled]
+        for number in _NUMBER.finditer(text):
+            if any(_within(number.start(), number.end(), s) for s in (*taken, *money)):
+                continue
             word = number.group(1).lower()
-            found["quantity"] = Slot(str(int(word) if word.isdigit() else NUMBER_WORDS[word]), 0.7)
+            count = int(word) if word.isdigit() else NUMBER_WORDS[word]
+            found["quantity"] = Slot(str(count), 0.7)
+            break
     need = _NEED.search(text)
     if need and ("product" in found or _names(intents) & INTEREST):
         found["need"] = Slot(need.group(1).strip().lower(), 0.7)
@@ -176,6 +197,29 @@ def read_slots(
     elif title:
         found["decision_role"] = Slot(title, 0.75)
     return found
+
+
+def _not_counts(text: str, entities: Sequence[EntityMatch]) -> list[tuple[int, int]]:
+    """Where the text holds a phone number, an address, a date or a time: digits there are
+    neither a count nor an amount. An entity found in another text (the visitor's own words,
+    when this is their translation) is looked for by its words."""
+    spans = []
+    for e in entities:
+        if e.type not in ("phone", "email", "datetime"):
+            continue
+        if text[e.start : e.end] == e.text:
+            spans.append((e.start, e.end))
+        elif (at := text.find(e.text)) >= 0:
+            spans.append((at, at + len(e.text)))
+    for pattern in (_PHONE_LIKE, _TIME_OR_DATE, EMAIL_CANDIDATE):
+        for m in pattern.finditer(text):
+            if pattern is not _PHONE_LIKE or sum(c.isdigit() for c in m.group(0)) >= 7:
+                spans.append(m.span())
+    return spans
+
+
+def _within(start: int, end: int, span: tuple[int, int]) -> bool:
+    return start < span[1] and span[0] < end
 
 
 def _names(intents: Sequence[IntentMatch]) -> set[str]:

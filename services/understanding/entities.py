@@ -11,9 +11,8 @@ from typing import Any
 import phonenumbers
 import yaml
 from email_validator import EmailNotValidError, validate_email
-from price_parser import Price
 
-from percept.understanding import data
+from percept.understanding import data, money
 
 # Small counts as people say them; digits are handled as digits.
 NUMBER_WORDS = {
@@ -47,11 +46,6 @@ SPOKEN_EMAIL = re.compile(
     r"([a-z0-9-]+(?:\s+dot\s+[a-z0-9-]+)*\s+dot\s+[a-z]{2,})\b",
     re.IGNORECASE,
 )
-MONEY_CANDIDATE = re.compile(
-    r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:k|thousand|million))?)"
-    r"|(?:\d[\d,]*(?:\.\d+)?\s?(?:k\s)?(?:dollars|usd|euros?|eur|pounds|gbp))",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -68,13 +62,37 @@ class CatalogError(ValueError):
     """The catalog file is malformed; the message names the entry."""
 
 
+# A BCP-47 language tag, as the catalog's per-language names are keyed: en, es, fr, pt-BR.
+_LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
+
+
 def parse_catalog(data: Any) -> dict[str, Any]:
+    """The catalog, checked. A product's words are a list, or a mapping from language tags
+    to lists ({en: [laptop], fr: [ordinateur portable]}); `products` maps each product to
+    all its words. Every word of every language is looked for in any text: a chat reads
+    the machine translation, which keeps words it does not know ("tablette"), and a call
+    may be transcribed in its own language. A word naming two products is refused."""
     products = (data or {}).get("products")
     if not isinstance(products, dict) or not products:
         raise CatalogError("catalog: a 'products' mapping of product -> words is required")
+    flat: dict[str, list[str]] = {}
+    owners: dict[str, str] = {}
     for product, words in products.items():
-        if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
+        by_language = words if isinstance(words, dict) else {"": words}
+        if not by_language:
             raise CatalogError(f"catalog: products.{product} must be a list of words")
+        flat[product] = []
+        for tag, said in by_language.items():
+            where = f"products.{product}" + (f".{tag}" if tag else "")
+            if tag and not (isinstance(tag, str) and _LANGUAGE_TAG.fullmatch(tag)):
+                raise CatalogError(f"catalog: {where}: {tag!r} is not a language tag (en, fr)")
+            if not isinstance(said, list) or not all(isinstance(w, str) and w for w in said):
+                raise CatalogError(f"catalog: {where} must be a list of words")
+            for word in said:
+                key = " ".join(word.lower().split())
+                if owners.setdefault(key, product) != product:
+                    raise CatalogError(f"catalog: {where}: {word!r} already names {owners[key]!r}")
+                flat[product].append(word)
     companies = data.get("companies") or []
     if not isinstance(companies, list) or not all(isinstance(c, str) and c for c in companies):
         raise CatalogError("catalog: companies must be a list of names")
@@ -86,7 +104,7 @@ def parse_catalog(data: Any) -> dict[str, Any]:
             raise CatalogError(f"catalog: prices.{product}: not a product of the catalog")
         if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
             raise CatalogError(f"catalog: prices.{product} must be a number >= 0, not {price!r}")
-    return {"products": products, "companies": companies, "prices": prices}
+    return {"products": flat, "companies": companies, "prices": prices}
 
 
 @cache
@@ -176,7 +194,11 @@ def _product_pattern() -> tuple[re.Pattern[str], dict[str, str]]:
 @cache
 def _product_pattern_of(text: str) -> tuple[re.Pattern[str], dict[str, str]]:
     products = _catalog(text)["products"]
-    owner = {word.lower(): product for product, words in products.items() for word in words}
+    owner = {
+        " ".join(word.lower().split()): product
+        for product, words in products.items()
+        for word in words
+    }
     alternatives = sorted(
         (re.escape(w).replace(r"\ ", r"\s+") for w in owner), key=len, reverse=True
     )
@@ -223,26 +245,18 @@ def extract_entities(
         except EmailNotValidError:
             continue
         found.append(EntityMatch("email", m.group(0), email, m.start(), m.end(), 0.8))
-    for m in MONEY_CANDIDATE.finditer(text):
-        span = m.group(0)
-        scale = 1000 if re.search(r"\d\s?(k|thousand)\b", span, re.IGNORECASE) else 1
-        scale = 1_000_000 if re.search(r"million", span, re.IGNORECASE) else scale
-        price = Price.fromstring(re.sub(r"(?i)\s?(k|thousand|million)\b", "", span))
-        if price.amount is None:
-            continue
-        currency = {"$": "USD", "€": "EUR", "£": "GBP"}.get(price.currency or "", "")
-        lowered = span.lower()
-        currency = currency or (
-            "EUR"
-            if "eur" in lowered
-            else "GBP"
-            if "pound" in lowered or "gbp" in lowered
-            else "USD"
-        )
-        amount = price.amount * scale
+    for amount in money.money(text):  # see money.py: separators, multipliers, ranges
         found.append(
-            EntityMatch("money", span, f"{amount:.2f} {currency}", m.start(), m.end(), 0.85)
+            EntityMatch("money", amount.text, amount.normalized, amount.start, amount.end, 0.85)
         )
+    # A count before a product word that is a part of a phone number, address or amount
+    # ("call 415 555 0134 about phones") is none.
+    found = [
+        e
+        for e in found
+        if e.type != "quantity"
+        or not any(_overlap(e, o) for o in found if o.type in ("phone", "email", "money"))
+    ]
     found += [c for c in _companies(text) if not any(_overlap(c, e) for e in found)]
     # dateparser also reads counts and prices as dates: other entities win overlaps.
     found += [d for d in _dates(text, now) if not any(_overlap(d, e) for e in found)]
@@ -265,7 +279,7 @@ def _dates(text: str, now: datetime | None) -> list[EntityMatch]:
     for span, when in hits:
         # dateparser also reads bare numbers as dates: keep phrases with a date word.
         if not re.search(
-            r"(?i)\b(today|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday|week|month|year|january|february|march|april|may|june|july|august|september|october|november|december|\d{1,2}(st|nd|rd|th)|morning|afternoon|evening|next|\d{1,2}:\d{2}|[ap]\.?m\.?)\b",
+            r"(?i)\b(today|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday|days?|weeks?|months?|years?|fortnights?|january|february|march|april|may|june|july|august|september|october|november|december|\d{1,2}(st|nd|rd|th)|morning|afternoon|evening|next|\d{1,2}:\d{2}|[ap]\.?m\.?)\b",
             span,
         ):
             continue

@@ -3,6 +3,8 @@
 // shadow root, so the host page's CSS and the widget's cannot collide. Once a chat has begun
 // it follows the chat's event stream: a salesperson who takes over writes through it. Every
 // message has a number in the chat's transcript, so none shows twice and all in order.
+// Messages go one at a time, in the order typed (those typed before the first answer wait for
+// its session id); a chat that expired is forgotten and the message opens a new one.
 (() => {
   "use strict";
   const script = document.currentScript;
@@ -58,7 +60,18 @@
     if (panel.classList.contains("shown")) input.focus();
   });
 
-  // A message with its number goes before any later-numbered one: the transcript's order.
+  // Transcript order: a message with its number goes before any later-numbered one; a
+  // message not numbered yet (queued or on its way) stays after every numbered one.
+  function place(node, seq) {
+    node.dataset.seq = String(seq);
+    delete node.dataset.pending;
+    const later = [...log.querySelectorAll(".msg[data-seq]")].find((m) => Number(m.dataset.seq) > seq)
+      || log.querySelector(".msg[data-pending]");
+    if (later && later !== node) log.insertBefore(node, later);
+    else if (!later) log.append(node);
+    log.scrollTop = log.scrollHeight;
+  }
+
   function add(kind, text, by, seq) {
     const node = document.createElement("div");
     node.className = `msg ${kind}`;
@@ -69,24 +82,39 @@
       name.textContent = by;
       node.prepend(name);
     }
-    if (seq) node.dataset.seq = String(seq);
-    const later = seq && [...log.querySelectorAll(".msg[data-seq]")].find((m) => Number(m.dataset.seq) > seq);
-    if (later) log.insertBefore(node, later);
-    else log.append(node);
-    log.scrollTop = log.scrollHeight;
+    if (seq) place(node, seq);
+    else {
+      log.append(node);
+      log.scrollTop = log.scrollHeight;
+    }
     return node;
   }
 
-  const shown = new Set();  // transcript numbers already on screen
+  // Said in the widget itself (the assistant's own words come from the server).
+  const NEW_CHAT = {
+    en: "A new conversation has started.",
+    es: "Ha empezado una conversación nueva.",
+    fr: "Une nouvelle conversation a commencé.",
+  };
+  const language = (options.language || navigator.language || "en").toLowerCase().split("-")[0];
+
+  let shown = new Set();  // transcript numbers already on screen (of the followed chat)
   let events = null;
+  let following = "";  // the session the stream follows
   let last = 0;
   let sending = false;  // the visitor's own message may come back on the stream meanwhile
   let failures = 0;
 
   function follow(session) {
-    if (events) return;
-    events = new EventSource(`${origin}/api/chat/${encodeURIComponent(session)}/events?after=${last}`);
-    events.addEventListener("chat", (event) => {
+    if (events && following === session) return;
+    if (events) events.close();
+    events = null;
+    if (following !== session) failures = 0;
+    following = session;
+    const stream = new EventSource(`${origin}/api/chat/${encodeURIComponent(session)}/events?after=${last}`);
+    events = stream;
+    stream.addEventListener("chat", (event) => {
+      if (events !== stream) return;  // a stream left behind for another session
       const data = JSON.parse(event.data);
       failures = 0;
       if (data.type !== "message" || shown.has(data.seq)) return;
@@ -97,53 +125,113 @@
       else add("bot", data.text, "", data.seq);
     });
     const again = () => {  // the console restarted, the stream fell behind, or was refused
-      events.close();
+      stream.close();
+      if (events !== stream) return;
       events = null;
-      if (++failures <= 8) setTimeout(() => follow(session), Math.min(30000, 2000 * failures));
+      if (++failures <= 8) {
+        setTimeout(() => { if (!events && following === session) follow(session); },
+          Math.min(30000, 2000 * failures));
+      }
     };
-    events.addEventListener("gone", again);
-    events.addEventListener("error", () => { if (events && events.readyState === EventSource.CLOSED) again(); });
+    stream.addEventListener("gone", again);
+    stream.addEventListener("error", () => { if (stream.readyState === EventSource.CLOSED) again(); });
   }
 
-  form.addEventListener("submit", async (event) => {
+  // The chat is over (expired, or gone from the server): what is on screen stays as it
+  // is, unnumbered, and the next message opens a new chat.
+  function forget() {
+    sessionStorage.removeItem(storageKey);
+    if (events) events.close();
+    events = null;
+    following = "";
+    last = 0;
+    failures = 0;
+    shown = new Set();
+    for (const m of log.querySelectorAll(".msg[data-seq]")) delete m.dataset.seq;
+  }
+
+  async function post(text, session) {
+    const response = await fetch(`${origin}/api/chat`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        text,
+        session_id: session,
+        language_code: options.language || "",
+        campaign_id: options.campaign || "",
+        page_url: location.href,
+      }),
+    });
+    const reply = await response.json().catch(() => ({}));
+    return { response, reply };
+  }
+
+  // One message at a time, in the order typed: the first one opens the chat, and the
+  // ones typed before its answer wait for its session id (else each would open a chat).
+  const queue = [];
+  let busy = false;
+
+  async function send(mine) {
+    const text = mine.textContent;
+    const pending = add("bot", "…");
+    pending.dataset.pending = "1";
+    mine.after(pending);
+    sending = true;
+    try {
+      let session = sessionStorage.getItem(storageKey) || "";
+      let { response, reply } = await post(text, session);
+      if (response.status === 404 && session) {  // the chat expired or is gone: a new one
+        forget();
+        const note = add("note", NEW_CHAT[language] || NEW_CHAT.en);
+        mine.before(note);
+        session = "";
+        ({ response, reply } = await post(text, session));
+      }
+      if (!response.ok) throw new Error(reply.error || `the assistant is unavailable (${response.status})`);
+      sessionStorage.setItem(storageKey, reply.session_id);
+      if (reply.session_id !== following) {  // a new chat: numbers start again
+        for (const m of log.querySelectorAll(".msg[data-seq]")) delete m.dataset.seq;
+        shown = new Set();
+        last = 0;
+      }
+      shown.add(reply.visitor_seq);
+      place(mine, reply.visitor_seq);
+      if (!reply.text || shown.has(reply.reply_seq)) pending.remove();  // none, or the stream's
+      else {
+        pending.textContent = reply.text;
+        shown.add(reply.reply_seq);
+        place(pending, reply.reply_seq);
+      }
+      last = Math.max(last, reply.visitor_seq, reply.reply_seq || 0);
+      follow(reply.session_id);
+    } catch (error) {
+      pending.remove();
+      delete mine.dataset.pending;
+      mine.after(add("note", error.message));
+    } finally {
+      sending = false;
+    }
+  }
+
+  async function drain() {
+    if (busy) return;
+    busy = true;
+    try {
+      while (queue.length) await send(queue.shift());
+    } finally {
+      busy = false;
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
     if (!text) return;
     input.value = "";
     const mine = add("me", text);
-    const pending = add("bot", "…");
-    sending = true;
-    try {
-      const response = await fetch(`${origin}/api/chat`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({
-          text,
-          session_id: sessionStorage.getItem(storageKey) || "",
-          language_code: options.language || "",
-          campaign_id: options.campaign || "",
-          page_url: location.href,
-        }),
-      });
-      const reply = await response.json().catch(() => ({}));
-      if (!response.ok) throw new Error(reply.error || `the assistant is unavailable (${response.status})`);
-      sessionStorage.setItem(storageKey, reply.session_id);
-      shown.add(reply.visitor_seq);
-      mine.dataset.seq = String(reply.visitor_seq);
-      if (!reply.text || shown.has(reply.reply_seq)) pending.remove();  // none, or the stream's
-      else {
-        pending.textContent = reply.text;
-        pending.dataset.seq = String(reply.reply_seq);
-        shown.add(reply.reply_seq);
-      }
-      last = Math.max(last, reply.visitor_seq, reply.reply_seq);
-      follow(reply.session_id);
-    } catch (error) {
-      pending.remove();
-      add("note", error.message);
-    } finally {
-      sending = false;
-    }
+    mine.dataset.pending = "1";
+    queue.push(mine);
+    drain();
   });
 
   const stored = sessionStorage.getItem(storageKey);
