@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import http.server
+import io
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -146,5 +149,163 @@ class MjpegServer:
         return f"http://127.0.0.1:{self.port}/video.mjpg"
 
     def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _http_server(
+    handler: Callable[..., http.server.BaseHTTPRequestHandler],
+) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """A threaded HTTP server on a free loopback port, serving in a daemon thread."""
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+class TsCamera:
+    """A live HTTP camera sending MPEG-TS at `fps`, as encoders and NVRs do: `image` as
+    MPEG-2 video, and with `audio` a silent MP2 track beside it. Each request gets
+    `video_s` seconds of video and then, by `then`: 'close' (the camera ends the stream),
+    'audio' (the video freezes, the audio flows on) or 'silent' (the connection stays
+    open and nothing comes). Setting `down` cuts the connections and refuses new ones (503),
+    like a camera dropping off the network."""
+
+    def __init__(
+        self,
+        image: npt.NDArray[np.uint8],
+        *,
+        fps: int = 10,
+        video_s: float = 3600.0,
+        then: str = "close",
+        audio: bool = False,
+    ) -> None:
+        self.down = False
+        camera = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if camera.down:
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.end_headers()
+                try:
+                    _send_ts(self.wfile, image, fps, video_s, then, audio, lambda: camera.down)
+                except (OSError, ValueError):  # the client went away
+                    return
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server, self.port = _http_server(Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/camera.ts"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _send_ts(
+    out_file: io.BufferedIOBase,
+    image: npt.NDArray[np.uint8],
+    fps: int,
+    video_s: float,
+    then: str,
+    audio: bool,
+    down: Callable[[], bool],
+) -> None:
+    """Writes one camera connection's MPEG-TS, in real time (see TsCamera)."""
+    import fractions
+    import time
+
+    # Interleaving waits at most 0.1 s for the other stream: a frozen video holds no audio.
+    options = {"max_interleave_delta": "100000"}
+    out = av.open(out_file, "w", format="mpegts", container_options=options)
+    video = out.add_stream("mpeg2video", rate=fps)
+    video.height, video.width = image.shape[:2]
+    video.pix_fmt = "yuv420p"
+    sound = out.add_stream("mp2", rate=16000) if audio or then == "audio" else None
+    if sound is not None:
+        sound.layout = "mono"
+    samples = 16000 // fps
+    start, i = time.monotonic(), 0
+    while not down():
+        if time.monotonic() - start < video_s:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, fps)
+            out.mux(video.encode(frame))
+        elif then == "close":
+            out.mux(video.encode(None))
+            out.close()
+            return
+        elif then == "silent":
+            out.mux(video.encode(None))
+            out_file.flush()
+            time.sleep(3600)
+        if sound is not None:
+            chunk = av.AudioFrame.from_ndarray(
+                np.zeros((1, samples), np.int16), format="s16", layout="mono"
+            )
+            chunk.sample_rate, chunk.pts = 16000, i * samples
+            out.mux(sound.encode(chunk))
+        out_file.flush()
+        i += 1
+        time.sleep(max(0.0, start + i / fps - time.monotonic()))
+
+
+class LiveHls:
+    """A live HLS camera: `image` encoded as H.264 at `fps` into 2 s segments as time
+    passes (the playlist lists the newest five), served over HTTP like an encoder that
+    publishes to a web server. A segment comes whole: a reader gets 2 s of frames at
+    once, then nothing for 2 s."""
+
+    def __init__(self, folder: Path, image: npt.NDArray[np.uint8], *, fps: int = 10) -> None:
+        import functools
+        import threading
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.image, self.fps = folder, image, fps
+        self.stopped = threading.Event()
+        self.producer = threading.Thread(target=self._produce, daemon=True)
+        self.producer.start()
+
+        class Files(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server, self.port = _http_server(functools.partial(Files, directory=str(folder)))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/live.m3u8"
+
+    def _produce(self) -> None:
+        import fractions
+        import time
+
+        options = {"hls_time": "2", "hls_list_size": "5", "hls_flags": "delete_segments"}
+        with av.open(str(self.folder / "live.m3u8"), "w", format="hls", options=options) as out:
+            video = out.add_stream("libx264", rate=self.fps)
+            video.height, video.width = self.image.shape[:2]
+            video.pix_fmt = "yuv420p"
+            video.options = {"g": str(self.fps), "preset": "ultrafast", "tune": "zerolatency"}
+            start, i = time.monotonic(), 0
+            while not self.stopped.is_set():
+                frame = av.VideoFrame.from_ndarray(self.image, format="rgb24")
+                frame.pts, frame.time_base = i, fractions.Fraction(1, self.fps)
+                out.mux(video.encode(frame))
+                i += 1
+                self.stopped.wait(max(0.0, start + i / self.fps - time.monotonic()))
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.producer.join(10)
         self.server.shutdown()
         self.server.server_close()

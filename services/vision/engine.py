@@ -237,6 +237,12 @@ class VisionEngine:
         self.cameras = dict(cameras)
         self.views.cameras = self.cameras
 
+    def forget_camera(self, camera_id: str) -> None:
+        """A camera removed from the cameras file: its metric series and its kept frame go
+        (a stream of it still open brings them back until it ends)."""
+        self.metrics.forget_camera(camera_id)
+        self.views.forget([camera_id])
+
     def send(self, signals: Sequence[common_pb2.Signal]) -> None:
         """Signals to the outbox; a failure is logged, never felt by the camera."""
         if self.publish is None:
@@ -394,12 +400,21 @@ class CameraStream:
                 change.track.reported = True
         return signals
 
+    def idle(self) -> None:
+        """Nobody counted in view while the camera is down (the scene keeps its tracks)."""
+        self.engine.metrics.idle(self.camera_id, [zone.name for zone in self.camera.zones])
+
     def close(self) -> None:
         """The stream ended: people still in zones leave them (their dwell is reported)."""
+        engine = self.engine
         at = _signal_time(self.last_t if self.last_t is not None else time.time())
-        self.engine.send(self._dwell_signals(self.scene.close(), at))
-        self.engine.store_footfall(self.minutes.flush())
-        self.engine.open_streams.discard(self)
-        self.engine.metrics.streams.dec()
-        self.engine.callers -= 1
-        self.engine.views.closed(self.camera_id)
+        engine.send(self._dwell_signals(self.scene.close(), at))
+        engine.store_footfall(self.minutes.flush())
+        engine.open_streams.discard(self)
+        engine.metrics.streams.dec()
+        engine.callers -= 1
+        engine.views.closed(self.camera_id)
+        if self.camera_id in engine.cameras:
+            self.idle()
+        elif not any(s.camera_id == self.camera_id for s in engine.open_streams):
+            engine.forget_camera(self.camera_id)  # removed while this stream ran

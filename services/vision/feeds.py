@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from percept.v1 import vision_pb2
 from percept.vision.cameras import Camera
-from percept.vision.engine import VisionEngine
+from percept.vision.engine import CameraStream, VisionEngine
 from percept.vision.images import RGB
 from percept.vision.latest import LatestSlot
 from percept.vision.results import analyse_frame
@@ -50,7 +50,7 @@ def source_spec(camera: Camera) -> SourceSpec:
 @dataclass
 class FeedCounts:
     analysed: int = 0
-    dropped: int = 0  # decoded and sampled in, but replaced before the model was free
+    dropped: int = 0  # sampled in, but replaced before the model was free, or out of time
 
 
 class Feed:
@@ -65,16 +65,26 @@ class Feed:
         def deliver(image: RGB, t: float) -> None:  # on the reader thread
             loop.call_soon_threadsafe(self.slot.put, (image, t))
 
-        self.source = FrameSource(camera_id, source_spec(camera), deliver, engine.metrics)
+        def down() -> None:  # on the reader thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to say
+                loop.call_soon_threadsafe(self._idle)
+
+        self.source = FrameSource(camera_id, source_spec(camera), deliver, engine.metrics, down)
+        self.stream: CameraStream | None = None  # while the analysing task runs
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.source.start()
         self.task = asyncio.create_task(self._analyse(), name=f"camera-{self.camera_id}")
 
+    def _idle(self) -> None:
+        """The source went down: nobody is counted in view until it streams again."""
+        if self.stream is not None:
+            self.stream.idle()
+
     async def _analyse(self) -> None:
         engine, camera_id = self.engine, self.camera_id
-        stream = engine.stream(camera_id)
+        stream = self.stream = engine.stream(camera_id)
         sequence = 0
         try:
             while True:
@@ -84,7 +94,11 @@ class Feed:
                 image, t = item
                 self.counts.dropped += skipped
                 if stream.last_t is not None and t <= stream.last_t:
-                    engine.metrics.dropped.labels(camera_id).inc(skipped)
+                    # not after the last frame analysed (a file's frames carry the host
+                    # clock, which NTP may step back; a live camera's times only go
+                    # forward): dropped, and counted so
+                    self.counts.dropped += 1
+                    engine.metrics.dropped.labels(camera_id).inc(skipped + 1)
                     continue
                 sequence += 1
                 frame = vision_pb2.Frame(camera_id=camera_id, sequence=sequence)
@@ -95,7 +109,10 @@ class Feed:
                     engine.metrics.dropped.labels(camera_id).inc(skipped)
                     continue
                 self.counts.analysed += 1
+                if self.source.status.state is not SourceState.STREAMING:
+                    stream.idle()  # it went down while this frame was analysed
         finally:
+            self.stream = None
             stream.close()
 
     def status(self) -> vision_pb2.CameraSource:

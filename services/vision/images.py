@@ -8,6 +8,7 @@ not be able to exhaust the server's memory with one message.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from typing import Any
 
@@ -19,6 +20,7 @@ from percept.v1 import vision_pb2
 
 RGB = npt.NDArray[np.uint8]  # (height, width, 3)
 FORMATS = ("JPEG", "PNG")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageError(ValueError):
@@ -41,7 +43,7 @@ def decode_image(image: vision_pb2.Image, max_pixels: int, field: str = "image")
 
 def _check_size(width: int, height: int, max_pixels: int, field: str) -> None:
     if width <= 0 or height <= 0:
-        raise ImageError(f"{field}: zero-size image ({width}x{height})")
+        raise ImageError(f"{field}: zero-size image ({width}x{height}): it has no pixels")
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{field}: {width}x{height} is {width * height:,} pixels, over the limit of "
@@ -69,9 +71,13 @@ def _decode_encoded(data: bytes, max_pixels: int, field: str) -> RGB:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             picture: Any = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
+        if (size := _png_size(data)) is not None:  # Pillow refuses a 0x0 PNG as unknown
+            _check_size(*size, max_pixels, field)
         raise ImageError(f"{field}: not a JPEG or PNG image ({_sniff(data)})") from None
     except Image.DecompressionBombError:
         picture = None
+    except (OSError, SyntaxError, ValueError) as exc:  # cut short, or a chunk bomb
+        raise _damaged(field, _format(data), exc) from None
     if picture is None:
         raise ImageTooLargeError(f"{field}: the image claims far more pixels than the limit")
     with picture:
@@ -80,10 +86,33 @@ def _decode_encoded(data: bytes, max_pixels: int, field: str) -> RGB:
         try:
             picture.load()
         except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{field}: damaged or truncated {picture.format} ({exc})") from None
+            raise _damaged(field, picture.format, exc) from None
         upright = ImageOps.exif_transpose(picture)
         rgb = upright.convert("RGB") if upright.mode != "RGB" else upright
         return np.asarray(rgb, dtype=np.uint8)
+
+
+def _damaged(field: str, kind: str, exc: Exception) -> ImageError:
+    """Why Pillow could not read it; a metadata chunk that inflates past Pillow's limit
+    (a few bytes standing for megabytes) is said as such, not as damage."""
+    if "Decompressed data too large" in str(exc):
+        return ImageError(
+            f"{field}: a compressed {kind} metadata chunk (text or colour profile) inflates "
+            "past the safe limit; strip the metadata"
+        )
+    return ImageError(f"{field}: damaged or truncated {kind} ({exc})")
+
+
+def _format(data: bytes) -> str:
+    return "PNG" if data.startswith(PNG_SIGNATURE) else "JPEG"
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's header (IHDR, right after the signature), if it is one."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
 
 
 def _sniff(data: bytes) -> str:

@@ -3,6 +3,7 @@ cameras file, so their number is bounded by configuration, not by callers)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -68,3 +69,24 @@ class VisionMetrics:
         self.erasures = Counter(
             "percept_vision_face_erasures_total", "Enrolled faces erased.", **kw
         )
+
+    def idle(self, camera_id: str, zones: Iterable[str]) -> None:
+        """Nobody is counted in view of a camera whose stream closed or went down: a
+        gauge left at its last value would say people stand there still."""
+        self.people.labels(camera_id).set(0)
+        for zone in zones:
+            self.zone_people.labels(camera_id, zone).set(0)
+
+    def forget_camera(self, camera_id: str) -> None:
+        """A camera gone from the cameras file: every series labelled with it goes too."""
+        for metric in (
+            self.frames,
+            self.dropped,
+            self.source_up,
+            self.source_frames,
+            self.source_reconnects,
+            self.people,
+            self.zone_people,
+            self.crowding,
+        ):
+            metric.remove_by_labels({"camera": camera_id})

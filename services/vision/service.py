@@ -168,8 +168,12 @@ class VisionService:
         engine = self.servicer.engine
         if engine is None or self.feeds is None:
             return
+        removed = set(engine.cameras) - set(cameras)
         engine.set_cameras(cameras)
         await self.feeds.apply(cameras)
+        for camera_id in removed:  # after their feeds stopped: nothing brings them back
+            if not any(s.camera_id == camera_id for s in engine.open_streams):
+                engine.forget_camera(camera_id)
 
     async def _expire(self, engine: VisionEngine) -> None:
         if engine.footfall is not None:

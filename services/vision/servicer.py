@@ -33,6 +33,7 @@ from percept.vision.sources import redact
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CONSENT_REFERENCE = 500
+MAX_CLOCK_AHEAD_S = 86_400.0  # a camera's clock may be off (a time zone), not by days
 
 
 class StreamError(Exception):
@@ -188,6 +189,8 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                     raise StreamError(
                         grpc.StatusCode.INVALID_ARGUMENT, f"frame {count}: image: required"
                     )
+                if problem := _capture_problem(frame, time.time()):
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {count}: {problem}")
                 slot.put(frame)
         except MalformedMessageError as exc:
             await drain(requests)
@@ -314,8 +317,27 @@ def _unknown_camera(camera_id: str, engine: VisionEngine) -> str:
     )
 
 
+def _capture_problem(frame: vision_pb2.Frame, now: float) -> str:
+    """What is wrong with a frame's capture time, or ''. A time far ahead would make every
+    later frame of the stream look stale (older than it), and so be skipped."""
+    if not frame.HasField("captured_at"):
+        return ""
+    try:
+        at = frame.captured_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        return f"captured_at: not a valid time ({exc})"
+    if at.timestamp() > now + MAX_CLOCK_AHEAD_S:
+        server = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+        return (
+            f"captured_at: {at.isoformat()} is more than {MAX_CLOCK_AHEAD_S / 3600:g} hours "
+            f"ahead of the server's clock ({server}); set the camera's clock"
+        )
+    return ""
+
+
 def _frame_time(frame: vision_pb2.Frame) -> float:
-    """Capture time in seconds (the arrival time when the camera gives none)."""
+    """Capture time in seconds (the arrival time when the camera gives none); checked by
+    `_capture_problem` as the frame arrived."""
     if frame.HasField("captured_at"):
         return frame.captured_at.ToNanoseconds() / 1e9
     return datetime.now(UTC).timestamp()

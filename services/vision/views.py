@@ -9,7 +9,7 @@ asks, with every person's head pixelated, so the console never shows a face.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -115,6 +115,11 @@ class CameraViews:
         view.frame_width, view.frame_height = width, height
         return view
 
-    def forget(self) -> None:
-        """Drops every held frame (service stop)."""
-        self._latest.clear()
+    def forget(self, camera_ids: Iterable[str] | None = None) -> None:
+        """Drops the held frames of these cameras (removed from the cameras file), or of
+        every camera (service stop)."""
+        with self._lock:
+            if camera_ids is None:
+                self._latest.clear()
+            for camera_id in camera_ids or ():
+                self._latest.pop(camera_id, None)

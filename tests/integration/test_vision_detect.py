@@ -120,6 +120,18 @@ def png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def png_inflating_text() -> bytes:
+    """A 1x1 PNG with a 2 KB zTXt chunk that inflates to 2 MB."""
+    import struct
+    import zlib
+
+    data = png_claiming(1, 1)
+    body = b"comment\0\0" + zlib.compress(b"a" * (2 * 1024 * 1024))
+    crc = struct.pack(">I", zlib.crc32(b"zTXt" + body) & 0xFFFFFFFF)
+    at = data.index(b"IDAT") - 4
+    return data[:at] + struct.pack(">I", len(body)) + b"zTXt" + body + crc + data[at:]
+
+
 @pytest.mark.parametrize(
     ("request_", "code", "message"),
     [
@@ -133,6 +145,21 @@ def png_claiming(width: int, height: int) -> bytes:
             vision_pb2.DetectRequest(image=vision_pb2.Image(encoded=group_photo_bytes(1)[:60_000])),
             grpc.StatusCode.INVALID_ARGUMENT,
             "image.encoded: damaged or truncated JPEG",
+        ),
+        (
+            vision_pb2.DetectRequest(image=vision_pb2.Image(encoded=group_photo_bytes(1)[:150])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image.encoded: damaged or truncated JPEG",
+        ),
+        (
+            vision_pb2.DetectRequest(image=vision_pb2.Image(encoded=png_inflating_text())),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image.encoded: a compressed PNG metadata chunk (text or colour profile) inflates",
+        ),
+        (
+            vision_pb2.DetectRequest(image=vision_pb2.Image(encoded=png_claiming(0, 0))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image.encoded: zero-size image (0x0): it has no pixels",
         ),
         (
             vision_pb2.DetectRequest(

@@ -82,6 +82,14 @@ async def test_same_person_is_close_and_different_people_are_far(
             "image: empty",
         ),
         (
+            vision_pb2.EnrollRequest(
+                image=vision_pb2.Image(encoded=encode_jpeg(astronaut())[:300]),
+                consent_reference=CONSENT,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image.encoded: damaged or truncated JPEG",
+        ),
+        (
             vision_pb2.EnrollRequest(image=jpeg(group_photo(3)), consent_reference=CONSENT),
             grpc.StatusCode.INVALID_ARGUMENT,
             "image: 3 faces found; enrolment needs exactly one",

@@ -4,6 +4,7 @@ store's zones, an occlusion, two people, latest-wins dropping, and bad streams."
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -153,6 +154,16 @@ def bad(frame_: vision_pb2.Frame, **changes: object) -> vision_pb2.Frame:
 GOOD = frame(walk(astronaut_person(), [300])[0], 0, T0)
 
 
+def captured(frame_: vision_pb2.Frame, seconds: int, nanos: int = 0) -> vision_pb2.Frame:
+    """The frame with a capture time as a client may send it, valid or not."""
+    copy = bad(frame_)
+    copy.captured_at.seconds, copy.captured_at.nanos = seconds, nanos
+    return copy
+
+
+NOW = int(time.time())
+
+
 @pytest.mark.parametrize(
     ("frames", "code", "message"),
     [
@@ -181,6 +192,26 @@ GOOD = frame(walk(astronaut_person(), [300])[0], 0, T0)
             [bad(GOOD, image=vision_pb2.Image(encoded=b"not a jpeg at all"))],
             grpc.StatusCode.INVALID_ARGUMENT,
             "sequence 0: image.encoded: not a JPEG or PNG image",
+        ),
+        (
+            [bad(GOOD, image=vision_pb2.Image(encoded=GOOD.image.encoded[:200]))],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "sequence 0: image.encoded: damaged or truncated JPEG",
+        ),
+        *(
+            (
+                [captured(GOOD, seconds, nanos)],
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "frame 1: captured_at: not a valid time (Timestamp is not valid",
+            )
+            for seconds, nanos in [(-(10**12), 0), (10**13, 0), (NOW, -1), (NOW, 2 * 10**9)]
+        ),
+        (
+            # a camera whose clock says year 9999: every later frame would look stale
+            [captured(GOOD, 253402300000), *(captured(GOOD, NOW + i) for i in range(1, 4))],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "frame 1: captured_at: 9999-12-31T23:46:40+00:00 is more than 24 hours ahead of "
+            "the server's clock",
         ),
         (
             [

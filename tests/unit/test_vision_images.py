@@ -82,10 +82,49 @@ def test_bad_images_are_named(image: vision_pb2.Image, message: str) -> None:
     assert not isinstance(error.value, ImageTooLargeError)
 
 
-def test_a_truncated_jpeg_is_refused() -> None:
+def png_with(chunk_type: bytes, body: bytes) -> bytes:
+    """An 8x8 PNG carrying one more chunk (before its pixels), with a right CRC."""
+    data = png(np.zeros((8, 8, 3), np.uint8))
+    at = data.index(b"IDAT") - 4
+    crc = struct.pack(">I", zlib.crc32(chunk_type + body) & 0xFFFFFFFF)
+    return data[:at] + struct.pack(">I", len(body)) + chunk_type + body + crc + data[at:]
+
+
+def png_sized(width: int, height: int) -> bytes:
+    """A well-formed PNG header claiming `width` x `height` (0 for none)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
+
+
+@pytest.mark.parametrize("cut", [None, 100, 150, 400])
+def test_a_truncated_jpeg_is_refused(cut: int | None) -> None:
+    """Cut inside its header (100-400 bytes), Pillow fails already while opening it."""
     jpeg = encode_jpeg(np.random.default_rng(2).integers(0, 255, (200, 300, 3), dtype=np.uint8))
     with pytest.raises(ImageError, match=r"image.encoded: damaged or truncated JPEG"):
-        decode_image(encoded(jpeg[: len(jpeg) // 2]), LIMIT)
+        decode_image(encoded(jpeg[: cut or len(jpeg) // 2]), LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("chunk_type", "prefix"),
+    [(b"zTXt", b"note\0\0"), (b"iTXt", b"note\0\1\0\0\0"), (b"iCCP", b"icc\0\0")],
+)
+def test_a_png_whose_metadata_inflates_to_megabytes_is_refused(
+    chunk_type: bytes, prefix: bytes
+) -> None:
+    bomb = png_with(chunk_type, prefix + zlib.compress(b"a" * (2 * 1024 * 1024)))
+    assert len(bomb) < 5000
+    with pytest.raises(ImageError) as error:
+        decode_image(encoded(bomb), LIMIT)
+    assert "image.encoded: a compressed PNG metadata chunk" in str(error.value)
+    assert not isinstance(error.value, ImageTooLargeError)
+
+
+def test_a_png_without_pixels_says_so() -> None:
+    with pytest.raises(
+        ImageError, match=r"image.encoded: zero-size image \(0x0\): it has no pixels"
+    ):
+        decode_image(encoded(png_sized(0, 0)), LIMIT)
 
 
 @pytest.mark.parametrize(("width", "height"), [(8000, 6000), (100_000, 100_000)])
