@@ -87,6 +87,7 @@ class VisionService:
         self.servicer = VisionServicer(
             max_pixels=settings.vision_max_pixels, max_fps=settings.vision_max_fps
         )
+        self.servicer.phone_region = settings.default_phone_region or None
         self._purge: asyncio.Task[None] | None = None
         self.feeds: CameraFeeds | None = None
         self.reloader: CamerasReloader | None = None

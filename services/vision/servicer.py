@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from percept.leads.identity import InvalidIdentityError, keys_of
 from percept.runtime.ratelimit import RateLimiter
 from percept.runtime.streams import DRAIN_S, MalformedMessageError, drain
 from percept.v1 import vision_pb2, vision_pb2_grpc
@@ -49,6 +50,7 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
         self.reloader: CamerasReloader | None = None  # watches the cameras file
         self.max_pixels = max_pixels
         self.max_fps = max_fps
+        self.phone_region: str | None = None  # for enrolled visitors' numbers without +country
 
     async def _engine(self, context: Context) -> VisionEngine:
         if self.engine is None:
@@ -218,6 +220,10 @@ class VisionServicer(vision_pb2_grpc.VisionServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"consent_reference: printable text of at most {MAX_CONSENT_REFERENCE} characters",
             )
+        try:  # leads would refuse the enrolment's signal after the visitor was enrolled
+            keys_of(request.identity, self.phone_region)
+        except InvalidIdentityError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if not engine.recognizing:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,

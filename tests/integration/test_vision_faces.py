@@ -89,6 +89,15 @@ async def test_same_person_is_close_and_different_people_are_far(
             grpc.StatusCode.INVALID_ARGUMENT,
             "image.encoded: damaged or truncated JPEG",
         ),
+        (  # leads would refuse the enrolment's signal after the face was enrolled
+            vision_pb2.EnrollRequest(
+                image=jpeg(astronaut()),
+                consent_reference=CONSENT,
+                identity=common_pb2.IdentityKeys(email="not-an-email"),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "identity.email: 'not-an-email' is not an e-mail address",
+        ),
         (
             vision_pb2.EnrollRequest(image=jpeg(group_photo(3)), consent_reference=CONSENT),
             grpc.StatusCode.INVALID_ARGUMENT,
