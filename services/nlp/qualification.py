@@ -17,9 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from percept.understanding.entities import EMAIL_CANDIDATE, NUMBER_WORDS, EntityMatch
+from percept.understanding.entities import EMAIL_CANDIDATE, EntityMatch
 from percept.understanding.intents import IntentMatch
-from percept.understanding.money import amounts
+from percept.understanding.money import NUMBER_WORDS, amounts
 
 SLOTS = (
     "need",

@@ -13,31 +13,8 @@ import yaml
 from email_validator import EmailNotValidError, validate_email
 
 from percept.understanding import data, money
+from percept.understanding.money import NUMBER_WORDS
 
-# Small counts as people say them; digits are handled as digits.
-NUMBER_WORDS = {
-    "a": 1,
-    "an": 1,
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
-    "a dozen": 12,
-    "fifteen": 15,
-    "twenty": 20,
-    "thirty": 30,
-    "fifty": 50,
-    "a hundred": 100,
-    "hundred": 100,
-}
 EMAIL_CANDIDATE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # An address said aloud, as transcripts write it: the domain needs "dot" and a
 # top-level domain, so "look at the phone" is no address.

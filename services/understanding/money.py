@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-_WORDS = {
+# Small numbers as people say them (counts and amounts); digits are handled as digits.
+NUMBER_WORDS = {
     "a": 1,
     "an": 1,
     "one": 1,
@@ -35,11 +36,13 @@ _WORDS = {
     "ten": 10,
     "eleven": 11,
     "twelve": 12,
+    "a dozen": 12,
     "fifteen": 15,
     "twenty": 20,
     "thirty": 30,
     "forty": 40,
     "fifty": 50,
+    "a hundred": 100,
     "hundred": 100,
 }
 _SCALES = {
@@ -77,7 +80,7 @@ _NUMBER = (
     rf"\d{{1,3}}(?:[{_SPACES}]\d{{3}})+(?![\d])(?:[.,]\d+)?"  # 2 000, 1 500,50
     r"|\d+(?:[.,]\d+)*"  # 1500, 1,500.50, 1.500,50, 15.000, 1.5
 )
-_WORD = r"|".join(sorted(_WORDS, key=len, reverse=True))
+_WORD = r"|".join(sorted(NUMBER_WORDS, key=len, reverse=True))
 
 
 def _amount(n: str) -> str:
@@ -177,7 +180,7 @@ def _end(m: re.Match[str], n: str, *, alone: bool, priced: bool) -> _End | None:
             return None  # "a pound" of flour
         if alone and not (scale_word or post):
             return None  # a number word alone is no amount
-        number: Decimal | None = Decimal(_WORDS[word.lower()])
+        number: Decimal | None = Decimal(NUMBER_WORDS[word.lower()])
     else:
         number = _number(m.group(f"num{n}"), scaled=bool(scale_word))
     if number is None:
