@@ -9,11 +9,22 @@ company wrote it (knowledge answers and prompts per language); only a piece
 with no text in that language is machine-translated, and the reply says which
 happened. Replies only ever quote the company's knowledge or its prompts:
 nothing is invented.
+
+Any replica may run any turn, and two may run turns of one chat at once (a visitor's
+message on one, a salesperson's claim or another message on another). A turn reads
+the session and the chat's owner, works out its reply, and then records the session,
+the visitor's message and the reply in one transaction that locks the chat first and
+writes the session only if it is as the turn read it. When another replica changed
+either meanwhile, nothing is written and the turn runs again on what is there now: a
+chat claimed meanwhile gets the visitor's message for the salesperson and no reply
+from the assistant; a chat released meanwhile gets the assistant's answer; another
+turn's slots are kept.
 """
 
 from __future__ import annotations
 
 import re
+import string
 import threading
 import uuid
 from collections.abc import Callable
@@ -21,11 +32,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy.engine import Connection
+
 from percept.nlp.inbox import ASSISTANT, BOT, CLAIMED, VISITOR, ChatInbox, Said, Takeover
 from percept.nlp.knowledge import Hit, KnowledgeBase, knowledge_file
+from percept.nlp.language import Detection, chat_language, telling_words, without_addresses
+from percept.nlp.language_tags import primary
 from percept.nlp.prompts import PromptBook, Prompts, load_prompts
 from percept.nlp.qualification import SLOTS, Qualification, Slot
-from percept.nlp.sessions import SessionStore
+from percept.nlp.sessions import SessionStore, Stored
 from percept.nlp.translation import Translator, UnsupportedPairError
 from percept.understanding.classifier import Understanding
 from percept.understanding.entities import EntityMatch, extract_entities
@@ -60,6 +75,35 @@ _GREETING = re.compile(
 WORDED_SLOTS = ("need", "decision_role", "timeline")
 _CLAUSE = re.compile(r",\s|;\s|\s(?:and|y|e|et|und|mais|but|pero)\s", re.IGNORECASE)
 NATIVE, MACHINE, MIXED = "native", "machine_translation", "mixed"
+# A turn that finds its chat changed by another replica when it records runs again, this
+# many times at most (each time, another turn of the same chat or a claim got in first).
+ATTEMPTS = 8
+# Placeholders filled with a person's name: said as written, never machine-translated
+# ("Rose" is not "La rosa"). The others ({title}, {first}, {second}) are English text.
+NAME_FIELDS = frozenset({"name", "salesperson"})
+# Stand-ins for the placeholders while a prompt is machine-translated: names Apertium
+# knows as names, so it keeps them and the grammar around them (tests/integration/
+# test_nlp_chat.py checks them on the installed pairs).
+STAND_INS = ("David", "Laura", "Peter", "Maria", "Alex")
+
+
+@dataclass
+class _Plan:
+    """How a machine-translated prompt is put together (Assistant._translate_pieces)."""
+
+    template: str
+    stand_ins: dict[str, str]  # placeholder: the name standing in for it
+    at: int  # the masked template's place among the texts translated
+    values: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)  # placeholder: its text's place
+
+
+class SessionBusyError(RuntimeError):
+    """Other turns of the session kept getting in first (ATTEMPTS times)."""
+
+
+class _Changed(Exception):
+    """The chat or its session changed since the turn read them: nothing was written."""
 
 
 class Phraser(Protocol):
@@ -72,6 +116,9 @@ class Phraser(Protocol):
 class Session:
     id: str
     language: str = ""
+    # the language was decided (said by the widget, or detected with confidence), not
+    # English for want of anything better: a chat that is sure switches only on a sentence
+    language_sure: bool = False
     qualification: Qualification = field(default_factory=Qualification)
     asked: str | None = None  # the slot the last reply asked about
     misses: int = 0  # consecutive questions the knowledge could not answer
@@ -96,6 +143,7 @@ class Session:
             interested=bool(q["interested"]),
         )
         fields = {k: v for k, v in state.items() if k in cls.__dataclass_fields__}
+        fields.setdefault("language_sure", bool(state.get("language")))  # older sessions
         return cls(**{**fields, "qualification": qualification})
 
 
@@ -131,10 +179,15 @@ class Reply:
 
 @dataclass(frozen=True)
 class Piece:
-    """A piece of a reply: the English, and the visitor's language as written (or None)."""
+    """A piece of a reply: the English, and the visitor's language as written (or None).
+    A prompt also keeps its English template and what fills it, so machine translation
+    translates the template around its names and puts them in after."""
 
     english: str
     native: str | None
+    template: str = ""
+    # (placeholder, English value, value as written in the visitor's language or None)
+    fills: tuple[tuple[str, str, str | None], ...] = ()
 
 
 class Assistant:
@@ -145,7 +198,7 @@ class Assistant:
         store: SessionStore,
         *,
         translator: Translator | None = None,
-        detect: Callable[[str], str] | None = None,
+        detect: Callable[[str], Detection] | None = None,
         threshold: float = 0.45,
         phone_region: str = "US",
         phraser: Phraser | None = None,
@@ -155,6 +208,8 @@ class Assistant:
         self.understanding, self.knowledge, self.store = understanding, knowledge, store
         self.prompts = prompts or load_prompts()
         self.inbox = inbox  # None: no takeover, no transcript (plain replies)
+        if inbox is not None and inbox.engine is not store.engine:
+            raise ValueError("the chat inbox must use the session store's database")
         self.translator, self.detect = translator, detect
         self.threshold, self.phone_region = threshold, phone_region or "US"
         self.phraser = phraser
@@ -168,33 +223,60 @@ class Assistant:
             return self._locks.setdefault(session_id, threading.Lock())
 
     def respond(self, turn: Turn) -> Reply:
-        """Raises SessionNotFoundError / SessionExpiredError for a session it cannot continue."""
+        """Raises SessionNotFoundError / SessionExpiredError for a session it cannot continue,
+        SessionBusyError when other turns of the session kept getting in first."""
         new = not turn.session_id
         session_id = turn.session_id or uuid.uuid4().hex
-        with self._lock(session_id):
-            session = Session(session_id) if new else Session.from_state(self.store.get(session_id))
-            chat = Takeover(session_id)
-            if self.inbox is not None and not new:
-                chat = self.inbox.takeover(session_id)
-            reply = self._respond(session, turn, chat)
-            reply.new_session = new
-            self.store.put(session_id, session.to_state())
-            if self.inbox is not None:
-                self._record(reply, turn, chat, self.inbox)
-            return reply
+        with self._lock(session_id):  # this replica's turns of a chat wait; others retry
+            for _ in range(ATTEMPTS):
+                stored = None if new else self.store.read(session_id)
+                session = Session.from_state(stored.state) if stored else Session(session_id)
+                chat = Takeover(session_id)
+                if self.inbox is not None and not new:
+                    chat = self.inbox.takeover(session_id)
+                reply = self._respond(session, turn, chat)
+                reply.new_session = new
+                if self._commit(reply, turn, chat, stored):
+                    self.store.purge()
+                    return reply
+        raise SessionBusyError(
+            f"session_id: {session_id!r} changed under {ATTEMPTS} tries of this message"
+        )
 
-    def _record(self, reply: Reply, turn: Turn, chat: Takeover, inbox: ChatInbox) -> None:
+    def _commit(self, reply: Reply, turn: Turn, chat: Takeover, stored: Stored | None) -> bool:
+        """The session, the visitor's message and the reply, in one transaction that first
+        locks the chat; False, with nothing written, when the chat's owner is no longer
+        `chat` (a claim or a release got in) or the session is no longer `stored`."""
+        session_id = reply.session.id
+        try:
+            with self.store.engine.begin() as conn:
+                current = None
+                if self.inbox is not None:
+                    current = self.inbox.lock(conn, session_id)
+                    if (current.status, current.salesperson) != (chat.status, chat.salesperson):
+                        raise _Changed
+                expected = stored.text if stored is not None else None
+                if not self.store.write(conn, session_id, reply.session.to_state(), expected):
+                    raise _Changed
+                if current is not None:
+                    self._record(conn, reply, turn, current)
+        except _Changed:
+            return False
+        return True
+
+    def _record(self, conn: Connection, reply: Reply, turn: Turn, current: Takeover) -> None:
         """The turn into the chat's transcript, with the hand-off it may make."""
+        assert self.inbox is not None
         said = [Said(VISITOR, turn.text, language=reply.language)]
         if reply.text:
             said.append(Said(BOT, reply.text, language=reply.language))
-        session_id = reply.session.id
-        if reply.outcome == "salesperson_gone":
-            messages = inbox.salesperson_gone(session_id, chat.salesperson, said)
-        elif reply.outcome == "handoff":
-            messages = inbox.hand_off(session_id, reply.handoff_reason, said)
-        else:
-            messages = inbox.say(session_id, *said)
+        messages = self.inbox.record_turn(
+            conn,
+            current,
+            said,
+            handoff=reply.handoff_reason if reply.outcome == "handoff" else "",
+            gone=current.salesperson if reply.outcome == "salesperson_gone" else "",
+        )
         reply.visitor_seq = messages[0].seq
         reply.reply_seq = messages[1].seq if len(messages) > 1 else 0
         reply.status, reply.salesperson = messages[-1].status, messages[-1].salesperson
@@ -202,14 +284,14 @@ class Assistant:
     def _respond(self, session: Session, turn: Turn, chat: Takeover) -> Reply:
         session.visitor.update({k: v for k, v in turn.visitor.items() if v})
         session.campaign_id = turn.campaign_id or session.campaign_id
-        language = turn.language or self._language(turn.text) or session.language or ENGLISH
+        language, sure = self._reply_language(turn, session)
         english, language = self._to_english(turn.text, language)
-        session.language = language
+        session.language, session.language_sure = language, sure
         native = self.prompts.get(language)
         intents = self.understanding.intents(english)
         entities = self._entities(english, turn.text)
         filled = session.qualification.update(english, intents, entities, session.asked)
-        if language != ENGLISH:
+        if primary(language) != ENGLISH:
             self._keep_visitor_words(filled, turn.text, native)
         session.product = session.qualification.slots["product"].value or session.product
         names = {i.name for i in intents}
@@ -295,13 +377,63 @@ class Assistant:
 
     def in_language(self, parts: list[Piece], language: str) -> tuple[str, str]:
         """The reply in `language`: each piece as written there, the others translated."""
-        if language == ENGLISH or self.translator is None:
+        if primary(language) == ENGLISH or self.translator is None:
             return " ".join(p.english for p in parts), NATIVE
-        missing = [p.english for p in parts if p.native is None]
-        translated = iter(self._from_english(missing, language))
+        missing = [p for p in parts if p.native is None]
+        translated = iter(self._translate_pieces(missing, language))
         text = " ".join(p.native if p.native is not None else next(translated) for p in parts)
         source = NATIVE if not missing else MACHINE if len(missing) == len(parts) else MIXED
         return text, source
+
+    def _translate_pieces(self, pieces: list[Piece], language: str) -> list[str]:
+        """Pieces machine-translated from English. A prompt's template is translated with
+        a stand-in name for each placeholder, and the values go in after: names as they
+        are, English text (a title) as written in the language or translated on its own."""
+        jobs: list[str] = []  # every text for one call to the translator
+        plans: list[_Plan] = []
+        for piece in pieces:
+            masked, stand_ins = _mask(piece.template, [f[0] for f in piece.fills])
+            plan = _Plan(piece.template, stand_ins, len(jobs))
+            plans.append(plan)
+            jobs.append(masked if stand_ins else piece.english)
+            for name, english, written in piece.fills if stand_ins else ():
+                if name in NAME_FIELDS:
+                    plan.values[name] = english
+                elif written is not None:
+                    plan.values[name] = written
+                else:  # English text with nothing written: translated on its own
+                    plan.pending[name] = len(jobs)
+                    jobs.append(english)
+        done = self._from_english(jobs, language)
+        out: list[str] = []
+        for plan in plans:
+            if not plan.stand_ins:
+                out.append(done[plan.at])
+                continue
+            values = {**plan.values, **{n: done[i] for n, i in plan.pending.items()}}
+            filled = _unmask(done[plan.at], plan.stand_ins, values)
+            if filled is None:  # the translation lost a stand-in: translate around the values
+                filled = self._translate_around(plan.template, values, language)
+            out.append(filled)
+        return out
+
+    def _translate_around(self, template: str, values: dict[str, str], language: str) -> str:
+        """The template's text between its placeholders translated piece by piece, with
+        the values between (a last resort: each piece loses the sentence around it)."""
+        parsed = [(text, name) for text, name, _, _ in string.Formatter().parse(template)]
+        texts = [text for text, _ in parsed if text.strip()]
+        translated = iter(self._from_english(texts, language))
+        out = []
+        for text, name in parsed:
+            if text.strip():
+                lead = text[: len(text) - len(text.lstrip())]
+                trail = text[len(text.rstrip()) :]
+                out.append(lead + next(translated).strip() + trail)
+            else:
+                out.append(text)
+            if name:
+                out.append(values.get(name, ""))
+        return "".join(out)
 
     def say(self, prompt: str, language: str, **values: str) -> tuple[str, str]:
         """One prompt in `language` (as written, else translated) and how it was made."""
@@ -336,7 +468,7 @@ class Assistant:
         ):
             session.misses = 0
             written = best.entry.answer_in(language)
-            if language == ENGLISH or written is None:  # the phraser rewords English only
+            if primary(language) == ENGLISH or written is None:  # the phraser rewords English only
                 phrased = self.phraser.phrase(english, best.entry.answer) if self.phraser else None
                 return Piece(phrased or best.entry.answer, written), [best], best.score
             return Piece(best.entry.answer, written), [best], best.score
@@ -375,24 +507,55 @@ class Assistant:
             ]
         return found
 
-    def _language(self, text: str) -> str:
-        return self.detect(text) if self.detect else ""
+    def _reply_language(self, turn: Turn, session: Session) -> tuple[str, bool]:
+        """The language to read and answer this message in, and whether it is decided: the
+        widget's, else the chat's unless the message is enough to tell another (see
+        language.chat_language), else English for now."""
+        if turn.language:
+            return turn.language, True
+        current = session.language if session.language_sure else None
+        words = telling_words(turn.text)
+        if self.detect is not None and words:
+            found = self.detect(without_addresses(turn.text))
+            chosen = chat_language(found, words, current, self._usable)
+            if chosen is not None:
+                return chosen, True
+        return session.language or ENGLISH, session.language_sure
+
+    def _usable(self, language: str) -> bool:
+        """A language the assistant can read and answer: English, or one MT goes both ways."""
+        base = primary(language)
+        if base == ENGLISH:
+            return True
+        if self.translator is None:
+            return False
+        try:
+            self.translator.route(base, ENGLISH)
+            self.translator.route(ENGLISH, base)
+        except UnsupportedPairError:
+            return False
+        return True
 
     def _to_english(self, text: str, language: str) -> tuple[str, str]:
-        """The text in English, and the language to reply in (English when no path back)."""
-        if language == ENGLISH or self.translator is None:
-            return text, ENGLISH if self.translator is None else language
+        """The text in English, and the language to reply in (English when no path back).
+        A regional tag ('es-MX') is translated as its language and kept for the reply."""
+        base = primary(language)
+        if base == ENGLISH:
+            return text, language
+        if self.translator is None:
+            return text, ENGLISH
         try:
-            self.translator.route(ENGLISH, language)
-            (done,) = self.translator.translate([text], language, ENGLISH)
+            self.translator.route(ENGLISH, base)
+            (done,) = self.translator.translate([text], base, ENGLISH)
         except UnsupportedPairError:
             return text, ENGLISH
         return done.text, language
 
     def _from_english(self, texts: list[str], language: str) -> list[str]:
-        if not texts or language == ENGLISH or self.translator is None:
+        base = primary(language)
+        if not texts or base == ENGLISH or self.translator is None:
             return texts
-        return [done.text for done in self.translator.translate(texts, ENGLISH, language)]
+        return [done.text for done in self.translator.translate(texts, ENGLISH, base)]
 
 
 def _prompt(
@@ -407,7 +570,30 @@ def _prompt(
     there = {k: v for k, v in (native_values or values).items() if v is not None}
     if native is not None and len(there) == len(native_values or values):
         written = native.say(prompt, **there)
-    return Piece(english.say(prompt, **values), written)
+    in_language = native_values or {}
+    fills = tuple((k, v, v if k in NAME_FIELDS else in_language.get(k)) for k, v in values.items())
+    return Piece(english.say(prompt, **values), written, english.texts[prompt], fills)
+
+
+def _mask(template: str, names: list[str]) -> tuple[str, dict[str, str]]:
+    """The template with a stand-in name for each placeholder, and which stands for which."""
+    free = [n for n in STAND_INS if n not in template]
+    stand_ins = dict(zip(names, free, strict=False))
+    if len(stand_ins) < len(names):  # more placeholders than stand-ins: no masking
+        return template, {}
+    return template.format(**stand_ins), stand_ins
+
+
+def _unmask(translated: str, stand_ins: dict[str, str], values: dict[str, str]) -> str | None:
+    """The translation with the values where their stand-ins are; None when a stand-in
+    is not there exactly once (the translation changed it)."""
+    if not stand_ins:
+        return None
+    if any(len(re.findall(rf"\b{s}\b", translated)) != 1 for s in stand_ins.values()):
+        return None
+    by_stand_in = {stand_in: values[name] for name, stand_in in stand_ins.items()}
+    pattern = re.compile(r"\b(" + "|".join(by_stand_in) + r")\b")
+    return pattern.sub(lambda m: by_stand_in[m.group(1)], translated)
 
 
 def load_assistant(
@@ -439,9 +625,6 @@ def load_assistant(
         webhook_urls=settings.nlp_handoff_webhook_urls,
     )
 
-    def detect(text: str) -> str:
-        return detector.detect(text).language if detector else ""
-
     phraser = None
     if settings.nlp_generator_model:
         from percept.nlp.generation import CausalLMPhraser
@@ -453,7 +636,7 @@ def load_assistant(
         KnowledgeBase(entries, embedder),
         store,
         translator=translator,
-        detect=detect,
+        detect=detector.detect if detector is not None else None,
         threshold=settings.nlp_answer_threshold,
         phone_region=settings.default_phone_region,
         phraser=phraser,

@@ -160,7 +160,7 @@ class ChatInbox:
             found = [Takeover(**r) for r in rows]
             if ASSISTANT in statuses and len(found) < limit:
                 latest = sa.func.max(m.seq)
-                recent = conn.execute(  # every chat with a message has its row (_lock)
+                recent = conn.execute(  # every chat with a message has its row (lock)
                     sa.select(m.session_id, sa.func.max(m.sent_at))
                     .join(_takeovers, t.session_id == m.session_id)
                     .where(m.sent_at > self.clock() - active_s, t.status == ASSISTANT)
@@ -215,23 +215,53 @@ class ChatInbox:
     def say(self, session_id: str, *said: Said) -> list[Message]:
         """Adds messages to the transcript; the chat's state stays as it is."""
         with self.engine.begin() as conn:
-            current = self._lock(conn, session_id)
-            return [self._append(conn, current, s) for s in said]
+            return self.record_turn(conn, self.lock(conn, session_id), said)
 
     def hand_off(self, session_id: str, reason: str, said: Sequence[Said]) -> list[Message]:
         """The assistant gives up the chat: it waits for a salesperson (unless one has it)."""
         with self.engine.begin() as conn:
-            current = self._lock(conn, session_id)
-            if current.status in (ASSISTANT, CALLBACK):
-                current = self._set(conn, current, WAITING, "", reason, self.clock())
-                self._queue(conn, "chat.waiting", current)
-            return [self._append(conn, current, s) for s in said]
+            return self.record_turn(conn, self.lock(conn, session_id), said, handoff=reason)
 
-    def claim(self, session_id: str, salesperson: str, said: Sequence[Said]) -> list[Message]:
-        """Takes the chat over; ClaimedByOtherError when another salesperson has it. A claim
-        of one's own chat again changes nothing and says nothing."""
+    def salesperson_gone(
+        self, session_id: str, salesperson: str, said: Sequence[Said]
+    ) -> list[Message]:
+        """A claimed chat whose salesperson's inbox is gone waits for another one."""
         with self.engine.begin() as conn:
-            current = self._lock(conn, session_id)
+            current = self.lock(conn, session_id)
+            return self.record_turn(conn, current, said, gone=salesperson)
+
+    def record_turn(
+        self,
+        conn: Connection,
+        current: Takeover,
+        said: Sequence[Said],
+        *,
+        handoff: str = "",
+        gone: str = "",
+    ) -> list[Message]:
+        """A visitor's turn into the transcript, in the transaction that `lock`ed the chat
+        as `current`: with `handoff` (a reason) the chat waits for a salesperson unless one
+        has it; with `gone` (a salesperson), the chat that salesperson has waits again."""
+        if handoff and current.status in (ASSISTANT, CALLBACK):
+            current = self._set(conn, current, WAITING, "", handoff, self.clock())
+            self._queue(conn, "chat.waiting", current)
+        elif gone and current.status == CLAIMED and current.salesperson == gone:
+            current = self._set(conn, current, WAITING, "", "salesperson_gone", self.clock())
+            self._queue(conn, "chat.waiting", current, salesperson=gone)
+        return [self._append(conn, current, s) for s in said]
+
+    def claim(
+        self,
+        session_id: str,
+        salesperson: str,
+        said: Sequence[Said],
+        renew: Callable[[Connection], object] | None = None,
+    ) -> list[Message]:
+        """Takes the chat over; ClaimedByOtherError when another salesperson has it. A claim
+        of one's own chat again changes nothing and says nothing. `renew` runs in the
+        transaction (the visitor's session lives on while a salesperson acts)."""
+        with self.engine.begin() as conn:
+            current = self.lock(conn, session_id)
             self._seen(conn, salesperson, self.clock())
             if current.status == CLAIMED:
                 if current.salesperson == salesperson:
@@ -242,33 +272,40 @@ class ChatInbox:
             reason = current.reason if current.status != ASSISTANT else SALESPERSON
             current = self._set(conn, current, CLAIMED, salesperson, reason)
             self._queue(conn, "chat.claimed", current)
+            if renew is not None:
+                renew(conn)
             return [self._append(conn, current, s) for s in said]
 
-    def release(self, session_id: str, salesperson: str, said: Sequence[Said]) -> list[Message]:
+    def release(
+        self,
+        session_id: str,
+        salesperson: str,
+        said: Sequence[Said],
+        renew: Callable[[Connection], object] | None = None,
+    ) -> list[Message]:
         """Gives the chat back to the assistant; NotClaimedError unless `salesperson` has it."""
         with self.engine.begin() as conn:
             current = self._holder(conn, session_id, salesperson)
             current = self._set(conn, current, ASSISTANT, "", current.reason)
             self._queue(conn, "chat.released", current, salesperson=salesperson)
+            if renew is not None:
+                renew(conn)
             return [self._append(conn, current, s) for s in said]
 
-    def send(self, session_id: str, salesperson: str, said: Said) -> Message:
+    def send(
+        self,
+        session_id: str,
+        salesperson: str,
+        said: Said,
+        renew: Callable[[Connection], object] | None = None,
+    ) -> Message:
         """A salesperson's message; NotClaimedError unless they hold the chat."""
         with self.engine.begin() as conn:
             current = self._holder(conn, session_id, salesperson)
             self._seen(conn, salesperson, self.clock())
+            if renew is not None:
+                renew(conn)
             return self._append(conn, current, said)
-
-    def salesperson_gone(
-        self, session_id: str, salesperson: str, said: Sequence[Said]
-    ) -> list[Message]:
-        """A claimed chat whose salesperson's inbox is gone waits for another one."""
-        with self.engine.begin() as conn:
-            current = self._lock(conn, session_id)
-            if current.status == CLAIMED and current.salesperson == salesperson:
-                current = self._set(conn, current, WAITING, "", "salesperson_gone", self.clock())
-                self._queue(conn, "chat.waiting", current, salesperson=salesperson)
-            return [self._append(conn, current, s) for s in said]
 
     def overdue(self, waited_s: float) -> list[Takeover]:
         """Chats that have waited for a salesperson longer than `waited_s`."""
@@ -285,7 +322,7 @@ class ChatInbox:
         """A waiting chat gets its callback promise: None when another replica (or a claim)
         got there first."""
         with self.engine.begin() as conn:
-            current = self._lock(conn, chat.session_id)
+            current = self.lock(conn, chat.session_id)
             if current.status != WAITING or current.waiting_since != chat.waiting_since:
                 return None
             current = self._set(conn, current, CALLBACK, "", current.reason, current.waiting_since)
@@ -337,7 +374,7 @@ class ChatInbox:
         )
         return Takeover(**row) if row else Takeover(session_id)
 
-    def _lock(self, conn: Connection, session_id: str) -> Takeover:
+    def lock(self, conn: Connection, session_id: str) -> Takeover:
         """The chat's state, held until the transaction ends: a row lock in PostgreSQL; in
         SQLite the insert takes the database's write lock before anything is read. Every
         writing transaction starts here, so none acts on a state another has changed."""
@@ -363,7 +400,7 @@ class ChatInbox:
         return Takeover(**row)
 
     def _holder(self, conn: Connection, session_id: str, salesperson: str) -> Takeover:
-        current = self._lock(conn, session_id)
+        current = self.lock(conn, session_id)
         if current.status != CLAIMED:
             raise NotClaimedError(
                 f"session_id: chat {session_id!r} is not claimed; claim it before answering"

@@ -22,9 +22,10 @@ from percept.nlp.chat_messages import (
     live_chat,
     qualification,
 )
-from percept.nlp.dialogue import Assistant, Reply, Turn
+from percept.nlp.dialogue import Assistant, Reply, SessionBusyError, Turn
 from percept.nlp.inbox import CLAIMED, SALESPERSON, WAITING, TakeoverError
 from percept.nlp.language import LanguageDetector, iso_639_1
+from percept.nlp.language_tags import LanguageTagError, check_tag, primary
 from percept.nlp.metrics import NlpMetrics
 from percept.nlp.sessions import SessionExpiredError, SessionNotFoundError
 from percept.nlp.signals import chat_message_signal, chat_signals
@@ -96,6 +97,34 @@ def language_code(code: str, field: str, known: set[str]) -> tuple[str, str | No
     return normalised, (
         f"{field}: unknown language code {code!r} (use ISO 639-1, e.g. 'es' or 'fr')"
     )
+
+
+MAX_TAG = 35  # characters of a chat's language tag (the transcript's column)
+
+
+def chat_language_code(code: str, known: set[str]) -> tuple[str, str | None]:
+    """(language, problem) for a chat turn's language_code: an ISO 639 code as
+    `language_code` takes it ('ES', 'spa' are 'es'), or a BCP-47 tag whose language is
+    known, kept with its region ('es-mx' is 'es-MX'): the visitor is answered in that
+    language, with the text written for the region where the company wrote one."""
+    text = code.strip()
+    if "-" not in text and "_" not in text:
+        return language_code(code, "language_code", known)
+    try:
+        tag = check_tag(text)
+    except LanguageTagError as exc:
+        return text, f"language_code: {exc}"
+    base = primary(tag)
+    standard = iso_639_1(base) or (base if base in known else None)
+    if standard is None:
+        return tag, (
+            f"language_code: unknown language {base!r} in {code!r} "
+            "(use ISO 639-1 or a BCP-47 tag, e.g. 'es' or 'es-MX')"
+        )
+    tag = standard + tag[len(base) :]
+    if len(tag) > MAX_TAG:
+        return tag, f"language_code: longer than {MAX_TAG} characters"
+    return tag, None
 
 
 class NlpServicer(nlp_pb2_grpc.NlpServicer):
@@ -213,7 +242,7 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
         language = ""
         if not problem and request.language_code.strip():
             known = self.translator.languages() if self.translator else set()
-            language, problem = language_code(request.language_code, "language_code", known)
+            language, problem = chat_language_code(request.language_code, known)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         wait = self.per_session.allow(request.session_id) if request.session_id else 0.0
@@ -241,6 +270,8 @@ class NlpServicer(nlp_pb2_grpc.NlpServicer):
                 f"{_duration(self.assistant.store.ttl_s)} without a message; "
                 "send an empty session_id to start a new one",
             )
+        except SessionBusyError as exc:
+            await context.abort(grpc.StatusCode.ABORTED, f"{exc}; send it again")
         except ApertiumError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         if not request.session_id:  # the opening message counts against its session

@@ -3,15 +3,18 @@ waits too long.
 
 The visitor's side (the assistant going quiet, the salesperson who is gone) is in
 the Assistant's turn; this is the salesperson's side, and what the visitor is
-told when it changes, said in the visitor's language like every prompt.
+told when it changes, said in the visitor's language like every prompt. A claim, a
+salesperson's message and a release renew the visitor's session like a visitor's
+turn: a conversation with a salesperson does not expire while the salesperson writes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from percept.nlp.apertium import ApertiumError
@@ -93,14 +96,16 @@ class Takeovers:
         """Raises ClaimedByOtherError when another salesperson has it."""
         session = self._session(session_id)
         text = self._say(session, "salesperson_joined", salesperson=salesperson)
-        self.inbox.claim(session_id, salesperson, [Said(BOT, text, language=session.language)])
+        said = [Said(BOT, text, language=session.language)]
+        self.inbox.claim(session_id, salesperson, said, renew=self._renewal(session_id))
         return self.view(session_id)
 
     def release(self, session_id: str, salesperson: str) -> ChatView:
         """Raises NotClaimedError unless `salesperson` has it."""
         session = self._session(session_id, expired_ok=True)
         text = self._say(session, "salesperson_left", salesperson=salesperson)
-        self.inbox.release(session_id, salesperson, [Said(BOT, text, language=session.language)])
+        said = [Said(BOT, text, language=session.language)]
+        self.inbox.release(session_id, salesperson, said, renew=self._renewal(session_id))
         return self.view(session_id)
 
     def send(self, session_id: str, salesperson: str, text: str) -> tuple[Session, Message]:
@@ -108,7 +113,13 @@ class Takeovers:
         the visitor has left."""
         session = self._session(session_id)
         said = Said(SALESPERSON, text, author=salesperson)
-        return session, self.inbox.send(session_id, salesperson, said)
+        renew = self._renewal(session_id)
+        return session, self.inbox.send(session_id, salesperson, said, renew=renew)
+
+    def _renewal(self, session_id: str) -> Callable[[Connection], object]:
+        """Renews the visitor's session in the takeover's transaction (not one expired)."""
+        store = self.assistant.store
+        return lambda conn: store.renew(conn, session_id)
 
     def promise_callbacks(self, wait_s: float) -> list[Promise]:
         """Every chat that has waited longer than `wait_s` is promised a callback (and

@@ -260,6 +260,116 @@ async def test_the_widgets_keys_and_campaign_reach_leads(suite: Suite) -> None:
 
 
 @pytest.mark.parametrize(
+    ("lines", "language"),
+    [
+        (
+            ["¿Cuánto cuesta el portátil?", "Necesitamos diez portátiles.", "sí", "ok", "👍"],
+            "es",  # lingua alone reads "sí" as Czech
+        ),
+        (
+            ["¿Cuánto cuesta el portátil?", "https://example.com/pricing", "ana@empresa.example"],
+            "es",  # and a link or an address as English
+        ),
+        (["Hola, quiero comprar portátiles", "100 unidades", "la semana próxima"], "es"),
+        (["¿Qué precio tiene el portátil?", "el Percept Laptop"], "es"),  # a product's name
+        (["How much is the laptop?", "50 units", "thx", "bye"], "en"),  # Catalan, French...
+        (["Bonjour, combien coûte la tablette ?", "merci!", "ok"], "fr"),
+    ],
+    ids=["si-ok-emoji", "link-and-address", "units-in-spanish", "product-name", "units", "merci"],
+)
+async def test_short_messages_keep_the_chats_language(
+    suite: Suite, lines: list[str], language: str
+) -> None:
+    replies = await converse(suite.nlp, lines)
+    assert [r.language_code for r in replies] == [language] * len(lines), [r.text for r in replies]
+    assert {r.text_source for r in replies} == {"native"}  # the company's own words
+
+
+@pytest.mark.parametrize(
+    ("lines", "languages"),
+    [
+        (
+            [
+                "¿Cuánto cuesta el portátil?",
+                "Sorry, can you answer in English? How much is the tablet?",
+                "ok",
+                "gracias, ¿y el móvil?",
+            ],
+            ["es", "en", "en", "es"],
+        ),
+        (["How much is the laptop?", "Bonjour, combien coûte la tablette ?"], ["en", "fr"]),
+        (["Do you sell tablets?", "Necesitamos diez portátiles."], ["en", "es"]),
+        # a first message decides on less, when lingua is clearly sure of it
+        (["gracias"], ["es"]),
+        (["bonjour"], ["fr"]),
+        # "hola" is Catalan too: English until a message says which
+        (["hola", "precio del portátil?"], ["en", "es"]),
+        (["Hola!", "ok", "Quiero comprar diez portátiles"], ["en", "en", "es"]),
+    ],
+    ids=["es-en-es", "en-fr", "en-es", "gracias", "bonjour", "hola-then", "hola-ok-then"],
+)
+async def test_a_sentence_in_another_language_switches_the_chat(
+    suite: Suite, lines: list[str], languages: list[str]
+) -> None:
+    replies = await converse(suite.nlp, lines)
+    assert [r.language_code for r in replies] == languages, [r.text for r in replies]
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "language", "answer"),
+    [
+        ("es-MX", "¿Cuánto cuesta el portátil?", "es-MX", "cuesta 1299 $ con 16 GB"),
+        ("es-mx", "¿Cuánto cuesta el portátil?", "es-MX", "cuesta 1299 $ con 16 GB"),
+        ("spa", "¿Cuánto cuesta el portátil?", "es", "cuesta 1299 $ con 16 GB"),
+        ("en-US", "How much is the laptop?", "en-US", "costs $1,299 with 16 GB"),
+        ("fr-CA", "Combien coûte l'ordinateur portable ?", "fr-CA", "coûte 1299 $"),
+        ("pt-BR", "Quanto custa o portátil?", "pt-BR", "$1,299"),  # Portuguese by MT
+    ],
+)
+async def test_regional_language_tags_are_answered_in_their_language(
+    suite: Suite, code: str, text: str, language: str, answer: str
+) -> None:
+    reply = await suite.nlp.Chat(nlp_pb2.ChatTurn(text=text, language_code=code))
+    assert (reply.language_code, reply.sources[0].id) == (language, "laptop-price")
+    assert answer in reply.text
+    if language.startswith("pt"):
+        assert reply.text_source == "machine_translation" and "cuesta" not in reply.text
+    # the chat keeps the tag while the visitor writes that language without one
+    follow = await suite.nlp.Chat(nlp_pb2.ChatTurn(session_id=reply.session_id, text=text))
+    assert follow.language_code == language
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Quanto costa il portatile?", "it"),  # through Spanish
+        ("Quant costa el portàtil?", "ca"),
+        ("Quanto custa o portátil?", "pt"),
+    ],
+)
+async def test_names_are_kept_in_prompts_machine_translated(
+    suite: Suite, text: str, language: str
+) -> None:
+    (reply,) = await converse(suite.nlp, [text])
+    assert (reply.language_code, reply.text_source) == (language, "machine_translation")
+    said: dict[str, list[str]] = {}
+    for name in ("Will", "Rose", "Bill", "Grace", "Ana"):  # words too: "will", "bill"...
+        session = reply.session_id
+        claimed = await suite.nlp.ClaimChat(
+            nlp_pb2.ClaimChatRequest(session_id=session, salesperson=name)
+        )
+        released = await suite.nlp.ReleaseChat(
+            nlp_pb2.ReleaseChatRequest(session_id=session, salesperson=name)
+        )
+        said[name] = [claimed.messages[-1].text, released.messages[-1].text]
+        for line in said[name]:
+            assert line.startswith(f"{name} ") and line.count(name) == 1, line
+    # around the name, the same translation whoever it is
+    around = {tuple(line.replace(name, "X") for line in lines) for name, lines in said.items()}
+    assert len(around) == 1, around
+
+
+@pytest.mark.parametrize(
     ("turn", "code", "words"),
     [
         (nlp_pb2.ChatTurn(text=""), "INVALID_ARGUMENT", "text: empty"),
@@ -280,6 +390,16 @@ async def test_the_widgets_keys_and_campaign_reach_leads(suite: Suite) -> None:
             nlp_pb2.ChatTurn(text="hi", language_code="zz"),
             "INVALID_ARGUMENT",
             "language_code: unknown language code 'zz'",
+        ),
+        (
+            nlp_pb2.ChatTurn(text="hi", language_code="es_MX"),
+            "INVALID_ARGUMENT",
+            "language_code: 'es_MX' is not a BCP-47 language tag (subtags take '-', not '_')",
+        ),
+        (
+            nlp_pb2.ChatTurn(text="hi", language_code="es-"),
+            "INVALID_ARGUMENT",
+            "language_code: 'es-' is not a BCP-47 language tag",
         ),
         # leads would refuse every signal of the chat, after the widget was answered
         (
@@ -306,6 +426,8 @@ async def test_the_widgets_keys_and_campaign_reach_leads(suite: Suite) -> None:
         "bad-session-id",
         "unknown-session",
         "unknown-language",
+        "underscore-tag",
+        "malformed-tag",
         "visitor-email-not-an-address",
         "visitor-phone-not-a-number",
         "campaign-too-long",
