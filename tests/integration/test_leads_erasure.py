@@ -120,6 +120,29 @@ def test_replayed_and_queued_signals_do_not_bring_an_erased_person_back(
     store.close()
 
 
+def test_an_erasure_leaves_a_key_other_people_share_to_them(database_url: str) -> None:
+    """A switchboard phone two people called from is not the erased person's alone:
+    tombstoning it would drop the other person's queued signals, as duplicates that
+    nobody sends again."""
+    clock = Clock(NOW + timedelta(days=1))
+    store = LeadStore(database_url, clock=clock)
+    store.migrate()
+    store.ingest([signal(email=EMAIL, phone=PHONE, minutes=120)])
+    store.ingest([signal(email="bo@example.com", phone=PHONE, minutes=110)])  # two people
+    ana = store.lead_of_key(IdentityKey("email", EMAIL))
+    bo = store.lead_of_key(IdentityKey("email", "bo@example.com"))
+    assert ana is not None and bo is not None and ana != bo
+    store.forget(ana, "GDPR art. 17")
+    # Bo's signal queued before the erasure, through the shared phone: stored.
+    queued = signal(email="bo@example.com", phone=PHONE, minutes=60)
+    assert _counts(store.ingest([queued])) == (1, 0, 0)
+    view = store.get(bo)
+    assert view is not None and view.row["signal_count"] == 2
+    # Ana's own e-mail stays erased: her queued signal is dropped.
+    assert _counts(store.ingest([signal(email=EMAIL, minutes=60)])) == (0, 1, 0)
+    store.close()
+
+
 def test_tombstones_go_with_the_retention_purge_after_the_longest_retention(
     database_url: str,
 ) -> None:

@@ -237,15 +237,21 @@ class LifecycleMixin(StateMixin):
                 current,
                 *conn.scalars(select(leads.lead_id).where(leads.merged_into == current)),
             ]
-            held = [
-                IdentityKey(r.key_type, r.key_value)
-                for r in conn.execute(
-                    select(ident.key_type, ident.key_value).where(ident.lead_id.in_(ids))
+            rows = conn.execute(
+                select(ident.key_type, ident.key_value, ident.people, ident.shared).where(
+                    ident.lead_id.in_(ids)
                 )
+            ).all()
+            held = [IdentityKey(r.key_type, r.key_value) for r in rows]
+            # A key seen with other people (a switchboard, a family address) is not this
+            # person's alone: its tombstone would drop their queued signals too. The
+            # signal-id tombstones still stop this person's own replays.
+            own = [
+                IdentityKey(r.key_type, r.key_value) for r in rows if r.people <= 1 and not r.shared
             ]
             faces = [k.value for k in held if k.key_type == "face_identity_id"]
             signal_ids = list(conn.scalars(select(sig.signal_id).where(sig.lead_id.in_(ids))))
-            tombstones.record(conn, self._erasure_key, signal_ids, held, now)
+            tombstones.record(conn, self._erasure_key, signal_ids, own, now)
             signals = conn.execute(schema.signals.delete().where(sig.lead_id.in_(ids))).rowcount
             keys, erased = self._delete_leads(conn, ids)
             self._queue_face_erasures(conn, faces, now)
