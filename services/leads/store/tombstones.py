@@ -6,7 +6,8 @@ before the erasure may arrive after it. Either would bring the erased person bac
 erasure therefore keeps, with nothing personal in it:
 
 - a keyed hash of each erased signal's id: that signal is dropped whenever it comes;
-- a keyed hash of each erased identity key, with the erasure time: a signal carrying
+- a keyed hash of each erased identity key that was the person's alone (not one seen
+  with other people, whose signals it would drop), with the erasure time: a signal carrying
   such a key is dropped if it occurred at or before that time (it is from before the
   erasure); one that occurred later is the person coming back (new consent) and is
   stored as a new lead.
