@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
+import grpc
 import numpy as np
 import pytest
 
+from percept.console.api import ApiError, call_backend
 from percept.runtime.ratelimit import RateLimiter
 from percept.v1 import common_pb2, vision_pb2
 from percept.vision.cameras import Camera, Zone
@@ -133,3 +136,22 @@ async def test_a_response_never_read_still_cancels_its_watch() -> None:
     assert isinstance(response, StreamingResponse) and response.background is not None
     await response.background()  # what Starlette runs once the response has ended
     assert watch.cancelled == 1
+
+
+async def test_a_turn_that_lost_every_try_is_a_conflict_the_widget_sends_again() -> None:
+    """ABORTED (nlp's turn lost to concurrent writes each time) is 409, which the widget
+    sends again; it was 502, shown to the visitor as an error, the message dropped."""
+
+    async def aborted(request: object, **_: object) -> None:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.ABORTED,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details="the chat changed under this message each time; send it again",
+        )
+
+    backends = SimpleNamespace(metadata=())
+    with pytest.raises(ApiError) as refused:
+        await call_backend(aborted, object(), backends)  # type: ignore[arg-type]
+    assert refused.value.status == 409
+    assert "send it again" in str(refused.value)

@@ -180,6 +180,12 @@
     try {
       let session = sessionStorage.getItem(storageKey) || "";
       let { response, reply } = await post(text, session);
+      // 409: the chat changed under the turn each time it was tried (the assistant says
+      // send it again); twice more, a moment apart, before the visitor is told.
+      for (let again = 0; again < 2 && response.status === 409; again++) {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        ({ response, reply } = await post(text, session));
+      }
       if (response.status === 404 && session) {  // the chat expired or is gone: a new one
         forget();
         const note = add("note", NEW_CHAT[language] || NEW_CHAT.en);
