@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from percept.nlp.sessions import metadata
+from percept.nlp.sessions import metadata, upsert
 from percept.runtime.webhooks import claim_due, purge_settled, record_attempt
 
 ASSISTANT, WAITING, CLAIMED, CALLBACK = "assistant", "waiting", "claimed", "callback"
@@ -379,7 +378,7 @@ class ChatInbox:
         SQLite the insert takes the database's write lock before anything is read. Every
         writing transaction starts here, so none acts on a state another has changed."""
         conn.execute(
-            _upsert(conn, _takeovers)
+            upsert(conn, _takeovers)
             .values(
                 session_id=session_id,
                 status=ASSISTANT,
@@ -452,7 +451,7 @@ class ChatInbox:
         return Message(seq=int(key[0]), **values)  # type: ignore[arg-type]
 
     def _seen(self, conn: Connection, salesperson: str, now: float) -> None:
-        insert = _upsert(conn, _salespeople).values(name=salesperson, seen_at=now)
+        insert = upsert(conn, _salespeople).values(name=salesperson, seen_at=now)
         conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_={"seen_at": now}))
 
     def _queue(self, conn: Connection, kind: str, chat: Takeover, **extra: str) -> None:
@@ -478,9 +477,3 @@ class ChatInbox:
                     failed=False,
                 )
             )
-
-
-def _upsert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL, SQLite)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from percept.nlp.language_tags import primary
 from percept.runtime.settings import NLP_LANGUAGES
 
 MIN_RELATIVE_DISTANCE = 0.1  # chosen on short customer sentences (tests/unit/test_nlp_language.py)
@@ -76,17 +77,18 @@ def telling_words(text: str) -> int:
     product: "el Percept Laptop", "Hi Ana"), unless the whole text is in capitals."""
     cleaned = without_addresses(text)
     shouting = sum(c.isupper() for c in cleaned) > sum(c.islower() for c in cleaned)
-    count = 0
+    count, previous = 0, 0  # previous: where the last word ended
     for match in _WORD.finditer(cleaned):
         word = match.group()
+        gap = cleaned[previous : match.start()]  # only what lies between: linear in the text
+        starts = (previous == 0 and not gap.strip()) or bool(_SENTENCE_END.search(gap))
+        previous = match.end()
         unspaced = len(_UNSPACED.findall(word))
         if unspaced:
             count += unspaced
             continue
         if len(word) < 2:
             continue
-        before = cleaned[: match.start()]
-        starts = not before.strip() or bool(_SENTENCE_END.search(before))
         if word[0].isupper() and not starts and not shouting:
             continue
         count += 1
@@ -114,9 +116,10 @@ def chat_language(
         second = max(others, default=0.0)
         clear = detection.confidence >= FIRST_CONFIDENCE
         return best if clear and detection.confidence >= CLEAR_LEAD * second else None
-    if best == current.split("-", 1)[0].lower() or words < MIN_WORDS_TO_SWITCH:
+    language = primary(current)
+    if best == language or words < MIN_WORDS_TO_SWITCH:
         return None
-    if detection.confidence < CLEAR_LEAD * detection.score(current.split("-", 1)[0].lower()):
+    if detection.confidence < CLEAR_LEAD * detection.score(language):
         return None
     return best
 

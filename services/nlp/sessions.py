@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 KEEP_EXPIRED_S = 86_400.0
@@ -119,7 +120,7 @@ class SessionStore:
             )
             return conn.execute(changed.values(**values)).rowcount > 0
         if replace:
-            insert = _insert(conn).values(id=session_id, **values)
+            insert = upsert(conn, _sessions).values(id=session_id, **values)
             conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=values))
             return True
         try:  # a new session: its id is fresh, so a clash is a turn that lost
@@ -158,9 +159,7 @@ class SessionStore:
         self.engine.dispose()
 
 
-def _insert(conn: Connection) -> Any:
+def upsert(conn: Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which has ON CONFLICT (PostgreSQL, SQLite)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(_sessions)
+    return dialect.insert(table)
