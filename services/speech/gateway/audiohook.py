@@ -47,7 +47,6 @@ RATE = 8000
 ROLES = {"external": speech_pb2.CHANNEL_ROLE_CUSTOMER, "internal": speech_pb2.CHANNEL_ROLE_AGENT}
 PROBE = "00000000-0000-0000-0000-000000000000"
 GOODBYE_S = 5.0  # how long a `close` is awaited after `disconnect`
-SILENCE_PIECE_S = 1.0  # lost audio is put in as silence this much at a time
 # The reference's own pattern for seconds is `PT(\d*\.)?\d+S` ("PT.5S" included).
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d*\.?\d+)S)?$")
 
@@ -345,11 +344,7 @@ class Session:
         self.ctx.metrics.gap_seconds.labels(GATEWAY).inc(seconds)
         if self.call is not None:
             for name in self.channels:
-                due = self.call.silence_due(name, seconds)
-                while due > 0:  # in pieces: the track's backlog bound holds
-                    piece = min(due, SILENCE_PIECE_S)
-                    await self.call.feed(name, b"\xff" * int(piece * RATE))
-                    due -= piece
+                await self.call.feed_silence(name, seconds, b"\xff")  # PCMU's silence
 
     async def _disconnect(self, reason: str, info: str) -> None:
         """Asks the client to close, answers its `close`, and closes the socket; the

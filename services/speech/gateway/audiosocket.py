@@ -219,8 +219,6 @@ class AudioSocketServer:
                 self.shared.pop(call_id, None)
             if failure is not None:
                 raise failure
-            # A close between frames is a hang-up, or this server stopping (it closed them)
-            await call.end("shutdown" if ctx.stopping else "completed")
 
     async def _leg(
         self, reader: asyncio.StreamReader, shared: SharedCall, track: str, role: int

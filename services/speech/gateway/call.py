@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("percept.speech.gateway")
 BACKLOG_S = 60.0  # audio a track may be behind before its socket reader waits
 CLOCK_SLACK_S = 5.0  # how far a track's audio may run ahead of the wall clock when filled
+SILENCE_PIECE_S = 1.0  # lost audio is put in as silence this much at a time
 _PAUSE = object()
 _END = object()
 
@@ -171,6 +172,17 @@ class GatewayCall:
         track = self.tracks[name]
         lasted = time.monotonic() - self.started + CLOCK_SLACK_S
         return max(0.0, min(seconds, lasted - track.received_s))
+
+    async def feed_silence(self, name: str, seconds: float, code: bytes) -> None:
+        """Lost audio (a hole in the stamps, a pause) as silence of `code` (one sample's
+        byte), as much as `silence_due` allows, a second at a time: the track's backlog
+        bound is checked before each piece, so minutes of silence never queue at once."""
+        due = self.silence_due(name, seconds)
+        rate = self.tracks[name].bytes_per_s // len(code)
+        while due > 0:
+            piece = min(due, SILENCE_PIECE_S)
+            await self.feed(name, code * int(piece * rate))
+            due -= piece
 
     async def pause(self) -> None:
         """Audio stops being heard: what each side was saying is finalised now, and

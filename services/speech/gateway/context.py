@@ -155,7 +155,9 @@ class GatewayContext:
             await asyncio.shield(call.cancel())
             raise
         finally:
-            if self.stopping and reason == "dropped":
+            # a call this server's stop cut looks dropped, or (a socket closed between
+            # frames, as AudioSocket hangs up) completed: it ended because we stopped
+            if self.stopping and reason in ("dropped", "completed"):
                 reason = "shutdown"
             try:
                 await call.end(reason)  # a no-op when the handler ended it already

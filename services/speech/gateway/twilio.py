@@ -216,25 +216,24 @@ class Timeline:
     previous frame: one lost 20 ms frame is within the jitter tolerance, but lost
     frames add up, and once they come to more than it they are filled."""
 
-    def __init__(self, silence: bytes) -> None:
-        self.silence = silence
+    def __init__(self) -> None:
         self.heard_ms: dict[str, float] = {}  # each track's audio so far, silence included
 
-    def fill(self, track: str, timestamp: int | None, samples: int) -> tuple[bytes, float]:
-        """The silence due before a frame of `samples` at `timestamp`, and the hole's length."""
+    def fill(self, track: str, timestamp: int | None, samples: int) -> tuple[float, float]:
+        """The seconds of silence due before a frame of `samples` at `timestamp` (at most
+        MAX_GAP_S), and the hole's length."""
         heard = self.heard_ms.get(track, 0.0)  # a track that starts late starts silent
         if timestamp is None:
             timestamp = round(heard)
         hole_ms = timestamp - heard
-        silence, hole_s = b"", 0.0
+        silence_s, hole_s = 0.0, 0.0
         if hole_ms > GAP_TOLERANCE_MS:
-            filled = min(hole_ms / 1000, MAX_GAP_S)
-            silence, hole_s = self.silence * int(filled * RATE), hole_ms / 1000
+            silence_s, hole_s = min(hole_ms / 1000, MAX_GAP_S), hole_ms / 1000
             heard = float(timestamp)  # past the cap the rest of a hole is given up
         elif hole_ms < -GAP_TOLERANCE_MS:
             heard = float(timestamp)  # the stamps went back: nothing to fill, start again
         self.heard_ms[track] = heard + samples * 1000 / RATE
-        return silence, hole_s
+        return silence_s, hole_s
 
 
 async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake) -> None:
@@ -261,12 +260,11 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
                             raise ProtocolError(POLICY, f"media on the {track} track, not in start")
                         call.add_track(track, ROLES[track], rate=RATE, law=law)
                     metrics.frames.labels(GATEWAY).inc()
-                    silence, hole_s = timeline.fill(track, timestamp, len(payload))
+                    silence_s, hole_s = timeline.fill(track, timestamp, len(payload))
                     if hole_s:
                         metrics.gaps.labels(GATEWAY).inc()
                         metrics.gap_seconds.labels(GATEWAY).inc(hole_s)
-                        due = call.silence_due(track, len(silence) / RATE)
-                        await call.feed(track, silence[: int(due * RATE)])
+                        await call.feed_silence(track, silence_s, SILENCE[law])
                     await call.feed(track, payload)
                 elif event == "start":
                     if call is not None:
@@ -282,7 +280,7 @@ async def serve(ws: ServerConnection, ctx: GatewayContext, handshake: Handshake)
                     law, lazy = start.law, not start.tracks
                     for name in start.tracks:
                         call.add_track(name, ROLES[name], rate=RATE, law=law)
-                    timeline = Timeline(SILENCE[law])
+                    timeline = Timeline()
                 elif event == "stop":
                     await ws.close(NORMAL, "stopped")  # the platform is not kept waiting
                     if call is not None:
