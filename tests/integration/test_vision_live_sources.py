@@ -110,12 +110,14 @@ def test_a_live_hls_camera_is_timed_as_filmed_not_as_its_segments_come(tmp_path:
         source.stop()
     finally:
         camera.close()
-    steps = np.diff(got.times)
+    steps = np.diff(got.times)  # from the PTS: the same however loaded the machine is
     assert np.allclose(steps, 0.2, atol=0.005), steps.round(3)
+    # Handed on as filmed, not in bursts (9 frames at once, then a 2 s gap): on a busy
+    # machine a frame may come late and the next one soon after, but most come 0.2 s apart.
     handed = np.diff(got.handed)
-    assert handed.max() < 0.5, handed.round(2)  # spread out, not in bursts
+    assert np.median(handed) > 0.15, handed.round(2)
     filmed, elapsed = got.times[-1] - got.times[0], got.handed[-1] - got.handed[0]
-    assert abs(filmed - elapsed) < 0.5
+    assert abs(filmed - elapsed) < 2.0  # less than a segment
 
 
 def test_video_that_freezes_while_the_audio_flows_is_a_stall(tmp_path: Path) -> None:
@@ -146,10 +148,8 @@ def test_stop_ends_the_reader_at_once_while_only_audio_flows() -> None:
         source = reader(camera.url, got, stall_s=30)
         wait_for(lambda: len(got) > 0, 15, "video")
         time.sleep(2.5)  # the video froze; packets of audio keep coming
-        started = time.monotonic()
-        ended = source.stop(timeout=5)
-        assert time.monotonic() - started < 1.5 and ended
-        assert source.status.state == SourceState.STOPPED
+        ended = source.stop(timeout=10)  # not at stall_s, 30 s on, as it was
+        assert ended and source.status.state == SourceState.STOPPED
     finally:
         camera.close()
 
@@ -165,19 +165,32 @@ def test_a_stream_that_goes_silent_is_said_to_have_sent_nothing() -> None:
         camera.close()
 
 
+class Retrying(FrameSource):
+    """A FrameSource that notes how long it waits before each new try."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__("cam", spec, Delivered(), VisionMetrics(CollectorRegistry()))
+        self.waits: list[float] = []
+
+    def _failed(self, exc: Exception, backoff: float) -> float:
+        wait = super()._failed(exc, backoff)
+        self.waits.append(wait)
+        return wait
+
+
 def test_the_back_off_starts_again_once_a_session_has_streamed() -> None:
     """A camera that streams and drops, again and again: each outage is new and is
     retried after 1 s, not after a back-off grown over the process's life (the old
-    doubling put the 5th reconnect 20 s in: 1 + 2 + 4 + 8 s of waiting)."""
+    doubling waited 1, 2, 4, 8, 16 s)."""
     camera = TsCamera(plain(), video_s=0.5, then="close")
     try:
-        source = reader(camera.url, Delivered(), stall_s=5, max_backoff_s=30)
-        started = time.monotonic()
-        wait_for(lambda: source.status.reconnects >= 5, 20, "5 reconnects")
-        assert time.monotonic() - started < 14
+        source = Retrying(SourceSpec(camera.url, stall_s=5, max_backoff_s=30))
+        source.start()
+        wait_for(lambda: len(source.waits) >= 5, 60, "5 reconnects")
         source.stop()
     finally:
         camera.close()
+    assert source.waits[:5] == [1.0] * 5, source.waits
 
 
 class SteppedClock:
