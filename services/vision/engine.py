@@ -405,10 +405,13 @@ class CameraStream:
         self.engine.metrics.idle(self.camera_id, [zone.name for zone in self.camera.zones])
 
     def close(self) -> None:
-        """The stream ended: people still in zones leave them (their dwell is reported)."""
+        """The stream ended: people still in zones leave them (their dwell is reported,
+        and counted in footfall's exits and dwell, as a walk out of view is)."""
         engine = self.engine
-        at = _signal_time(self.last_t if self.last_t is not None else time.time())
-        engine.send(self._dwell_signals(self.scene.close(), at))
+        end = self.last_t if self.last_t is not None else time.time()
+        left = self.scene.close()
+        engine.send(self._dwell_signals(left, _signal_time(end)))
+        self.minutes.leave(left, end)
         engine.store_footfall(self.minutes.flush())
         engine.open_streams.discard(self)
         engine.metrics.streams.dec()

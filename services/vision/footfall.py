@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from percept.vision.scene import SceneUpdate
+from percept.vision.scene import SceneUpdate, ZoneChange
 
 VIEW = "*"  # the whole frame: people in view
 
@@ -117,7 +117,18 @@ class FootfallMinutes:
         self.zones.setdefault(VIEW, _Minute()).seen(len(update.people))
         for occupancy in update.occupancy:
             self.zones.setdefault(occupancy.zone, _Minute()).seen(occupancy.people)
-        for change in update.changes:
+        self._count(update.changes)
+        return done
+
+    def leave(self, changes: Sequence[ZoneChange], t: float) -> None:
+        """The stream ended at `t` with people still inside: they leave now, so their
+        exits and dwell count, as those of people who walked out of view do."""
+        if self.minute is None:
+            self.minute = int(t // 60)
+        self._count(changes)
+
+    def _count(self, changes: Sequence[ZoneChange]) -> None:
+        for change in changes:
             zone = self.zones.setdefault(change.zone.name, _Minute())
             if change.entered:
                 zone.entries += 1
@@ -125,7 +136,6 @@ class FootfallMinutes:
                 zone.exits += 1
                 if change.zone.kind != "line":
                     zone.dwells.append(change.dwell_s)
-        return done
 
     def flush(self) -> list[MinuteRow]:
         """The minute so far, as rows (the stream ended, or a new minute began)."""

@@ -119,3 +119,19 @@ def test_footfall_requests_are_checked_field_by_field() -> None:
         with pytest.raises(FootfallQueryError) as caught:
             footfall_query(_request(**fields), cameras, now)
         assert (caught.value.code, words in str(caught.value)) == (code, True), caught.value
+
+
+def test_people_still_inside_when_the_stream_ends_leave_in_its_last_minute() -> None:
+    """Their exits and dwell count, as those of people who walk out of view do: a shop
+    that closes its camera at night had entries with no exits."""
+    minutes = FootfallMinutes("cam")
+    someone = Track(1, "v1", 0, 0, None)  # type: ignore[arg-type]
+    minutes.observe(update(1, 1, [ZoneChange(True, SHELF, someone)]), T0 + 1)
+    minutes.leave([ZoneChange(False, SHELF, someone, dwell_s=40.0)], T0 + 41)
+    shelf = {r.zone: r for r in minutes.flush()}["shelf"]
+    assert (shelf.entries, shelf.exits, shelf.dwell_count, shelf.dwell_median_s) == (1, 1, 1, 40.0)
+    # a stream closed before any frame was counted still has a minute to put them in
+    fresh = FootfallMinutes("cam")
+    fresh.leave([ZoneChange(False, SHELF, someone, dwell_s=5.0)], T0 + 130)
+    (row,) = fresh.flush()
+    assert (row.minute, row.exits) == (int(T0 // 60) + 2, 1)
