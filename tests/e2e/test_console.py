@@ -12,7 +12,9 @@ import base64
 import csv
 import io
 import json
+import os
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ READER = "console-reader-key-0123456789"  # the console accepts it with the read
 AUTH = {"Authorization": f"Bearer {KEY}"}
 META = bearer(KEY)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
-ARTIFACTS.mkdir(parents=True, exist_ok=True)  # the screenshots to look at after a run
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOT_RED = (0xD9, 0x2D, 0x20)  # .badge.hot in console.css
 WARM_ORANGE = (0xF7, 0x90, 0x09)  # .priority.p2, a control group's mark
 BAR_BLUE = (0x2E, 0x90, 0xFA)  # the reports' campaign bars
@@ -488,6 +490,23 @@ async def test_the_camera_footfall_of_the_last_hours(stack: Stack) -> None:
 
 
 # -- the pages in Chromium ------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: scripts/setup.sh installs it")
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        await chromium.close()
 
 
 def _share(path: Path, box: FloatRect, colour: tuple[int, int, int], tol: int = 40) -> float:

@@ -6,6 +6,8 @@ that expired is replaced by a new one with the visitor's message, never shown as
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ from percept.runtime.server import ServiceHost
 from percept.v1 import nlp_pb2, nlp_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TTL_S = 6.0
 SHOWN = (
     "() => [...document.querySelector('#percept-chat').shadowRoot"
@@ -56,6 +59,22 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield Stack(gateway.url.rstrip("/"), nlp_pb2_grpc.NlpStub(channel))
     await gateway.stop()
     await nlp.stop(grace=1)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: scripts/setup.sh installs it")
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        await chromium.close()
 
 
 async def _open(browser: Browser, url: str) -> Page:
